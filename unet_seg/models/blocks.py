@@ -1,0 +1,147 @@
+"""Building blocks of the U-Net, one code path for 2D and 3D selected by ``spatial_dims``.
+
+Tensors are ``(N, C, *spatial)`` with ``len(spatial) == spatial_dims``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+PADDING_MODES = ("valid", "same")
+NORMS = (None, "batch", "instance")
+
+
+@dataclass(frozen=True)
+class LayerTypes:
+    """The layer classes of one dimensionality."""
+
+    conv: type[nn.Module]
+    conv_transpose: type[nn.Module]
+    max_pool: type[nn.Module]
+    batch_norm: type[nn.Module]
+    instance_norm: type[nn.Module]
+
+
+_LAYERS = {
+    2: LayerTypes(nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.BatchNorm2d, nn.InstanceNorm2d),
+    3: LayerTypes(nn.Conv3d, nn.ConvTranspose3d, nn.MaxPool3d, nn.BatchNorm3d, nn.InstanceNorm3d),
+}
+
+
+def layer_types(spatial_dims: int) -> LayerTypes:
+    """Return the conv/pool/norm classes for ``spatial_dims`` (2 or 3)."""
+    if spatial_dims not in _LAYERS:
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    return _LAYERS[spatial_dims]
+
+
+def center_crop(x: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
+    """Crop the centre ``spatial_shape`` out of ``x`` of shape ``(N, C, *spatial)``.
+
+    When a size difference is odd the extra voxel is dropped at the far end, so the crop of the
+    paper's skip connections (always even differences) is exact.
+    """
+    spatial = x.shape[2:]
+    if len(spatial) != len(spatial_shape):
+        raise ValueError(f"cannot crop {tuple(spatial)} to {tuple(spatial_shape)}: dims differ")
+    slices = [slice(None), slice(None)]
+    for have, want in zip(spatial, spatial_shape, strict=True):
+        if want > have:
+            raise ValueError(f"cannot crop {tuple(spatial)} to larger {tuple(spatial_shape)}")
+        start = (have - want) // 2
+        slices.append(slice(start, start + want))
+    return x[tuple(slices)]
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3(x3) convolutions, each followed by optional norm and ReLU.
+
+    ``(N, in_channels, *s) -> (N, out_channels, *(s - 4))`` in valid mode, ``*s`` in same mode.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        padding: str = "valid",
+        norm: str | None = None,
+        kernel_size: int | Sequence[int] = 3,
+    ) -> None:
+        if padding not in PADDING_MODES:
+            raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        types = layer_types(spatial_dims)
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for _ in range(2):
+            # A norm layer right after makes the conv bias redundant.
+            layers.append(
+                types.conv(
+                    channels, out_channels, kernel_size, padding=padding, bias=norm is None
+                )
+            )
+            if norm == "batch":
+                layers.append(types.batch_norm(out_channels))
+            elif norm == "instance":
+                layers.append(types.instance_norm(out_channels, affine=True))
+            layers.append(nn.ReLU(inplace=True))
+            channels = out_channels
+        super().__init__(*layers)
+
+
+class DownBlock(nn.Sequential):
+    """2x2(x2) max-pool, then a :class:`ConvBlock`: ``(N, C_in, *s) -> (N, C_out, *(s/2 - 4))``."""
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        padding: str = "valid",
+        norm: str | None = None,
+        pool_size: int | Sequence[int] = 2,
+        kernel_size: int | Sequence[int] = 3,
+    ) -> None:
+        super().__init__(
+            layer_types(spatial_dims).max_pool(pool_size),
+            ConvBlock(spatial_dims, in_channels, out_channels, padding, norm, kernel_size),
+        )
+
+
+class UpBlock(nn.Module):
+    """The expansive step: 2x2 transposed conv (stride 2) halving the channels, concatenation with
+    the centre-cropped skip features, then a :class:`ConvBlock`.
+
+    ``x``: ``(N, C_in, *s)``, ``skip``: ``(N, C_in // 2, *t)`` with ``t >= 2s``;
+    returns ``(N, C_out, *(2s - 4))`` in valid mode.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        padding: str = "valid",
+        norm: str | None = None,
+        up_size: int | Sequence[int] = 2,
+        kernel_size: int | Sequence[int] = 3,
+    ) -> None:
+        super().__init__()
+        if in_channels % 2:
+            raise ValueError(f"UpBlock halves the channels: in_channels must be even, got {in_channels}")
+        types = layer_types(spatial_dims)
+        # Kernel == stride: every output voxel comes from exactly one input voxel (no overlap, no
+        # checkerboard), which is the paper's "2x2 up-convolution".
+        self.up = types.conv_transpose(in_channels, in_channels // 2, up_size, stride=up_size)
+        self.conv = ConvBlock(spatial_dims, in_channels, out_channels, padding, norm, kernel_size)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.up(x)
+        skip = center_crop(skip, x.shape[2:])
+        return self.conv(torch.cat([skip, x], dim=1))
