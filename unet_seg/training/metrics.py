@@ -1,0 +1,119 @@
+"""Validation metrics: Dice, IoU, pixel error, and the ISBI 2012 segmentation scores.
+
+Overlap scores (Dice, IoU, pixel error) are pooled over every voxel of the epoch. The ISBI scores
+compare *segmentations*: the connected components (face connectivity) of the ``region_class``
+voxels in the label and in the prediction, per image, with the label's other voxels left out
+("foreground-restricted", as in Arganda-Carreras et al. 2015):
+
+- ``rand_error``: ``skimage.metrics.adapted_rand_error`` (1 - Rand F-score; 0 is perfect);
+- ``vi``: ``skimage.metrics.variation_of_information``, split + merge entropies in bits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from skimage.measure import label as connected_components
+from skimage.metrics import adapted_rand_error, variation_of_information
+
+from unet_seg.training.losses import IGNORE_INDEX
+
+
+def segments(mask: np.ndarray) -> np.ndarray:
+    """Connected components (face connectivity) of a boolean ``(*spatial)`` mask; 0 elsewhere."""
+    return connected_components(mask, connectivity=1).astype(np.int64)
+
+
+def segmentation_scores(
+    pred: np.ndarray, target: np.ndarray, region_class: int = 1, ignore_index: int = IGNORE_INDEX
+) -> tuple[float, float]:
+    """``(rand_error, vi)`` of one class map ``pred`` against ``target``, both ``(*spatial)``.
+
+    ``nan`` for both when the target has no ``region_class`` voxel (the scores are undefined).
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {pred.shape} and target {target.shape} differ in shape")
+    true_seg = segments(target == region_class)
+    if not true_seg.any():
+        return math.nan, math.nan
+    pred_seg = segments(pred == region_class)
+    # Ignored label voxels join the true background, which both scores leave out.
+    true_seg[target == ignore_index] = 0
+    are, _, _ = adapted_rand_error(true_seg, pred_seg, ignore_labels=(0,))
+    vi = variation_of_information(true_seg, pred_seg, ignore_labels=(0,))
+    return float(are), float(vi.sum())
+
+
+class SegmentationMetrics:
+    """Accumulates validation figures over an epoch of ``(N, *spatial)`` class-index maps.
+
+    Args:
+        num_classes: classes of the model; Dice and IoU average the classes ``1..K-1``.
+        region_class: the class whose connected components are the segments for Rand error and VI
+            (the cell interiors for ISBI 2012).
+        ignore_index: label value of voxels that no figure counts.
+    """
+
+    def __init__(
+        self, num_classes: int, region_class: int = 1, ignore_index: int = IGNORE_INDEX
+    ) -> None:
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if not 0 <= region_class < num_classes:
+            raise ValueError(f"region_class {region_class} is not a class of {num_classes}")
+        self.num_classes = num_classes
+        self.region_class = region_class
+        self.ignore_index = ignore_index
+        self.reset()
+
+    def reset(self) -> None:
+        self.tp = np.zeros(self.num_classes, dtype=np.int64)
+        self.fp = np.zeros(self.num_classes, dtype=np.int64)
+        self.fn = np.zeros(self.num_classes, dtype=np.int64)
+        self.wrong = 0
+        self.counted = 0
+        self.rand_errors: list[float] = []
+        self.vis: list[float] = []
+
+    def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
+        """Add a batch: ``pred``, ``target`` int ``(N, *spatial)`` (``target`` may hold ignore)."""
+        pred = torch.as_tensor(pred).detach().cpu().numpy()
+        target = torch.as_tensor(target).detach().cpu().numpy()
+        if pred.shape != target.shape:
+            raise ValueError(f"prediction {pred.shape} and target {target.shape} differ in shape")
+        valid = target != self.ignore_index
+        p, t = pred[valid], target[valid]
+        confusion = np.bincount(t * self.num_classes + p, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )  # rows: true class, columns: predicted
+        diag = np.diag(confusion)
+        self.tp += diag
+        self.fp += confusion.sum(axis=0) - diag
+        self.fn += confusion.sum(axis=1) - diag
+        self.wrong += int(confusion.sum() - diag.sum())
+        self.counted += int(confusion.sum())
+        for pred_i, target_i in zip(pred, target, strict=True):
+            are, vi = segmentation_scores(pred_i, target_i, self.region_class, self.ignore_index)
+            if not math.isnan(are):
+                self.rand_errors.append(are)
+                self.vis.append(vi)
+
+    def compute(self) -> dict[str, float]:
+        """``{"dice", "iou", "pixel_error", "rand_error", "vi"}``; ``nan`` where nothing counted.
+
+        A class absent from both label and prediction has no Dice and is left out of the mean.
+        """
+        tp, fp, fn = self.tp[1:], self.fp[1:], self.fn[1:]
+        present = (tp + fp + fn) > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dice = (2 * tp / (2 * tp + fp + fn))[present]
+            iou = (tp / (tp + fp + fn))[present]
+        return {
+            "dice": float(dice.mean()) if dice.size else math.nan,
+            "iou": float(iou.mean()) if iou.size else math.nan,
+            "pixel_error": self.wrong / self.counted if self.counted else math.nan,
+            "rand_error": float(np.mean(self.rand_errors)) if self.rand_errors else math.nan,
+            "vi": float(np.mean(self.vis)) if self.vis else math.nan,
+        }
