@@ -1,0 +1,192 @@
+"""Overlap-tile and sliding-window inference reassemble volumes exactly (inference.tiling)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from unet_seg.inference.runner import ModelRunner
+from unet_seg.inference.tiling import (
+    importance_map,
+    plan_tiles,
+    predict_tiled,
+    reflect_indices,
+)
+from unet_seg.models import UNet
+from unet_seg.models.blocks import center_crop
+
+
+class CropNet(nn.Module):
+    """Identity-like 'valid' network: the output is the input cropped by ``margin`` per side.
+
+    Like a U-Net it accepts only sizes ``2 * margin + 2 + period * k``, so tile sizes get rounded.
+    """
+
+    def __init__(self, spatial_dims: int, margin: int = 5, period: int = 4, scale: float = 1.0):
+        super().__init__()
+        self.spatial_dims, self.margin, self.period, self.scale = (
+            spatial_dims,
+            margin,
+            period,
+            scale,
+        )
+
+    def output_shape(self, shape):
+        out = tuple(s - 2 * self.margin for s in shape)
+        if len(shape) != self.spatial_dims or any(o < 2 or (o - 2) % self.period for o in out):
+            raise ValueError(f"size {shape} does not fit")
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * center_crop(x, self.output_shape(x.shape[2:]))
+
+
+class SameNet(CropNet):
+    """Same-padding stand-in: sizes divisible by ``period``; returns ``scale * x`` or a constant."""
+
+    def __init__(self, spatial_dims: int, period: int = 4, constant: float | None = None):
+        super().__init__(spatial_dims, margin=0, period=period)
+        self.constant = constant
+
+    def output_shape(self, shape):
+        if len(shape) != self.spatial_dims or any(s % self.period for s in shape):
+            raise ValueError(f"size {shape} does not fit")
+        return tuple(shape)
+
+    def forward(self, x):
+        return torch.full_like(x, self.constant) if self.constant is not None else x
+
+
+def raw(model: nn.Module) -> ModelRunner:
+    return ModelRunner(model, device="cpu", softmax=False)
+
+
+@pytest.mark.parametrize("size,start,stop", [(5, -3, 9), (4, -11, 15), (1, -2, 3), (2, -5, 6)])
+def test_reflect_indices_match_numpy_reflect(size, start, stop):
+    data = np.arange(size)
+    padded = np.pad(data, (-start, stop - size), mode="reflect") if size > 1 else None
+    idx = reflect_indices(start, stop, size)
+    if padded is not None:
+        np.testing.assert_array_equal(data[idx], padded)
+    else:
+        assert set(idx.tolist()) == {0}
+    assert idx.min() >= 0 and idx.max() < size
+
+
+@pytest.mark.parametrize(
+    "shape,tile",
+    [((1, 37, 53), 16), ((1, 7, 5), 16), ((1, 64, 64), 64), ((3, 41, 29), 20), ((1, 3, 200), 30)],
+)
+def test_overlap_tile_2d_reassembles_identity(rng, shape, tile):
+    image = rng.standard_normal((1, *shape)).astype(np.float32)
+    model = CropNet(2)
+    out = predict_tiled(image, model, raw(model), tile_size=tile, batch_size=3)
+    np.testing.assert_array_equal(out, image)
+
+
+@pytest.mark.parametrize(
+    "shape,tile", [((19, 23, 17), 8), ((5, 6, 7), 12), ((33, 9, 40), (10, 6, 14))]
+)
+def test_overlap_tile_3d_reassembles_identity(rng, shape, tile):
+    image = rng.standard_normal((2, *shape)).astype(np.float32)  # 2 channels pass through too
+    model = CropNet(3, margin=3, period=2)
+    plan = plan_tiles(model, shape, tile)
+    assert not plan.blend and all(a.lo == 3 for a in plan.axes)
+    out = predict_tiled(image, model, raw(model), tile_size=tile, batch_size=2)
+    np.testing.assert_array_equal(out, image)
+
+
+def test_overlap_tile_output_tiles_abut():
+    plan = plan_tiles(CropNet(2), (1, 100, 100), 20)
+    ay = plan.axes[1]
+    assert ay.in_size - ay.out_size == 10 and ay.out_size == 22
+    # Steps are the output size rounded down to the period (4), so every tile sees the pooling
+    # grid of an untiled pass; the last tile ends flush with the edge (80 + 22 - 2 mirrored).
+    assert ay.starts == (0, 20, 40, 60, 80)
+    assert plan.axes[0].starts == (0,)
+
+
+@pytest.mark.parametrize("mode", ["gaussian", "constant"])
+def test_sliding_window_constant_model_gives_constant(mode):
+    model = SameNet(2, constant=0.7)
+    image = np.zeros((1, 3, 50, 37), np.float32)
+    out = predict_tiled(image, model, raw(model), tile_size=16, overlap=0.5, blend_mode=mode)
+    assert out.shape == image.shape
+    np.testing.assert_allclose(out, 0.7, rtol=1e-6)
+
+
+def test_sliding_window_blends_identity_3d(rng):
+    image = rng.standard_normal((1, 21, 30, 18)).astype(np.float32)
+    model = SameNet(3)
+    plan = plan_tiles(model, image.shape[1:], 8, overlap=0.25)
+    assert plan.blend and plan.num_windows > 8
+    out = predict_tiled(image, model, raw(model), tile_size=8, overlap=0.25, batch_size=5)
+    np.testing.assert_allclose(out, image, rtol=1e-5, atol=1e-6)
+
+
+def test_importance_map_shape_and_range():
+    w = importance_map((1, 9, 8))
+    assert w.shape == (1, 9, 8) and w.max() == pytest.approx(1.0) and w.min() > 0
+    assert w[0, 4, 0] < w[0, 4, 3]  # decays towards the border
+    np.testing.assert_array_equal(importance_map((4, 5), "constant"), np.ones((4, 5)))
+    with pytest.raises(ValueError, match="blend mode"):
+        importance_map((4,), "cosine")
+
+
+@pytest.mark.parametrize("spatial_dims,shape,tile", [(2, (3, 75, 61), 24), (3, (13, 17, 15), 6)])
+def test_valid_unet_tiled_equals_untiled_forward(rng, spatial_dims, shape, tile):
+    """No seams: tiles of a random valid U-Net give exactly one mirror-padded forward pass."""
+    model = UNet(spatial_dims, 1, 3, features=(4, 8, 16), padding="valid", dropout=0.0).eval()
+    image = rng.standard_normal((1, *shape)).astype(np.float32)
+    runner = ModelRunner(model, device="cpu")
+    tiled = predict_tiled(image, model, runner, tile_size=tile, batch_size=4)
+    plan = plan_tiles(model, shape, tile)
+    assert plan.num_windows > (2 if spatial_dims == 2 else 4)  # really tiled
+
+    # Untiled reference: mirror-pad by the margin (more at the far end up to a valid size).
+    margin = plan.axes[-1].lo
+    net_shape = shape[3 - spatial_dims :]
+    sizes = []
+    for s in net_shape:
+        n = s + 2 * margin
+        while True:
+            try:
+                model.output_shape([n] * spatial_dims)
+                break
+            except ValueError:
+                n += 1
+        sizes.append(n)
+    pad = [(0, 0)] * (4 - spatial_dims) + [
+        (margin, n - s - margin) for s, n in zip(net_shape, sizes, strict=True)
+    ]
+    padded = np.pad(image, pad, mode="reflect")
+    with torch.no_grad():
+        x = torch.from_numpy(padded)
+        x = x.permute(1, 0, 2, 3) if spatial_dims == 2 else x[None]
+        ref = model(x).softmax(1)
+        ref = ref.permute(1, 0, 2, 3) if spatial_dims == 2 else ref[0]
+    ref = ref[(slice(None), *[slice(0, s) for s in shape])].numpy()
+    np.testing.assert_allclose(tiled, ref, atol=2e-5)
+
+
+def test_flip_tta_of_symmetric_model_is_exact(rng):
+    model = CropNet(2)
+    image = rng.standard_normal((1, 2, 30, 30)).astype(np.float32)
+    runner = ModelRunner(model, device="cpu", tta=True, softmax=False)
+    assert len(runner.flips) == 4
+    out = predict_tiled(image, model, runner, tile_size=16)
+    np.testing.assert_allclose(out, image, atol=1e-6)
+
+
+def test_two_d_model_rejects_thick_tiles():
+    with pytest.raises(ValueError, match="one-slice"):
+        ModelRunner(CropNet(2), device="cpu")(np.zeros((1, 1, 2, 12, 12), np.float32))
+
+
+def test_plan_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="overlap"):
+        plan_tiles(SameNet(2), (1, 8, 8), 8, overlap=1.0)
+    with pytest.raises(ValueError, match="tile_size"):
+        plan_tiles(SameNet(2), (1, 8, 8), (8, 8, 8))

@@ -1,0 +1,71 @@
+"""Runs a network on batches of tiles: device placement, AMP on CUDA, flip TTA, softmax."""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/``None`` picks CUDA when available, else the CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    return device
+
+
+class ModelRunner:
+    """Callable ``(B, C, Tz, Ty, Tx) float32 array -> (B, K, Oz, Oy, Ox) float32 probabilities``.
+
+    A 2D network gets the windows one slice thick (``Tz == 1``) as ``(B, C, Ty, Tx)``.
+
+    Args:
+        model: returns logits ``(B, K, *output_shape(spatial))`` and has ``spatial_dims``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        tta: average the probabilities of all flips of the spatial axes (4 in 2D, 8 in 3D); a
+            valid network's centred crop commutes with flips, so the average stays aligned.
+        amp: autocast to float16 on CUDA (ignored on the CPU, where it would only slow down).
+        softmax: turn logits into probabilities (off: raw outputs, for tests and regression nets).
+    """
+
+    def __init__(
+        self, model: nn.Module, device: str | torch.device | None = "auto", tta: bool = False,
+        amp: bool = True, softmax: bool = True,
+    ) -> None:  # fmt: skip
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.spatial_dims = int(model.spatial_dims)
+        dims = range(2, 2 + self.spatial_dims)
+        self.flips = [c for r in range(len(dims) + 1) for c in itertools.combinations(dims, r)]
+        if not tta:
+            self.flips = [()]
+        self.amp = amp and self.device.type == "cuda"
+        self.softmax = softmax
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if batch.ndim != 5:
+            raise ValueError(f"expected tiles (B, C, Z, Y, X), got shape {batch.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        if self.spatial_dims == 2:
+            if x.shape[2] != 1:
+                raise ValueError(f"a 2D network takes one-slice tiles, got shape {batch.shape}")
+            x = x[:, :, 0]
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        total = None
+        for axes in self.flips:
+            with autocast:
+                logits = self.model(x.flip(axes) if axes else x)
+            probs = logits.float().softmax(dim=1) if self.softmax else logits.float()
+            probs = probs.flip(axes) if axes else probs
+            total = probs if total is None else total + probs
+        total = total / len(self.flips)
+        if self.spatial_dims == 2:
+            total = total[:, :, None]
+        return total.cpu().numpy()
