@@ -82,9 +82,7 @@ class ConvBlock(nn.Sequential):
         for _ in range(2):
             # A norm layer right after makes the conv bias redundant.
             layers.append(
-                types.conv(
-                    channels, out_channels, kernel_size, padding=padding, bias=norm is None
-                )
+                types.conv(channels, out_channels, kernel_size, padding=padding, bias=norm is None)
             )
             if norm == "batch":
                 layers.append(types.batch_norm(out_channels))
@@ -134,7 +132,9 @@ class UpBlock(nn.Module):
     ) -> None:
         super().__init__()
         if in_channels % 2:
-            raise ValueError(f"UpBlock halves the channels: in_channels must be even, got {in_channels}")
+            raise ValueError(
+                f"UpBlock halves the channels: in_channels must be even, got {in_channels}"
+            )
         types = layer_types(spatial_dims)
         # Kernel == stride: every output voxel comes from exactly one input voxel (no overlap, no
         # checkerboard), which is the paper's "2x2 up-convolution".

@@ -8,6 +8,7 @@ skip features, two 3x3 convs. A final 1x1 conv gives ``num_classes`` logits.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -56,9 +57,11 @@ class UNet(nn.Module):
         features = tuple(int(f) for f in features)
         if not features or any(f <= 0 for f in features):
             raise ValueError(f"features must be a non-empty list of positive ints, got {features}")
-        if any(2 * a != b for a, b in zip(features, features[1:], strict=False)) and len(features) > 1:
+        if any(2 * a != b for a, b in itertools.pairwise(features)):
             # The up-conv halves the channels so that they match the skip features.
-            raise ValueError(f"each level must double the features of the one above, got {features}")
+            raise ValueError(
+                f"each level must double the features of the one above, got {features}"
+            )
         if padding not in PADDING_MODES:
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
         if norm not in NORMS:
@@ -81,7 +84,7 @@ class UNet(nn.Module):
         self.inc = ConvBlock(spatial_dims, in_channels, features[0], padding, norm)
         self.downs = nn.ModuleList(
             DownBlock(spatial_dims, c_in, c_out, padding, norm, pool_size=scale)
-            for c_in, c_out in zip(features, features[1:], strict=False)
+            for c_in, c_out in itertools.pairwise(features)
         )
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.ups = nn.ModuleList(

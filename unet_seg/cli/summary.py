@@ -1,0 +1,44 @@
+"""``unet-seg-summary``: print the per-layer arithmetic of a model config for an input size.
+
+Examples::
+
+    unet-seg-summary                                   # the paper's net at 572 x 572
+    unet-seg-summary model=unet_small_3d input_size=[44,92,92]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from unet_seg.config import config_dir
+from unet_seg.models import UNet
+from unet_seg.models.arithmetic import Summary, summarize
+
+
+def summary_from_config(model_cfg: dict, input_size: int | Sequence[int]) -> Summary:
+    """Build the ``UNet`` of ``model_cfg`` and summarise it; an int size applies to every axis."""
+    model = UNet(**model_cfg)
+    if isinstance(input_size, int):
+        input_size = [input_size] * model.spatial_dims
+    return summarize(model, input_size)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="summary")
+def main(cfg: DictConfig) -> None:
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    size = (
+        OmegaConf.to_container(cfg.input_size)
+        if OmegaConf.is_list(cfg.input_size)
+        else cfg.input_size
+    )
+    try:
+        print(summary_from_config(model_cfg, size).table())
+    except ValueError as err:
+        raise SystemExit(f"unet-seg-summary: {err}") from None
+
+
+if __name__ == "__main__":
+    main()
