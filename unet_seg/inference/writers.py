@@ -132,12 +132,19 @@ class SlabWriter:
             self.tmp, shape=self.shape, dtype=self.dtype, resolution=resolution, **kwargs
         )
 
-    def write(self, z0: int, block: np.ndarray) -> None:
-        """Write rows ``z0 .. z0 + n - 1``: ``block`` is ``(*lead, n, Y, X)`` (``n == 1`` in 2D)."""
+    def write(self, z0: int, block: np.ndarray, axis: int = 0) -> None:
+        """Write rows ``z0 .. z0 + n - 1`` along spatial ``axis`` (0: z, 1: y, 2: x).
+
+        ``block`` is ``(*lead, n, A, B)``: the ``n`` rows first, the other two spatial axes in
+        their order (how a 2D model sliced along ``axis`` sees the volume); ``n == 1`` in 2D.
+        """
         if self.spatial_dims == 2:
             self.array[...] = block[..., 0, :, :]
-        else:
-            self.array[..., z0 : z0 + block.shape[-3], :, :] = block
+            return
+        block = np.moveaxis(block, -3, -3 + axis)
+        index = [slice(None)] * 3
+        index[axis] = slice(z0, z0 + block.shape[-3 + axis])
+        self.array[(Ellipsis, *index)] = block
 
     def commit(self) -> Path:
         """Finish the file and move it to ``path`` (on failure nothing is left behind)."""

@@ -1,0 +1,133 @@
+"""What prediction reads: the input files, their layout for a model, and normalised slabs."""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unet_seg.data.io import SUPPORTED_SUFFIXES, LazyVolume
+
+_PERCENTILE_SAMPLES = 4_000_000  # voxels read to estimate the percentiles: stable, and bounded
+
+
+def is_supported(path: Path) -> bool:
+    name = path.name.lower()
+    return not name.startswith(".") and name.endswith(SUPPORTED_SUFFIXES)
+
+
+def find_inputs(spec: str | os.PathLike) -> list[Path]:
+    """The files of ``spec``: one file, a folder (its supported files) or a glob pattern.
+
+    Raises:
+        FileNotFoundError: nothing matches (the message names ``spec``).
+    """
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and is_supported(p))
+    elif path.is_file():
+        files = [path]
+    else:
+        files = sorted(Path(p) for p in glob.glob(str(spec)) if is_supported(Path(p)))
+    if not files:
+        raise FileNotFoundError(
+            f"no input images found at {spec} (a file, a folder or a glob of "
+            f"{', '.join(SUPPORTED_SUFFIXES)} files)"
+        )
+    return files
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a file's array maps onto the model's ``(C, Z, Y, X)`` view.
+
+    ``channels``: the file has a leading channel axis. ``spatial_dims``: spatial axes of the file
+    (2: an image, seen as one slice). ``slice_axis``: the spatial axis a 2D model slices along.
+    """
+
+    channels: bool
+    spatial_dims: int
+    slice_axis: int = 0
+
+    def volume_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """``(Z, Y, X)`` seen by the tiling: the slice axis first, a 2D image one slice thick."""
+        spatial = list(shape[1:] if self.channels else shape)
+        if self.spatial_dims == 2:
+            return (1, *spatial)
+        spatial.insert(0, spatial.pop(self.slice_axis))
+        return tuple(spatial)
+
+
+def input_layout(path: Path, shape: tuple[int, ...], model, slice_axis: int = 0) -> Layout:
+    """Check that an array of ``shape`` fits ``model`` and say how; ``ValueError`` names ``path``.
+
+    A 2D model takes ``(Y, X)`` images and ``(Z, Y, X)`` stacks (slice by slice along
+    ``slice_axis``), a 3D model ``(Z, Y, X)`` volumes; models with ``C > 1`` input channels take
+    the same with a leading channel axis of size ``C``.
+    """
+    channels = int(model.in_channels) > 1
+    spatial = len(shape) - int(channels)
+    allowed = (2, 3) if model.spatial_dims == 2 else (3,)
+    if spatial not in allowed or (channels and shape[0] != model.in_channels):
+        lead = f"({model.in_channels}, ...)" if channels else "no channel axis"
+        raise ValueError(
+            f"{path}: array of shape {shape} does not fit a {model.spatial_dims}D model with "
+            f"{model.in_channels} input channel(s): expected {' or '.join(map(str, allowed))} "
+            f"spatial axes and {lead}"
+        )
+    if slice_axis not in (0, 1, 2):
+        raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis}")
+    if model.spatial_dims == 3 and slice_axis != 0:
+        raise ValueError("slice_axis applies to 2D models only")
+    return Layout(channels, spatial, slice_axis if spatial == 3 else 0)
+
+
+def percentile_range(volume: LazyVolume, low: float, high: float) -> tuple[float, float]:
+    """The ``low``/``high`` percentiles of a strided subsample of ``volume``.
+
+    Reads every n-th z-slice (and in-plane every m-th voxel) so that about
+    ``_PERCENTILE_SAMPLES`` values are used, one slice at a time.
+    """
+    shape = volume.shape
+    stride = max(1, math.ceil(math.prod(shape) / _PERCENTILE_SAMPLES))
+    if len(shape) == 2 or stride == 1:
+        sample = np.asarray(volume[...], dtype=np.float32).ravel()[::stride]
+    else:
+        z_step = max(1, min(shape[0], stride))
+        plane = max(1, math.ceil(math.sqrt(stride / z_step)))
+        rows = [
+            np.asarray(volume[z, ::plane, ::plane], dtype=np.float32).ravel()
+            for z in range(0, shape[0], z_step)
+        ]
+        sample = np.concatenate(rows)
+    if not np.isfinite(sample).all():
+        raise ValueError(f"{volume.path}: NaN/Inf values in the image data")
+    lo, hi = np.percentile(sample, [low, high])
+    return float(lo), float(hi)
+
+
+def slab_reader(
+    volume: LazyVolume | np.ndarray, layout: Layout, lo: float, hi: float
+) -> Callable[[int, int], np.ndarray]:
+    """``(z0, z1) -> (C, z1 - z0, Y, X)`` float32 rows normalised so that ``lo``/``hi`` map to 0/1
+    (contract 3, no clipping). Reads only the rows asked for when slicing along axis 0."""
+    scale = 1.0 / (hi - lo) if hi > lo else 0.0
+
+    def read(z0: int, z1: int) -> np.ndarray:
+        if layout.spatial_dims == 2:
+            rows = volume[...]
+            rows = rows[:, None] if layout.channels else rows[None, None]
+        else:
+            index = [slice(None)] * 3
+            index[layout.slice_axis] = slice(z0, z1)
+            rows = volume[(slice(None), *index) if layout.channels else tuple(index)]
+            rows = rows if layout.channels else rows[None]
+            rows = np.moveaxis(rows, 1 + layout.slice_axis, 1)
+        return (np.asarray(rows, dtype=np.float32) - lo) * scale
+
+    return read
