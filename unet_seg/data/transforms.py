@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from unet_seg.data.elastic import elastic_deform
+
+__all__ = ["elastic_deform", "normalize_percentile"]
+
 
 def normalize_percentile(array: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
     """Map the ``low``/``high`` percentiles of ``array`` to 0/1, without clipping.
