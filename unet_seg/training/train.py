@@ -1,0 +1,105 @@
+"""``train(cfg)``: one training run from a composed Hydra config, apart from the CLI wrapper so
+tests call it directly.
+
+The run writes into ``cfg.output_dir`` (the Hydra run directory): the resolved config,
+``checkpoints/`` (best by ``val/dice`` and ``last.ckpt``, from ``conf/callbacks``), CSV and
+TensorBoard logs, and ``metrics.json``. On completion the best checkpoint is copied atomically to
+``cfg.publish_checkpoint`` (``${paths.runs_dir}/<experiment>/model.ckpt``, predict's default).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from unet_seg.training.callbacks import copy_atomic, write_json_atomic
+from unet_seg.training.module import SegmentationModule, plain
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry with a ``_target_`` of a config group such as ``callbacks``."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node and "_target_" in node]
+
+
+def build_module(cfg: DictConfig) -> SegmentationModule:
+    """The LightningModule of ``cfg.model``, ``.loss``, ``.optimizer`` and ``.scheduler``."""
+    return SegmentationModule(
+        model=plain(cfg.model),
+        loss=plain(cfg.loss) if cfg.get("loss") else None,
+        optimizer=instantiate(cfg.optimizer) if cfg.get("optimizer") else None,
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        normalization=plain(cfg.get("normalization")),
+        region_class=cfg.get("region_class", 1),
+        scheduler_monitor=cfg.get("scheduler_monitor", "val/loss"),
+    )
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """The data module of ``cfg.data``, given the augmenter built from ``cfg.augment``."""
+    augment = instantiate(cfg.augment) if cfg.get("augment") else None
+    return instantiate(cfg.data, augment=augment)
+
+
+def _is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, validate the best checkpoint, write ``metrics.json``, publish the best checkpoint.
+
+    Returns the final metrics as plain floats (``"val/dice"``, ``"val/loss"``, ...), those of
+    the best checkpoint when there is one.
+    """
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg)
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if best and cfg.get("validate_best", True):
+        # The last epoch's figures are not the best's; report those of the published model.
+        results = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        metrics.update({k: float(v) for k, v in results[0].items()})
+
+    if trainer.is_global_zero:
+        summary = {
+            "experiment": cfg.get("name"),
+            "best_checkpoint": best or None,
+            "best_score": float(checkpoint.best_model_score)
+            if checkpoint is not None and checkpoint.best_model_score is not None
+            else None,
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "metrics": metrics,
+        }
+        path = write_json_atomic(output_dir / "metrics.json", summary)
+        log.info("metrics written to %s", path)
+        target = cfg.get("publish_checkpoint")
+        if best and target and not _is_multirun():
+            log.info("best checkpoint %s published to %s", best, copy_atomic(best, target))
+        elif best and target:
+            # Jobs of a sweep would overwrite each other's model; each keeps its own in its run dir.
+            log.info("multirun: not publishing %s to %s", best, target)
+    return metrics
