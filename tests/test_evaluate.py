@@ -1,0 +1,105 @@
+"""Evaluation figures on hand-made arrays, and the folder evaluation (inference.evaluate)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from unet_seg.config import config_dir
+from unet_seg.data.io import Volume, write_volume
+from unet_seg.inference.evaluate import evaluate, evaluate_pair
+from unet_seg.inference.metrics import average_precision, instance_iou
+
+# Two 2x2 objects touching only diagonally; the prediction misses 3 of their voxels.
+GT = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]])
+PRED = np.array([[0, 0, 1, 1], [0, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
+
+
+def entropy(counts) -> float:
+    p = np.asarray(counts, float) / np.sum(counts)
+    return float(-(p * np.log(p)).sum())
+
+
+def test_hand_example_exact_values():
+    row, counts = evaluate_pair(PRED, GT, num_classes=2)
+    np.testing.assert_array_equal(counts, [[8, 3, 0], [5, 0, 3]])  # TP, FP, FN per class
+    assert row["dice_1"] == pytest.approx(10 / 13) and row["iou_1"] == pytest.approx(5 / 8)
+    assert row["dice_0"] == pytest.approx(16 / 19) and row["iou_0"] == pytest.approx(8 / 11)
+    assert row["pixel_error"] == pytest.approx(3 / 16)
+    # Objects: IoU 3/4 (top right) and 2/4 (bottom left), so AP is 1 at 0.5, 1/3 up to 0.75.
+    assert row["ap50"] == 1.0 and row["ap75"] == pytest.approx(1 / 3)
+    assert row["ap"] == pytest.approx((1 + 5 / 3) / 10)
+    # Adapted Rand on ground-truth objects: pair counts 10 joint, 24 true, 14 predicted -> 9/19.
+    assert row["rand_error"] == pytest.approx(9 / 19)
+    # VI = 2 H(joint) - H(gt) - H(pred) over the segments (background included), in bits.
+    vi = 2 * entropy([8, 3, 1, 2, 2]) - entropy([8, 4, 4]) - entropy([11, 3, 2])
+    assert row["vi"] == pytest.approx(vi / np.log(2))
+
+
+def test_perfect_prediction():
+    row, _ = evaluate_pair(GT, GT, num_classes=3)
+    assert row["dice_0"] == row["dice_1"] == row["dice_2"] == 1.0  # class 2 absent in both: 1
+    assert row["pixel_error"] == row["rand_error"] == 0.0 and row["vi"] == pytest.approx(0.0)
+    assert row["ap"] == 1.0
+
+
+def test_matching_is_one_to_one():
+    gt = np.array([[1, 1, 2, 2]])
+    pred = np.array([[1, 1, 1, 1]])  # IoU 0.5 with both halves
+    np.testing.assert_allclose(instance_iou(pred, gt), [[0.5], [0.5]])
+    ap = average_precision(pred, gt, thresholds=(0.5, 0.6))
+    assert ap == {0.5: 0.5, 0.6: 0.0}  # one TP, one FN; not two TPs
+    assert average_precision(np.zeros((3, 3), int), np.zeros((3, 3), int))[0.5] == 1.0
+
+
+def test_shape_mismatch_and_bad_classes():
+    with pytest.raises(ValueError, match="differs"):
+        evaluate_pair(PRED, GT[:3], 2)
+    with pytest.raises(ValueError, match="outside the classes"):
+        evaluate_pair(PRED * 2, GT, 2)
+
+
+def config(**overrides):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("evaluate", overrides=[f"{k}={v}" for k, v in overrides.items()])
+
+
+def test_folder_evaluation_writes_csv_and_json(tmp_path):
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    write_volume(pred_dir / "a_labels.tif", Volume(PRED.astype(np.uint8)))
+    write_volume(gt_dir / "a_labels.tif", Volume(GT.astype(np.uint8)))
+    write_volume(pred_dir / "b_labels.tif", Volume(GT.astype(np.uint8)))
+    write_volume(gt_dir / "b_labels.tif", Volume(GT.astype(np.uint8)))
+    # b also has instance files: the split prediction of one gt object halves its AP.
+    write_volume(
+        gt_dir / "b_instances.tif",
+        Volume((GT * np.array([[1, 1, 1, 1]] * 2 + [[2] * 4] * 2)).astype(np.uint16)),
+    )
+    write_volume(
+        pred_dir / "b_instances.tif",
+        Volume(np.array([[0, 0, 1, 3]] * 2 + [[2, 2, 0, 0]] * 2, np.uint16)),
+    )
+    write_volume(pred_dir / "c_labels.tif", Volume(GT.astype(np.uint8)))  # no ground truth
+    write_volume(gt_dir / "a.tif", Volume(GT.astype(np.uint8)))  # an image, ignored
+    summary = evaluate(config(pred_dir=pred_dir, gt_dir=gt_dir, progress=False))
+    assert summary["evaluated"] == 2 and len(summary["failed"]) == 1
+    assert "c_labels.tif" in summary["failed"][0]["prediction"]
+    a, b = summary["files"]
+    assert a["segments"] == "components" and b["segments"] == "instances"
+    # gt object 1 (4 px) vs predicted halves 1 and 3 (IoU 0.5 each): one match at 0.5, none above.
+    assert b["ap50"] == pytest.approx(2 / 3) and b["ap75"] == pytest.approx(1 / 4)
+    assert summary["mean"]["pixel_error"] == pytest.approx(3 / 32)
+    assert summary["pooled"]["dice_1"] == pytest.approx(2 * 13 / (2 * 13 + 3))
+    rows = list(csv.DictReader((pred_dir / "evaluation.csv").open()))
+    assert [r["file"] for r in rows] == ["a", "b", "mean"]
+    assert float(rows[0]["dice_1"]) == pytest.approx(10 / 13)
+    assert json.loads((pred_dir / "evaluation.json").read_text())["evaluated"] == 2
+
+
+def test_missing_predictions_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        evaluate(config(pred_dir=tmp_path / "none", gt_dir=tmp_path))

@@ -1,0 +1,153 @@
+"""Compare a folder of predictions with ground truth: per file and overall, to CSV and JSON.
+
+Files pair up by key: the name without its format suffix and without ``pred_suffix`` /
+``gt_suffix`` (``stack_labels.tif`` in both folders is key ``stack``). Segments for Rand error,
+VI and instance AP are the instance files (``*_instances``) where both folders have them, else
+the connected components of ``foreground_class``. ``evaluate(cfg)`` runs ``unet-seg-evaluate``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+from tqdm.auto import tqdm
+
+from unet_seg.data.io import read_volume
+from unet_seg.inference.inputs import is_supported
+from unet_seg.inference.metrics import (
+    AP_THRESHOLDS,
+    average_precision,
+    confusion_counts,
+    dice_iou,
+    pixel_error,
+    rand_error,
+    variation_of_information,
+)
+from unet_seg.inference.writers import format_suffix
+
+log = logging.getLogger(__name__)
+
+
+def _keyed(folder: Path, suffix: str) -> dict[str, Path]:
+    """``{key: path}`` of the supported files in ``folder`` whose stem ends with ``suffix``."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    files = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and is_supported(path):
+            stem = path.name[: -len(format_suffix(path))]
+            if stem.endswith(suffix):
+                files[stem[: len(stem) - len(suffix)]] = path
+    return files
+
+
+def _integers(path: Path) -> np.ndarray:
+    array = read_volume(path).array
+    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+        raise ValueError(f"{path}: expected integer labels, got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
+def evaluate_pair(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    num_classes: int,
+    foreground_class: int = 1,
+    pred_instances: np.ndarray | None = None,
+    gt_instances: np.ndarray | None = None,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Figures of one prediction ``(*spatial)`` against its truth, and its ``(K, 3)`` counts."""
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
+    counts = confusion_counts(pred, gt, num_classes)
+    dice, iou = dice_iou(counts)
+    row: dict[str, float] = {}
+    for k in range(num_classes):
+        row[f"dice_{k}"], row[f"iou_{k}"] = float(dice[k]), float(iou[k])
+    row["pixel_error"] = pixel_error(pred, gt)
+    if pred_instances is None or gt_instances is None:
+        pred_instances = ndi.label(pred == foreground_class)[0]
+        gt_instances = ndi.label(gt == foreground_class)[0]
+    row["rand_error"] = rand_error(pred_instances, gt_instances)
+    row["vi"] = variation_of_information(pred_instances, gt_instances)
+    ap = average_precision(pred_instances, gt_instances)
+    row["ap"] = float(np.mean(list(ap.values())))
+    row["ap50"], row["ap75"] = ap[0.5], ap[0.75]
+    return row, counts
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def evaluate(cfg: Any) -> dict:
+    """Evaluate ``cfg.pred_dir`` against ``cfg.gt_dir``; writes ``evaluation.csv`` and
+    ``evaluation.json`` into ``cfg.output_dir`` (default: ``pred_dir``) and returns the summary.
+
+    A pair that cannot be read or compared is reported by name (``summary["failed"]``).
+    """
+    pred_dir, gt_dir = Path(cfg.pred_dir), Path(cfg.gt_dir)
+    preds, gts = _keyed(pred_dir, cfg.pred_suffix), _keyed(gt_dir, cfg.gt_suffix)
+    pred_inst = _keyed(pred_dir, cfg.pred_instance_suffix) if cfg.pred_instance_suffix else {}
+    gt_inst = _keyed(gt_dir, cfg.gt_instance_suffix) if cfg.gt_instance_suffix else {}
+    if not preds:
+        raise FileNotFoundError(f"{pred_dir}: no predictions named *{cfg.pred_suffix}.<format>")
+    num_classes = int(cfg.num_classes)
+    rows, failed, total = [], [], np.zeros((num_classes, 3), np.int64)
+    bar = tqdm(sorted(preds.items()), desc="evaluate", unit="file",
+               disable=None if cfg.get("progress") is None else not cfg.progress)  # fmt: skip
+    for key, pred_path in bar:
+        try:
+            if key not in gts:
+                raise FileNotFoundError(f"no ground truth {key}{cfg.gt_suffix}.* in {gt_dir}")
+            instances = key in pred_inst and key in gt_inst
+            row, counts = evaluate_pair(
+                _integers(pred_path), _integers(gts[key]), num_classes, int(cfg.foreground_class),
+                _integers(pred_inst[key]) if instances else None,
+                _integers(gt_inst[key]) if instances else None,
+            )  # fmt: skip
+        except Exception as err:  # one bad pair must not stop the evaluation; reported by name
+            log.error("%s: evaluation failed: %s", pred_path, err)
+            failed.append({"prediction": str(pred_path), "error": f"{type(err).__name__}: {err}"})
+            continue
+        total += counts
+        rows.append({"file": key, "segments": "instances" if instances else "components", **row})
+    metrics = [k for k in rows[0] if k not in ("file", "segments")] if rows else []
+    overall = {m: float(np.mean([r[m] for r in rows])) for m in metrics}
+    dice, iou = dice_iou(total)
+    summary = {
+        "pred_dir": str(pred_dir),
+        "gt_dir": str(gt_dir),
+        "ap_thresholds": list(AP_THRESHOLDS),
+        "files": rows,
+        "mean": overall,  # the mean over files of each figure
+        "pooled": {f"dice_{k}": float(dice[k]) for k in range(num_classes)}
+        | {f"iou_{k}": float(iou[k]) for k in range(num_classes)},  # over all voxels at once
+        "evaluated": len(rows),
+        "failed": failed,
+    }
+    out_dir = Path(cfg.output_dir) if cfg.get("output_dir") else pred_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["file", "segments", *metrics], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    if rows:
+        writer.writerow({"file": "mean", "segments": "", **overall})
+    _write_atomic(out_dir / "evaluation.csv", text.getvalue())
+    _write_atomic(out_dir / "evaluation.json", json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,102 @@
+"""Segmentation figures of a prediction against ground truth, on numpy arrays of any dimension.
+
+Semantic: Dice and IoU per class, pixel error. Segments (instance labelings, 0 = background):
+adapted Rand error and variation of information (skimage.metrics), and instance average precision
+with one-to-one matching, averaged over IoU thresholds 0.5, 0.55, ..., 0.95.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from skimage import metrics as skm
+
+AP_THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2).tolist())
+
+
+def _check_shapes(pred: np.ndarray, gt: np.ndarray) -> None:
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
+
+
+def confusion_counts(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(K, 3)`` int64 counts of true positives, false positives, false negatives per class."""
+    _check_shapes(pred, gt)
+    if (
+        max(int(pred.max(initial=0)), int(gt.max(initial=0))) >= num_classes
+        or min(int(pred.min(initial=0)), int(gt.min(initial=0))) < 0
+    ):
+        raise ValueError(f"label values outside the classes 0..{num_classes - 1}")
+    joint = np.bincount(
+        gt.ravel().astype(np.int64) * num_classes + pred.ravel(), minlength=num_classes**2
+    ).reshape(num_classes, num_classes)  # rows: truth, columns: prediction
+    tp = np.diag(joint)
+    return np.stack([tp, joint.sum(0) - tp, joint.sum(1) - tp], axis=1)
+
+
+def dice_iou(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dice and IoU per class from :func:`confusion_counts`; a class absent from both is 1."""
+    tp, fp, fn = counts[:, 0].astype(float), counts[:, 1], counts[:, 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 1.0)
+        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), 1.0)
+    return dice, iou
+
+
+def pixel_error(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Fraction of voxels whose class differs."""
+    _check_shapes(pred, gt)
+    return float(np.mean(pred != gt))
+
+
+def rand_error(pred_segments: np.ndarray, gt_segments: np.ndarray) -> float:
+    """Adapted Rand error (ISBI 2012; ground-truth background 0 ignored), 0 is perfect."""
+    _check_shapes(pred_segments, gt_segments)
+    return float(skm.adapted_rand_error(gt_segments, pred_segments)[0])
+
+
+def variation_of_information(pred_segments: np.ndarray, gt_segments: np.ndarray) -> float:
+    """``H(gt | pred) + H(pred | gt)`` in bits (0 is perfect), background counted as a segment."""
+    _check_shapes(pred_segments, gt_segments)
+    return float(sum(skm.variation_of_information(gt_segments, pred_segments)))
+
+
+def instance_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """``(n_gt, n_pred)`` IoU of every ground-truth object with every predicted one (ids > 0, in
+    sorted order)."""
+    _check_shapes(pred, gt)
+    gt_ids, gt_inv = np.unique(gt, return_inverse=True)
+    pred_ids, pred_inv = np.unique(pred, return_inverse=True)
+    joint = np.bincount(
+        gt_inv.ravel() * len(pred_ids) + pred_inv.ravel(), minlength=len(gt_ids) * len(pred_ids)
+    ).reshape(len(gt_ids), len(pred_ids))
+    joint = joint[gt_ids > 0][:, pred_ids > 0].astype(float)
+    gt_area = np.bincount(gt_inv.ravel(), minlength=len(gt_ids))[gt_ids > 0][:, None]
+    pred_area = np.bincount(pred_inv.ravel(), minlength=len(pred_ids))[pred_ids > 0][None, :]
+    union = gt_area + pred_area - joint
+    return np.divide(joint, union, out=np.zeros_like(joint), where=union > 0)
+
+
+def average_precision(
+    pred: np.ndarray, gt: np.ndarray, thresholds: Sequence[float] = AP_THRESHOLDS
+) -> dict[float, float]:
+    """Instance AP per IoU threshold: ``TP / (TP + FP + FN)`` with one-to-one matching.
+
+    Pairs with IoU at or above the threshold are matched by the Hungarian algorithm (maximum
+    total IoU), so no object is matched twice. No objects in either image gives 1.
+    """
+    iou = instance_iou(pred, gt)
+    n_gt, n_pred = iou.shape
+    result = {}
+    for t in thresholds:
+        eligible = np.where(iou >= t, iou, 0.0)
+        if n_gt and n_pred:
+            rows, cols = linear_sum_assignment(eligible, maximize=True)
+            tp = int(np.count_nonzero(eligible[rows, cols] > 0))
+        else:
+            tp = 0
+        denominator = n_gt + n_pred - tp  # TP + FP + FN
+        result[float(t)] = tp / denominator if denominator else 1.0
+    return result
