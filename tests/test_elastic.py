@@ -12,9 +12,9 @@ from unet_seg.data.elastic import (
     control_point_weights,
     deform_grid_torch,
     deformation_coords,
-    elastic_deform,
     warp,
 )
+from unet_seg.data.transforms import elastic_deform
 
 BACKENDS = ("elasticdeform", "torch")
 

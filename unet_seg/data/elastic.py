@@ -241,7 +241,7 @@ def deform_grid_torch(
     Returns:
         deformed arrays, same shapes and dtypes as the inputs.
     """
-    spatial_ndim, axes = _check_arrays(arrays, orders, axes)
+    spatial_ndim, axes = check_arrays(arrays, orders, axes)
     shape = arrays[0].shape[arrays[0].ndim - spatial_ndim :]
     deformed_shape = [shape[a] for a in axes]
     disp = torch.as_tensor(np.asarray(displacement), dtype=torch.float32, device=device)
@@ -266,7 +266,7 @@ def deform_grid_torch(
     return outputs
 
 
-def _check_arrays(
+def check_arrays(
     arrays: Sequence[np.ndarray], orders: Sequence[int], axes: Sequence[int] | None
 ) -> tuple[int, tuple[int, ...]]:
     """Validate inputs; return the spatial ndim (that of the smallest array) and the axes."""
@@ -285,53 +285,3 @@ def _check_arrays(
     if any(shape[a] < 2 for a in axes):
         raise ValueError(f"deformed axes need at least 2 voxels, spatial shape is {shape}")
     return spatial_ndim, axes
-
-
-def elastic_deform(
-    arrays: Sequence[np.ndarray],
-    sigma: float = 10.0,
-    points: int | Sequence[int] = 3,
-    orders: Sequence[int] = (3, 0),
-    rng: np.random.Generator | None = None,
-    axes: Sequence[int] | None = None,
-    backend: str = "elasticdeform",
-    affine: np.ndarray | None = None,
-    device: str | torch.device = "cpu",
-) -> list[np.ndarray]:
-    """The paper's random elastic deformation, one displacement for all ``arrays``.
-
-    Control-point displacements are drawn from N(0, sigma) voxels on a ``points`` grid over the
-    deformed axes (the paper: sigma 10 on a 3x3 grid) from ``rng``, so both backends give the same
-    deformation for the same generator state (``elasticdeform.deform_random_grid`` would draw
-    from NumPy's global RNG, which is not reproducible per dataloader worker).
-
-    Args:
-        arrays: e.g. ``[image (C, *spatial), label (*spatial), weight (*spatial)]``; see
-            ``deform_grid_torch`` for how shapes and ``axes`` are read.
-        orders: per array; the label must use 0 so it keeps exactly its value set.
-        backend: ``"elasticdeform"`` (reference) or ``"torch"``.
-    """
-    arrays = list(arrays)
-    spatial_ndim, axes = _check_arrays(arrays, orders, axes)
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}")
-    points = [int(points)] * len(axes) if np.isscalar(points) else [int(p) for p in points]
-    if len(points) != len(axes) or min(points) < 1:
-        raise ValueError(f"points must be >= 1 per deformed axis {axes}, got {points}")
-    rng = np.random.default_rng() if rng is None else rng
-    displacement = rng.normal(0.0, sigma, size=(len(axes), *points))
-    if backend == "torch":
-        return deform_grid_torch(arrays, displacement, orders, axes, affine, device)
-    if backend != "elasticdeform":
-        raise ValueError(f"backend must be 'elasticdeform' or 'torch', got {backend!r}")
-    import elasticdeform  # imported late: the torch backend must not need it
-
-    per_array_axes = [tuple(a.ndim - spatial_ndim + ax for ax in axes) for a in arrays]
-    return elasticdeform.deform_grid(
-        arrays,
-        displacement,
-        order=list(orders),
-        mode="mirror",
-        axis=per_array_axes,
-        affine=affine,
-    )
