@@ -1,0 +1,315 @@
+"""SegmentationDataModule: batches (contract 6), splits, mirroring, seeding, label maps, errors."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from unet_seg.config import CONFIG_DIR
+from unet_seg.data.datamodule import SegmentationDataModule
+from unet_seg.data.io import Volume, write_volume
+from unet_seg.data.transforms import normalize_percentile
+
+
+def data_config(name: str, **overrides):
+    """``conf/data/<name>.yaml`` with the project's paths resolved, as Hydra would compose it."""
+    cfg = OmegaConf.create(
+        {
+            "paths": OmegaConf.load(CONFIG_DIR / "paths/default.yaml"),
+            "data": OmegaConf.load(CONFIG_DIR / f"data/{name}.yaml"),
+        }
+    )
+    cfg.paths.runs_dir = "runs"  # needs hydra:runtime otherwise; not used by data
+    for key, value in overrides.items():
+        cfg.data[key] = value
+    return cfg.data
+
+
+def make_module(name: str, **overrides) -> SegmentationDataModule:
+    module = instantiate(data_config(name, **overrides))
+    module.prepare_data()
+    module.setup("fit")
+    return module
+
+
+@pytest.fixture(scope="module")
+def sample_2d() -> SegmentationDataModule:
+    return make_module("sample_2d", patch_size=[92, 92], batch_size=3, samples_per_epoch=6)
+
+
+def test_2d_batches(sample_2d):
+    for loader in (sample_2d.train_dataloader(), sample_2d.val_dataloader()):
+        batch = next(iter(loader))
+        assert set(batch) == {"image", "label", "weight"}
+        assert batch["image"].shape == (3, 1, 92, 92) and batch["image"].dtype == torch.float32
+        assert batch["label"].shape == (3, 92, 92) and batch["label"].dtype == torch.int64
+        assert batch["weight"].shape == (3, 92, 92) and batch["weight"].dtype == torch.float32
+        assert set(batch["label"].unique().tolist()) <= {0, 1}
+        assert torch.all(batch["weight"] == 1.0)  # weight_map: null
+    assert len(sample_2d.train_dataloader()) == 2  # 6 patches per epoch / 3
+    # 2 validation images of 256 x 256 in 92-pixel windows: 3 x 3 each
+    assert len(sample_2d.val_set) == 18
+
+
+def test_split_by_file_is_disjoint(sample_2d):
+    train = {r.name for r in sample_2d.train_set.regions}
+    val = {r.name for r in sample_2d.val_set.regions}
+    assert val == {"nuclei_08", "nuclei_09"}
+    assert len(train) == 8 and not train & val
+
+
+def test_image_is_percentile_normalised(sample_2d, samples_dir):
+    from unet_seg.data.io import read_volume
+
+    raw = read_volume(samples_dir / "2d/images/nuclei_08.tif").array
+    region = sample_2d.val_set.regions[0]
+    np.testing.assert_allclose(region.image[0], normalize_percentile(raw, 1.0, 99.8), rtol=1e-6)
+
+
+def test_same_seed_same_batches_other_seed_other_batches(sample_2d):
+    def first_batch(seed):
+        torch.manual_seed(seed)
+        return next(iter(sample_2d.train_dataloader()))
+
+    a, b, c = first_batch(3), first_batch(3), first_batch(4)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+    assert not torch.equal(a["image"], c["image"])
+    # consecutive epochs draw new patches
+    torch.manual_seed(3)
+    loader = sample_2d.train_dataloader()
+    epoch1, epoch2 = next(iter(loader)), next(iter(loader))
+    assert not torch.equal(epoch1["image"], epoch2["image"])
+
+
+def test_workers_are_seeded_reproducibly():
+    module = make_module(
+        "sample_2d", patch_size=[60, 60], batch_size=2, samples_per_epoch=4, num_workers=2
+    )
+
+    def batches(seed):
+        torch.manual_seed(seed)
+        return [b["image"] for b in module.train_dataloader()]
+
+    first, again = batches(7), batches(7)
+    assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
+    assert not torch.equal(first[0], first[1])  # the two workers draw different patches
+
+
+def test_3d_batches_and_split_by_slice():
+    module = make_module("sample_3d", patch_size=[44, 44, 44], samples_per_epoch=2)
+    batch = next(iter(module.train_dataloader()))
+    assert batch["image"].shape == (2, 1, 44, 44, 44)
+    assert batch["label"].shape == batch["weight"].shape == (2, 44, 44, 44)
+    assert batch["label"].dtype == torch.int64
+    assert set(batch["label"].unique().tolist()) <= {0, 1}
+    assert [r.name for r in module.train_set.regions] == ["image[0:32]"]
+    assert [r.name for r in module.val_set.regions] == ["image[32:48]"]
+    assert module.train_set.regions[0].shape == (32, 96, 96)
+    val = next(iter(module.val_dataloader()))
+    assert val["image"].shape == (2, 1, 44, 44, 44)
+
+
+def test_bad_patch_size():
+    # Hydra wraps the ValueError; the message still says what is wrong
+    with pytest.raises(InstantiationException, match=r"patch_size \[188\] has 1 entries but"):
+        instantiate(data_config("sample_2d", patch_size=[188]))
+    with pytest.raises(
+        ValueError, match=r"patch_size \[64, 64\] has 2 entries but spatial_dims is 3"
+    ):
+        SegmentationDataModule("i.nii.gz", "l.nii.gz", spatial_dims=3, patch_size=[64, 64])
+    with pytest.raises(ValueError, match="positive integers"):
+        SegmentationDataModule("i.tif", "l.tif", patch_size=[64, -1])
+
+
+# --------------------------------------------------------------------- small synthetic files
+
+
+def _stack(tmp_path: Path, rng) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    """An ISBI-like stack: 6 sections, labels 255 = interior, 0 = membrane."""
+    image = rng.integers(0, 256, size=(6, 20, 30)).astype(np.uint8)
+    label = np.where(rng.random((6, 20, 30)) < 0.25, 0, 255).astype(np.uint8)
+    return (
+        write_volume(tmp_path / "vol.tif", image),
+        write_volume(tmp_path / "lab.tif", label),
+        image,
+        label,
+    )
+
+
+def _stack_module(tmp_path, rng, **kwargs) -> SegmentationDataModule:
+    image_path, label_path, _, _ = _stack(tmp_path, rng)
+    args = {
+        "images": image_path,
+        "labels": label_path,
+        "spatial_dims": 2,
+        "patch_size": [16, 16],
+        "batch_size": 2,
+        "samples_per_epoch": 4,
+        "val_slices": [4, 6],
+        "label_map": {255: 0, 0: 1},
+    }
+    module = SegmentationDataModule(**{**args, **kwargs})
+    module.setup("fit")
+    return module
+
+
+def test_stack_label_map_and_slice_split(tmp_path, rng):
+    module = _stack_module(tmp_path, rng)
+    _, _, image, label = _stack(tmp_path, np.random.default_rng(0))
+    assert [r.name for r in module.train_set.regions] == [f"vol[{z}]" for z in range(4)]
+    assert [r.name for r in module.val_set.regions] == ["vol[4]", "vol[5]"]
+    region = module.val_set.regions[1]
+    np.testing.assert_array_equal(region.label, (label[5] == 0).astype(np.int64))  # membrane = 1
+    # the stack is normalised as a whole, as inference does, not slice by slice
+    np.testing.assert_allclose(region.image[0], normalize_percentile(image)[5], rtol=1e-6)
+
+
+def test_whole_mode_mirror_pads_at_borders(tmp_path, rng):
+    module = _stack_module(
+        tmp_path,
+        rng,
+        val_mode="whole",
+        val_size=[24, 36],
+        label_map=None,
+        labels=write_volume(tmp_path / "l.tif", np.ones((6, 20, 30), np.uint8)),
+    )
+    item = module.val_set[0]
+    region = module.val_set.regions[0]
+    expected = np.pad(region.image[0], ((2, 2), (3, 3)), mode="reflect")
+    np.testing.assert_array_equal(item["image"][0].numpy(), expected)
+    # a larger image is cropped around its centre
+    crop = _stack_module(
+        tmp_path, rng, val_mode="whole", val_size=[8, 10], label_map={0: 0, 255: 1}
+    )
+    np.testing.assert_array_equal(
+        crop.val_set[0]["image"][0].numpy(), crop.val_set.regions[0].image[0, 6:14, 10:20]
+    )
+
+
+def test_augment_is_called_with_the_sample_and_an_rng(tmp_path, rng):
+    calls = []
+
+    def flip(sample, generator):
+        calls.append(generator)
+        assert sample["image"].shape == (1, 16, 16) and sample["label"].shape == (16, 16)
+        return {key: np.flip(value, -1) for key, value in sample.items()} | {
+            "weight": 2 * sample["weight"]
+        }
+
+    module = _stack_module(tmp_path, rng, augment=flip)
+    batch = next(iter(module.train_dataloader()))
+    assert len(calls) == 2 and all(isinstance(g, np.random.Generator) for g in calls)
+    assert torch.all(batch["weight"] == 2.0)
+    val = next(iter(module.val_dataloader()))  # validation is never augmented
+    assert torch.all(val["weight"] == 1.0) and len(calls) == 2
+
+
+def test_weight_map_is_computed_once_per_region(tmp_path, rng, monkeypatch):
+    seen = []
+
+    def fake_weight_map(labels, w0=10.0, sigma=5.0, spacing=None, **kwargs):
+        seen.append((labels.shape, w0, sigma, spacing))
+        return labels.astype(np.float32) * w0 + 1
+
+    fake = types.ModuleType("unet_seg.data.weightmap")
+    fake.unet_weight_map = fake_weight_map
+    monkeypatch.setitem(sys.modules, "unet_seg.data.weightmap", fake)
+    module = _stack_module(tmp_path, rng, weight_map={"w0": 3.0, "sigma": 2.0})
+    assert len(seen) == 6 and seen[0] == ((20, 30), 3.0, 2.0, (1.0, 1.0))
+    for item in (module.val_set[0], module.train_set[0]):
+        torch.testing.assert_close(item["weight"], item["label"].float() * 3 + 1)
+
+
+def test_foreground_oversampling(tmp_path):
+    image = np.zeros((40, 40), np.uint8)
+    label = np.zeros((40, 40), np.uint8)
+    label[30:32, 5:7] = 1
+    for name in ("a", "b"):
+        write_volume(tmp_path / "img" / f"{name}.tif", image)
+        write_volume(tmp_path / "lab" / f"{name}.tif", label)
+    module = SegmentationDataModule(
+        tmp_path / "img",
+        tmp_path / "lab",
+        patch_size=[5, 5],
+        samples_per_epoch=16,
+        batch_size=16,
+        foreground_prob=1.0,
+    )
+    module.setup("fit")
+    batch = next(iter(module.train_dataloader()))
+    assert torch.all(batch["label"][:, 2, 2] == 1)  # every patch centred on the object
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"label_map": {255: 0}}, r"lab\.tif: label values \[0\] are not in label_map"),
+        ({"label_map": None}, r"lab\.tif: label values \[255\] are outside the classes 0\.\.1"),
+        ({"val_slices": [4, 9]}, r"val_slices \[4, 9\] must lie within 0\.\.6"),
+        ({"num_classes": 2, "label_map": {255: 0, 0: 2}}, r"lab\.tif.*\[2\] are outside"),
+    ],
+)
+def test_label_errors_name_the_file(tmp_path, rng, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        _stack_module(tmp_path, rng, **kwargs)
+
+
+def test_pairing_errors(tmp_path, rng):
+    for name in ("a", "b"):
+        write_volume(tmp_path / "img" / f"{name}.tif", np.zeros((8, 8), np.uint8))
+    write_volume(tmp_path / "lab" / "a.tif", np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"b\.tif: no label file named b\.\*"):
+        SegmentationDataModule(tmp_path / "img", tmp_path / "lab", patch_size=8).setup()
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        SegmentationDataModule(tmp_path / "nowhere", tmp_path / "lab", patch_size=8).prepare_data()
+    write_volume(tmp_path / "lab" / "b.tif", np.zeros((8, 9), np.uint8))
+    with pytest.raises(ValueError, match=r"b\.tif: image shape \(1, 8, 8\) does not match"):
+        SegmentationDataModule(tmp_path / "img", tmp_path / "lab", patch_size=8).setup()
+    write_volume(tmp_path / "lab" / "b.tif", np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"val_names \['c'\] are not among"):
+        SegmentationDataModule(tmp_path / "img", tmp_path / "lab", val_names=["c"]).setup()
+    ok = SegmentationDataModule(tmp_path / "img", tmp_path / "lab", patch_size=8, val_fraction=0.5)
+    ok.setup()
+    assert [r.name for r in ok.val_set.regions] == ["b"]
+
+
+def test_nifti_volume_of_a_3d_model_keeps_spacing(tmp_path, rng):
+    image = rng.normal(size=(10, 12, 14)).astype(np.float32)
+    write_volume(tmp_path / "i.nii.gz", Volume(image, spacing=(2.0, 1.0, 0.5)))
+    write_volume(
+        tmp_path / "l.nii.gz", Volume((image > 0).astype(np.uint8), spacing=(2.0, 1.0, 0.5))
+    )
+    module = SegmentationDataModule(
+        tmp_path / "i.nii.gz",
+        tmp_path / "l.nii.gz",
+        spatial_dims=3,
+        patch_size=[8, 8, 8],
+        val_slices=[8, 10],
+    )
+    module.setup()
+    assert module.train_set.regions[0].spacing == (2.0, 1.0, 0.5)
+    np.testing.assert_array_equal(module.val_set.regions[0].label, (image[8:] > 0).astype(np.int64))
+
+
+@pytest.mark.isbi
+def test_isbi_loading(isbi_dir):
+    cfg = data_config("isbi2012", patch_size=[92, 92], weight_map=None, samples_per_epoch=2)
+    cfg.images, cfg.labels = str(isbi_dir / "train-volume.tif"), str(isbi_dir / "train-labels.tif")
+    module = instantiate(cfg)
+    module.setup("fit")
+    assert [r.name for r in module.val_set.regions] == [f"train-volume[{z}]" for z in range(25, 30)]
+    assert len(module.train_set.regions) == 25
+    membrane = np.mean([r.label.mean() for r in module.train_set.regions])
+    assert 0.15 < membrane < 0.30  # class 1 = membrane, about 22 % of the pixels
+    batch = next(iter(module.train_dataloader()))
+    assert batch["image"].shape == (2, 1, 92, 92)
+    assert set(batch["label"].unique().tolist()) <= {0, 1}

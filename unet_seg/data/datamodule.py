@@ -1,0 +1,202 @@
+"""``SegmentationDataModule``: the Lightning data module built by Hydra from ``conf/data/*.yaml``.
+
+Batches (contract 6): ``"image"`` float32 ``(N, C, *patch)``, ``"label"`` int64 ``(N, *patch)``
+(class indices, ``ignore_index`` marks voxels to ignore), ``"weight"`` float32 ``(N, *patch)``.
+Label and weight have the image's spatial size; a valid-mode model crops them to its output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from unet_seg.data.dataset import Augment, RandomPatchDataset, WindowDataset, seed_worker
+from unet_seg.data.patches import PAD_MODES, check_patch_size
+from unet_seg.data.sources import (
+    PathSpec,
+    Region,
+    add_weight_maps,
+    build_regions,
+    list_files,
+    pair_files,
+    stem,
+)
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers -> plain Python, so hparams and pickled workers hold no config nodes."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Image/label pairs -> random training patches and fixed validation windows.
+
+    Args:
+        images, labels: a file, a folder, a glob or a list of these; pairs match by file stem.
+        spatial_dims: 2 or 3; 2 on 3D stacks trains on their slices.
+        num_classes: after ``label_map`` labels must be in ``[0, num_classes)`` or ``ignore_index``.
+        patch_size: training patch, ``spatial_dims`` entries (an int means all axes).
+        batch_size: patches per batch (training and validation).
+        samples_per_epoch: random training patches per epoch.
+        val_images, val_labels: separate validation files; otherwise split off the training files:
+        val_names: stems of the files to validate on (split by file), or
+        val_slices: ``[start, stop)`` z-slices of every volume to validate on (split by slice), or
+        val_fraction: the last ``ceil(fraction * n)`` files validate (default split).
+        val_mode: ``"grid"`` windows covering each validation image, or ``"whole"``: one window
+            per image, centred, cropped/mirror-padded to ``val_size``.
+        val_size: validation window size (default ``patch_size``).
+        label_map: stored label value -> class index, e.g. ISBI ``{255: 0, 0: 1}``.
+        ignore_index: label value the loss ignores; allowed in the labels.
+        instances: instance label files (like ``labels``) for the weight map's object distances.
+        weight_map: ``unet_weight_map`` keyword arguments (``{w0: 10, sigma: 5}``), or None (ones).
+        foreground_prob: probability of centring a training patch on a foreground voxel.
+        foreground_classes: classes that count as foreground (default: every class > 0).
+        normalization: ``{low, high}`` percentiles (contract 3; must match the module's).
+        pad_mode: ``numpy.pad`` mode beyond image borders (``reflect`` = overlap-tile mirroring).
+        augment: ``augment(sample, rng) -> sample`` (contract 4), or None.
+        num_workers, pin_memory: DataLoader settings; workers persist across epochs when > 0.
+    """
+
+    def __init__(
+        self,
+        images: PathSpec,
+        labels: PathSpec,
+        spatial_dims: int = 2,
+        num_classes: int = 2,
+        patch_size: int | Sequence[int] = 188,
+        batch_size: int = 4,
+        samples_per_epoch: int = 64,
+        val_images: PathSpec | None = None,
+        val_labels: PathSpec | None = None,
+        val_names: Sequence[str] | None = None,
+        val_slices: Sequence[int] | None = None,
+        val_fraction: float = 0.2,
+        val_mode: str = "grid",
+        val_size: int | Sequence[int] | None = None,
+        label_map: Mapping[Any, int] | None = None,
+        ignore_index: int | None = -1,
+        instances: PathSpec | None = None,
+        weight_map: Mapping[str, Any] | None = None,
+        foreground_prob: float = 0.0,
+        foreground_classes: Sequence[int] | None = None,
+        normalization: Mapping[str, float] | None = None,
+        pad_mode: str = "reflect",
+        augment: Augment | Mapping | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["augment"])
+        self.spatial_dims = spatial_dims
+        self.patch_size = check_patch_size(patch_size, spatial_dims)
+        self.val_size = check_patch_size(val_size or self.patch_size, spatial_dims)
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+        if sum(x is not None for x in (val_images, val_names, val_slices)) > 1:
+            raise ValueError("choose one of val_images, val_names and val_slices")
+        if (val_images is None) != (val_labels is None):
+            raise ValueError("val_images and val_labels go together")
+        self.cfg = {k: _plain(v) for k, v in self.hparams.items()}
+        self.augment = None if isinstance(augment, Mapping) and not augment else augment
+        self.train_set: RandomPatchDataset | None = None
+        self.val_set: WindowDataset | None = None
+
+    def prepare_data(self) -> None:
+        """Checks that the inputs exist (keeps no state, as Lightning requires)."""
+        for key in ("images", "labels", "val_images", "val_labels", "instances"):
+            if self.cfg[key] is not None:
+                list_files(self.cfg[key])
+
+    def _split(self) -> tuple[list, list]:
+        """(train pairs, val pairs) of ``(image, label)`` paths."""
+        c = self.cfg
+        pairs = pair_files(c["images"], c["labels"])
+        if c["val_images"] is not None:
+            return pairs, pair_files(c["val_images"], c["val_labels"])
+        if c["val_slices"] is not None:
+            return pairs, pairs
+        if c["val_names"] is not None:
+            names = set(c["val_names"])
+            missing = names - {stem(p) for p, _ in pairs}
+            if missing:
+                raise ValueError(
+                    f"val_names {sorted(missing)} are not among the files {c['images']}"
+                )
+            return [p for p in pairs if stem(p[0]) not in names], [
+                p for p in pairs if stem(p[0]) in names
+            ]
+        n_val = int(-(-c["val_fraction"] * len(pairs) // 1))
+        if not 0 < n_val < len(pairs):
+            raise ValueError(
+                f"{c['images']}: cannot hold out {c['val_fraction']:.0%} of {len(pairs)} file(s) "
+                "for validation; set val_slices, val_names or val_images"
+            )
+        return pairs[:-n_val], pairs[-n_val:]
+
+    def _regions(self, pairs: list, role: str) -> list[Region]:
+        c = self.cfg
+        instances = None
+        if c["instances"] is not None:
+            by_stem = {stem(p): p for p in list_files(c["instances"])}
+            instances = [by_stem.get(stem(image)) for image, _ in pairs]
+        regions = build_regions(
+            pairs,
+            self.spatial_dims,
+            c["num_classes"],
+            role,
+            val_slices=c["val_slices"],
+            instances=instances,
+            label_map=c["label_map"],
+            ignore_index=c["ignore_index"],
+            normalization=c["normalization"],
+        )
+        add_weight_maps(regions, c["weight_map"])
+        return regions
+
+    def setup(self, stage: str | None = None) -> None:
+        """Loads the images once and builds the datasets (the same for every stage)."""
+        if self.train_set is not None:
+            return
+        c = self.cfg
+        train_pairs, val_pairs = self._split()
+        self.train_set = RandomPatchDataset(
+            self._regions(train_pairs, "train"),
+            self.patch_size,
+            c["samples_per_epoch"],
+            augment=self.augment,
+            foreground_prob=c["foreground_prob"],
+            foreground_classes=c["foreground_classes"],
+            pad_mode=c["pad_mode"],
+        )
+        self.val_set = WindowDataset(
+            self._regions(val_pairs, "val"), self.val_size, c["val_mode"], pad_mode=c["pad_mode"]
+        )
+
+    def _loader(self, dataset: Any, shuffle: bool) -> DataLoader:
+        workers = int(self.cfg["num_workers"])
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg["batch_size"],
+            shuffle=shuffle,
+            num_workers=workers,
+            pin_memory=self.cfg["pin_memory"],
+            persistent_workers=workers > 0,
+            worker_init_fn=seed_worker if workers > 0 else None,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        return self._loader(self.train_set, shuffle=False)  # items are random already
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None:
+            self.setup("validate")
+        return self._loader(self.val_set, shuffle=False)
