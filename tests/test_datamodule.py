@@ -213,7 +213,7 @@ def test_augment_is_called_with_the_sample_and_an_rng(tmp_path, rng):
     assert torch.all(val["weight"] == 1.0) and len(calls) == 2
 
 
-def test_weight_map_is_computed_once_per_region(tmp_path, rng, monkeypatch):
+def test_weight_map_is_computed_once_per_region(tmp_path, rng, monkeypatch, samples_dir):
     seen = []
 
     def fake_weight_map(labels, w0=10.0, sigma=5.0, spacing=None, **kwargs):
@@ -225,6 +225,17 @@ def test_weight_map_is_computed_once_per_region(tmp_path, rng, monkeypatch):
     monkeypatch.setitem(sys.modules, "unet_seg.data.weightmap", fake)
     module = _stack_module(tmp_path, rng, weight_map={"w0": 3.0, "sigma": 2.0})
     assert len(seen) == 6 and seen[0] == ((20, 30), 3.0, 2.0, (1.0, 1.0))
+    # spacing is relative to the finest axis: sigma stays in in-plane pixels
+    module3d = SegmentationDataModule(
+        samples_dir / "3d/image.nii.gz",
+        samples_dir / "3d/label.nii.gz",
+        spatial_dims=3,
+        patch_size=8,
+        val_slices=[40, 48],
+        weight_map={"w0": 1.0},
+    )
+    module3d.setup()
+    assert seen[-1] == ((8, 96, 96), 1.0, 5.0, (2.0, 1.0, 1.0))
     for item in (module.val_set[0], module.train_set[0]):
         torch.testing.assert_close(item["weight"], item["label"].float() * 3 + 1)
 

@@ -214,7 +214,10 @@ def add_weight_maps(regions: Sequence[Region], weight_map: Mapping[str, Any] | N
     from unet_seg.data.weightmap import unet_weight_map
 
     for region in regions:
-        kwargs = {"spacing": region.spacing, **weight_map}
+        # sigma counts in-plane pixels, as in the paper, while anisotropic axes keep their ratio
+        spacing = None if region.spacing is None else np.asarray(region.spacing, np.float64)
+        spacing = None if spacing is None else tuple(spacing / spacing.min())
+        kwargs = {"spacing": spacing, **weight_map}
         if region.instances is not None:
             kwargs["instances"] = region.instances
         region.weight = np.asarray(unet_weight_map(region.label, **kwargs), dtype=np.float32)
