@@ -12,6 +12,7 @@ from unet_seg.data.elastic import (
     control_point_weights,
     deform_grid_torch,
     deformation_coords,
+    sampling_grid,
     warp,
 )
 from unet_seg.data.transforms import elastic_deform
@@ -79,7 +80,7 @@ def test_zero_displacement_is_identity(rng: np.random.Generator, backend, shape)
     out = elastic_deform([image, label, weight], sigma=0.0, orders=(3, 0, 1), backend=backend)
     np.testing.assert_allclose(out[0], image, atol=2e-5)
     np.testing.assert_array_equal(out[1], label)
-    np.testing.assert_allclose(out[2], weight, atol=1e-5)
+    np.testing.assert_allclose(out[2], weight, rtol=1e-5, atol=2e-5)  # float32 grid
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -130,14 +131,27 @@ def test_backends_agree_for_the_same_seed() -> None:
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-4)
 
 
-def test_batched_warp_equals_single_samples(rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("order", [3, 1, 0])
+def test_batched_warp_equals_single_samples(rng: np.random.Generator, order: int) -> None:
     shape = (24, 28)
-    images = torch.as_tensor(rng.normal(size=(2, 1, *shape)), dtype=torch.float32)
+    images = torch.as_tensor(rng.integers(0, 3, size=(2, 1, *shape)), dtype=torch.float32)
     displacement = torch.as_tensor(rng.normal(0, 6, size=(2, 2, 3, 3)), dtype=torch.float32)
-    batched = warp([images], deformation_coords(displacement, shape), orders=(3,))[0]
+    batched = warp([images], displacement, orders=(order,))[0]
     for n in range(2):
-        single = warp([images[n : n + 1]], deformation_coords(displacement[n : n + 1], shape), (3,))
-        torch.testing.assert_close(batched[n : n + 1], single[0], atol=1e-5, rtol=0)
+        single = warp([images[n : n + 1]], displacement[n : n + 1], orders=(order,))[0]
+        torch.testing.assert_close(batched[n : n + 1], single, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(20, 30), (9, 14, 17)])
+def test_fast_grid_equals_normalised_coordinates(rng: np.random.Generator, shape) -> None:
+    dims = len(shape)
+    displacement = torch.as_tensor(rng.normal(0, 5, size=(2, dims, *[4] * dims)))
+    affine = np.concatenate([np.eye(dims) * 1.1 + 0.05, np.ones((dims, 1))], axis=1)
+    for a in (None, affine):
+        coords = deformation_coords(displacement, shape, a)  # (N, D, *shape), voxels
+        scale = torch.tensor([2.0 / (s - 1) for s in shape], dtype=coords.dtype)
+        expected = torch.movedim(coords * scale.view(1, -1, *[1] * dims) - 1, 1, -1).flip(-1)
+        torch.testing.assert_close(sampling_grid(displacement, shape, a), expected)
 
 
 def test_bad_arguments_raise_value_error() -> None:

@@ -83,16 +83,10 @@ def dense_displacement(displacement: torch.Tensor, shape: Sequence[int]) -> torc
 
     Separable: one ``(size, points)`` matrix per axis, so the cost is a few small matmuls.
     """
-    if displacement.ndim != len(shape) + 2 or displacement.shape[1] != len(shape):
-        raise ValueError(
-            f"displacement must have shape (N, {len(shape)}, *points), "
-            f"got {tuple(displacement.shape)}"
-        )
+    _check_displacement(displacement, shape)
     dense = displacement
     for axis, size in enumerate(shape):
-        weights = control_point_weights(int(size), int(displacement.shape[axis + 2]))
-        matrix = torch.as_tensor(weights, dtype=dense.dtype, device=dense.device)
-        dense = torch.movedim(torch.movedim(dense, axis + 2, -1) @ matrix.T, -1, axis + 2)
+        dense = _upsample_axis(dense, axis + 2, int(size))
     return dense
 
 
@@ -115,21 +109,79 @@ def _prefilter(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _to_grid(coords: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Voxel coordinates ``(N, D, *spatial)`` -> grid_sample grid ``(N, *spatial, D)``."""
-    scale = torch.tensor([2.0 / (size - 1) for size in shape], dtype=coords.dtype)
-    scale = scale.to(coords.device).view(1, -1, *[1] * len(shape))
-    grid = torch.movedim(coords * scale - 1.0, 1, -1)
-    return grid.flip(-1)  # grid_sample wants (x, y[, z])
+def _inverse_affine(affine: np.ndarray | None, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(A^-1, -A^-1 t)`` of an output affine ``(D, D + 1)``; identity when None."""
+    if affine is None:
+        return np.eye(dims), np.zeros(dims)
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (dims, dims + 1):
+        raise ValueError(f"affine must have shape ({dims}, {dims + 1}), got {affine.shape}")
+    inverse = np.linalg.inv(affine[:, :dims])
+    return inverse, -inverse @ affine[:, dims]
+
+
+def sampling_grid(
+    displacement: torch.Tensor, shape: Sequence[int], affine: np.ndarray | None = None
+) -> torch.Tensor:
+    """grid_sample grid ``(N, *shape, D)`` (x first, in [-1, 1]) for ``A^-1 y + u(y)``.
+
+    Same field as ``deformation_coords`` but built for speed: everything except the last axis
+    is done on the small ``(N, D, *shape[:-1], points)`` tensor (the affine/identity part and
+    the normalisation to [-1, 1] ride along because the interpolation weights sum to 1), and
+    one broadcast matmul with ``[weights | ramp]`` writes the full grid in its final layout.
+    """
+    _check_displacement(displacement, shape)
+    dims, last = len(shape), len(shape) - 1
+    inverse, offset = _inverse_affine(affine, dims)
+    small = displacement
+    for axis in range(last):
+        small = _upsample_axis(small, axis + 2, int(shape[axis]))
+    kw = {"dtype": small.dtype, "device": small.device}
+    ramps = [
+        torch.arange(size, **kw).view(*[1] * axis, size, *[1] * (dims - axis - 1))
+        for axis, size in enumerate(shape[:last])
+    ]  # each broadcasts over (*shape[:-1], 1)
+    scale = [2.0 / (size - 1) for size in shape]
+    columns = []
+    for c in reversed(range(dims)):  # grid_sample wants (x, y[, z])
+        linear = float(offset[c])
+        for b, ramp in enumerate(ramps):
+            linear = linear + float(inverse[c, b]) * ramp
+        part = (small[:, c] + linear) * scale[c] - 1.0
+        ramp_coef = torch.full_like(part[..., :1], float(inverse[c, last]) * scale[c])
+        columns.append(torch.cat([part, ramp_coef], dim=-1))
+    stacked = torch.stack(columns, dim=-1)  # (N, *shape[:-1], points + 1, D)
+    weights = control_point_weights(int(shape[last]), int(displacement.shape[-1]))
+    ramp = np.arange(shape[last], dtype=np.float64)[:, None]
+    matrix = torch.as_tensor(np.concatenate([weights, ramp], axis=1), **kw)
+    return matrix @ stacked
+
+
+def _upsample_axis(x: torch.Tensor, axis: int, size: int) -> torch.Tensor:
+    weights = control_point_weights(size, int(x.shape[axis]))
+    matrix = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
+    return torch.movedim(torch.movedim(x, axis, -1) @ matrix.T, -1, axis)
+
+
+def _check_displacement(displacement: torch.Tensor, shape: Sequence[int]) -> None:
+    if displacement.ndim != len(shape) + 2 or displacement.shape[1] != len(shape):
+        raise ValueError(
+            f"displacement must have shape (N, {len(shape)}, *points), "
+            f"got {tuple(displacement.shape)}"
+        )
 
 
 def warp(
-    tensors: Sequence[torch.Tensor], coords: torch.Tensor, orders: Sequence[int]
+    tensors: Sequence[torch.Tensor],
+    displacement: torch.Tensor,
+    orders: Sequence[int],
+    affine: np.ndarray | None = None,
 ) -> list[torch.Tensor]:
-    """Resample each ``(N, C_i, *spatial)`` tensor at voxel coordinates ``(N, D, *out)``.
+    """Deform each ``(N, C_i, *spatial)`` tensor by control-point displacements
+    ``(N, D, *points)`` (voxels; sample ``n`` gets its own), with an optional output affine.
 
     Mirror boundaries; ``order`` 0 (nearest), 1 (linear) or 3 (cubic B-spline, exact). Tensors
-    with the same order share one grid_sample call; the linear grid is built once.
+    with the same order share one grid_sample call; orders 0 and 1 share one grid.
     """
     if len(tensors) != len(orders):
         raise ValueError(f"got {len(orders)} interpolation orders for {len(tensors)} tensors")
@@ -141,16 +193,17 @@ def warp(
     grid = None
     for order in sorted(set(orders)):
         members = [i for i, o in enumerate(orders) if o == order]
-        x = torch.cat([tensors[i] for i in members], dim=1)
+        parts = [tensors[i] for i in members]
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         if order == 3:
+            coords = deformation_coords(displacement, shape, affine)
             out = _sample_cubic(_prefilter(x), coords, shape)
         else:
-            grid = _to_grid(coords, shape) if grid is None else grid
+            grid = sampling_grid(displacement, shape, affine) if grid is None else grid
             mode = "nearest" if order == 0 else "bilinear"
             out = F.grid_sample(x, grid, mode=mode, **_GRID_KWARGS)
-        for i, part in zip(
-            members, out.split([tensors[i].shape[1] for i in members], 1), strict=True
-        ):
+        sizes = [p.shape[1] for p in parts]
+        for i, part in zip(members, out.split(sizes, 1), strict=True):
             outputs[i] = part
     return outputs
 
@@ -198,24 +251,17 @@ def deformation_coords(
     """
     dims = len(shape)
     coords = dense_displacement(displacement, shape)
+    inverse, offset = _inverse_affine(affine, dims)
     kw = {"dtype": coords.dtype, "device": coords.device}
     ramps = [
         torch.arange(s, **kw).view(*[1] * axis, s, *[1] * (dims - axis - 1))
         for axis, s in enumerate(shape)
     ]
-    if affine is None:
-        for axis in range(dims):
-            coords[:, axis] += ramps[axis]
-        return coords
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (dims, dims + 1):
-        raise ValueError(f"affine must have shape ({dims}, {dims + 1}), got {affine.shape}")
-    inverse = np.linalg.inv(affine[:, :dims])
-    offset = -inverse @ affine[:, dims]
-    for axis in range(dims):
-        coords[:, axis] += float(offset[axis])
+    for c in range(dims):
+        coords[:, c] += float(offset[c])
         for b in range(dims):
-            coords[:, axis] += float(inverse[axis, b]) * ramps[b]
+            if inverse[c, b] != 0.0:
+                coords[:, c] += float(inverse[c, b]) * ramps[b]
     return coords
 
 
@@ -247,7 +293,6 @@ def deform_grid_torch(
     disp = torch.as_tensor(np.asarray(displacement), dtype=torch.float32, device=device)
     if disp.shape[0] != len(axes):
         raise ValueError(f"displacement has {disp.shape[0]} components for {len(axes)} axes")
-    coords = deformation_coords(disp.unsqueeze(0), deformed_shape, affine)
     tensors, layouts = [], []
     for array in arrays:
         moved_axes = [array.ndim - spatial_ndim + a for a in axes]
@@ -257,7 +302,7 @@ def deform_grid_torch(
         layouts.append((moved.shape, moved_axes))
     outputs = []
     for array, out, (moved_shape, moved_axes) in zip(
-        arrays, warp(tensors, coords, orders), layouts, strict=True
+        arrays, warp(tensors, disp.unsqueeze(0), orders, affine), layouts, strict=True
     ):
         out = out.reshape(moved_shape).cpu().numpy()
         if not np.issubdtype(array.dtype, np.floating):
