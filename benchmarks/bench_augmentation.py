@@ -1,0 +1,191 @@
+"""Augmentation throughput: elastic deformation + random flips of an image/label pair, for our
+two backends and MONAI's ``Rand2DElasticd`` / ``Rand3DElasticd``, in the same run.
+
+Rows (pairs/s, median over ``--reps`` timed pairs after one warm-up, one pair at a time):
+- ``elasticdeform (cubic)``: the reference, ``Augmenter(backend="elasticdeform")``.
+- ``torch (cubic)``: the same deformation, exact cubic B-spline image interpolation.
+- ``torch (linear)``: the same displacement field, linear image interpolation (default config).
+- ``torch (linear), batch 8``: eight pairs per ``warp`` call (``unet_seg.data.elastic``).
+- ``monai``: matched strength. 2D: control points ``spacing = (size - 1) / (points - 1)`` apart
+  with ``magnitude_range = (sigma, sigma)`` (N(0, sigma) offsets, bicubic upsampling), as ours.
+  3D: MONAI smooths dense uniform noise with a Gaussian instead; we take the smoothing sigma
+  ``--monai-smooth`` and scale ``magnitude`` so the displacement std equals ``sigma``.
+  Bilinear image, nearest label, reflection padding.
+
+Plus the weight map of a 512 x 512 ISBI 2012 label (cells as objects) against the brute-force
+per-object distance transform, when the ISBI data is present.
+
+    python benchmarks/bench_augmentation.py --reps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import scipy.ndimage
+import torch
+
+from unet_seg.config import PROJECT_ROOT
+from unet_seg.data.elastic import warp
+from unet_seg.data.transforms import Augmenter
+from unet_seg.data.weightmap import unet_weight_map
+
+ISBI_LABELS = PROJECT_ROOT.parent / "shared" / "datasets" / "isbi2012" / "train-labels.tif"
+
+
+def make_pair(shape: tuple[int, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    field = scipy.ndimage.gaussian_filter(rng.normal(size=shape), 4.0).astype(np.float32)
+    return {"image": field[None], "label": (field > 0).astype(np.int64)}
+
+
+def per_pair_seconds(run: Callable[[], object], reps: int, pairs_per_call: int = 1) -> float:
+    run()  # warm-up: caches, allocator, lazy imports
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) / pairs_per_call)
+    return statistics.median(times)
+
+
+def interleaved_seconds(methods: dict[str, tuple[Callable[[], object], int]], reps: int):
+    """Median seconds per pair of each method, timed round-robin so that the load of a shared
+    machine drifting during the run hits every method alike."""
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for run, _ in methods.values():
+        run()  # warm-up: caches, allocator, lazy imports
+    for _ in range(reps):
+        for name, (run, pairs) in methods.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) / pairs)
+    return [(name, statistics.median(t)) for name, t in times.items()]
+
+
+def monai_transform(shape, sigma: float, points: int, smooth: float):
+    from monai.transforms import Compose, Rand2DElasticd, Rand3DElasticd, RandFlipd
+
+    keys = ["image", "label"]
+    common = {"keys": keys, "prob": 1.0, "mode": ("bilinear", "nearest")}
+    common["padding_mode"] = "reflection"
+    if len(shape) == 2:
+        spacing = tuple((s - 1) / (points - 1) for s in shape)
+        elastic = Rand2DElasticd(spacing=spacing, magnitude_range=(sigma, sigma), **common)
+    else:
+        magnitude = sigma / smoothed_uniform_std(smooth, len(shape))
+        elastic = Rand3DElasticd(
+            sigma_range=(smooth, smooth), magnitude_range=(magnitude, magnitude), **common
+        )
+    flips = [RandFlipd(keys=keys, prob=0.5, spatial_axis=axis) for axis in range(len(shape))]
+    transform = Compose([elastic, *flips])
+    transform.set_random_state(seed=0)
+    return transform
+
+
+def smoothed_uniform_std(smooth: float, dims: int) -> float:
+    """Std of U(-1, 1) noise after a separable Gaussian of sigma ``smooth`` (truncated at 3 sigma,
+    as MONAI's GaussianFilter), away from borders."""
+    x = np.arange(-int(3 * smooth), int(3 * smooth) + 1)
+    kernel = np.exp(-(x**2) / (2 * smooth**2))
+    kernel /= kernel.sum()
+    return float(np.sqrt(1 / 3) * np.sqrt((kernel**2).sum()) ** dims)
+
+
+def bench_shape(shape, reps: int, args) -> list[tuple[str, float]]:
+    rng = np.random.default_rng(0)
+    pair = make_pair(shape, rng)
+    common = {"elastic_p": 1.0, "sigma": args.sigma, "points": args.points}
+    common.update({"flip_p": 0.5, "rot90_p": 0.0})
+    methods = {}
+    for name, backend, order in [
+        ("elasticdeform (cubic)", "elasticdeform", 3),
+        ("torch (cubic)", "torch", 3),
+        ("torch (linear)", "torch", 1),
+    ]:
+        aug = Augmenter(backend=backend, image_order=order, **common)
+        methods[name] = (lambda aug=aug: aug(pair, rng), 1)
+
+    batch = 8
+    images = torch.from_numpy(np.repeat(pair["image"][None], batch, axis=0))
+    labels = torch.from_numpy(np.repeat(pair["label"][None, None], batch, 0).astype(np.float32))
+
+    def torch_batch() -> None:
+        disp = torch.randn(batch, len(shape), *[args.points] * len(shape)) * args.sigma
+        flips = [d + 2 for d in range(len(shape)) if torch.rand(()) < 0.5]
+        x, y = (images.flip(flips), labels.flip(flips)) if flips else (images, labels)
+        warp([x, y], disp, orders=(1, 0))
+
+    methods[f"torch (linear), batch {batch}"] = (torch_batch, batch)
+    monai = monai_transform(shape, args.sigma, args.points, args.monai_smooth)
+    data = {
+        "image": torch.from_numpy(pair["image"]),
+        "label": torch.from_numpy(pair["label"])[None],
+    }
+    methods[f"monai Rand{len(shape)}DElasticd + flips"] = (lambda: monai(data), 1)
+    return interleaved_seconds(methods, reps)
+
+
+def print_table(shape, rows) -> None:
+    reference = rows[0][1]
+    print(f"\n{' x '.join(map(str, shape))} pair (image float32 + label int64)")
+    print(f"{'method':<34}{'ms/pair':>10}{'pairs/s':>10}{'time vs elasticdeform':>24}")
+    for name, seconds in rows:
+        print(f"{name:<34}{1000 * seconds:>10.1f}{1 / seconds:>10.2f}{seconds / reference:>23.3f}x")
+
+
+def bench_weightmap(reps: int) -> None:
+    if not ISBI_LABELS.is_file():
+        print(f"\nweight map: ISBI labels not found at {ISBI_LABELS}, skipped")
+        return
+    import tifffile
+
+    classes = (tifffile.imread(ISBI_LABELS)[0] == 0).astype(np.int64)  # membrane = 1
+    objects, count = scipy.ndimage.label(classes == 0)  # cells
+
+    def brute_force() -> None:  # the peer: one full-image distance transform per cell
+        distances = [
+            scipy.ndimage.distance_transform_edt(objects != i) for i in range(1, count + 1)
+        ]
+        np.partition(np.stack(distances), 1, axis=0)
+
+    ours = per_pair_seconds(lambda: unet_weight_map(classes, foreground=0), reps)
+    peer = per_pair_seconds(brute_force, 1)
+    print(f"\nweight map, ISBI 2012 label 512 x 512, {count} cells (w0 10, sigma 5)")
+    print(
+        f"  windowed (ours): {1000 * ours:.1f} ms   brute force: {1000 * peer:.0f} ms   "
+        f"ratio {ours / peer:.3f}x"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=5, help="timed pairs per method and size")
+    parser.add_argument("--sigma", type=float, default=10.0)
+    parser.add_argument("--points", type=int, default=3)
+    parser.add_argument("--monai-smooth", type=float, default=16.0, help="3D Gaussian sigma")
+    args = parser.parse_args()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"elastic sigma {args.sigma} px on a {args.points}-point grid; "
+        f"median of {args.reps}, methods timed round-robin"
+    )
+    for shape in [(512, 512), (64, 128, 128)]:
+        rows = bench_shape(shape, args.reps, args)
+        print_table(shape, rows)
+        if len(shape) == 3:
+            ratio = dict(rows)["torch (linear)"] / rows[0][1]
+            cubic = dict(rows)["torch (cubic)"] / rows[0][1]
+            print(
+                f"3D goal torch <= 0.2x elasticdeform: linear {ratio:.3f}x "
+                f"({'met' if ratio <= 0.2 else 'NOT met'}), cubic {cubic:.3f}x "
+                f"({'met' if cubic <= 0.2 else 'NOT met'})"
+            )
+    bench_weightmap(args.reps)
+
+
+if __name__ == "__main__":
+    main()
