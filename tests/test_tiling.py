@@ -190,3 +190,10 @@ def test_plan_rejects_bad_arguments():
         plan_tiles(SameNet(2), (1, 8, 8), 8, overlap=1.0)
     with pytest.raises(ValueError, match="tile_size"):
         plan_tiles(SameNet(2), (1, 8, 8), (8, 8, 8))
+
+
+def test_sliding_window_starts_are_spread_evenly():
+    plan = plan_tiles(SameNet(2), (1, 300, 50), 128, overlap=0.25)
+    # At most 96 voxels apart, as few windows as that allows, the last one flush with the edge.
+    assert plan.axes[1].starts == (0, 86, 172) and plan.axes[2].starts == (0,)
+    assert plan.axes[2].in_size == 52  # a 50-voxel axis needs the next size divisible by 4

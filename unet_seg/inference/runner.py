@@ -32,11 +32,13 @@ class ModelRunner:
             valid network's centred crop commutes with flips, so the average stays aligned.
         amp: autocast to float16 on CUDA (ignored on the CPU, where it would only slow down).
         softmax: turn logits into probabilities (off: raw outputs, for tests and regression nets).
+        channels_last: NHWC memory format; ``"auto"`` uses it for 2D networks, where oneDNN's CPU
+            convolutions run faster in it (3D ones did not in our benchmarks).
     """
 
     def __init__(
         self, model: nn.Module, device: str | torch.device | None = "auto", tta: bool = False,
-        amp: bool = True, softmax: bool = True,
+        amp: bool = True, softmax: bool = True, channels_last: bool | str = "auto",
     ) -> None:  # fmt: skip
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -47,6 +49,11 @@ class ModelRunner:
             self.flips = [()]
         self.amp = amp and self.device.type == "cuda"
         self.softmax = softmax
+        if channels_last == "auto":
+            channels_last = self.spatial_dims == 2
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last and self.spatial_dims == 2:
+            self.model = self.model.to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -56,7 +63,7 @@ class ModelRunner:
         if self.spatial_dims == 2:
             if x.shape[2] != 1:
                 raise ValueError(f"a 2D network takes one-slice tiles, got shape {batch.shape}")
-            x = x[:, :, 0]
+            x = x[:, :, 0].contiguous(memory_format=self.memory_format)
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
         total = None
         for axes in self.flips:
@@ -68,4 +75,4 @@ class ModelRunner:
         total = total / len(self.flips)
         if self.spatial_dims == 2:
             total = total[:, :, None]
-        return total.cpu().numpy()
+        return total.contiguous().cpu().numpy()

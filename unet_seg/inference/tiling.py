@@ -116,6 +116,16 @@ def _starts(size: int, out_size: int, step: int, period: int) -> tuple[int, ...]
     return (*starts, last)
 
 
+def _spread_starts(size: int, out_size: int, max_step: int) -> tuple[int, ...]:
+    """Sliding-window starts: the fewest windows whose steps stay within ``max_step``, spread
+    evenly from 0 to flush with the edge (a fixed step would leave a last window that mostly
+    repeats its neighbour)."""
+    if size <= out_size:
+        return (0,)
+    count = -(-(size - out_size) // max_step) + 1
+    return tuple(round(i * (size - out_size) / (count - 1)) for i in range(count))
+
+
 def plan_tiles(
     model,
     volume_shape: Sequence[int],
@@ -154,7 +164,7 @@ def plan_tiles(
         # Both round the step down to a multiple of the period where the window allows it.
         step = max(1, round(t_out * (1 - overlap))) if blend else t_out
         step = step - step % period if step >= period else step
-        starts = _starts(size, t_out, step, period)
+        starts = _spread_starts(size, t_out, step) if blend else _starts(size, t_out, step, period)
         axes.append(AxisPlan(size, t_in, t_out, (t_in - t_out) // 2, starts))
     return TilePlan(tuple(axes), blend)
 
