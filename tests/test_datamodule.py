@@ -324,3 +324,17 @@ def test_isbi_loading(isbi_dir):
     batch = next(iter(module.train_dataloader()))
     assert batch["image"].shape == (2, 1, 92, 92)
     assert set(batch["label"].unique().tolist()) <= {0, 1}
+
+
+def test_real_augmenter_from_config():
+    """conf/augment/default.yaml's Augmenter, passed as train() does: label values kept."""
+    augment = instantiate(OmegaConf.load(CONFIG_DIR / "augment/default.yaml"))
+    cfg = data_config("sample_2d", patch_size=[92, 92], batch_size=3, samples_per_epoch=3)
+    module = instantiate(cfg, augment=augment)
+    module.setup("fit")
+    assert module.train_set.augment is augment
+    torch.manual_seed(0)
+    batch = next(iter(module.train_dataloader()))
+    assert batch["image"].shape == (3, 1, 92, 92) and batch["label"].dtype == torch.int64
+    assert set(batch["label"].unique().tolist()) <= {0, 1}
+    assert batch["weight"].shape == (3, 92, 92)
