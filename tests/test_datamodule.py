@@ -338,3 +338,14 @@ def test_real_augmenter_from_config():
     assert batch["image"].shape == (3, 1, 92, 92) and batch["label"].dtype == torch.int64
     assert set(batch["label"].unique().tolist()) <= {0, 1}
     assert batch["weight"].shape == (3, 92, 92)
+
+
+def test_membrane_sample_config_with_paper_weight_map():
+    module = make_module("sample_membranes", patch_size=[60, 60], samples_per_epoch=2)
+    assert [r.name for r in module.val_set.regions] == ["cells_03"]
+    region = module.train_set.regions[0]
+    # w = class balance + border term: highest on membranes squeezed between two cells
+    assert region.weight.shape == region.label.shape == (256, 256)
+    assert region.weight[region.label == 1].mean() > 2 * region.weight[region.label == 0].mean()
+    batch = next(iter(module.train_dataloader()))
+    assert batch["weight"].shape == (2, 60, 60) and float(batch["weight"].min()) > 0

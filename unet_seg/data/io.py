@@ -117,6 +117,8 @@ def read_volume(
     path, suffix = _check_readable(path)
     try:
         volume = READERS[suffix](path)
+    except MemoryError:
+        raise  # a file too big for memory is not corrupt: open_volume reads it slab-wise
     except Exception as err:  # readers raise many types; all mean the file is unusable
         raise ValueError(
             f"{path}: cannot read {suffix} file, corrupt or truncated? ({err})"
