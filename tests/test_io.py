@@ -128,6 +128,10 @@ def test_lazy_slices_equal_eager(tmp_path, rng, name, write):
         np.testing.assert_array_equal(lazy[index], array[index], err_msg=f"{name} {index}")
     clone = pickle.loads(pickle.dumps(lazy))  # goes to dataloader workers
     np.testing.assert_array_equal(clone[3:5], array[3:5])
+    lazy.close()
+    with open_volume(tmp_path / name) as again:  # reopens after close; closes on exit
+        np.testing.assert_array_equal(again[5], array[5])
+    assert again._handle is None
 
 
 def test_lazy_memmap_mode_for_uncompressed_tiff(tmp_path, rng):

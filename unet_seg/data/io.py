@@ -242,6 +242,19 @@ class LazyVolume:
             state["_handle"] = None  # memmaps and open TIFFs stay in the process that opened them
         return state
 
+    def close(self) -> None:
+        """Release the open TIFF or memmap (reopened on the next read)."""
+        if self._suffix != ".png" and self._handle is not None:
+            if isinstance(self._handle, tifffile.TiffFile):
+                self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> LazyVolume:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def read(self) -> Volume:
         """The whole volume, eagerly (same as :func:`read_volume`)."""
         return read_volume(self.path)
