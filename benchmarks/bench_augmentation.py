@@ -166,8 +166,15 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="timed pairs per method and size")
     parser.add_argument("--sigma", type=float, default=10.0)
     parser.add_argument("--points", type=int, default=3)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1 as in DataLoader workers (and elasticdeform is single-threaded)",
+    )
     parser.add_argument("--monai-smooth", type=float, default=16.0, help="3D Gaussian sigma")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"elastic sigma {args.sigma} px on a {args.points}-point grid; "
