@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import io as _io
+import mmap
 import os
 import shutil
 import uuid
@@ -145,6 +146,15 @@ class SlabWriter:
         index = [slice(None)] * 3
         index[axis] = slice(z0, z0 + block.shape[-3 + axis])
         self.array[(Ellipsis, *index)] = block
+        self._release()
+
+    def _release(self) -> None:
+        """Write the dirty pages out and drop them from memory: a memmap's written pages would
+        otherwise stay resident and the process would grow with the output volume."""
+        mm = getattr(self.array, "_mmap", None)
+        if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            self.array.flush()
+            mm.madvise(mmap.MADV_DONTNEED)
 
     def commit(self) -> Path:
         """Finish the file and move it to ``path`` (on failure nothing is left behind)."""

@@ -1,0 +1,98 @@
+"""Peak RSS of ``predict`` on a 30- and a 300-slice stack: memory must not grow with the volume.
+
+Writes two uncompressed TIFF stacks of ``--size`` x ``--size`` slices (seeded noise) and a tiny
+checkpoint of ``conf/model/unet_small_2d.yaml`` (random weights) into a temporary folder, then
+runs ``unet_seg.inference.predict.predict`` on each in its own subprocess (labels and float16
+probabilities written) and reports its ``ru_maxrss`` side by side with the ratio (goal < 1.2x).
+
+Run: ``python benchmarks/bench_inference_memory.py [--size 256] [--slices 30 300]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_inputs(folder: Path, slices: list[int], size: int) -> Path:
+    import pytorch_lightning as pl
+    import tifffile
+    import torch
+    import yaml
+
+    from unet_seg.config import CONFIG_DIR
+    from unet_seg.training.module import SegmentationModule
+
+    model_cfg = yaml.safe_load((CONFIG_DIR / "model" / "unet_small_2d.yaml").read_text())
+    module = SegmentationModule(model=model_cfg)
+    ckpt = folder / "model.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": pl.__version__}, ckpt)  # fmt: skip
+    rng = np.random.default_rng(0)
+    for n in slices:
+        with tifffile.TiffWriter(folder / f"stack_{n}.tif", imagej=True) as tif:
+            for _ in range(n):  # page by page: the generator never holds the whole stack either
+                tif.write(rng.integers(0, 255, (size, size), dtype=np.uint8), contiguous=True)
+    return ckpt
+
+
+def child(stack: str, ckpt: str, out: str) -> None:
+    from omegaconf import OmegaConf
+
+    from unet_seg.config import CONFIG_DIR
+    from unet_seg.inference.predict import predict
+
+    cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
+    cfg.pop("defaults")
+    cfg.pop("hydra")
+    overrides = {"input": stack, "checkpoint": ckpt, "output_dir": out, "progress": False,
+                 "outputs": {"probabilities": True}, "probability_dtype": "float16"}  # fmt: skip
+    cfg.merge_with(overrides)
+    start = time.perf_counter()
+    summary = predict(cfg)
+    if summary["failed"]:
+        raise SystemExit(json.dumps(summary["files"]))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss_mib": peak}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--slices", type=int, nargs="+", default=[30, 300])
+    args = parser.parse_args()
+    if args.child:
+        return child(*args.child)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        ckpt = make_inputs(folder, args.slices, args.size)
+        for n in args.slices:
+            cmd = [sys.executable, __file__, "--child", str(folder / f"stack_{n}.tif"), str(ckpt),
+                   str(folder / f"out_{n}")]  # fmt: skip
+            run = subprocess.run(cmd, capture_output=True, text=True)
+            if run.returncode:
+                raise SystemExit(f"{n} slices failed:\n{run.stderr}")
+            results[n] = json.loads(run.stdout.strip().splitlines()[-1])
+    print(f"predict (unet_small_2d, random weights) on {args.size}x{args.size} uint8 stacks, "
+          "labels + float16 probabilities written")  # fmt: skip
+    print(f"{'slices':>7}{'input MiB':>11}{'seconds':>9}{'peak RSS MiB':>14}")
+    for n, r in results.items():
+        mib = n * args.size**2 / 2**20
+        print(f"{n:>7}{mib:>11.1f}{r['seconds']:>9.1f}{r['peak_rss_mib']:>14.0f}")
+    first, last = results[args.slices[0]], results[args.slices[-1]]
+    ratio = last["peak_rss_mib"] / first["peak_rss_mib"]
+    print(f"peak RSS {args.slices[-1]} / {args.slices[0]} slices: {ratio:.2f}x (goal < 1.2x)")
+
+
+if __name__ == "__main__":
+    main()
