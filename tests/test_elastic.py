@@ -9,6 +9,7 @@ import scipy.ndimage
 import torch
 
 from unet_seg.data.elastic import (
+    _prefilter,
     control_point_weights,
     deform_grid_torch,
     deformation_coords,
@@ -29,6 +30,13 @@ def test_control_point_weights_interpolate_the_control_points() -> None:
     weights = control_point_weights(21, 3)  # control points at voxels 0, 10, 20
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-12)
     np.testing.assert_allclose(weights[[0, 10, 20]], np.eye(3), atol=1e-12)
+
+
+def test_dense_matrix_prefilter_equals_scipy(rng: np.random.Generator) -> None:
+    x = torch.as_tensor(rng.normal(size=(2, 1, 9, 12, 7)), dtype=torch.float32)
+    torch.testing.assert_close(
+        _prefilter(x, dense=True), _prefilter(x, dense=False), atol=1e-5, rtol=0
+    )
 
 
 @pytest.mark.parametrize("shape", [(48, 56), (12, 20, 24)])

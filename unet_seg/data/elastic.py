@@ -90,12 +90,12 @@ def dense_displacement(displacement: torch.Tensor, shape: Sequence[int]) -> torc
     return dense
 
 
-def _prefilter(x: torch.Tensor) -> torch.Tensor:
+def _prefilter(x: torch.Tensor, dense: bool | None = None) -> torch.Tensor:
     """Cubic B-spline coefficients of ``x`` ``(N, C, *spatial)`` along all spatial axes (mirror).
 
-    On CPU scipy's recursive filter is ~10x faster than the dense matrix, which serves the GPU.
+    On CPU scipy's recursive filter is ~10x faster than the ``dense`` matrix, which serves GPUs.
     """
-    if x.device.type == "cpu":
+    if not (x.device.type != "cpu" if dense is None else dense):
         out = x.numpy().copy()
         for axis in range(2, x.ndim):
             scipy.ndimage.spline_filter1d(out, order=3, axis=axis, mode="mirror", output=out)
