@@ -197,3 +197,16 @@ def test_sliding_window_starts_are_spread_evenly():
     # At most 96 voxels apart, as few windows as that allows, the last one flush with the edge.
     assert plan.axes[1].starts == (0, 86, 172) and plan.axes[2].starts == (0,)
     assert plan.axes[2].in_size == 52  # a 50-voxel axis needs the next size divisible by 4
+
+
+def test_flip_tta_averages_the_flipped_predictions(rng):
+    model = UNet(2, 1, 2, features=(4, 8), padding="valid", dropout=0.0).eval()
+    tiles = rng.standard_normal((2, 1, 1, 28, 28)).astype(np.float32)
+    out = ModelRunner(model, device="cpu", tta=True)(tiles)
+    x = torch.from_numpy(tiles[:, :, 0])
+    with torch.no_grad():
+        flips = [(), (2,), (3,), (2, 3)]
+        probs = [model(x.flip(f) if f else x).softmax(1) for f in flips]
+        expected = sum(p.flip(f) if f else p for p, f in zip(probs, flips, strict=True)) / 4
+    np.testing.assert_allclose(out[:, :, 0], expected.numpy(), atol=1e-6)
+    assert not np.allclose(out[:, :, 0], probs[0].numpy(), atol=1e-3)  # TTA changes something
