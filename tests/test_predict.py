@@ -175,3 +175,12 @@ def test_cli_exit_code_is_nonzero_when_a_file_failed(tmp_path, rng, ckpt_2d):
     assert result.returncode == 1, result.stderr
     assert "b.nii.gz" in result.stderr and "1 predicted" in result.stdout
     assert (tmp_path / "out" / "a_labels.tif").is_file()
+
+
+def test_outputs_in_the_input_folder_are_not_inputs(tmp_path, rng, ckpt_2d):
+    write_volume(tmp_path / "s.tif", Volume(stack(rng)))
+    cfg = config(input=tmp_path, output_dir=tmp_path, checkpoint=ckpt_2d)
+    assert predict(cfg)["ok"] == 1
+    summary = predict(cfg)  # s_labels.tif is now in the folder too
+    assert [Path(e["input"]).name for e in summary["files"]] == ["s.tif"]
+    assert summary["skipped"] == 1

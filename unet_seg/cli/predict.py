@@ -24,7 +24,7 @@ from unet_seg.inference.predict import predict
 def main(cfg: DictConfig) -> None:
     try:
         summary = predict(cfg)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:  # no inputs, no or a broken checkpoint
         sys.exit(f"unet-seg-predict: {err}")
     print(
         f"unet-seg-predict: {summary['ok']} predicted, {summary['skipped']} skipped, "

@@ -40,6 +40,7 @@ from unet_seg.inference.writers import SlabWriter, format_suffix
 
 log = logging.getLogger(__name__)
 DEFAULT_TILE = {2: 512, 3: 96}  # output region per window; bigger tiles waste less margin
+OUTPUT_ENDINGS = ("_labels", "_probs", "_instances")
 
 
 def load_model(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
@@ -132,6 +133,11 @@ def predict_file(
     }
 
 
+def _is_output(path: Path, out_dir: Path) -> bool:
+    stem = path.name[: -len(format_suffix(path))]
+    return path.parent.resolve() == out_dir.resolve() and stem.endswith(OUTPUT_ENDINGS)
+
+
 def _scratch(path: Path) -> Path:
     return path.with_name(f".{path.name}.labels-{uuid.uuid4().hex[:8]}{format_suffix(path)}")
 
@@ -161,8 +167,9 @@ def predict(cfg: Any) -> dict:
     model, norm = load_model(cfg.checkpoint)
     if cfg.get("normalization"):
         norm = dict(cfg.normalization)
-    files = find_inputs(cfg.input)
     out_dir = Path(cfg.output_dir)
+    # Our own outputs are not inputs, e.g. when output_dir is the input folder.
+    files = [f for f in find_inputs(cfg.input) if not _is_output(f, out_dir)]
     out_dir.mkdir(parents=True, exist_ok=True)
     runner = ModelRunner(model, cfg.device, bool(cfg.tta), bool(cfg.amp))
     outputs = dict(cfg.outputs)
