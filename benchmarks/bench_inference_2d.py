@@ -8,7 +8,7 @@ Same model, same data, same batch size, each method once in its own subprocess (
 - model: a same-padding 2D U-Net with features (32, 64, 128, 256), 1.93 M parameters (about
   MONAI's BasicUNet); random weights, since speed does not depend on them;
 - ``monai``: ``monai.inferers.sliding_window_inference``, roi 256, overlap 0.25, gaussian;
-- ``ours``: ``unet_seg.inference.tiling`` streamed from the TIFF as ``unet-seg-predict`` runs
+- ``ours``: ``unet_seg.inference.stream`` streamed from the TIFF as ``unet-seg-predict`` runs
   (its default 2D tile, channels-last on the CPU);
 - ``untiled``: the network on whole slices, batched, no tiling at all (the lower bound).
 
@@ -89,7 +89,8 @@ def run_ours(path: Path, batch: int) -> np.ndarray:
     from unet_seg.inference.inputs import input_layout, percentile_range, slab_reader
     from unet_seg.inference.predict import DEFAULT_TILE
     from unet_seg.inference.runner import ModelRunner
-    from unet_seg.inference.tiling import iter_tiled_predictions, plan_tiles
+    from unet_seg.inference.stream import iter_tiled_predictions
+    from unet_seg.inference.tiling import plan_tiles
 
     model = build_model()
     volume = open_volume(path)

@@ -6,7 +6,7 @@ subprocess, so that ``ru_maxrss`` is its own peak:
 
 - ``monai``: ``monai.inferers.sliding_window_inference``, roi (64, 128, 128), overlap 0.25,
   gaussian blending, batch 1, on the whole volume in memory.
-- ``ours``: ``unet_seg.inference.tiling`` streamed slab by slab from a TIFF on disk (as
+- ``ours``: ``unet_seg.inference.stream`` streamed slab by slab from a TIFF on disk (as
   ``unet-seg-predict`` runs), with its 3D default tile, and once more with a larger tile that
   needs only 2x2 windows in-plane (``--big-tile``), overlap 0.25 and gaussian blending as MONAI.
 
@@ -70,7 +70,8 @@ def run_ours(path: Path, batch: int, tile: list[int] | None, overlap: float) -> 
     from unet_seg.inference.inputs import input_layout, percentile_range, slab_reader
     from unet_seg.inference.predict import DEFAULT_TILE
     from unet_seg.inference.runner import ModelRunner
-    from unet_seg.inference.tiling import iter_tiled_predictions, plan_tiles
+    from unet_seg.inference.stream import iter_tiled_predictions
+    from unet_seg.inference.tiling import plan_tiles
 
     model = build_model()
     volume = open_volume(path)

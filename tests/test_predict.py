@@ -19,7 +19,7 @@ from unet_seg.data.transforms import normalize_percentile
 from unet_seg.inference import predict as predict_module
 from unet_seg.inference.predict import predict
 from unet_seg.inference.runner import ModelRunner
-from unet_seg.inference.tiling import predict_tiled
+from unet_seg.inference.stream import predict_tiled
 from unet_seg.training.module import SegmentationModule
 
 TINY_2D = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [4, 8],

@@ -1,4 +1,4 @@
-"""Overlap-tile and sliding-window inference reassemble volumes exactly (inference.tiling)."""
+"""Overlap-tile and sliding-window inference reassemble volumes exactly (tiling, stream)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,8 @@ import torch
 from torch import nn
 
 from unet_seg.inference.runner import ModelRunner
-from unet_seg.inference.tiling import (
-    importance_map,
-    plan_tiles,
-    predict_tiled,
-    reflect_indices,
-)
+from unet_seg.inference.stream import predict_tiled
+from unet_seg.inference.tiling import importance_map, plan_tiles, reflect_indices
 from unet_seg.models import UNet
 from unet_seg.models.blocks import center_crop
 

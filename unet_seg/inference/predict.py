@@ -35,7 +35,8 @@ from unet_seg.inference.postprocess import (
     store_probabilities,
 )
 from unet_seg.inference.runner import ModelRunner
-from unet_seg.inference.tiling import iter_tiled_predictions, plan_tiles
+from unet_seg.inference.stream import iter_tiled_predictions
+from unet_seg.inference.tiling import plan_tiles
 from unet_seg.inference.writers import SlabWriter, format_suffix
 
 log = logging.getLogger(__name__)
