@@ -35,7 +35,8 @@ def kernel_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "unet-seg tests",
         "language": "python",
-        "env": {"MPLBACKEND": "module://matplotlib_inline.backend_inline"},
+        # tempfile in the notebooks writes under the test's own temporary folder.
+        "env": {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "TMPDIR": str(tmp_path)},
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
