@@ -107,3 +107,17 @@ def test_unet_walkthrough_notebook_runs(tmp_path: Path, kernel_name: str) -> Non
         pytest.skip(f"{path} not written yet")
     notebook = run_notebook(path, tmp_path, kernel_name)
     assert "388" in stream_text(notebook)
+
+
+def test_failing_cell_fails_the_run(tmp_path: Path, kernel_name: str) -> None:
+    """The notebooks check themselves with asserts; a failing one must fail the test."""
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("import sys\nprint(sys.executable)"),
+            nbformat.v4.new_code_cell("assert 1 + 1 == 3, 'arithmetic'"),
+        ]
+    )
+    path = tmp_path / "failing.ipynb"
+    nbformat.write(notebook, path)
+    with pytest.raises(nbclient.exceptions.CellExecutionError, match="arithmetic"):
+        run_notebook(path, tmp_path, kernel_name)
