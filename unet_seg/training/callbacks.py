@@ -30,6 +30,9 @@ def _replace_atomic(write, dst: Path) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -48,7 +48,9 @@ def build_module(cfg: DictConfig) -> SegmentationModule:
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """The data module of ``cfg.data``, given the augmenter built from ``cfg.augment``."""
     augment = instantiate(cfg.augment) if cfg.get("augment") else None
-    return instantiate(cfg.data, augment=augment)
+    # Plain containers: the data module's hparams go into checkpoints, which must load with
+    # weights_only=True, and Lightning compares them with the module's (normalization).
+    return instantiate(cfg.data, augment=augment, _convert_="all")
 
 
 def _is_multirun() -> bool:
