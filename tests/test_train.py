@@ -1,0 +1,106 @@
+"""``train(cfg)`` end to end on the sample data: fast_dev_run, checkpoints, publishing, resume,
+a short run that must learn, and a multirun sweep through the console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_configs import compose_train
+
+from unet_seg.training.module import SegmentationModule
+from unet_seg.training.train import train
+
+# Few small batches on CPU without worker processes: seconds instead of minutes.
+QUICK = ["trainer.accelerator=cpu", "trainer.devices=1", "data.num_workers=0"]
+
+
+@pytest.fixture(autouse=True)
+def _needs_samples(samples_dir: Path) -> None:
+    if not (samples_dir / "2d" / "images").is_dir():
+        pytest.skip("data_samples/ not generated (python -m unet_seg.data.samples)")
+
+
+@pytest.mark.parametrize("experiment", ["sample_2d", "sample_3d"])
+def test_fast_dev_run(tmp_path: Path, experiment: str) -> None:
+    cfg = compose_train(tmp_path, f"experiment={experiment}", "debug=fast_dev_run", *QUICK)
+    metrics = train(cfg)
+    assert {"train/loss_step", "val/loss", "val/dice", "val/iou", "val/pixel_error",
+            "val/rand_error", "val/vi"} <= set(metrics)  # fmt: skip
+    assert 0.0 <= metrics["val/dice"] <= 1.0 and metrics["val/loss"] > 0
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert summary["experiment"] == experiment and summary["global_step"] == 1
+    assert summary["best_checkpoint"] is None  # fast_dev_run saves no checkpoint ...
+    assert not (tmp_path / "runs" / experiment / "model.ckpt").exists()  # ... and publishes none
+    assert (tmp_path / "out" / "config_resolved.yaml").is_file()
+
+
+def test_checkpoints_publish_and_resume(tmp_path: Path) -> None:
+    short = ["experiment=sample_2d", "augment=none", "data.samples_per_epoch=8",
+             "+trainer.limit_val_batches=2", *QUICK]  # fmt: skip
+    first = compose_train(tmp_path, *short, "trainer.max_epochs=2")
+    train(first)
+    out = tmp_path / "out"
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and any(n.startswith("epoch") for n in ckpts), ckpts
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["epochs"] == 2 and summary["global_step"] == 4
+    assert summary["best_score"] == pytest.approx(summary["metrics"]["val/dice"])
+
+    published = tmp_path / "runs" / "sample_2d" / "model.ckpt"
+    raw = torch.load(published, weights_only=True)
+    assert raw["hyper_parameters"]["normalization"] == {"low": 1.0, "high": 99.8}
+    module = SegmentationModule.load_from_checkpoint(published, map_location="cpu")
+    assert module.hparams.model["features"] == [16, 32, 64, 128]
+    assert [p.name for p in published.parent.iterdir() if p.name.startswith(".")] == []
+
+    assert (out / "csv" / "metrics.csv").is_file()
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    assert "val/overlay_0" in events.Tags()["images"]
+    assert "val/dice" in events.Tags()["scalars"]
+
+    resumed = compose_train(
+        tmp_path, *short, "trainer.max_epochs=3", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+        f"output_dir={tmp_path / 'resumed'}",
+    )  # fmt: skip
+    train(resumed)
+    summary = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert summary["epochs"] == 3 and summary["global_step"] == 6  # continued, not restarted
+
+
+@pytest.mark.slow
+def test_short_run_learns_the_sample(tmp_path: Path) -> None:
+    cfg = compose_train(
+        tmp_path, "experiment=sample_2d", "trainer.max_epochs=3", "data.samples_per_epoch=32",
+        *QUICK,
+    )  # fmt: skip
+    metrics = train(cfg)
+    assert metrics["val/dice"] >= 0.8, metrics  # held-out images nuclei_08 and nuclei_09
+
+
+@pytest.mark.slow
+def test_multirun_sweep_from_the_console_script(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "unet-seg-train"
+    command = [str(script), "-m", "experiment=sample_2d", "debug=fast_dev_run", "loss=ce,dice_ce",
+               f"paths.runs_dir={tmp_path / 'runs'}", "data.num_workers=0"]  # fmt: skip
+    env = dict(os.environ, HYDRA_FULL_ERROR="1")
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweeps = list((tmp_path / "runs" / "sample_2d").glob("multirun_*"))
+    assert len(sweeps) == 1
+    jobs = sorted(p.parent.name for p in sweeps[0].glob("*/metrics.json"))
+    assert jobs == ["0", "1"]
+    dice_weights = [
+        OmegaConf.load(sweeps[0] / j / "config_resolved.yaml").loss.dice_weight for j in jobs
+    ]
+    assert dice_weights == [0.0, 1.0]  # loss=ce, then loss=dice_ce
+    assert not (tmp_path / "runs" / "sample_2d" / "model.ckpt").exists()  # jobs don't overwrite
