@@ -113,10 +113,23 @@ def test_given_instances_split_touching_objects_and_foreground_selects_the_class
     instances = np.zeros_like(labels)
     instances[:, :7], instances[:, 8:] = 1, 2
     by_components = unet_weight_map(labels, class_weights=None, foreground=0)
-    by_instances = unet_weight_map(labels, class_weights=None, instances=instances)
+    by_instances = unet_weight_map(labels, class_weights=None, instances=instances, foreground=0)
     expected = 1.0 + 10.0 * np.exp(-((1.0 + 1.0) ** 2) / 50.0)
     np.testing.assert_allclose(by_components[:, 7], expected, rtol=1e-6)
     np.testing.assert_array_equal(by_components, by_instances)
+
+
+def test_instances_kept_whole_across_a_background_seam_still_get_the_border_term() -> None:
+    # Sample instance files keep touching nuclei whole; the label cuts a 1-pixel seam between them.
+    labels = np.zeros((10, 16), dtype=np.int64)
+    labels[2:8, 2:14] = 1
+    labels[:, 8] = 0  # the seam
+    instances = np.zeros_like(labels)
+    instances[2:8, 2:9], instances[2:8, 9:14] = 1, 2  # object 1 covers the seam column
+    w = unet_weight_map(labels, class_weights=None, instances=instances)
+    expected = 1.0 + 10.0 * np.exp(-((1.0 + 1.0) ** 2) / 50.0)  # d1 = d2 = 1 on the seam
+    np.testing.assert_allclose(w[2:8, 8], expected, rtol=1e-6)
+    np.testing.assert_array_equal(w, unet_weight_map(labels, class_weights=None))
 
 
 def test_bad_input_raises_value_error() -> None:

@@ -105,7 +105,8 @@ def unet_weight_map(
         w0, sigma: height and width (in ``spacing`` units) of the border term; the paper uses
             10 and ~5 pixels.
         class_weights: see ``class_weight_map``.
-        instances: int object ids ``(*spatial)``, 0 = none. Default: connected components
+        instances: int object ids ``(*spatial)``, 0 = none, restricted to the ``foreground``
+            voxels of ``labels``. Default: connected components
             (face-connected) of ``labels == foreground``. For ISBI 2012 the objects are the
             cells, so pass ``foreground`` = the cell class and the membrane gets the border term.
         spacing: voxel size per axis, array order; distances and ``sigma`` use its units.
@@ -125,6 +126,11 @@ def unet_weight_map(
         instances, _ = scipy.ndimage.label(labels == foreground)
     elif instances.shape != labels.shape:
         raise ValueError(f"instances shape {instances.shape} != labels shape {labels.shape}")
+    else:
+        # Instance files often keep touching objects whole while the label draws a background
+        # seam between them; the seam is exactly where the border term belongs, so an object is
+        # only its foreground-class voxels.
+        instances = np.where(labels == foreground, instances, 0)
     if w0 == 0:
         return weights
     cutoff = sigma * np.sqrt(2.0 * np.log(1.0 / RELATIVE_TOLERANCE))
