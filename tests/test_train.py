@@ -28,9 +28,12 @@ def _needs_samples(samples_dir: Path) -> None:
         pytest.skip("data_samples/ not generated (python -m unet_seg.data.samples)")
 
 
-@pytest.mark.parametrize("experiment", ["sample_2d", "sample_3d"])
-def test_fast_dev_run(tmp_path: Path, experiment: str) -> None:
-    cfg = compose_train(tmp_path, f"experiment={experiment}", "debug=fast_dev_run", *QUICK)
+@pytest.mark.parametrize(
+    ("experiment", "extra"),
+    [("sample_2d", []), ("sample_3d", []), ("sample_2d", ["trainer.precision=bf16-mixed"])],
+)
+def test_fast_dev_run(tmp_path: Path, experiment: str, extra: list[str]) -> None:
+    cfg = compose_train(tmp_path, f"experiment={experiment}", "debug=fast_dev_run", *QUICK, *extra)
     metrics = train(cfg)
     assert {"train/loss_step", "val/loss", "val/dice", "val/iou", "val/pixel_error",
             "val/rand_error", "val/vi"} <= set(metrics)  # fmt: skip
