@@ -41,7 +41,9 @@ def test_segmentation_scores_match_skimage(rng: np.random.Generator) -> None:
     pred = (rng.random((20, 24)) > 0.5).astype(np.int64)
     are, vi = segmentation_scores(pred, target)
     true_seg, pred_seg = label(target == 1, connectivity=1), label(pred == 1, connectivity=1)
-    expected_are = adapted_rand_error(true_seg, pred_seg, ignore_labels=(0,))[0]
+    singletons = pred_seg.copy()
+    singletons[pred_seg == 0] = pred_seg.max() + 1 + np.arange((pred_seg == 0).sum())
+    expected_are = adapted_rand_error(true_seg, singletons, ignore_labels=(0,))[0]
     expected_vi = variation_of_information(true_seg, pred_seg, ignore_labels=(0,)).sum()
     assert are == pytest.approx(expected_are)
     assert vi == pytest.approx(expected_vi)
@@ -58,6 +60,22 @@ def test_merging_two_cells_is_a_rand_error() -> None:
     precision = (2 * 24 * 23) / (48 * 47)
     assert are == pytest.approx(1 - 2 * precision / (precision + 1))
     assert vi == pytest.approx(1.0)  # one bit: which of two equal cells a merged pixel came from
+
+
+def test_missed_voxels_split_rather_than_merge() -> None:
+    # Two cells; the prediction misses one column of each. Predicted background voxels are
+    # singletons, so the two cells are not merged through them: only lost pairs count.
+    target = np.ones((4, 9), dtype=np.int64)
+    target[:, 4] = 0
+    pred = target.copy()
+    pred[:, 0] = 0
+    pred[:, 8] = 0
+    are, _ = segmentation_scores(pred, target)
+    # Per cell: 16 true voxels, of which 12 share one predicted segment and 4 are singletons.
+    true_pairs = 2 * 16 * 15
+    shared = 2 * 12 * 11
+    recall = shared / true_pairs  # predicted pairs are all inside one true cell: precision 1
+    assert are == pytest.approx(1 - 2 * recall / (recall + 1))
 
 
 def test_3d_and_multiclass() -> None:

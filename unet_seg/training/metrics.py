@@ -5,8 +5,11 @@ compare *segmentations*: the connected components (face connectivity) of the ``r
 voxels in the label and in the prediction, per image, with the label's other voxels left out
 ("foreground-restricted", as in Arganda-Carreras et al. 2015):
 
-- ``rand_error``: ``skimage.metrics.adapted_rand_error`` (1 - Rand F-score; 0 is perfect);
-- ``vi``: ``skimage.metrics.variation_of_information``, split + merge entropies in bits.
+- ``rand_error``: ``skimage.metrics.adapted_rand_error`` (1 - Rand F-score; 0 is perfect). As in
+  the SNEMI3D / ISBI scoring scripts, predicted background voxels count as one-voxel segments;
+  skimage alone would make them one huge segment that merges every cell it touches;
+- ``vi``: ``skimage.metrics.variation_of_information``, split + merge entropies in bits (predicted
+  background is one segment here, as in the CREMI scores).
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ def segmentation_scores(
     pred_seg = segments(pred == region_class)
     # Ignored label voxels join the true background, which both scores leave out.
     true_seg[target == ignore_index] = 0
-    are, _, _ = adapted_rand_error(true_seg, pred_seg, ignore_labels=(0,))
+    singletons = pred_seg.copy()
+    background = singletons == 0
+    singletons[background] = pred_seg.max() + 1 + np.arange(int(background.sum()))
+    are, _, _ = adapted_rand_error(true_seg, singletons, ignore_labels=(0,))
     vi = variation_of_information(true_seg, pred_seg, ignore_labels=(0,))
     return float(are), float(vi.sum())
 
