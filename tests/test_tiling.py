@@ -206,3 +206,16 @@ def test_flip_tta_averages_the_flipped_predictions(rng):
         expected = sum(p.flip(f) if f else p for p, f in zip(probs, flips, strict=True)) / 4
     np.testing.assert_allclose(out[:, :, 0], expected.numpy(), atol=1e-6)
     assert not np.allclose(out[:, :, 0], probs[0].numpy(), atol=1e-3)  # TTA changes something
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_cpu_bfloat16_and_memory_formats_stay_close_to_float32(rng, spatial_dims):
+    model = UNet(spatial_dims, 1, 2, features=(4, 8), padding="same", dropout=0.0).eval()
+    tiles = rng.standard_normal((2, 1, 1 if spatial_dims == 2 else 8, 16, 16)).astype(np.float32)
+    plain = ModelRunner(model, "cpu", channels_last=False)(tiles)
+    fast = ModelRunner(model, "cpu", channels_last=True)(tiles)
+    bf16 = ModelRunner(model, "cpu", cpu_bf16=True)(tiles)
+    assert fast.dtype == bf16.dtype == np.float32 and fast.flags.c_contiguous
+    np.testing.assert_allclose(fast, plain, atol=1e-5)
+    np.testing.assert_allclose(bf16, plain, atol=0.05)
+    assert not np.array_equal(bf16, plain)  # really computed in bfloat16

@@ -172,7 +172,7 @@ def predict(cfg: Any) -> dict:
     # Our own outputs are not inputs, e.g. when output_dir is the input folder.
     files = [f for f in find_inputs(cfg.input) if not _is_output(f, out_dir)]
     out_dir.mkdir(parents=True, exist_ok=True)
-    runner = ModelRunner(model, cfg.device, bool(cfg.tta), bool(cfg.amp))
+    runner = ModelRunner(model, cfg.device, bool(cfg.tta), bool(cfg.amp), bool(cfg.cpu_bf16))
     outputs = dict(cfg.outputs)
     entries, start = [], time.perf_counter()
     bar = tqdm(
