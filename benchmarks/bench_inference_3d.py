@@ -7,8 +7,8 @@ subprocess, so that ``ru_maxrss`` is its own peak:
 - ``monai``: ``monai.inferers.sliding_window_inference``, roi (64, 128, 128), overlap 0.25,
   gaussian blending, batch 1, on the whole volume in memory.
 - ``ours``: ``unet_seg.inference.stream`` streamed slab by slab from a TIFF on disk (as
-  ``unet-seg-predict`` runs), with its 3D default tile, and once more with a larger tile that
-  needs only 2x2 windows in-plane (``--big-tile``), overlap 0.25 and gaussian blending as MONAI.
+  ``unet-seg-predict`` runs), overlap 0.25 and gaussian blending as MONAI; the variants are
+  listed in ``RUNS``.
 
 "mean p1" is the mean foreground probability, which must agree between the methods.
 
@@ -49,11 +49,13 @@ def make_volume(path: Path) -> None:
     tifffile.imwrite(path, volume, imagej=True)
 
 
-def run_monai(path: Path, batch: int) -> dict:
+def run_monai(path: Path, batch: int, channels_last: bool) -> dict:
     import tifffile
     from monai.inferers import sliding_window_inference
 
     model = build_model()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
     image = tifffile.imread(path).astype(np.float32)
     lo, hi = np.percentile(image, [1.0, 99.8])
     x = torch.from_numpy(((image - lo) / (hi - lo)).astype(np.float32))[None, None]
@@ -65,7 +67,7 @@ def run_monai(path: Path, batch: int) -> dict:
     return {"seconds": time.perf_counter() - start, "foreground": float(probs[:, 1].mean())}
 
 
-def run_ours(path: Path, batch: int, tile: list[int] | None, overlap: float) -> dict:
+def run_ours(path: Path, batch: int, tile: list[int] | None, bf16: bool) -> dict:
     from unet_seg.data.io import open_volume
     from unet_seg.inference.inputs import input_layout, percentile_range, slab_reader
     from unet_seg.inference.predict import DEFAULT_TILE
@@ -78,34 +80,43 @@ def run_ours(path: Path, batch: int, tile: list[int] | None, overlap: float) -> 
     layout = input_layout(path, volume.shape, model)
     start = time.perf_counter()
     lo, hi = percentile_range(volume, 1.0, 99.8)
-    plan = plan_tiles(model, SHAPE, tile or DEFAULT_TILE[3], overlap)
+    plan = plan_tiles(model, SHAPE, tile or DEFAULT_TILE[3], 0.25)
+    runner = ModelRunner(model, "cpu", cpu_bf16=bf16)
     slabs = iter_tiled_predictions(
-        slab_reader(volume, layout, lo, hi), SHAPE, plan, ModelRunner(model, "cpu"), batch,
-        progress=False,
-    )  # fmt: skip
+        slab_reader(volume, layout, lo, hi), SHAPE, plan, runner, batch, progress=False
+    )
     foreground = sum(float(p[1].sum()) for _, p in slabs) / np.prod(SHAPE)
     return {"seconds": time.perf_counter() - start, "foreground": foreground,
             "windows": plan.num_windows, "tile_in": [a.in_size for a in plan.axes]}  # fmt: skip
 
 
+# (label, method, options): MONAI as usually called and with our memory format; ours with the
+# default tile, with a tile that needs only 2x2 in-plane windows, and with opt-in bfloat16.
+RUNS = [
+    ("MONAI roi (64,128,128)", "monai", []),
+    ("MONAI roi (64,128,128), channels-last", "monai", ["--channels-last"]),
+    ("ours, default tile", "ours", []),
+    ("ours, tile (64,148,148)", "ours", ["--tile", "64", "148", "148"]),
+    ("ours, default tile, cpu_bf16", "ours", ["--bf16"]),
+]
+
+
 def child(args: argparse.Namespace) -> None:
     path = Path(args.volume)
     if args.method == "monai":
-        result = run_monai(path, args.batch)
+        result = run_monai(path, args.batch, args.channels_last)
     else:
-        result = run_ours(path, args.batch, args.tile, args.overlap)
+        result = run_ours(path, args.batch, args.tile, args.bf16)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
 
-def measure(method: str, volume: Path, args: argparse.Namespace, tile: list[int] | None) -> dict:
+def measure(method: str, options: list[str], volume: Path, batch: int) -> dict:
     cmd = [sys.executable, __file__, "--method", method, "--volume", str(volume),
-           "--batch", str(args.batch), "--overlap", str(args.overlap)]  # fmt: skip
-    if tile:
-        cmd += ["--tile", *map(str, tile)]
+           "--batch", str(batch), *options]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
-        raise SystemExit(f"{method} failed:\n{out.stderr}")
+        raise SystemExit(f"{method} {options} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -113,36 +124,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=["monai", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--volume", help=argparse.SUPPRESS)
+    parser.add_argument("--tile", type=int, nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--tile", type=int, nargs="+", help=argparse.SUPPRESS)
-    parser.add_argument("--overlap", type=float, default=0.25, help="our window overlap")
-    parser.add_argument("--big-tile", type=int, nargs=3, default=[64, 148, 148],
-                        help="a second, throughput-oriented tile of ours (0: skip)")  # fmt: skip
     args = parser.parse_args()
     if args.method:
         return child(args)
     voxels = int(np.prod(SHAPE))
-    runs = [("monai", None), ("ours", None)] + (
-        [("ours", args.big_tile)] if any(args.big_tile) else []
-    )
     with tempfile.TemporaryDirectory() as tmp:
         volume = Path(tmp) / "volume.tif"
         make_volume(volume)
-        results = [(m, measure(m, volume, args, tile)) for m, tile in runs]
-    print(f"3D inference, volume {SHAPE}, UNet features {FEATURES} (same padding), "
-          f"batch {args.batch}, torch threads {torch.get_num_threads()}")  # fmt: skip
-    print(f"{'method':<40}{'seconds':>9}{'MVox/s':>9}{'peak RSS MiB':>14}{'vs MONAI: speed':>17}"
-          f"{'RSS':>7}{'mean p1':>9}")  # fmt: skip
+        results = [(label, measure(m, opts, volume, args.batch)) for label, m, opts in RUNS]
+    print(f"3D inference, volume {SHAPE}, UNet features {FEATURES} (same padding), overlap 0.25 "
+          f"gaussian, batch {args.batch}, torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(f"{'method':<40}{'windows':>8}{'seconds':>9}{'MVox/s':>8}{'RSS MiB':>9}"
+          f"{'speed':>7}{'RSS':>7}{'mean p1':>9}")  # fmt: skip
     monai = results[0][1]
-    for method, r in results:
-        name = (f"MONAI sliding window roi {MONAI_ROI}" if method == "monai"
-                else f"ours, {r['windows']} tiles {tuple(r['tile_in'])}")  # fmt: skip
+    for label, r in results:
         speed, rss = monai["seconds"] / r["seconds"], r["peak_rss_mib"] / monai["peak_rss_mib"]
+        windows = r.get("windows", 9)
         print(
-            f"{name:<40}{r['seconds']:>9.2f}{voxels / r['seconds'] / 1e6:>9.3f}"
-            f"{r['peak_rss_mib']:>14.0f}{speed:>16.2f}x{rss:>6.2f}x{r['foreground']:>9.4f}"
+            f"{label:<40}{windows:>8}{r['seconds']:>9.2f}{voxels / r['seconds'] / 1e6:>8.3f}"
+            f"{r['peak_rss_mib']:>9.0f}{speed:>6.2f}x{rss:>6.2f}x{r['foreground']:>9.4f}"
         )
-    print("goals: throughput >= 1.5x MONAI at peak RSS <= 0.5x")
+    print("speed and RSS relative to the first line; goals: >= 1.5x throughput at <= 0.5x RSS")
 
 
 if __name__ == "__main__":
