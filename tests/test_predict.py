@@ -184,3 +184,15 @@ def test_outputs_in_the_input_folder_are_not_inputs(tmp_path, rng, ckpt_2d):
     summary = predict(cfg)  # s_labels.tif is now in the folder too
     assert [Path(e["input"]).name for e in summary["files"]] == ["s.tif"]
     assert summary["skipped"] == 1
+
+
+def test_percentiles_of_a_strided_subsample_match_the_exact_ones(rng, monkeypatch):
+    from unet_seg.inference import inputs
+
+    volume = rng.gamma(2.0, 100.0, (40, 120, 130)).astype(np.float32)
+    exact = np.percentile(volume, [1.0, 99.8])
+    assert inputs.percentile_range(volume, 1.0, 99.8) == pytest.approx(exact)  # all read
+    monkeypatch.setattr(inputs, "_PERCENTILE_SAMPLES", 50_000)  # every ~3rd slice, row, column
+    lo, hi = inputs.percentile_range(volume, 1.0, 99.8)
+    assert lo == pytest.approx(exact[0], rel=0.1) and hi == pytest.approx(exact[1], rel=0.05)
+    assert (lo, hi) != pytest.approx(exact, rel=1e-6)  # really a subsample

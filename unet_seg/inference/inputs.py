@@ -90,15 +90,16 @@ def input_layout(path: Path, shape: tuple[int, ...], model, slice_axis: int = 0)
 def percentile_range(volume: LazyVolume, low: float, high: float) -> tuple[float, float]:
     """The ``low``/``high`` percentiles of a strided subsample of ``volume``.
 
-    Reads every n-th z-slice (and in-plane every m-th voxel) so that about
-    ``_PERCENTILE_SAMPLES`` values are used, one slice at a time.
+    Reads every n-th z-slice and in-plane every m-th voxel (``n`` about ``m``, so that slices
+    from the whole depth count) so that about ``_PERCENTILE_SAMPLES`` values are used, one slice
+    at a time.
     """
     shape = volume.shape
     stride = max(1, math.ceil(math.prod(shape) / _PERCENTILE_SAMPLES))
     if len(shape) == 2 or stride == 1:
         sample = np.asarray(volume[...], dtype=np.float32).ravel()[::stride]
     else:
-        z_step = max(1, min(shape[0], stride))
+        z_step = min(shape[0], max(1, round(stride ** (1 / 3))))
         plane = max(1, math.ceil(math.sqrt(stride / z_step)))
         rows = [
             np.asarray(volume[z, ::plane, ::plane], dtype=np.float32).ravel()
@@ -106,7 +107,7 @@ def percentile_range(volume: LazyVolume, low: float, high: float) -> tuple[float
         ]
         sample = np.concatenate(rows)
     if not np.isfinite(sample).all():
-        raise ValueError(f"{volume.path}: NaN/Inf values in the image data")
+        raise ValueError(f"{getattr(volume, 'path', None)}: NaN/Inf values in the image data")
     lo, hi = np.percentile(sample, [low, high])
     return float(lo), float(hi)
 
