@@ -103,3 +103,15 @@ def test_folder_evaluation_writes_csv_and_json(tmp_path):
 def test_missing_predictions_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder"):
         evaluate(config(pred_dir=tmp_path / "none", gt_dir=tmp_path))
+
+
+def test_instances_from_a_separate_folder(tmp_path):
+    pred_dir, gt_dir, inst_dir = tmp_path / "pred", tmp_path / "gt", tmp_path / "inst"
+    write_volume(pred_dir / "a_labels.tif", Volume(GT.astype(np.uint8)))
+    write_volume(pred_dir / "a_instances.tif", Volume(np.array([[0, 0, 1, 1]] * 4, np.uint16)))
+    write_volume(gt_dir / "a.tif", Volume(GT.astype(np.uint8)))
+    write_volume(inst_dir / "a.tif", Volume(np.array([[0, 0, 1, 1]] * 4, np.uint16)))
+    cfg = config(pred_dir=pred_dir, gt_dir=gt_dir, gt_suffix="''", gt_instance_dir=inst_dir,
+                 gt_instance_suffix="''", progress=False)  # fmt: skip
+    (row,) = evaluate(cfg)["files"]
+    assert row["segments"] == "instances" and row["ap"] == 1.0 and row["dice_1"] == 1.0

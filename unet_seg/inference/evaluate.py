@@ -103,7 +103,12 @@ def evaluate(cfg: Any) -> dict:
     pred_dir, gt_dir = Path(cfg.pred_dir), Path(cfg.gt_dir)
     preds, gts = _keyed(pred_dir, cfg.pred_suffix), _keyed(gt_dir, cfg.gt_suffix)
     pred_inst = _keyed(pred_dir, cfg.pred_instance_suffix) if cfg.pred_instance_suffix else {}
-    gt_inst = _keyed(gt_dir, cfg.gt_instance_suffix) if cfg.gt_instance_suffix else {}
+    # A separate instance folder may name its files like the labels (suffix ""); in gt_dir an
+    # empty suffix would take the label files themselves, so there it means "none".
+    if cfg.get("gt_instance_dir"):
+        gt_inst = _keyed(Path(cfg.gt_instance_dir), cfg.gt_instance_suffix or "")
+    else:
+        gt_inst = _keyed(gt_dir, cfg.gt_instance_suffix) if cfg.gt_instance_suffix else {}
     if not preds:
         raise FileNotFoundError(f"{pred_dir}: no predictions named *{cfg.pred_suffix}.<format>")
     num_classes = int(cfg.num_classes)
