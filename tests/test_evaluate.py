@@ -33,10 +33,12 @@ def test_hand_example_exact_values():
     # Objects: IoU 3/4 (top right) and 2/4 (bottom left), so AP is 1 at 0.5, 1/3 up to 0.75.
     assert row["ap50"] == 1.0 and row["ap75"] == pytest.approx(1 / 3)
     assert row["ap"] == pytest.approx((1 + 5 / 3) / 10)
-    # Adapted Rand on ground-truth objects: pair counts 10 joint, 24 true, 14 predicted -> 9/19.
-    assert row["rand_error"] == pytest.approx(9 / 19)
-    # VI = 2 H(joint) - H(gt) - H(pred) over the segments (background included), in bits.
-    vi = 2 * entropy([8, 3, 1, 2, 2]) - entropy([8, 4, 4]) - entropy([11, 3, 2])
+    # Adapted Rand over the 8 object voxels, the 3 missed ones singletons: segment sizes 3+1 and
+    # 2+1+1 -> pair sums 8 joint, 8 predicted, 24 true; precision 1, recall 1/3, error 1/2.
+    assert row["rand_error"] == pytest.approx(1 / 2)
+    # VI over the object voxels, predicted background one segment: joint (3, 1, 2, 2),
+    # truth (4, 4), prediction (3, 2, 3); 2 H(joint) - H(gt) - H(pred), in bits.
+    vi = 2 * entropy([3, 1, 2, 2]) - entropy([4, 4]) - entropy([3, 2, 3])
     assert row["vi"] == pytest.approx(vi / np.log(2))
 
 

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import uuid
 from pathlib import Path
@@ -85,6 +86,11 @@ def evaluate_pair(
     return row, counts
 
 
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
@@ -132,7 +138,8 @@ def evaluate(cfg: Any) -> dict:
         total += counts
         rows.append({"file": key, "segments": "instances" if instances else "components", **row})
     metrics = [k for k in rows[0] if k not in ("file", "segments")] if rows else []
-    overall = {m: float(np.mean([r[m] for r in rows])) for m in metrics}
+    # Rand error and VI are nan for files without objects; they are left out of the mean.
+    overall = {m: _nanmean([r[m] for r in rows]) for m in metrics}
     dice, iou = dice_iou(total)
     summary = {
         "pred_dir": str(pred_dir),

@@ -7,6 +7,7 @@ with one-to-one matching, averaged over IoU thresholds 0.5, 0.55, ..., 0.95.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,15 +53,28 @@ def pixel_error(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def rand_error(pred_segments: np.ndarray, gt_segments: np.ndarray) -> float:
-    """Adapted Rand error (ISBI 2012; ground-truth background 0 ignored), 0 is perfect."""
+    """Foreground-restricted adapted Rand error (ISBI 2012), 0 is perfect; ``nan`` without objects.
+
+    Ground-truth background (0) is left out. As in the ISBI / SNEMI3D scoring scripts, every
+    predicted background voxel is a segment of its own, so a background gap can never merge the
+    cells on either side of it into one segment.
+    """
     _check_shapes(pred_segments, gt_segments)
-    return float(skm.adapted_rand_error(gt_segments, pred_segments)[0])
+    if not np.any(gt_segments):
+        return math.nan
+    pred = np.asarray(pred_segments, dtype=np.int64).copy()
+    singletons = (pred == 0) & (gt_segments != 0)  # background elsewhere is left out anyway
+    pred[singletons] = pred.max() + 1 + np.arange(int(singletons.sum()))
+    return float(skm.adapted_rand_error(gt_segments, pred, ignore_labels=(0,))[0])
 
 
 def variation_of_information(pred_segments: np.ndarray, gt_segments: np.ndarray) -> float:
-    """``H(gt | pred) + H(pred | gt)`` in bits (0 is perfect), background counted as a segment."""
+    """Split + merge entropies in bits over the ground-truth objects (background 0 left out),
+    predicted background counted as one segment; 0 is perfect, ``nan`` without objects."""
     _check_shapes(pred_segments, gt_segments)
-    return float(sum(skm.variation_of_information(gt_segments, pred_segments)))
+    if not np.any(gt_segments):
+        return math.nan
+    return float(sum(skm.variation_of_information(gt_segments, pred_segments, ignore_labels=(0,))))
 
 
 def instance_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
