@@ -3,7 +3,8 @@
 Overlap scores (Dice, IoU, pixel error) are pooled over every voxel of the epoch. The ISBI scores
 compare *segmentations*: the connected components (face connectivity) of the ``region_class``
 voxels in the label and in the prediction, per image, with the label's other voxels left out
-("foreground-restricted", as in Arganda-Carreras et al. 2015):
+("foreground-restricted", as in Arganda-Carreras et al. 2015). One definition, in
+:mod:`unet_seg.inference.metrics`, serves training and ``unet-seg-evaluate``:
 
 - ``rand_error``: ``skimage.metrics.adapted_rand_error`` (1 - Rand F-score; 0 is perfect). As in
   the SNEMI3D / ISBI scoring scripts, predicted background voxels count as one-voxel segments;
@@ -19,8 +20,8 @@ import math
 import numpy as np
 import torch
 from skimage.measure import label as connected_components
-from skimage.metrics import adapted_rand_error, variation_of_information
 
+from unet_seg.inference.metrics import rand_error, variation_of_information
 from unet_seg.training.losses import IGNORE_INDEX
 
 
@@ -38,18 +39,11 @@ def segmentation_scores(
     """
     if pred.shape != target.shape:
         raise ValueError(f"prediction {pred.shape} and target {target.shape} differ in shape")
-    true_seg = segments(target == region_class)
+    true_seg = segments(target == region_class)  # ignored voxels are not region_class: left out
     if not true_seg.any():
         return math.nan, math.nan
     pred_seg = segments(pred == region_class)
-    # Ignored label voxels join the true background, which both scores leave out.
-    true_seg[target == ignore_index] = 0
-    singletons = pred_seg.copy()
-    background = singletons == 0
-    singletons[background] = pred_seg.max() + 1 + np.arange(int(background.sum()))
-    are, _, _ = adapted_rand_error(true_seg, singletons, ignore_labels=(0,))
-    vi = variation_of_information(true_seg, pred_seg, ignore_labels=(0,))
-    return float(are), float(vi.sum())
+    return rand_error(pred_seg, true_seg), variation_of_information(pred_seg, true_seg)
 
 
 class SegmentationMetrics:
