@@ -26,7 +26,9 @@ class ModelRunner:
     A 2D network gets the windows one slice thick (``Tz == 1``) as ``(B, C, Ty, Tx)``.
 
     Args:
-        model: returns logits ``(B, K, *output_shape(spatial))`` and has ``spatial_dims``.
+        model: returns logits ``(B, K, *output_shape(spatial))`` and has ``spatial_dims``. Like
+            ``nn.Module.to``, the runner moves it, sets eval mode and converts its memory format
+            in place: pass a copy if the caller keeps training it.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         tta: average the probabilities of all flips of the spatial axes (4 in 2D, 8 in 3D); a
             valid network's centred crop commutes with flips, so the average stays aligned.
