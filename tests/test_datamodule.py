@@ -1,4 +1,4 @@
-"""SegmentationDataModule: batches (contract 6), splits, mirroring, seeding, label maps, errors."""
+"""SegmentationDataModule: batches, splits, mirroring, seeding, label maps, errors."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ TINY = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [4, 8
 
 
 def _batches(n: int, size: int, spatial_dims: int = 2) -> list[dict[str, torch.Tensor]]:
-    """Fake contract-6 samples: a bright square is class 1; label/weight as big as the image."""
+    """Fake data-module samples: a bright square is class 1; label/weight as big as the image."""
     samples = []
     for i in range(n):
         image = torch.zeros((1,) + (size,) * spatial_dims)

@@ -1,4 +1,4 @@
-"""Committed sample data: the layout of contract 9, exact masks, reproducibility from the seed."""
+"""Committed sample data: the documented layout, exact masks, reproducibility from the seed."""
 
 from __future__ import annotations
 

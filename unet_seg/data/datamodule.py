@@ -1,6 +1,6 @@
 """``SegmentationDataModule``: the Lightning data module built by Hydra from ``conf/data/*.yaml``.
 
-Batches (contract 6): ``"image"`` float32 ``(N, C, *patch)``, ``"label"`` int64 ``(N, *patch)``
+Batches: ``"image"`` float32 ``(N, C, *patch)``, ``"label"`` int64 ``(N, *patch)``
 (class indices, ``ignore_index`` marks voxels to ignore), ``"weight"`` float32 ``(N, *patch)``.
 Label and weight have the image's spatial size; a valid-mode model crops them to its output.
 """
@@ -57,9 +57,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         weight_map: ``unet_weight_map`` keyword arguments (``{w0: 10, sigma: 5}``), or None (ones).
         foreground_prob: probability of centring a training patch on a foreground voxel.
         foreground_classes: classes that count as foreground (default: every class > 0).
-        normalization: ``{low, high}`` percentiles (contract 3; must match the module's).
+        normalization: ``{low, high}`` percentiles (must match the module's).
         pad_mode: ``numpy.pad`` mode beyond image borders (``reflect`` = overlap-tile mirroring).
-        augment: ``augment(sample, rng) -> sample`` (contract 4), or None.
+        augment: ``augment(sample, rng) -> sample``, or None.
         num_workers, pin_memory: DataLoader settings; workers persist across epochs when > 0.
     """
 

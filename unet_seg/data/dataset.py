@@ -1,6 +1,6 @@
 """Torch datasets of patches: random, augmented patches for training; fixed windows for validation.
 
-Each item is a dict (contract 6, before batching): ``"image"`` float32 ``(C, *patch)``, ``"label"``
+Each item is a dict (before batching): ``"image"`` float32 ``(C, *patch)``, ``"label"``
 int64 ``(*patch)``, ``"weight"`` float32 ``(*patch)``, all with the same spatial size.
 """
 
@@ -74,7 +74,7 @@ class RandomPatchDataset(Dataset):
     A region is drawn with probability proportional to its voxel count, then a patch centre:
     uniform, or on a foreground voxel (class in ``foreground_classes``, default any class > 0) with
     probability ``foreground_prob``. ``augment(sample, rng)`` deforms image, label and weight
-    with one displacement (contract 4).
+    with one displacement.
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """Deterministic synthetic samples: fluorescent nuclei (2D, 3D, a z-stack) and EM-like membranes.
 
-``python -m unet_seg.data.samples [--out data_samples] [--seed 0]`` writes (contract 9):
+``python -m unet_seg.data.samples [--out data_samples] [--seed 0]`` writes:
 
 - ``2d/images/nuclei_XX.tif`` (uint8, 256 x 256), ``2d/labels/nuclei_XX.tif`` (0/1) and
   ``2d/instances/nuclei_XX.tif`` (instance ids, 0 = background),

@@ -154,7 +154,7 @@ def adjust_intensity(
 
 
 class Augmenter:
-    """Random augmentation of a sample dict (contract 4), built by Hydra from ``conf/augment/``.
+    """Random augmentation of a sample dict, built by Hydra from ``conf/augment/``.
 
     ``__call__(sample, rng)`` takes and returns ``{"image": float32 (C, *spatial), "label": int64
     (*spatial), "weight": float32 (*spatial)}`` ("weight" optional). Steps, each drawn with its

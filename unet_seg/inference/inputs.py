@@ -116,7 +116,7 @@ def slab_reader(
     volume: LazyVolume | np.ndarray, layout: Layout, lo: float, hi: float
 ) -> Callable[[int, int], np.ndarray]:
     """``(z0, z1) -> (C, z1 - z0, Y, X)`` float32 rows normalised so that ``lo``/``hi`` map to 0/1
-    (contract 3, no clipping). Reads only the rows asked for when slicing along axis 0."""
+    (as in training, no clipping). Reads only the rows asked for when slicing along axis 0."""
     scale = 1.0 / (hi - lo) if hi > lo else 0.0
 
     def read(z0: int, z1: int) -> np.ndarray:

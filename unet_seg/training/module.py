@@ -5,7 +5,7 @@ with ``SegmentationModule.load_from_checkpoint(path)`` alone and loads with
 ``torch.load(..., weights_only=True)``. The optimizer and scheduler are Hydra ``_partial_``
 factories used only for training and kept out of the hyperparameters.
 
-Batches (contract 6): ``{"image": (N, C, *spatial) float32, "label": (N, *spatial) int64,
+Batches: ``{"image": (N, C, *spatial) float32, "label": (N, *spatial) int64,
 "weight": (N, *spatial) float32}``. In valid mode the logits are smaller than the image, and the
 label and weight are centre-cropped to them (the overlap-tile strategy of the paper).
 """
@@ -24,7 +24,7 @@ from unet_seg.models.blocks import center_crop
 from unet_seg.training.losses import IGNORE_INDEX, SegmentationLoss
 from unet_seg.training.metrics import SegmentationMetrics
 
-# Contract 3: the data module normalises each image by its own 1.0 / 99.8 percentiles.
+# The data module normalises each image by its own 1.0 / 99.8 percentiles.
 DEFAULT_NORMALIZATION = {"low": 1.0, "high": 99.8}
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -56,7 +56,7 @@ class SegmentationModule(pl.LightningModule):
         loss: ``SegmentationLoss`` keyword arguments (``conf/loss/*.yaml``).
         optimizer: factory ``params -> Optimizer`` (Hydra ``_partial_``); Adam(1e-3) if ``None``.
         scheduler: factory ``optimizer -> LR scheduler`` (Hydra ``_partial_``) or ``None``.
-        normalization: the intensity percentiles the data were normalised with (contract 3), kept
+        normalization: the intensity percentiles the data were normalised with, kept
             so that prediction normalises the same way.
         region_class: class whose connected components are the segments for Rand error and VI.
         scheduler_monitor: metric a ``ReduceLROnPlateau`` scheduler watches.
