@@ -177,6 +177,14 @@ def test_truncated_file(tmp_path, rng, name):
         read_volume(path)
 
 
+def test_truncated_file_read_lazily_says_what_is_wrong(tmp_path, rng):
+    path = write_volume(tmp_path / "cut.tif", _random(rng, (4, 32, 32), "uint8"))
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"cut\.tif") as info:
+        open_volume(path)[...]
+    assert "corrupt or truncated" in str(info.value) and "Ellipsis" not in str(info.value)
+
+
 def test_wrong_dimensionality(tmp_path, rng):
     path = write_volume(tmp_path / "img.tif", _random(rng, (3, 8, 8), "uint8"))
     with pytest.raises(ValueError, match=r"img\.tif.*2 dimensions.*\(3, 8, 8\)"):

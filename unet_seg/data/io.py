@@ -265,8 +265,11 @@ class LazyVolume:
             return self[...][index]
         try:
             return self._read(simple)
+        except ValueError:
+            raise  # the format readers' errors already name the file and the problem
         except Exception as err:
-            raise ValueError(f"{self.path}: cannot read {index!r} ({err})") from err
+            where = "" if index is Ellipsis else f" region {index!r}"
+            raise ValueError(f"{self.path}: cannot read{where} ({err})") from err
 
     def _read(self, index: tuple) -> np.ndarray:
         if self._mode == "nifti":
