@@ -10,7 +10,6 @@ input error is a ``FileNotFoundError`` or ``ValueError`` that names the file.
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import tifffile
 
+from unet_seg.atomic import replace_atomic
 from unet_seg.data.formats import (
     READERS,
     WRITERS,
@@ -144,15 +144,10 @@ def write_volume(path: str | os.PathLike, volume: Volume | np.ndarray) -> Path:
     suffix = _suffix(path)
     if not isinstance(volume, Volume):
         volume = Volume(np.asarray(volume))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")  # keeps the format suffix
     try:
-        WRITERS[suffix](tmp, volume)
-        os.replace(tmp, path)
+        replace_atomic(lambda tmp: WRITERS[suffix](tmp, volume), path)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -13,8 +13,6 @@ import io
 import json
 import logging
 import math
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
+from unet_seg.atomic import write_text_atomic
 from unet_seg.data.io import read_volume
 from unet_seg.inference.inputs import is_supported
 from unet_seg.inference.metrics import (
@@ -91,15 +90,6 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def evaluate(cfg: Any) -> dict:
     """Evaluate ``cfg.pred_dir`` against ``cfg.gt_dir``; writes ``evaluation.csv`` and
     ``evaluation.json`` into ``cfg.output_dir`` (default: ``pred_dir``) and returns the summary.
@@ -160,6 +150,6 @@ def evaluate(cfg: Any) -> dict:
     writer.writerows(rows)
     if rows:
         writer.writerow({"file": "mean", "segments": "", **overall})
-    _write_atomic(out_dir / "evaluation.csv", text.getvalue())
-    _write_atomic(out_dir / "evaluation.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out_dir / "evaluation.csv", text.getvalue())
+    write_text_atomic(out_dir / "evaluation.json", json.dumps(summary, indent=2) + "\n")
     return summary

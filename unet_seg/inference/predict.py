@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from unet_seg.atomic import write_text_atomic
 from unet_seg.data.io import Volume, open_volume, read_volume, write_volume
 from unet_seg.inference.inputs import (
     find_inputs,
@@ -205,14 +206,5 @@ def predict(cfg: Any) -> dict:
         "failed": sum(e["status"] == "failed" for e in entries),
         "seconds": round(time.perf_counter() - start, 3),
     }
-    _write_json(out_dir / "predict_summary.json", summary)
+    write_text_atomic(out_dir / "predict_summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -1,19 +1,8 @@
-"""Training callbacks and run artifacts: validation overlays, the published best checkpoint,
-``metrics.json``.
-
-Files are written under a temporary name in the destination folder and renamed when complete,
-so a reader never sees half a checkpoint.
-"""
+"""Training callbacks: validation overlays in TensorBoard."""
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,44 +11,6 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from unet_seg.models.blocks import center_crop
-
-
-def _replace_atomic(write, dst: Path) -> Path:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dst
-
-
-def copy_atomic(src: str | Path, dst: str | Path) -> Path:
-    """Copy ``src`` to ``dst`` through a temporary file in ``dst``'s folder and a rename."""
-    src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise FileNotFoundError(f"checkpoint to publish not found: {src}")
-    return _replace_atomic(lambda tmp: shutil.copyfile(src, tmp), dst)
-
-
-def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> Path:
-    """Write ``data`` as indented JSON (NaN written as ``null``) to ``path`` atomically."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, Mapping):
-            return {str(k): clean(v) for k, v in value.items()}
-        return value
-
-    text = json.dumps(clean(dict(data)), indent=2, sort_keys=True) + "\n"
-    return _replace_atomic(lambda tmp: tmp.write_text(text), Path(path))
 
 
 def render_overlay(image: torch.Tensor, pred: torch.Tensor, label: torch.Tensor) -> np.ndarray:

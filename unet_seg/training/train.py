@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from unet_seg.training.callbacks import copy_atomic, write_json_atomic
+from unet_seg.atomic import copy_atomic, write_json_atomic
 from unet_seg.training.module import SegmentationModule, plain
 
 log = logging.getLogger(__name__)
