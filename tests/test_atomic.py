@@ -37,5 +37,5 @@ def test_copy_and_json(tmp_path) -> None:
     assert copy_atomic(src, tmp_path / "sub" / "model.ckpt").read_text() == "weights"
     with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
         copy_atomic(tmp_path / "missing.ckpt", tmp_path / "x.ckpt")
-    path = write_json_atomic(tmp_path / "m.json", {"b": math.nan, "a": {"c": 1.5}})
-    assert json.loads(path.read_text()) == {"a": {"c": 1.5}, "b": None}
+    path = write_json_atomic(tmp_path / "m.json", {"b": math.nan, "a": [{"c": math.inf}, 1.5]})
+    assert json.loads(path.read_text()) == {"a": [{"c": None}, 1.5], "b": None}

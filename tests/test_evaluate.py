@@ -102,6 +102,20 @@ def test_folder_evaluation_writes_csv_and_json(tmp_path):
     assert json.loads((pred_dir / "evaluation.json").read_text())["evaluated"] == 2
 
 
+def test_file_without_objects_is_null_in_json_and_left_out_of_the_mean(tmp_path):
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    write_volume(pred_dir / "a_labels.tif", Volume(PRED.astype(np.uint8)))
+    write_volume(gt_dir / "a_labels.tif", Volume(GT.astype(np.uint8)))
+    write_volume(pred_dir / "empty_labels.tif", Volume(np.zeros_like(GT, np.uint8)))
+    write_volume(gt_dir / "empty_labels.tif", Volume(np.zeros_like(GT, np.uint8)))
+    summary = evaluate(config(pred_dir=pred_dir, gt_dir=gt_dir, progress=False))
+    assert summary["mean"]["rand_error"] == pytest.approx(1 / 2)  # file a's value alone
+    # Strict JSON (no NaN token), so any tool can read it.
+    saved = json.loads((pred_dir / "evaluation.json").read_text(), parse_constant=pytest.fail)
+    empty = next(row for row in saved["files"] if row["file"] == "empty")
+    assert empty["rand_error"] is None and empty["vi"] is None
+
+
 def test_missing_predictions_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder"):
         evaluate(config(pred_dir=tmp_path / "none", gt_dir=tmp_path))

@@ -58,6 +58,8 @@ def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
             return None
         if isinstance(value, Mapping):
             return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
         return value
 
     return write_text_atomic(path, json.dumps(clean(dict(data)), indent=2, sort_keys=True) + "\n")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
-from unet_seg.atomic import write_text_atomic
+from unet_seg.atomic import write_json_atomic, write_text_atomic
 from unet_seg.data.io import read_volume
 from unet_seg.inference.inputs import is_supported
 from unet_seg.inference.metrics import (
@@ -151,5 +150,5 @@ def evaluate(cfg: Any) -> dict:
     if rows:
         writer.writerow({"file": "mean", "segments": "", **overall})
     write_text_atomic(out_dir / "evaluation.csv", text.getvalue())
-    write_text_atomic(out_dir / "evaluation.json", json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(out_dir / "evaluation.json", summary)  # NaN (no objects) as null
     return summary
