@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from skimage.measure import label as connected_components
 
-from unet_seg.inference.metrics import rand_error, variation_of_information
+from unet_seg.inference.metrics import confusion_counts, rand_error, variation_of_information
 from unet_seg.training.losses import IGNORE_INDEX
 
 
@@ -84,16 +84,12 @@ class SegmentationMetrics:
         if pred.shape != target.shape:
             raise ValueError(f"prediction {pred.shape} and target {target.shape} differ in shape")
         valid = target != self.ignore_index
-        p, t = pred[valid], target[valid]
-        confusion = np.bincount(t * self.num_classes + p, minlength=self.num_classes**2).reshape(
-            self.num_classes, self.num_classes
-        )  # rows: true class, columns: predicted
-        diag = np.diag(confusion)
-        self.tp += diag
-        self.fp += confusion.sum(axis=0) - diag
-        self.fn += confusion.sum(axis=1) - diag
-        self.wrong += int(confusion.sum() - diag.sum())
-        self.counted += int(confusion.sum())
+        counts = confusion_counts(pred[valid], target[valid], self.num_classes)
+        self.tp += counts[:, 0]
+        self.fp += counts[:, 1]
+        self.fn += counts[:, 2]
+        self.wrong += int(counts[:, 1].sum())  # each wrong voxel is one class's false positive
+        self.counted += int(valid.sum())
         for pred_i, target_i in zip(pred, target, strict=True):
             are, vi = segmentation_scores(pred_i, target_i, self.region_class, self.ignore_index)
             if not math.isnan(are):
