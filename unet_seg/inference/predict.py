@@ -94,7 +94,6 @@ def predict_file(
     plan = plan_tiles(model, shape, tile, float(cfg.overlap))
     spatial = volume.shape[1:] if layout.channels else volume.shape
     classes = int(model.num_classes)
-    geometry = volume
     slices = iter_tiled_predictions(
         slab_reader(volume, layout, lo, hi), shape, plan, runner, int(cfg.batch_size),
         str(cfg.blend), cfg.progress,
@@ -105,12 +104,12 @@ def predict_file(
         # Instances are computed from the label map, so it is written even if not asked for.
         label_path = label_target if "labels" in targets else _scratch(label_target)
         writers["labels"] = stack.enter_context(
-            SlabWriter(label_path, spatial, label_dtype(classes), geometry, layout.spatial_dims)
+            SlabWriter(label_path, spatial, label_dtype(classes), volume, layout.spatial_dims)
         )
         if "probabilities" in targets:
             dtype = _probability_dtype(cfg.probability_dtype, format_suffix(path))
             writers["probabilities"] = stack.enter_context(
-                SlabWriter(targets["probabilities"], (classes, *spatial), dtype, geometry,
+                SlabWriter(targets["probabilities"], (classes, *spatial), dtype, volume,
                            layout.spatial_dims)
             )  # fmt: skip
         for z0, probs in slices:
