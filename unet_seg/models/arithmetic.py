@@ -182,23 +182,6 @@ def _last_leaf(module: nn.Module, prefix: str) -> str:
     ][-1]
 
 
-def _jumps(model: UNet, shapes: dict[str, tuple[int, ...]], input_shape: Sequence[int]) -> dict:
-    """Input voxels between neighbouring units of each layer (the product of strides so far)."""
-    spatial_in = np.array(input_shape[2:], dtype=float)
-    jumps = {}
-    level_scale = np.ones_like(spatial_in)
-    scale = np.array([2.0 if p else 1.0 for p in model.pooled_axes])
-    for name, module in model.named_modules():
-        if list(module.children()):
-            continue
-        if isinstance(module, nn.modules.pooling._MaxPoolNd):
-            level_scale = level_scale * scale
-        elif isinstance(module, nn.modules.conv._ConvNd) and module.transposed:
-            level_scale = level_scale / scale
-        jumps[name] = tuple(float(j) for j in level_scale)
-    return jumps
-
-
 def summarize(model: UNet, input_shape: Sequence[int]) -> Summary:
     """Per-layer arithmetic of ``model`` for an input ``(N, C, *spatial)`` (or spatial only).
 
@@ -212,14 +195,20 @@ def summarize(model: UNet, input_shape: Sequence[int]) -> Summary:
     model.output_shape(input_shape[2:])
     shapes = _trace_shapes(model, input_shape)
     maps = _interval_maps(model, shapes)
-    jumps = _jumps(model, shapes, input_shape)
     zero = np.zeros(model.spatial_dims, dtype=np.int64)
 
     summary = Summary(input_shape=input_shape, output_shape=shapes["head"])
     previous_shape = input_shape
+    # Jump: input voxels between neighbouring units, the product of the strides so far.
+    jump = np.ones(model.spatial_dims)
+    scale = np.array([2.0 if pooled else 1.0 for pooled in model.pooled_axes])
     for name, module in model.named_modules():
         if list(module.children()):
             continue
+        if isinstance(module, nn.modules.pooling._MaxPoolNd):
+            jump = jump * scale
+        elif isinstance(module, nn.modules.conv._ConvNd) and module.transposed:
+            jump = jump / scale
         out_shape = shapes[name]
         lo, hi = maps[name](zero, zero)
         summary.rows.append(
@@ -230,7 +219,7 @@ def summarize(model: UNet, input_shape: Sequence[int]) -> Summary:
                 params=sum(p.numel() for p in module.parameters(recurse=False)),
                 macs=_macs(module, out_shape, previous_shape),
                 receptive_field=tuple(int(v) for v in hi - lo + 1),
-                jump=jumps[name],
+                jump=tuple(float(j) for j in jump),
             )
         )
         # In-place ReLUs reuse their input's storage, so they add no activation memory.
