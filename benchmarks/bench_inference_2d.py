@@ -45,7 +45,7 @@ def load_stack(slices: int) -> tuple[np.ndarray, str]:
     """The stack normalised as ``unet-seg-predict`` does (percentiles 1 / 99.8)."""
     import tifffile
 
-    from unet_seg.inference.inputs import percentile_range
+    from unet_seg.normalization import percentile_range
 
     if ISBI.is_file():
         stack, source = tifffile.imread(ISBI)[:slices], f"ISBI 2012 {ISBI.name}"

@@ -31,9 +31,9 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from unet_seg.config import config_dir
-from unet_seg.data.transforms import normalize_percentile
 from unet_seg.models import shapes
 from unet_seg.models.blocks import center_crop
+from unet_seg.normalization import normalize_percentile
 from unet_seg.training.metrics import SegmentationMetrics
 from unet_seg.training.module import SegmentationModule
 from unet_seg.training.train import build_datamodule, build_module

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from unet_seg.atomic import copy_atomic, replace_atomic, write_json_atomic, write_text_atomic
+from unet_seg.io.atomic import copy_atomic, replace_atomic, write_json_atomic, write_text_atomic
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +13,8 @@ from omegaconf import OmegaConf
 
 from unet_seg.config import CONFIG_DIR
 from unet_seg.data.datamodule import SegmentationDataModule
-from unet_seg.data.io import Volume, write_volume
-from unet_seg.data.transforms import normalize_percentile
+from unet_seg.io import Volume, write_volume
+from unet_seg.normalization import normalize_percentile
 
 
 def data_config(name: str, **overrides):
@@ -67,7 +65,7 @@ def test_split_by_file_is_disjoint(sample_2d):
 
 
 def test_image_is_percentile_normalised(sample_2d, samples_dir):
-    from unet_seg.data.io import read_volume
+    from unet_seg.io import read_volume
 
     raw = read_volume(samples_dir / "2d/images/nuclei_08.tif").array
     region = sample_2d.val_set.regions[0]
@@ -220,9 +218,9 @@ def test_weight_map_is_computed_once_per_region(tmp_path, rng, monkeypatch, samp
         seen.append((labels.shape, w0, sigma, spacing))
         return labels.astype(np.float32) * w0 + 1
 
-    fake = types.ModuleType("unet_seg.data.weightmap")
-    fake.unet_weight_map = fake_weight_map
-    monkeypatch.setitem(sys.modules, "unet_seg.data.weightmap", fake)
+    from unet_seg.data import weightmap
+
+    monkeypatch.setattr(weightmap, "unet_weight_map", fake_weight_map)
     module = _stack_module(tmp_path, rng, weight_map={"w0": 3.0, "sigma": 2.0})
     assert len(seen) == 6 and seen[0] == ((20, 30), 3.0, 2.0, (1.0, 1.0))
     # spacing is relative to the finest axis: sigma stays in in-plane pixels

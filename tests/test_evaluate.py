@@ -1,4 +1,4 @@
-"""Evaluation figures on hand-made arrays, and the folder evaluation (inference.evaluate)."""
+"""Evaluation figures on hand-made arrays, and the folder evaluation (unet_seg.evaluation)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from unet_seg.config import config_dir
-from unet_seg.data.io import Volume, write_volume
-from unet_seg.inference.evaluate import evaluate, evaluate_pair
-from unet_seg.inference.metrics import average_precision, instance_iou
+from unet_seg.evaluation.evaluate import evaluate, evaluate_pair
+from unet_seg.evaluation.metrics import average_precision, instance_iou
+from unet_seg.io import Volume, write_volume
 
 # Two 2x2 objects touching only diagonally; the prediction misses 3 of their voxels.
 GT = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]])

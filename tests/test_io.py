@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from unet_seg.data.io import (
+from unet_seg.io import (
     SUPPORTED_SUFFIXES,
     Volume,
     check_pair,

@@ -55,14 +55,6 @@ def test_valid_mode_crops_label_and_weight_to_logits() -> None:
     assert torch.isfinite(loss)
 
 
-def test_predict_step_returns_probabilities() -> None:
-    module = SegmentationModule(model=TINY).eval()
-    probs = module.predict_step({"image": torch.randn(3, 1, 20, 20)})
-    assert probs.shape == (3, 2, 4, 4)
-    assert torch.allclose(probs.sum(dim=1), torch.ones(3, 4, 4))
-    assert module.predict_step(torch.ones(1, 1, 20, 20)).shape == (1, 2, 4, 4)
-
-
 def test_optimizer_and_scheduler_factories() -> None:
     sgd = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.99)
     cosine = functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=10)

@@ -14,12 +14,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from unet_seg.config import config_dir
-from unet_seg.data.io import Volume, read_volume, write_volume
-from unet_seg.data.transforms import normalize_percentile
 from unet_seg.inference import predict as predict_module
 from unet_seg.inference.predict import predict
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
+from unet_seg.io import Volume, read_volume, write_volume
+from unet_seg.normalization import normalize_percentile
 from unet_seg.training.module import SegmentationModule
 
 TINY_2D = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [4, 8],
@@ -187,12 +187,14 @@ def test_outputs_in_the_input_folder_are_not_inputs(tmp_path, rng, ckpt_2d):
 
 
 def test_percentiles_of_a_strided_subsample_match_the_exact_ones(rng, monkeypatch):
-    from unet_seg.inference import inputs
+    from unet_seg import normalization
 
     volume = rng.gamma(2.0, 100.0, (40, 120, 130)).astype(np.float32)
     exact = np.percentile(volume, [1.0, 99.8])
-    assert inputs.percentile_range(volume, 1.0, 99.8) == pytest.approx(exact)  # all read
-    monkeypatch.setattr(inputs, "_PERCENTILE_SAMPLES", 50_000)  # every ~3rd slice, row, column
-    lo, hi = inputs.percentile_range(volume, 1.0, 99.8)
+    assert normalization.percentile_range(volume, 1.0, 99.8) == pytest.approx(exact)  # all read
+    monkeypatch.setattr(
+        normalization, "_PERCENTILE_SAMPLES", 50_000
+    )  # every ~3rd slice, row, column
+    lo, hi = normalization.percentile_range(volume, 1.0, 99.8)
     assert lo == pytest.approx(exact[0], rel=0.1) and hi == pytest.approx(exact[1], rel=0.05)
     assert (lo, hi) != pytest.approx(exact, rel=1e-6)  # really a subsample

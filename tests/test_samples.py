@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from unet_seg.data.io import read_volume
 from unet_seg.data.samples import generate, main, separated_mask
+from unet_seg.io import read_volume
 
 
 def _relative(paths, root):

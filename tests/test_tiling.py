@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+from unet_seg.data.patches import reflect_index
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
-from unet_seg.inference.tiling import importance_map, plan_tiles, reflect_indices
+from unet_seg.inference.tiling import importance_map, plan_tiles
 from unet_seg.models import UNet
 from unet_seg.models.blocks import center_crop
 
@@ -63,7 +64,7 @@ def raw(model: nn.Module) -> ModelRunner:
 def test_reflect_indices_match_numpy_reflect(size, start, stop):
     data = np.arange(size)
     padded = np.pad(data, (-start, stop - size), mode="reflect") if size > 1 else None
-    idx = reflect_indices(start, stop, size)
+    idx = reflect_index(np.arange(start, stop), size)
     if padded is not None:
         np.testing.assert_array_equal(data[idx], padded)
     else:

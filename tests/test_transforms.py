@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 from unet_seg.data.transforms import (
     Augmenter,
     adjust_intensity,
-    normalize_percentile,
     rotation_scaling_affine,
 )
+from unet_seg.normalization import normalize_percentile
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "augment"
 

@@ -1,4 +1,4 @@
-"""Slab writers round-trip shape, values and geometry in every format (inference.writers)."""
+"""Slab writers round-trip shape, values and geometry in every format (unet_seg.io.slabs)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from unet_seg.data.io import Volume, open_volume, read_volume, write_volume
-from unet_seg.inference.writers import SlabWriter, format_suffix
+from unet_seg.io import Volume, open_volume, read_volume, write_volume
+from unet_seg.io.files import format_suffix
+from unet_seg.io.slabs import SlabWriter
 
 
 def write_in_slabs(path, array, geometry, spatial_dims, step=2):
@@ -79,5 +80,5 @@ def test_exception_leaves_no_partial_file(tmp_path, suffix):
 
 def test_format_suffix():
     assert format_suffix("a/B.NII.GZ") == ".nii.gz"
-    with pytest.raises(ValueError, match="unsupported output format"):
+    with pytest.raises(ValueError, match="unsupported file type"):
         format_suffix("x.jpg")

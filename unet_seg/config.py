@@ -1,4 +1,4 @@
-"""Where the Hydra configs live, and the OmegaConf resolvers they use.
+"""Where the Hydra configs live, the OmegaConf resolvers they use, and config -> plain values.
 
 The entry points find ``conf/`` next to the package (the README installs in editable mode), so they
 work from any working directory.
@@ -6,9 +6,11 @@ work from any working directory.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "conf"
@@ -22,6 +24,21 @@ def config_dir() -> str:
             "(pip install -e .) from a checkout that has conf/"
         )
     return str(CONFIG_DIR)
+
+
+def plain(value: Any) -> Any:
+    """A Hydra/OmegaConf value as plain Python containers, resolved.
+
+    Hyperparameters, checkpoints (loaded with ``weights_only=True``) and pickled dataloader
+    workers must hold no config nodes.
+    """
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
 
 
 def register_resolvers() -> None:

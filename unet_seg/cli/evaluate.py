@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from unet_seg.config import config_dir
-from unet_seg.inference.evaluate import evaluate
+from unet_seg.evaluation.evaluate import evaluate
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")

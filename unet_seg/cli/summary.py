@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from unet_seg.config import config_dir
 from unet_seg.models import UNet
-from unet_seg.models.arithmetic import Summary, summarize
+from unet_seg.models.summary import Summary, summarize
 
 
 def summary_from_config(model_cfg: dict, input_size: int | Sequence[int]) -> Summary:

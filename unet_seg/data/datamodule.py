@@ -11,27 +11,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from unet_seg.config import plain
 from unet_seg.data.dataset import Augment, RandomPatchDataset, WindowDataset, seed_worker
+from unet_seg.data.pairs import pair_files
 from unet_seg.data.patches import PAD_MODES, check_patch_size
-from unet_seg.data.sources import (
-    PathSpec,
-    Region,
-    add_weight_maps,
-    build_regions,
-    list_files,
-    pair_files,
-    stem,
-)
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf containers -> plain Python, so hparams and pickled workers hold no config nodes."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
+from unet_seg.data.regions import Region, build_regions
+from unet_seg.data.weightmap import add_weight_maps
+from unet_seg.io.files import PathSpec, find_files, stem
 
 
 class SegmentationDataModule(pl.LightningDataModule):
@@ -102,7 +90,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             raise ValueError("choose one of val_images, val_names and val_slices")
         if (val_images is None) != (val_labels is None):
             raise ValueError("val_images and val_labels go together")
-        self.cfg = {k: _plain(v) for k, v in self.hparams.items()}
+        self.cfg = {k: plain(v) for k, v in self.hparams.items()}
         self.augment = None if isinstance(augment, Mapping) and not augment else augment
         self.train_set: RandomPatchDataset | None = None
         self.val_set: WindowDataset | None = None
@@ -111,7 +99,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         """Checks that the inputs exist (keeps no state, as Lightning requires)."""
         for key in ("images", "labels", "val_images", "val_labels", "instances"):
             if self.cfg[key] is not None:
-                list_files(self.cfg[key])
+                find_files(self.cfg[key])
 
     def _split(self) -> tuple[list, list]:
         """(train pairs, val pairs) of ``(image, label)`` paths."""
@@ -143,7 +131,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         c = self.cfg
         instances = None
         if c["instances"] is not None:
-            by_stem = {stem(p): p for p in list_files(c["instances"])}
+            by_stem = {stem(p): p for p in find_files(c["instances"])}
             instances = [by_stem.get(stem(image)) for image, _ in pairs]
         regions = build_regions(
             pairs,

@@ -21,7 +21,7 @@ from unet_seg.data.patches import (
     grid_starts,
     random_center,
 )
-from unet_seg.data.sources import Region
+from unet_seg.data.regions import Region
 
 Augment = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
 _FOREGROUND_LIMIT = 20_000  # coordinates kept per region for oversampling; bounds memory

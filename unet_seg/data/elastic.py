@@ -29,6 +29,8 @@ import scipy.ndimage
 import torch
 import torch.nn.functional as F
 
+from unet_seg.data.patches import reflect_index
+
 SUPPORTED_ORDERS = (0, 1, 3)
 # align_corners=True puts -1/1 on the first/last voxel centre, so "reflection" is scipy's mirror.
 _GRID_KWARGS = {"padding_mode": "reflection", "align_corners": True}
@@ -51,7 +53,7 @@ def control_point_weights(size: int, points: int) -> np.ndarray:
     taps = np.stack(_cubic_bspline_weights(t), axis=1)  # (size, 4)
     interp = np.zeros((size, points))
     for tap in range(4):
-        index = _mirror_index(start + tap, points)
+        index = reflect_index(start + tap, points)
         np.add.at(interp, (np.arange(size), index), taps[:, tap])
     return interp @ prefilter
 
@@ -60,14 +62,6 @@ def control_point_weights(size: int, points: int) -> np.ndarray:
 def _spline_prefilter_matrix(size: int) -> np.ndarray:
     """Matrix ``(size, size)``: cubic B-spline coefficients of a mirror-extended signal."""
     return scipy.ndimage.spline_filter1d(np.eye(size), order=3, axis=0, mode="mirror")
-
-
-def _mirror_index(index: np.ndarray, length: int) -> np.ndarray:
-    if length == 1:
-        return np.zeros_like(index)
-    period = 2 * length - 2
-    index = np.mod(index, period)
-    return np.where(index >= length, period - index, index)
 
 
 def _cubic_bspline_weights(t):

@@ -15,6 +15,17 @@ import numpy as np
 PAD_MODES = ("reflect", "symmetric", "constant", "edge")
 
 
+def reflect_index(index: np.ndarray, size: int) -> np.ndarray:
+    """Indices mirrored into ``[0, size)`` without repeating the edge voxel (numpy's ``reflect``
+    mode), repeatedly for indices far outside; any shape, int64."""
+    index = np.asarray(index, dtype=np.int64)
+    if size == 1:
+        return np.zeros_like(index)
+    period = 2 * (size - 1)
+    index = np.mod(index, period)
+    return np.where(index >= size, period - index, index)
+
+
 def check_patch_size(patch_size: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
     """``patch_size`` as a tuple of ``spatial_dims`` positive ints; an int is used for every axis.
 

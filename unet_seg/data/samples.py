@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from unet_seg.data.io import Volume, write_volume
+from unet_seg.io import Volume, write_volume
 
 NUM_2D = 10  # enough variety for a train/val split by file (8 + 2)
 NUM_MEMBRANES = 4

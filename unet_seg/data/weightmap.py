@@ -15,10 +15,14 @@ exact up to that tolerance, and the cost is objects x window size instead of obj
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.ndimage
+
+if TYPE_CHECKING:
+    from unet_seg.data.regions import Region
 
 RELATIVE_TOLERANCE = 1e-6  # border terms below this fraction of w0 are dropped
 
@@ -147,3 +151,17 @@ def _spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
     if len(spacing) != ndim or min(spacing) <= 0:
         raise ValueError(f"spacing must be {ndim} positive values, got {spacing}")
     return spacing
+
+
+def add_weight_maps(regions: Sequence[Region], weight_map: Mapping[str, Any] | None) -> None:
+    """Each region's weight map, computed once: ``unet_weight_map(label, **weight_map)``."""
+    if not weight_map:
+        return
+    for region in regions:
+        # sigma counts in-plane pixels, as in the paper, while anisotropic axes keep their ratio
+        spacing = None if region.spacing is None else np.asarray(region.spacing, np.float64)
+        spacing = None if spacing is None else tuple(spacing / spacing.min())
+        kwargs = {"spacing": spacing, **weight_map}
+        if region.instances is not None:
+            kwargs["instances"] = region.instances
+        region.weight = np.asarray(unet_weight_map(region.label, **kwargs), dtype=np.float32)

@@ -1,45 +1,16 @@
-"""What prediction reads: the input files, their layout for a model, and normalised slabs."""
+"""What prediction reads: a file's layout for a model, and normalised slabs of it."""
 
 from __future__ import annotations
 
-import glob
-import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from unet_seg.data.io import SUPPORTED_SUFFIXES, LazyVolume
-
-_PERCENTILE_SAMPLES = 4_000_000  # voxels read to estimate the percentiles: stable, and bounded
-
-
-def is_supported(path: Path) -> bool:
-    name = path.name.lower()
-    return not name.startswith(".") and name.endswith(SUPPORTED_SUFFIXES)
-
-
-def find_inputs(spec: str | os.PathLike) -> list[Path]:
-    """The files of ``spec``: one file, a folder (its supported files) or a glob pattern.
-
-    Raises:
-        FileNotFoundError: nothing matches (the message names ``spec``).
-    """
-    path = Path(spec)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and is_supported(p))
-    elif path.is_file():
-        files = [path]
-    else:
-        files = sorted(Path(p) for p in glob.glob(str(spec)) if is_supported(Path(p)))
-    if not files:
-        raise FileNotFoundError(
-            f"no input images found at {spec} (a file, a folder or a glob of "
-            f"{', '.join(SUPPORTED_SUFFIXES)} files)"
-        )
-    return files
+from unet_seg.io import LazyVolume
+from unet_seg.models.protocol import SegmentationNetwork
+from unet_seg.normalization import scale_to_unit
 
 
 @dataclass(frozen=True)
@@ -63,7 +34,9 @@ class Layout:
         return tuple(spatial)
 
 
-def input_layout(path: Path, shape: tuple[int, ...], model, slice_axis: int = 0) -> Layout:
+def input_layout(
+    path: Path, shape: tuple[int, ...], model: SegmentationNetwork, slice_axis: int = 0
+) -> Layout:
     """Check that an array of ``shape`` fits ``model`` and say how; ``ValueError`` names ``path``.
 
     A 2D model takes ``(Y, X)`` images and ``(Z, Y, X)`` stacks (slice by slice along
@@ -87,37 +60,11 @@ def input_layout(path: Path, shape: tuple[int, ...], model, slice_axis: int = 0)
     return Layout(channels, spatial, slice_axis if spatial == 3 else 0)
 
 
-def percentile_range(volume: LazyVolume, low: float, high: float) -> tuple[float, float]:
-    """The ``low``/``high`` percentiles of a strided subsample of ``volume``.
-
-    Reads every n-th z-slice and in-plane every m-th voxel (``n`` about ``m``, so that slices
-    from the whole depth count) so that about ``_PERCENTILE_SAMPLES`` values are used, one slice
-    at a time.
-    """
-    shape = volume.shape
-    stride = max(1, math.ceil(math.prod(shape) / _PERCENTILE_SAMPLES))
-    if len(shape) == 2 or stride == 1:
-        sample = np.asarray(volume[...], dtype=np.float32).ravel()[::stride]
-    else:
-        z_step = min(shape[0], max(1, round(stride ** (1 / 3))))
-        plane = max(1, math.ceil(math.sqrt(stride / z_step)))
-        rows = [
-            np.asarray(volume[z, ::plane, ::plane], dtype=np.float32).ravel()
-            for z in range(0, shape[0], z_step)
-        ]
-        sample = np.concatenate(rows)
-    if not np.isfinite(sample).all():
-        raise ValueError(f"{getattr(volume, 'path', None)}: NaN/Inf values in the image data")
-    lo, hi = np.percentile(sample, [low, high])
-    return float(lo), float(hi)
-
-
 def slab_reader(
     volume: LazyVolume | np.ndarray, layout: Layout, lo: float, hi: float
 ) -> Callable[[int, int], np.ndarray]:
     """``(z0, z1) -> (C, z1 - z0, Y, X)`` float32 rows normalised so that ``lo``/``hi`` map to 0/1
     (as in training, no clipping). Reads only the rows asked for when slicing along axis 0."""
-    scale = 1.0 / (hi - lo) if hi > lo else 0.0
 
     def read(z0: int, z1: int) -> np.ndarray:
         if layout.spatial_dims == 2:
@@ -129,6 +76,6 @@ def slab_reader(
             rows = volume[(slice(None), *index) if layout.channels else tuple(index)]
             rows = rows if layout.channels else rows[None]
             rows = np.moveaxis(rows, 1 + layout.slice_axis, 1)
-        return (np.asarray(rows, dtype=np.float32) - lo) * scale
+        return scale_to_unit(rows, lo, hi)
 
     return read

@@ -8,28 +8,21 @@ indices), ``<stem>_probs<suffix>`` (``(K, *spatial)`` probabilities; TIFF for PN
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 import uuid
+from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from unet_seg.atomic import write_text_atomic
-from unet_seg.data.io import Volume, open_volume, read_volume, write_volume
-from unet_seg.inference.inputs import (
-    find_inputs,
-    input_layout,
-    percentile_range,
-    slab_reader,
-)
+from unet_seg.inference.inputs import input_layout, slab_reader
 from unet_seg.inference.postprocess import (
+    PROBABILITY_DTYPES,
     instance_labels,
     label_dtype,
     probabilities_to_labels,
@@ -37,41 +30,99 @@ from unet_seg.inference.postprocess import (
 )
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import iter_tiled_predictions
-from unet_seg.inference.tiling import plan_tiles
-from unet_seg.inference.writers import SlabWriter, format_suffix
+from unet_seg.inference.tiling import BLEND_MODES, plan_tiles
+from unet_seg.io import Volume, open_volume, read_volume, write_volume
+from unet_seg.io.atomic import write_json_atomic
+from unet_seg.io.files import find_files, format_suffix, output_path, stem
+from unet_seg.io.slabs import SlabWriter
+from unet_seg.models.checkpoint import load_model
+from unet_seg.models.protocol import SegmentationNetwork
+from unet_seg.normalization import percentile_range, percentiles
 
 log = logging.getLogger(__name__)
 DEFAULT_TILE = {2: 512, 3: 96}  # output region per window; bigger tiles waste less margin
 OUTPUT_ENDINGS = ("_labels", "_probs", "_instances")
 
 
-def load_model(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
-    """The ``UNet`` and the normalisation percentiles stored in a training checkpoint."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {path} not found: train the sample model first with "
-            "`unet-seg-train experiment=sample_2d`, or pass checkpoint=<path to a .ckpt>"
-        )
-    from unet_seg.training.module import SegmentationModule  # Lightning import only when needed
+@dataclass(frozen=True)
+class InstanceOptions:
+    """How instances are made from the label map (see :func:`instance_labels`).
 
-    try:
-        module = SegmentationModule.load_from_checkpoint(path, map_location="cpu")
-    except (RuntimeError, KeyError, ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path}: cannot load the checkpoint ({err})") from err
-    return module.model.eval(), dict(module.hparams.get("normalization") or {})
+    ``anisotropic``: distances in physical units, from the input's voxel spacing.
+    """
+
+    foreground_class: int = 1
+    split: bool = True
+    min_distance: int = 5
+    min_size: int = 10
+    anisotropic: bool = True
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How one file is predicted (``conf/predict.yaml`` documents each option).
+
+    ``tile_size``: output region per window, an int for every network axis or one per axis;
+    None picks :data:`DEFAULT_TILE`. ``blend`` and ``overlap`` apply to same-padding networks.
+    """
+
+    tile_size: int | tuple[int, ...] | None = None
+    overlap: float = 0.25
+    blend: str = "gaussian"
+    batch_size: int = 4
+    slice_axis: int = 0
+    probability_dtype: str = "uint8"
+    progress: bool | None = None
+    instances: InstanceOptions = InstanceOptions()
+
+    def __post_init__(self) -> None:
+        if self.blend not in BLEND_MODES:
+            raise ValueError(f"blend must be one of {BLEND_MODES}, got {self.blend!r}")
+        if self.probability_dtype not in (*PROBABILITY_DTYPES, "float32"):
+            raise ValueError(
+                f"probability_dtype must be one of {PROBABILITY_DTYPES}, "
+                f"got {self.probability_dtype!r}"
+            )
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> PredictOptions:
+        """The options of a ``conf/predict.yaml``-shaped config."""
+        tile = cfg.tile_size
+        if tile is not None:
+            tile = int(tile) if isinstance(tile, int) else tuple(int(t) for t in tile)
+        icfg = cfg.instances
+        return cls(
+            tile_size=tile,
+            overlap=float(cfg.overlap),
+            blend=str(cfg.blend),
+            batch_size=int(cfg.batch_size),
+            slice_axis=int(cfg.slice_axis),
+            probability_dtype=str(cfg.probability_dtype),
+            progress=cfg.progress,
+            instances=InstanceOptions(
+                int(icfg.foreground_class),
+                bool(icfg.split),
+                int(icfg.min_distance),
+                int(icfg.min_size),
+                bool(icfg.anisotropic),
+            ),
+        )
+
+    def tile_for(self, spatial_dims: int) -> int | Sequence[int]:
+        return self.tile_size if self.tile_size is not None else DEFAULT_TILE[spatial_dims]
 
 
 def output_paths(path: Path, out_dir: Path, outputs: dict) -> dict[str, Path]:
     """Output file per enabled kind (``labels``, ``probabilities``, ``instances``)."""
     suffix = format_suffix(path)
-    stem = path.name[: -len(suffix)]
     names = {
-        "labels": f"{stem}_labels{suffix}",
-        "probabilities": f"{stem}_probs{'.tif' if suffix == '.png' else suffix}",
-        "instances": f"{stem}_instances{suffix}",
+        "labels": output_path(path, out_dir, "_labels"),
+        "probabilities": output_path(path, out_dir, "_probs", ".tif" if suffix == ".png" else None),
+        "instances": output_path(path, out_dir, "_instances"),
     }
-    return {kind: out_dir / name for kind, name in names.items() if outputs.get(kind)}
+    return {kind: name for kind, name in names.items() if outputs.get(kind)}
 
 
 def _probability_dtype(wanted: str, suffix: str) -> str:
@@ -80,23 +131,28 @@ def _probability_dtype(wanted: str, suffix: str) -> str:
 
 
 def predict_file(
-    path: Path, targets: dict[str, Path], model, runner: ModelRunner, cfg: Any, norm: dict
+    path: Path,
+    targets: dict[str, Path],
+    model: SegmentationNetwork,
+    runner: ModelRunner,
+    options: PredictOptions,
+    norm: dict,
 ) -> dict:
-    """Predict one file into ``targets``; returns its summary entry (shape, seconds, voxels/s)."""
+    """Predict one file into ``targets``; returns its summary entry (shape, seconds, voxels/s).
+
+    ``norm``: the ``{low, high}`` percentiles to normalise with (those of training).
+    """
     start = time.perf_counter()
     volume = open_volume(path)
-    layout = input_layout(path, volume.shape, model, int(cfg.slice_axis))
-    low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
-    lo, hi = percentile_range(volume, low, high)
+    layout = input_layout(path, volume.shape, model, options.slice_axis)
+    lo, hi = percentile_range(volume, *percentiles(norm))
     shape = layout.volume_shape(volume.shape)
-    tile = cfg.tile_size if cfg.tile_size is not None else DEFAULT_TILE[model.spatial_dims]
-    tile = int(tile) if isinstance(tile, int) else [int(t) for t in tile]
-    plan = plan_tiles(model, shape, tile, float(cfg.overlap))
+    plan = plan_tiles(model, shape, options.tile_for(model.spatial_dims), options.overlap)
     spatial = volume.shape[1:] if layout.channels else volume.shape
     classes = int(model.num_classes)
     slices = iter_tiled_predictions(
-        slab_reader(volume, layout, lo, hi), shape, plan, runner, int(cfg.batch_size),
-        str(cfg.blend), cfg.progress,
+        slab_reader(volume, layout, lo, hi), shape, plan, runner, options.batch_size,
+        options.blend, options.progress,
     )  # fmt: skip
     with ExitStack() as stack:
         writers = {}
@@ -107,7 +163,7 @@ def predict_file(
             SlabWriter(label_path, spatial, label_dtype(classes), volume, layout.spatial_dims)
         )
         if "probabilities" in targets:
-            dtype = _probability_dtype(cfg.probability_dtype, format_suffix(path))
+            dtype = _probability_dtype(options.probability_dtype, format_suffix(path))
             writers["probabilities"] = stack.enter_context(
                 SlabWriter(targets["probabilities"], (classes, *spatial), dtype, volume,
                            layout.spatial_dims)
@@ -120,7 +176,7 @@ def predict_file(
                 writers["probabilities"].write(z0, stored, layout.slice_axis)
     if "instances" in targets:
         try:
-            _write_instances(label_path, targets["instances"], volume, cfg)
+            _write_instances(label_path, targets["instances"], volume, options.instances)
         finally:
             if "labels" not in targets:
                 label_path.unlink()
@@ -135,28 +191,35 @@ def predict_file(
 
 
 def _is_output(path: Path, out_dir: Path) -> bool:
-    stem = path.name[: -len(format_suffix(path))]
-    return path.parent.resolve() == out_dir.resolve() and stem.endswith(OUTPUT_ENDINGS)
+    return path.parent.resolve() == out_dir.resolve() and stem(path).endswith(OUTPUT_ENDINGS)
 
 
 def _scratch(path: Path) -> Path:
     return path.with_name(f".{path.name}.labels-{uuid.uuid4().hex[:8]}{format_suffix(path)}")
 
 
-def _write_instances(label_path: Path, target: Path, volume, cfg: Any) -> None:
+def _write_instances(label_path: Path, target: Path, volume: Any, options: InstanceOptions) -> None:
     """Instances of the foreground class over the whole label map (in 3D for a stack predicted
     slice by slice). This step holds the label map in memory, unlike the tiled prediction."""
     labels = read_volume(label_path)
-    icfg = cfg.instances
-    mask = labels.array == int(icfg.foreground_class)
-    spacing = volume.spacing[-mask.ndim :] if icfg.anisotropic else None
-    inst = instance_labels(mask, bool(icfg.split), int(icfg.min_distance), int(icfg.min_size),
-                           spacing)  # fmt: skip
+    mask = labels.array == options.foreground_class
+    spacing = volume.spacing[-mask.ndim :] if options.anisotropic else None
+    inst = instance_labels(mask, options.split, options.min_distance, options.min_size, spacing)
     dtype = np.uint16 if inst.max() < 2**16 else np.uint32
     write_volume(
         target,
         Volume(inst.astype(dtype), labels.affine, labels.spacing, labels.metadata),
     )
+
+
+def _load_model(checkpoint: str) -> tuple[SegmentationNetwork, dict]:
+    try:
+        return load_model(checkpoint)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{err}: train the sample model first with `unet-seg-train experiment=sample_2d`, "
+            "or pass checkpoint=<path to a .ckpt>"
+        ) from err
 
 
 def predict(cfg: Any) -> dict:
@@ -165,12 +228,13 @@ def predict(cfg: Any) -> dict:
     A file that cannot be read or predicted is reported by name and skipped; ``summary["failed"]``
     counts them. Existing outputs are kept unless ``cfg.overwrite``.
     """
-    model, norm = load_model(cfg.checkpoint)
+    model, norm = _load_model(cfg.checkpoint)
     if cfg.get("normalization"):
         norm = dict(cfg.normalization)
+    options = PredictOptions.from_config(cfg)
     out_dir = Path(cfg.output_dir)
     # Our own outputs are not inputs, e.g. when output_dir is the input folder.
-    files = [f for f in find_inputs(cfg.input) if not _is_output(f, out_dir)]
+    files = [f for f in find_files(cfg.input) if not _is_output(f, out_dir)]
     out_dir.mkdir(parents=True, exist_ok=True)
     runner = ModelRunner(model, cfg.device, bool(cfg.tta), bool(cfg.amp), bool(cfg.cpu_bf16))
     outputs = dict(cfg.outputs)
@@ -188,7 +252,7 @@ def predict(cfg: Any) -> dict:
             if not cfg.overwrite and all(p.exists() for p in targets.values()):
                 entry["status"] = "skipped"
             else:
-                entry.update(predict_file(path, targets, model, runner, cfg, norm))
+                entry.update(predict_file(path, targets, model, runner, options, norm))
                 entry["status"] = "ok"
         except Exception as err:  # one bad file must not stop the batch; it is reported by name
             log.error("%s: prediction failed: %s", path, err)
@@ -205,5 +269,5 @@ def predict(cfg: Any) -> dict:
         "failed": sum(e["status"] == "failed" for e in entries),
         "seconds": round(time.perf_counter() - start, 3),
     }
-    write_text_atomic(out_dir / "predict_summary.json", json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(out_dir / "predict_summary.json", summary)
     return summary

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from unet_seg.inference.tiling import TilePlan, importance_map, plan_tiles, reflect_indices
+from unet_seg.data.patches import reflect_index
+from unet_seg.inference.tiling import TilePlan, importance_map, plan_tiles
 
 
 def _slab_groups(plan: TilePlan, batch_size: int) -> list[tuple[int, ...]]:
@@ -100,8 +101,8 @@ def iter_tiled_predictions(
     size = tuple(int(s) for s in volume_shape)
     out_sizes = (az.out_size, ay.out_size, ax.out_size)
     acc = _RowAccumulator(size[1:], importance_map(out_sizes, blend_mode) if plan.blend else None)
-    y_idx = reflect_indices(-ay.lo, ay.starts[-1] - ay.lo + ay.in_size, size[1])
-    x_idx = reflect_indices(-ax.lo, ax.starts[-1] - ax.lo + ax.in_size, size[2])
+    y_idx = reflect_index(np.arange(-ay.lo, ay.starts[-1] - ay.lo + ay.in_size), size[1])
+    x_idx = reflect_index(np.arange(-ax.lo, ax.starts[-1] - ax.lo + ax.in_size), size[2])
     groups = _slab_groups(plan, batch_size)
     bar = tqdm(
         total=plan.num_windows, desc="tiles", unit="tile", leave=False,
@@ -110,7 +111,9 @@ def iter_tiled_predictions(
     try:
         for g, group in enumerate(groups):
             # One slab: the input rows of this group's windows, mirrored outside the volume.
-            z_idx = reflect_indices(group[0] - az.lo, group[-1] - az.lo + az.in_size, size[0])
+            z_idx = reflect_index(
+                np.arange(group[0] - az.lo, group[-1] - az.lo + az.in_size), size[0]
+            )
             z_min, z_max = int(z_idx.min()), int(z_idx.max()) + 1
             raw = np.asarray(read_slab(z_min, z_max), dtype=np.float32)
             slab = raw[np.ix_(range(raw.shape[0]), z_idx - z_min, y_idx, x_idx)]

@@ -18,10 +18,12 @@ together.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from unet_seg.models.protocol import SegmentationNetwork
 
 BLEND_MODES = ("gaussian", "constant")
 _MAX_SIZE_SEARCH = 4096  # no network input needs to grow further than this to become valid
@@ -54,17 +56,7 @@ class TilePlan:
         return math.prod(len(a.starts) for a in self.axes)
 
 
-def reflect_indices(start: int, stop: int, size: int) -> np.ndarray:
-    """Indices ``start..stop-1`` mirrored into ``[0, size)`` without repeating the edge voxel
-    (numpy's ``reflect`` mode), repeatedly for ranges far outside: ``(stop - start,)`` int64."""
-    idx = np.arange(start, stop)
-    if size == 1:
-        return np.zeros_like(idx)
-    idx = np.mod(idx, 2 * (size - 1))
-    return np.where(idx >= size, 2 * (size - 1) - idx, idx)
-
-
-def _fits(model: Callable, shape: Sequence[int]) -> bool:
+def _fits(model: SegmentationNetwork, shape: Sequence[int]) -> bool:
     try:
         model.output_shape(tuple(shape))
     except ValueError:
@@ -72,7 +64,7 @@ def _fits(model: Callable, shape: Sequence[int]) -> bool:
     return True
 
 
-def valid_input_sizes(model, min_sizes: Sequence[int]) -> tuple[int, ...]:
+def valid_input_sizes(model: SegmentationNetwork, min_sizes: Sequence[int]) -> tuple[int, ...]:
     """Smallest input sizes ``>= min_sizes`` (per axis) that ``model.output_shape`` accepts."""
     nd = len(min_sizes)
     ref = max(min_sizes)
@@ -90,7 +82,7 @@ def valid_input_sizes(model, min_sizes: Sequence[int]) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def _period(model, in_sizes: Sequence[int], axis: int) -> int:
+def _period(model: SegmentationNetwork, in_sizes: Sequence[int], axis: int) -> int:
     """Spacing of valid input sizes along ``axis`` (``2 ** pooled levels`` for a U-Net)."""
     bigger = list(in_sizes)
     bigger[axis] += 1
@@ -125,7 +117,7 @@ def _spread_starts(size: int, out_size: int, max_step: int) -> tuple[int, ...]:
 
 
 def plan_tiles(
-    model,
+    model: SegmentationNetwork,
     volume_shape: Sequence[int],
     tile_size: int | Sequence[int],
     overlap: float = 0.25,

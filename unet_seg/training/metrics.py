@@ -4,7 +4,7 @@ Overlap scores (Dice, IoU, pixel error) are pooled over every voxel of the epoch
 compare *segmentations*: the connected components (face connectivity) of the ``region_class``
 voxels in the label and in the prediction, per image, with the label's other voxels left out
 ("foreground-restricted", as in Arganda-Carreras et al. 2015). One definition, in
-:mod:`unet_seg.inference.metrics`, serves training and ``unet-seg-evaluate``:
+:mod:`unet_seg.evaluation.metrics`, serves training and ``unet-seg-evaluate``:
 
 - ``rand_error``: ``skimage.metrics.adapted_rand_error`` (1 - Rand F-score; 0 is perfect). As in
   the SNEMI3D / ISBI scoring scripts, predicted background voxels count as one-voxel segments;
@@ -21,7 +21,12 @@ import numpy as np
 import torch
 from skimage.measure import label as connected_components
 
-from unet_seg.inference.metrics import confusion_counts, rand_error, variation_of_information
+from unet_seg.evaluation.metrics import (
+    confusion_counts,
+    dice_iou,
+    rand_error,
+    variation_of_information,
+)
 from unet_seg.training.losses import IGNORE_INDEX
 
 
@@ -101,11 +106,9 @@ class SegmentationMetrics:
 
         A class absent from both label and prediction has no Dice and is left out of the mean.
         """
-        tp, fp, fn = self.tp[1:], self.fp[1:], self.fn[1:]
-        present = (tp + fp + fn) > 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            dice = (2 * tp / (2 * tp + fp + fn))[present]
-            iou = (tp / (tp + fp + fn))[present]
+        counts = np.stack([self.tp, self.fp, self.fn], axis=1)[1:]
+        dice, iou = dice_iou(counts, absent=math.nan)
+        dice, iou = dice[~np.isnan(dice)], iou[~np.isnan(iou)]
         return {
             "dice": float(dice.mean()) if dice.size else math.nan,
             "iou": float(iou.mean()) if iou.size else math.nan,

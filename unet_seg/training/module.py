@@ -17,28 +17,16 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from unet_seg.config import plain
 from unet_seg.models import UNet
 from unet_seg.models.blocks import center_crop
+from unet_seg.normalization import DEFAULT_PERCENTILES
 from unet_seg.training.losses import IGNORE_INDEX, SegmentationLoss
 from unet_seg.training.metrics import SegmentationMetrics
 
-# The data module normalises each image by its own 1.0 / 99.8 percentiles.
-DEFAULT_NORMALIZATION = {"low": 1.0, "high": 99.8}
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
-
-
-def plain(value: Any) -> Any:
-    """A Hydra/OmegaConf value as plain Python containers (safe for ``weights_only`` loading)."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    return value
 
 
 def crop_to(target: torch.Tensor, spatial_shape: torch.Size) -> torch.Tensor:
@@ -79,7 +67,7 @@ class SegmentationModule(pl.LightningModule):
                 "loss": plain(loss) if loss is not None else {},
                 "normalization": plain(normalization)
                 if normalization is not None
-                else dict(DEFAULT_NORMALIZATION),
+                else dict(DEFAULT_PERCENTILES),
                 "region_class": int(region_class),
                 "scheduler_monitor": str(scheduler_monitor),
             }
@@ -131,11 +119,6 @@ class SegmentationModule(pl.LightningModule):
         # Pooled over this process's share of the epoch; sync_dist averages across processes.
         for name, value in self.val_metrics.compute().items():
             self.log(f"val/{name}", value, prog_bar=name == "dice", sync_dist=True)
-
-    def predict_step(self, batch: Mapping[str, torch.Tensor] | torch.Tensor, batch_idx: int = 0):
-        """Softmax probabilities ``(N, K, *output_shape(spatial))`` of a batch or image tensor."""
-        image = batch["image"] if isinstance(batch, Mapping) else batch
-        return self(image).softmax(dim=1)
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:

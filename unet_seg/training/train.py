@@ -19,8 +19,9 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from unet_seg.atomic import copy_atomic, write_json_atomic
-from unet_seg.training.module import SegmentationModule, plain
+from unet_seg.config import plain
+from unet_seg.io.atomic import copy_atomic, write_json_atomic
+from unet_seg.training.module import SegmentationModule
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from unet_seg.cli.summary import summary_from_config
 from unet_seg.models import UNet
-from unet_seg.models.arithmetic import measure_receptive_field, receptive_field_at, summarize
+from unet_seg.models.summary import measure_receptive_field, receptive_field_at, summarize
 
 
 def test_paper_totals() -> None:

@@ -1,5 +1,6 @@
-"""Architecture arithmetic of a :class:`~unet_seg.models.UNet`: shapes, parameters, MACs, receptive
-field and jump per layer, and the activation memory of one forward pass.
+"""Per-layer summary of a built :class:`~unet_seg.models.UNet` (``unet-seg-summary``): output shape,
+parameters, MACs, receptive field and jump per layer, and the activation memory of one forward
+pass. Which sizes a network accepts, without building it, is :mod:`unet_seg.models.shapes`.
 
 The receptive field is the true dependency window, traced as index intervals through every conv,
 pool, up-convolution, crop and concatenation. It is not the naive ``input - output`` difference

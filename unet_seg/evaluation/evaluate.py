@@ -19,10 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
-from unet_seg.atomic import write_json_atomic, write_text_atomic
-from unet_seg.data.io import read_volume
-from unet_seg.inference.inputs import is_supported
-from unet_seg.inference.metrics import (
+from unet_seg.evaluation.metrics import (
     AP_THRESHOLDS,
     average_precision,
     confusion_counts,
@@ -31,7 +28,9 @@ from unet_seg.inference.metrics import (
     rand_error,
     variation_of_information,
 )
-from unet_seg.inference.writers import format_suffix
+from unet_seg.io import read_volume
+from unet_seg.io.atomic import write_json_atomic, write_text_atomic
+from unet_seg.io.files import is_supported, stem
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +42,9 @@ def _keyed(folder: Path, suffix: str) -> dict[str, Path]:
     files = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and is_supported(path):
-            stem = path.name[: -len(format_suffix(path))]
-            if stem.endswith(suffix):
-                files[stem[: len(stem) - len(suffix)]] = path
+            name = stem(path)
+            if name.endswith(suffix):
+                files[name[: len(name) - len(suffix)]] = path
     return files
 
 

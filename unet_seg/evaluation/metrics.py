@@ -37,12 +37,16 @@ def confusion_counts(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.n
     return np.stack([tp, joint.sum(0) - tp, joint.sum(1) - tp], axis=1)
 
 
-def dice_iou(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Dice and IoU per class from :func:`confusion_counts`; a class absent from both is 1."""
+def dice_iou(counts: np.ndarray, absent: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Dice and IoU per class from :func:`confusion_counts`, each ``(K,)``.
+
+    A class absent from both prediction and truth has no overlap to score: it gets ``absent``
+    (1.0, perfect, for per-file reports; ``nan`` to leave it out of a mean, as validation does).
+    """
     tp, fp, fn = counts[:, 0].astype(float), counts[:, 1], counts[:, 2]
     with np.errstate(invalid="ignore", divide="ignore"):
-        dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 1.0)
-        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), 1.0)
+        dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), absent)
+        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), absent)
     return dice, iou
 
 

@@ -1,5 +1,5 @@
-"""From files to training regions: pairing images with labels, mapping label values to classes,
-normalising, splitting train/val by file or by slice, and the per-region weight maps.
+"""From image/label files to training regions: reading and checking a pair, normalising the image,
+and splitting train/val by file or by slice.
 
 A *region* is what patches are cut from: a 2D image, one slice of a stack (``spatial_dims: 2``),
 or a 3D volume or a z-range of one (``spatial_dims: 3``).
@@ -7,7 +7,6 @@ or a 3D volume or a z-range of one (``spatial_dims: 3``).
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from unet_seg.data.io import SUPPORTED_SUFFIXES, check_pair, read_volume
-
-PathSpec = str | Path | Sequence[str | Path]
+from unet_seg.data.labels import map_labels
+from unet_seg.io import check_pair, read_volume
+from unet_seg.io.files import stem
+from unet_seg.normalization import normalize_percentile, percentiles
 
 
 @dataclass
@@ -45,70 +45,6 @@ class Region:
         return self.label.shape
 
 
-def stem(path: Path) -> str:
-    """File name without its format suffix (``a.nii.gz`` -> ``a``)."""
-    name = path.name
-    for suffix in SUPPORTED_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-def list_files(spec: PathSpec) -> list[Path]:
-    """Files named by ``spec``: a file, a folder (its supported files, sorted), a glob pattern, or
-    a list of these. ``FileNotFoundError`` if something named matches nothing."""
-    if isinstance(spec, str | Path):
-        spec = [spec]
-    files: list[Path] = []
-    for item in spec:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and stem(p) != p.name)
-            found = [p for p in found if not p.name.startswith(".")]  # skips partial writes
-        elif any(c in str(item) for c in "*?["):
-            found = sorted(Path(p) for p in glob.glob(str(item)))
-        else:
-            found = [path] if path.is_file() else []
-        if not found:
-            raise FileNotFoundError(f"{item}: no image files found (a file, folder or glob)")
-        files += found
-    return files
-
-
-def pair_files(images: PathSpec, labels: PathSpec) -> list[tuple[Path, Path]]:
-    """Images and labels matched by file stem (one file each also pairs, whatever the names)."""
-    image_files, label_files = list_files(images), list_files(labels)
-    if len(image_files) == len(label_files) == 1:
-        return [(image_files[0], label_files[0])]
-    by_stem = {stem(p): p for p in label_files}
-    pairs = []
-    for image in image_files:
-        if stem(image) not in by_stem:
-            raise ValueError(f"{image}: no label file named {stem(image)}.* in {labels}")
-        pairs.append((image, by_stem[stem(image)]))
-    return pairs
-
-
-def map_labels(
-    label: np.ndarray, label_map: Mapping[Any, int] | None, path: Path | str
-) -> np.ndarray:
-    """Stored label values -> class indices via ``label_map`` (e.g. ISBI ``{255: 0, 0: 1}``).
-
-    Returns int64 like ``label``. ``ValueError`` naming ``path`` for values the map does not cover.
-    """
-    if label_map is None:
-        return label.astype(np.int64)
-    out = np.full(label.shape, np.iinfo(np.int64).min, np.int64)
-    for raw, cls in label_map.items():
-        out[label == (float(raw) if isinstance(raw, str) else raw)] = int(cls)
-    unmapped = np.unique(label[out == np.iinfo(np.int64).min])
-    if unmapped.size:
-        raise ValueError(
-            f"{path}: label values {unmapped[:10].tolist()} are not in label_map {dict(label_map)}"
-        )
-    return out
-
-
 def read_pair(
     image_path: Path,
     label_path: Path,
@@ -121,8 +57,6 @@ def read_pair(
     """Read and check one pair; returns image ``(C, *shape)`` float32 normalised, label
     ``(*shape)`` int64 and the spacing. ``shape`` has ``spatial_dims`` axes, or 3 for a stack of
     2D slices when ``spatial_dims`` is 2."""
-    from unet_seg.data.transforms import normalize_percentile
-
     label_ndims = (2, 3) if spatial_dims == 2 else (3,)
     label_volume = read_volume(label_path, ndim=label_ndims)
     label = map_labels(label_volume.array, label_map, label_path)
@@ -131,8 +65,7 @@ def read_pair(
     if image.ndim == label.ndim:
         image = image[None]
     check_pair(image, label, num_classes, label_path, ignore_index, spatial_dims=label.ndim)
-    norm = {"low": 1.0, "high": 99.8, **(normalization or {})}
-    image = normalize_percentile(image, norm["low"], norm["high"])
+    image = normalize_percentile(image, *percentiles(normalization))
     spacing = image_volume.spacing[-label.ndim :]
     spacing = (1.0,) * (label.ndim - len(spacing)) + tuple(spacing)
     return image, label, spacing
@@ -205,19 +138,3 @@ def build_regions(
                     )
                 )
     return regions
-
-
-def add_weight_maps(regions: Sequence[Region], weight_map: Mapping[str, Any] | None) -> None:
-    """Each region's weight map, computed once: ``unet_weight_map(label, **weight_map)``."""
-    if not weight_map:
-        return
-    from unet_seg.data.weightmap import unet_weight_map
-
-    for region in regions:
-        # sigma counts in-plane pixels, as in the paper, while anisotropic axes keep their ratio
-        spacing = None if region.spacing is None else np.asarray(region.spacing, np.float64)
-        spacing = None if spacing is None else tuple(spacing / spacing.min())
-        kwargs = {"spacing": spacing, **weight_map}
-        if region.instances is not None:
-            kwargs["instances"] = region.instances
-        region.weight = np.asarray(unet_weight_map(region.label, **kwargs), dtype=np.float32)

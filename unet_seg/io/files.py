@@ -1,0 +1,80 @@
+"""Finding input files and naming output files: one set of rules for every entry point.
+
+A *spec* names files as a file, a folder (its supported files), a glob pattern, or a list of
+these. Hidden files (a leading ``.``: our own partial writes among them) are never inputs.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".png")
+
+PathSpec = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def format_suffix(path: str | os.PathLike) -> str:
+    """The format suffix of ``path`` in lower case (``.nii.gz`` counts as one).
+
+    Raises:
+        ValueError: ``path`` has no supported suffix (the message names the file).
+    """
+    path = Path(path)
+    name = path.name.lower()
+    for suffix in SUPPORTED_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    raise ValueError(
+        f"{path}: unsupported file type {''.join(path.suffixes) or '(none)'}; "
+        f"supported: {', '.join(SUPPORTED_SUFFIXES)}"
+    )
+
+
+def is_supported(path: str | os.PathLike) -> bool:
+    """``path`` has a supported suffix and is not hidden."""
+    name = Path(path).name.lower()
+    return not name.startswith(".") and name.endswith(SUPPORTED_SUFFIXES)
+
+
+def stem(path: str | os.PathLike) -> str:
+    """File name without its format suffix (``a.nii.gz`` -> ``a``)."""
+    path = Path(path)
+    return path.name[: -len(format_suffix(path))] if is_supported(path.name) else path.stem
+
+
+def find_files(spec: PathSpec) -> list[Path]:
+    """The files named by ``spec``, in order, each folder and glob sorted.
+
+    An explicit file is taken whatever its suffix (reading it then says if the format is not
+    supported); folders and globs contribute their supported, non-hidden files.
+
+    Raises:
+        FileNotFoundError: an item of ``spec`` matches nothing (the message names it).
+    """
+    items = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and is_supported(p))
+        elif path.is_file():
+            found = [path]
+        else:
+            found = sorted(Path(p) for p in glob.glob(str(item)) if is_supported(p))
+        if not found:
+            raise FileNotFoundError(
+                f"{item}: no image files found (a file, a folder or a glob of "
+                f"{', '.join(SUPPORTED_SUFFIXES)} files)"
+            )
+        files += found
+    return files
+
+
+def output_path(
+    path: str | os.PathLike, out_dir: str | os.PathLike, ending: str, suffix: str | None = None
+) -> Path:
+    """``out_dir / <stem><ending><suffix>``: the output of input ``path`` (suffix: the input's)."""
+    return Path(out_dir) / f"{stem(path)}{ending}{suffix or format_suffix(path)}"

@@ -1,0 +1,147 @@
+"""TIFF through tifffile: read, open lazily, write whole or as a memory-mapped slab target.
+
+Pages are z-slices. Spacing comes from ImageJ metadata (``spacing`` = z step, X/YResolution =
+pixels per unit), OME ``PhysicalSize{X,Y,Z}``, or tifffile's JSON description, and is written back
+as ImageJ resolution/spacing, or, for dtypes and layouts ImageJ cannot hold (int64 labels,
+float16, channels first), as tifffile's JSON description with ``spacing``/``unit``/``axes``.
+RGB(A) samples become a leading channel axis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from unet_seg.io.lazy import LazyVolume
+from unet_seg.io.volume import Volume, affine_from_spacing
+
+IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
+
+
+def tiff_spacing(tif: tifffile.TiffFile, spatial: int) -> tuple[tuple[float, ...], dict]:
+    """Spacing (array order) and metadata from ImageJ, OME or tifffile's JSON description."""
+    meta: dict[str, Any] = {}
+    spacing = [1.0] * spatial
+    page = tif.pages[0]
+    if tif.is_imagej:
+        ij = tif.imagej_metadata or {}
+        meta["unit"] = ij.get("unit")
+        for axis, tag in ((-1, "XResolution"), (-2, "YResolution")):
+            if tag in page.tags and spatial >= -axis:
+                num, den = page.tags[tag].value
+                if num:
+                    spacing[axis] = den / num
+        if spatial >= 3 and "spacing" in ij:
+            spacing[-3] = float(ij["spacing"])
+    elif tif.is_ome:
+        ome = tifffile.xml2dict(tif.ome_metadata)
+        image = ome.get("OME", {}).get("Image", {})
+        pixels = (image[0] if isinstance(image, list) else image).get("Pixels", {})
+        for axis, key in ((-1, "PhysicalSizeX"), (-2, "PhysicalSizeY"), (-3, "PhysicalSizeZ")):
+            if key in pixels and spatial >= -axis:
+                spacing[axis] = float(pixels[key])
+        meta["unit"] = pixels.get("PhysicalSizeXUnit")
+    elif tif.shaped_metadata and "spacing" in tif.shaped_metadata[0]:
+        stored = [float(s) for s in tif.shaped_metadata[0]["spacing"]]
+        spacing[len(spacing) - len(stored[-spatial:]) :] = stored[-spatial:]
+        meta["unit"] = tif.shaped_metadata[0].get("unit")
+    return tuple(spacing), meta
+
+
+def tiff_layout(tif: tifffile.TiffFile) -> tuple[tuple[int, ...], np.dtype, str]:
+    """``(shape, dtype, axes)`` of the first series, RGB(A) samples moved to a leading axis."""
+    series = tif.series[0]
+    axes = series.axes
+    shape = tuple(series.shape)
+    if axes.endswith("S") and shape[-1] in (3, 4):
+        axes = "C" + axes[:-1]
+        shape = (shape[-1], *shape[:-1])
+    return shape, np.dtype(series.dtype), axes
+
+
+def _spatial_axes(shape: tuple[int, ...], axes: str) -> int:
+    return min(3, len(shape)) - (1 if axes.startswith("C") and len(shape) == 3 else 0)
+
+
+def read_tiff(path: Path) -> Volume:
+    with tifffile.TiffFile(path) as tif:
+        shape, _, axes = tiff_layout(tif)
+        array = tif.series[0].asarray()
+        if array.shape != shape:
+            array = np.moveaxis(array, -1, 0)
+        spacing, meta = tiff_spacing(tif, _spatial_axes(shape, axes))
+    meta["axes"] = axes
+    return Volume(array, spacing=spacing, metadata=meta, path=path)
+
+
+class TiffVolume(LazyVolume):
+    """Lazy TIFF: uncompressed files through ``tifffile.memmap``, compressed stacks page by page
+    (z-slices), anything else read whole on first access."""
+
+    def __init__(self, path: Path) -> None:
+        with tifffile.TiffFile(path) as tif:
+            shape, dtype, axes = tiff_layout(tif)
+            spacing, meta = tiff_spacing(tif, _spatial_axes(shape, axes))
+            meta["axes"] = axes
+            contiguous = tif.series[0].dataoffset is not None and not axes.startswith("C")
+            paged = (
+                len(shape) == 3 and len(tif.pages) == shape[0] and tif.pages[0].shape == shape[1:]
+            )
+        super().__init__(path, shape, dtype, spacing, affine_from_spacing(spacing), meta)
+        self._mode = "memmap" if contiguous else "pages" if paged else "eager"
+
+    def _read(self, index: tuple) -> np.ndarray:
+        if self._mode == "memmap":
+            if self._handle is None:
+                self._handle = tifffile.memmap(self.path, mode="r")
+            return np.array(self._handle[index])
+        if self._mode == "pages":
+            if self._handle is None:
+                self._handle = tifffile.TiffFile(self.path)
+            pages = self._handle.pages
+            z, rest = index[0], index[1:]
+            if isinstance(z, int | np.integer):
+                return pages[range(self.shape[0])[z]].asarray()[rest]
+            planes = [pages[i].asarray()[rest] for i in range(self.shape[0])[z]]
+            if not planes:
+                return np.empty((0, *np.empty(self.shape[1:])[rest].shape), dtype=self.dtype)
+            return np.stack(planes)
+        if self._handle is None:
+            self._handle = read_tiff(self.path).array
+        return np.array(self._handle[index])
+
+
+def write_options(
+    ndim: int, dtype: np.dtype, spacing: tuple[float, ...], unit: str | None
+) -> dict[str, Any]:
+    """tifffile keyword arguments that store ``spacing`` (the trailing spatial axes, array order)
+    for an array of ``ndim`` axes: ImageJ where it can hold the data, else tifffile's JSON."""
+    unit = unit or "um"
+    spatial = len(spacing)
+    resolution = (1.0 / spacing[-1], 1.0 / spacing[-2]) if spatial >= 2 else None
+    if np.dtype(dtype).type in IMAGEJ_DTYPES and ndim == spatial <= 3:
+        meta: dict[str, Any] = {"axes": "ZYX"[3 - spatial :], "unit": unit}
+        if spatial == 3:
+            meta["spacing"] = spacing[0]
+        return {"imagej": True, "resolution": resolution, "metadata": meta}
+    meta = {"spacing": list(spacing), "unit": unit}
+    if spatial <= 3 and ndim >= spatial:
+        meta["axes"] = "C" * (ndim - spatial) + "ZYX"[3 - spatial :]
+    return {"resolution": resolution, "photometric": "minisblack", "metadata": meta}
+
+
+def write_tiff(tmp: Path, volume: Volume) -> None:
+    array = volume.array.astype(np.uint8) if volume.array.dtype == bool else volume.array
+    options = write_options(array.ndim, array.dtype, volume.spacing, volume.metadata.get("unit"))
+    tifffile.imwrite(tmp, array, compression="zlib", **options)
+
+
+def create_memmap(
+    tmp: Path, shape: tuple[int, ...], dtype: np.dtype, spacing: tuple[float, ...], unit: str | None
+) -> np.memmap:
+    """An uncompressed TIFF at ``tmp`` of ``shape`` (``spacing``: its spatial axes), mapped."""
+    options = write_options(len(shape), dtype, spacing, unit)
+    return tifffile.memmap(tmp, shape=shape, dtype=dtype, **options)

@@ -1,0 +1,63 @@
+"""Loading a trained network from a training checkpoint, without Lightning.
+
+A checkpoint of :class:`~unet_seg.training.module.SegmentationModule` holds only plain values:
+``hyper_parameters["model"]`` (the ``UNet`` keyword arguments), ``hyper_parameters
+["normalization"]`` (the intensity percentiles of training) and the network's weights under
+``state_dict["model.*"]``. So it loads with ``torch.load(..., weights_only=True)``, which never
+runs code from the file, and needs nothing but this module to rebuild the network.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unet_seg.models.unet import UNet
+
+_PREFIX = "model."
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's contents, loaded with ``weights_only=True`` onto the CPU.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a checkpoint torch can load safely (the message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling raises many types; all mean the file is unusable
+        raise ValueError(
+            f"{path}: cannot load the checkpoint ({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(content, Mapping):
+        raise ValueError(f"{path}: not a training checkpoint (no dictionary inside)")
+    return dict(content)
+
+
+def load_model(path: str | os.PathLike) -> tuple[UNet, dict[str, float]]:
+    """The ``UNet`` of a training checkpoint in eval mode, and its normalisation percentiles.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: unreadable file, or it lacks the network's configuration or weights.
+    """
+    content = read_checkpoint(path)
+    hparams = content.get("hyper_parameters") or {}
+    state = content.get("state_dict") or {}
+    if not isinstance(hparams.get("model"), Mapping):
+        raise ValueError(f"{path}: no network configuration (hyper_parameters.model) inside")
+    weights = {k[len(_PREFIX) :]: v for k, v in state.items() if k.startswith(_PREFIX)}
+    try:
+        model = UNet(**hparams["model"])
+        model.load_state_dict(weights)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: the weights do not fit the stored network ({err})") from err
+    return model.eval(), dict(hparams.get("normalization") or {})
