@@ -68,7 +68,7 @@ def run_monai(path: Path, batch: int, channels_last: bool) -> dict:
 
 
 def run_ours(path: Path, batch: int, tile: list[int] | None, bf16: bool) -> dict:
-    from unet_seg.inference.inputs import input_layout, slab_reader
+    from unet_seg.inference.inputs import input_layout, region_reader
     from unet_seg.inference.predict import DEFAULT_TILE
     from unet_seg.inference.runner import ModelRunner
     from unet_seg.inference.stream import iter_tiled_predictions
@@ -84,7 +84,7 @@ def run_ours(path: Path, batch: int, tile: list[int] | None, bf16: bool) -> dict
     plan = plan_tiles(model, SHAPE, tile or DEFAULT_TILE[3], 0.25)
     runner = ModelRunner(model, "cpu", cpu_bf16=bf16)
     slabs = iter_tiled_predictions(
-        slab_reader(volume, layout, lo, hi), SHAPE, plan, runner, batch, progress=False
+        region_reader(volume, layout, lo, hi), SHAPE, plan, runner, batch, progress=False
     )
     foreground = sum(float(p[1].sum()) for _, p in slabs) / np.prod(SHAPE)
     return {"seconds": time.perf_counter() - start, "foreground": foreground,

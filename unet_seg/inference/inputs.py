@@ -60,19 +60,20 @@ def input_layout(
     return Layout(channels, spatial, slice_axis if spatial == 3 else 0)
 
 
-def slab_reader(
+def region_reader(
     volume: LazyVolume | np.ndarray, layout: Layout, lo: float, hi: float
-) -> Callable[[int, int], np.ndarray]:
-    """``(z0, z1) -> (C, z1 - z0, Y, X)`` float32 rows normalised so that ``lo``/``hi`` map to 0/1
-    (as in training, no clipping). Reads only the rows asked for when slicing along axis 0."""
+) -> Callable[[tuple[slice, slice, slice]], np.ndarray]:
+    """``(z, y, x) slices -> (C, *box)`` float32 input normalised so that ``lo``/``hi`` map to
+    0/1 (as in training, no clipping). The box is in the tiling's ``(Z, Y, X)`` order (the slice
+    axis first, see :class:`Layout`); only the box is read from ``volume``."""
 
-    def read(z0: int, z1: int) -> np.ndarray:
+    def read(box: tuple[slice, slice, slice]) -> np.ndarray:
         if layout.spatial_dims == 2:
-            rows = volume[...]
+            rows = volume[(slice(None), *box[1:]) if layout.channels else box[1:]]
             rows = rows[:, None] if layout.channels else rows[None, None]
         else:
-            index = [slice(None)] * 3
-            index[layout.slice_axis] = slice(z0, z1)
+            index = [box[1], box[2]]
+            index.insert(layout.slice_axis, box[0])
             rows = volume[(slice(None), *index) if layout.channels else tuple(index)]
             rows = rows if layout.channels else rows[None]
             rows = np.moveaxis(rows, 1 + layout.slice_axis, 1)

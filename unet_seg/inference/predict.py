@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from unet_seg.inference.inputs import input_layout, slab_reader
+from unet_seg.inference.inputs import input_layout, region_reader
 from unet_seg.inference.postprocess import (
     PROBABILITY_DTYPES,
     instance_labels,
@@ -151,7 +151,7 @@ def predict_file(
     spatial = volume.shape[1:] if layout.channels else volume.shape
     classes = int(model.num_classes)
     slices = iter_tiled_predictions(
-        slab_reader(volume, layout, lo, hi), shape, plan, runner, options.batch_size,
+        region_reader(volume, layout, lo, hi), shape, plan, runner, options.batch_size,
         options.blend, options.progress,
     )  # fmt: skip
     with ExitStack() as stack:
