@@ -1,0 +1,226 @@
+"""Zarr and OME-Zarr: plain zarr arrays (format 2 and 3) and OME-NGFF images (0.4 and 0.5).
+
+A ``.zarr`` / ``.ome.zarr`` directory is either an array or an OME-Zarr image group. Images are
+read at one resolution level (``level=0``: full resolution); their ``axes`` and the level's
+``scale`` transform give the spacing and unit. Arrays are seen in the project's order: a
+channel axis (NGFF ``c``) first, then ``(z, y, x)``; a time axis must have length 1 and is
+dropped. :class:`ZarrVolume` reads only the chunks an index touches, so any volume size works.
+
+Writing whole volumes (:func:`write_zarr`) goes through a temporary directory renamed when
+complete; block-wise outputs are in :mod:`unet_seg.io.zarr_output`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ZARR_SUFFIXES = (".ome.zarr", ".zarr")
+SPACE_UNIT = "micrometer"  # NGFF unit when the source has none (microscopy default)
+# NGFF units <-> the short units TIFF/NIfTI metadata use.
+_UNITS = {"micrometer": "um", "nanometer": "nm", "millimeter": "mm", "meter": "m"}
+_AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+
+
+def is_zarr(path: str | os.PathLike) -> bool:
+    """True for ``.zarr`` / ``.ome.zarr`` paths (directories; the name decides)."""
+    return str(path).rstrip("/").lower().endswith(ZARR_SUFFIXES)
+
+
+def zarr_suffix(path: str | os.PathLike) -> str:
+    name = str(path).rstrip("/").lower()
+    for suffix in ZARR_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    raise ValueError(f"{path}: not a zarr path (use {' or '.join(ZARR_SUFFIXES)})")
+
+
+def multiscales_of(attrs: dict) -> tuple[str, list[dict]] | None:
+    """``(version, multiscales)`` of a group's attributes (NGFF 0.4 top level, 0.5 under
+    ``ome``), or None for a group that is no OME-Zarr image."""
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and ome.get("multiscales"):
+        return str(ome.get("version", "0.5")), list(ome["multiscales"])
+    if attrs.get("multiscales"):
+        scales = list(attrs["multiscales"])
+        return str(scales[0].get("version", "0.4")), scales
+    return None
+
+
+def _scale_of(transforms: Sequence[dict] | None, ndim: int) -> list[float]:
+    scale = [1.0] * ndim
+    for t in transforms or ():
+        if t.get("type") == "scale" and "scale" in t:
+            scale = [a * float(b) for a, b in zip(scale, t["scale"], strict=True)]
+    return scale
+
+
+def _affine(spacing: Sequence[float]) -> np.ndarray:
+    """4x4 voxel -> world matrix acting on ``(x, y, z, 1)`` (the NIfTI convention)."""
+    diag = [*reversed(tuple(spacing)[-3:]), *([1.0] * (3 - min(3, len(spacing))))]
+    return np.diag([*diag, 1.0])
+
+
+class ZarrVolume:
+    """A zarr array or one level of an OME-Zarr image, read lazily by chunk.
+
+    Attributes like :class:`unet_seg.data.io.LazyVolume`: ``path``, ``shape`` (channel axis
+    first if any, then ``(z, y, x)`` or ``(y, x)``), ``dtype``, ``spacing`` (spatial axes),
+    ``affine``, ``metadata`` (``unit``, ``axes`` such as ``"CZYX"``, ``chunks``, and ``ome``:
+    version, axes and name for writing outputs alike). Pickles without its open array.
+    """
+
+    def __init__(self, path: str | os.PathLike, level: int = 0) -> None:
+        self.path, self.level = Path(path), int(level)
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no such zarr array or OME-Zarr image")
+        try:
+            self._open()
+        except (ValueError, FileNotFoundError):
+            raise
+        except Exception as err:  # zarr raises many types; all mean the store is unusable
+            raise ValueError(f"{self.path}: cannot open as zarr ({err})") from err
+
+    def _open(self) -> None:
+        import zarr
+
+        node = zarr.open(store=str(self.path), mode="r")
+        ome = None
+        if isinstance(node, zarr.Group):
+            found = multiscales_of(dict(node.attrs))
+            if found is None:
+                raise ValueError(
+                    f"{self.path}: a zarr group without OME-NGFF multiscales metadata; give the "
+                    f"path of one of its arrays ({', '.join(sorted(node.array_keys())) or 'none'})"
+                )
+            version, scales = found
+            ms = scales[0]
+            datasets = ms["datasets"]
+            if not 0 <= self.level < len(datasets):
+                raise ValueError(
+                    f"{self.path}: input_level {self.level} does not exist (levels 0.."
+                    f"{len(datasets) - 1})"
+                )
+            array = node[datasets[self.level]["path"]]
+            axes = [a if isinstance(a, dict) else {"name": a} for a in ms.get("axes", [])]
+            if len(axes) != array.ndim:
+                raise ValueError(f"{self.path}: {len(axes)} axes for a {array.ndim}-d array")
+            scale = _scale_of(datasets[self.level].get("coordinateTransformations"), array.ndim)
+            glob = _scale_of(ms.get("coordinateTransformations"), array.ndim)
+            scale = [a * b for a, b in zip(scale, glob, strict=True)]
+            ome = {"version": version, "axes": axes, "name": ms.get("name")}
+        else:
+            array, axes = node, None
+        self._array = array
+        self.zarr_format = int(array.metadata.zarr_format)
+        names = [a["name"] for a in axes] if axes else self._default_axes(array.ndim)
+        types = [(a.get("type") if axes else None) or _AXIS_TYPES.get(n) for a, n in
+                 zip(axes or [{}] * len(names), names, strict=True)]  # fmt: skip
+        lead: list[Any] = []
+        for name, kind, size in zip(names, types, array.shape, strict=True):
+            if kind == "time" or name == "t":
+                if size != 1:
+                    raise ValueError(f"{self.path}: a time axis of length {size} (need 1)")
+                lead.append(0)
+        self._lead = tuple(lead)
+        keep = [i for i in range(array.ndim) if i >= len(lead)]
+        self.shape = tuple(int(array.shape[i]) for i in keep)
+        self.dtype = np.dtype(array.dtype)
+        space = [i for i in keep if types[i] == "space"]
+        if not 2 <= len(space) <= 3 or len(keep) - len(space) > 1 or keep[-len(space)] != space[0]:
+            raise ValueError(
+                f"{self.path}: axes {names} are not (c?, z?, y, x): need 2 or 3 space axes last"
+            )
+        self.spacing = tuple(float(scale[i]) for i in space) if ome else (1.0,) * len(space)
+        units = {a.get("unit") for i, a in enumerate(axes or []) if i in space} - {None}
+        unit = units.pop() if len(units) == 1 else None
+        self.affine = _affine(self.spacing)
+        self.metadata: dict[str, Any] = {
+            "axes": ("C" if len(keep) > len(space) else "") + "ZYX"[3 - len(space) :],
+            "unit": _UNITS.get(unit, unit) if unit else None,
+            "chunks": tuple(int(array.chunks[i]) for i in keep),
+            "zarr_format": self.zarr_format,
+        }
+        if ome:
+            self.metadata["ome"] = {**ome, "axes": [axes[i] for i in keep], "scale": self.spacing}
+
+    @staticmethod
+    def _default_axes(ndim: int) -> list[str]:
+        if not 2 <= ndim <= 4:
+            raise ValueError(f"a zarr array with {ndim} axes (need 2 to 4: c?, z?, y, x)")
+        return ["c", "z", "y", "x"][4 - ndim :]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return self.metadata["chunks"]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"ZarrVolume({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_array"] = None  # reopened where it is used (a Dask worker)
+        return state
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if self._array is None:
+            self._open()
+        index = index if isinstance(index, tuple) else (index,)
+        try:
+            return np.asarray(self._array[(*self._lead, *index)])
+        except Exception as err:
+            raise ValueError(f"{self.path}: cannot read region {index!r} ({err})") from err
+
+    def close(self) -> None:
+        self._array = None
+
+    def __enter__(self) -> ZarrVolume:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_zarr(path: str | os.PathLike, level: int = 0) -> ZarrVolume:
+    """Open a zarr array or an OME-Zarr image at resolution ``level`` for lazy reads."""
+    return ZarrVolume(path, level)
+
+
+def replace_dir_atomic(write: Callable[[Path], object], path: str | os.PathLike) -> Path:
+    """Call ``write(tmp)`` on a temporary directory name beside ``path``, then rename it to
+    ``path`` (replacing an older one), so no reader ever sees half a zarr store."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        write(tmp)
+        commit_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def commit_dir(tmp: Path, path: Path) -> None:
+    """Rename the finished directory ``tmp`` to ``path``; an existing ``path`` is moved aside
+    first and removed after (directories cannot be renamed over in one step)."""
+    old = None
+    if path.exists():
+        old = path.with_name(f".old-{uuid.uuid4().hex[:8]}-{path.name}")
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

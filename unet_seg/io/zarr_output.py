@@ -1,0 +1,254 @@
+"""Zarr / OME-Zarr outputs written block by block, resumably, and renamed when complete.
+
+A :class:`ZarrOutput` lives under a hidden name ``.<name>.partial`` beside its final path while
+blocks are written into its full-resolution array (``0``). After a block's chunks are written,
+:meth:`ZarrOutput.record` stores a small record for it; a rerun with the same ``fingerprint``
+(shape, dtype, chunks, block plan and model) reopens the partial store and skips the recorded
+blocks, a different fingerprint starts afresh. :meth:`ZarrOutput.commit` adds the multiscale
+pyramid (nearest for label images, mean for the rest) and the OME-NGFF metadata (written through
+``ome-zarr-models``), removes the records and renames the store to its final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unet_seg.atomic import write_json_atomic
+from unet_seg.io.zarr import SPACE_UNIT, commit_dir
+
+RECORDS = ".unet_seg_blocks"  # inside the partial store; removed at commit
+PYRAMID_MAX_LEVELS = 4  # a small pyramid: napari opens any zoom without a big extra cost
+PYRAMID_MIN_PLANE = 256  # no level smaller than this in y and x
+_NGFF_UNITS = {"um": "micrometer", "nm": "nanometer", "mm": "millimeter", "m": "meter"}
+
+
+def _zarr():
+    import zarr  # imported where a zarr output is made, not by every unet_seg import
+
+    return zarr
+
+
+class ZarrOutput:
+    """A ``(C?, *spatial)`` output array, chunked, written by blocks from any process.
+
+    Args:
+        path: final ``.zarr`` (a plain array) or ``.ome.zarr`` (an OME-Zarr image) directory.
+        shape, dtype, chunks: the full-resolution array.
+        ome: ``None`` for a plain array; else ``{"version": "0.4" | "0.5", "axes": [...],
+            "scale": spatial spacing, "name": ...}`` where ``axes`` are the spatial NGFF axes
+            (dicts with name, type, unit); a leading channel axis is added when ``shape`` has one.
+        label_image: pyramid by nearest neighbour (and the NGFF ``image-label`` mark on commit
+            when written into an image's ``labels/`` group), else by mean.
+        fingerprint: what must match for a rerun to reuse recorded blocks.
+
+    Only paths are pickled: Dask workers reopen the store to write their blocks.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        shape: Sequence[int],
+        dtype: Any,
+        chunks: Sequence[int],
+        ome: dict | None,
+        label_image: bool,
+        fingerprint: dict,
+        zarr_format: int = 3,
+    ) -> None:
+        self.path = Path(path)
+        self.partial = self.path.with_name(f".{self.path.name}.partial")
+        self.shape, self.dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+        self.chunks = tuple(min(int(c), s) for c, s in zip(chunks, self.shape, strict=True))
+        self.ome, self.label_image = ome, label_image
+        self.zarr_format = 2 if ome and str(ome["version"]) == "0.4" else int(zarr_format)
+        self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
+
+    @property
+    def records(self) -> Path:
+        return self.partial / RECORDS
+
+    def open(self) -> set[int]:
+        """Create the partial store, or reopen a matching one; returns the recorded blocks."""
+        plan = self.records / "plan.json"
+        if self.partial.exists():
+            try:
+                same = json.loads(plan.read_text()) == self.fingerprint
+            except (OSError, ValueError):
+                same = False
+            if same:
+                return self.done()
+            shutil.rmtree(self.partial)
+        zarr = _zarr()
+        names = {"dimension_names": self._axis_names()} if self.zarr_format == 3 else {}
+        spec = dict(shape=self.shape, dtype=self.dtype, chunks=self.chunks, fill_value=0, **names)
+        if self.ome is None:  # a plain array at the store's root
+            zarr.create_array(str(self.partial), zarr_format=self.zarr_format, **spec)
+        else:
+            root = zarr.open_group(str(self.partial), mode="w", zarr_format=self.zarr_format)
+            root.create_array("0", **spec)
+        self.records.mkdir()
+        write_json_atomic(plan, self.fingerprint)
+        return set()
+
+    def done(self) -> set[int]:
+        """Indices of the blocks recorded as written."""
+        if not self.records.is_dir():
+            return set()
+        return {int(p.stem) for p in self.records.glob("[0-9]*.json")}
+
+    def write(self, box: Sequence[slice], data: np.ndarray) -> None:
+        """Write ``data`` into the spatial ``box`` (all channels)."""
+        lead = (slice(None),) * (len(self.shape) - len(box))
+        self._array()[(*lead, *box)] = data.astype(self.dtype, copy=False)
+
+    def record(self, index: int, info: dict) -> None:
+        """Mark block ``index`` as written (call after all its chunks are written)."""
+        write_json_atomic(self.records / f"{index:08d}.json", info)
+
+    def commit(self) -> Path:
+        """Pyramid, metadata, then the rename to the final path; returns it."""
+        if self.ome is not None:
+            levels = build_pyramid(self.partial, self.label_image)
+            write_ome_metadata(self.partial, levels, self._ome_axes(), self.ome, self.zarr_format)
+        shutil.rmtree(self.records, ignore_errors=True)
+        commit_dir(self.partial, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+    def _array(self):
+        array = self.__dict__.get("_open_array")
+        if array is None:
+            where = self.partial if self.ome is None else self.partial / "0"
+            array = _zarr().open_array(str(where), mode="r+")
+            self.__dict__["_open_array"] = array
+        return array
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_open_array"}
+
+    def _ome_axes(self) -> list[dict]:
+        axes = [dict(a) for a in (self.ome or {}).get("axes", [])]
+        axes = [a for a in axes if a.get("type", "space") == "space"]
+        if len(self.shape) > len(axes):
+            axes.insert(0, {"name": "c", "type": "channel"})
+        return axes
+
+    def _axis_names(self) -> list[str]:
+        if self.ome is not None:
+            return [a["name"] for a in self._ome_axes()]
+        return ["c", "z", "y", "x"][4 - len(self.shape) :]
+
+
+def _downsample(block: np.ndarray, nearest: bool) -> np.ndarray:
+    """Halve the last two axes: every other voxel (labels) or the mean of 2x2 (edge replicated)."""
+    if nearest:
+        return block[..., ::2, ::2]
+    pad = [(0, 0)] * (block.ndim - 2) + [(0, block.shape[-2] % 2), (0, block.shape[-1] % 2)]
+    data = np.pad(block.astype(np.float32), pad, mode="edge")
+    mean = sum(data[..., i::2, j::2] for i in (0, 1) for j in (0, 1)) / 4
+    return np.rint(mean) if np.issubdtype(block.dtype, np.integer) else mean
+
+
+def build_pyramid(root: Path, nearest: bool) -> list[str]:
+    """Add levels ``1, 2, ...`` to the store at ``root`` (level ``0`` exists), each halving y and
+    x, chunk by chunk (memory: one chunk of each level); returns the level paths."""
+    zarr = _zarr()
+    group = zarr.open_group(str(root), mode="r+")
+    source = group["0"]
+    levels = ["0"]
+    while len(levels) < PYRAMID_MAX_LEVELS + 1 and min(source.shape[-2:]) >= 2 * PYRAMID_MIN_PLANE:
+        shape = (*source.shape[:-2], -(-source.shape[-2] // 2), -(-source.shape[-1] // 2))
+        extra = {}
+        if group.metadata.zarr_format == 3:
+            extra["dimension_names"] = source.metadata.dimension_names
+        name = str(len(levels))
+        target = group.create_array(
+            name, shape=shape, dtype=source.dtype, chunks=source.chunks,
+            fill_value=0, overwrite=True, **extra,
+        )  # fmt: skip
+        grid = [range(0, s, c) for s, c in zip(shape, target.chunks, strict=True)]
+        for start in np.ndindex(*[len(g) for g in grid]):
+            box = tuple(
+                slice(g[i], min(g[i] + c, s))
+                for g, i, c, s in zip(grid, start, target.chunks, shape, strict=True)
+            )
+            src = (*box[:-2], *(slice(2 * b.start, 2 * b.stop) for b in box[-2:]))
+            target[box] = _downsample(source[src], nearest).astype(source.dtype)
+        source = target
+        levels.append(name)
+    return levels
+
+
+def write_ome_metadata(
+    root: Path, levels: Sequence[str], axes: Sequence[dict], ome: dict, zarr_format: int
+) -> None:
+    """Write the multiscales metadata of the levels at ``root`` through ``ome-zarr-models``
+    (validated against the NGFF spec of ``ome["version"]``)."""
+    zarr = _zarr()
+    group = zarr.open_group(str(root), mode="r+")
+    if str(ome["version"]) == "0.4":
+        from ome_zarr_models.v04 import Image
+        from ome_zarr_models.v04.axes import Axis
+        from pydantic_zarr.v2 import ArraySpec
+    else:
+        from ome_zarr_models.v05 import Image
+        from ome_zarr_models.v05.axes import Axis
+        from pydantic_zarr.v3 import ArraySpec
+    spatial = [float(s) for s in ome["scale"]]
+    arrays = [group[level] for level in levels]
+    scales = []
+    for array in arrays:
+        factors = [a / b for a, b in zip(arrays[0].shape[-2:], array.shape[-2:], strict=True)]
+        level_scale = [*spatial[:-2], spatial[-2] * factors[0], spatial[-1] * factors[1]]
+        scales.append([1.0] * (len(axes) - len(spatial)) + level_scale)
+    axis_models = []
+    for a in axes:
+        unit = a.get("unit")
+        unit = _NGFF_UNITS.get(unit, unit) if a.get("type") == "space" else unit
+        unit = unit or (SPACE_UNIT if a.get("type") == "space" else None)
+        axis_models.append(Axis(name=a["name"], type=a.get("type"), unit=unit))
+    image = Image.new(
+        array_specs=[ArraySpec.from_array(a) for a in arrays], paths=list(levels),
+        axes=axis_models, scales=scales, translations=[None] * len(levels),
+        name=ome.get("name"),
+    )  # fmt: skip
+    group.attrs.update(image.attributes.model_dump(exclude_none=True, by_alias=True))
+
+
+def write_zarr(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    chunks: Sequence[int] | None = None,
+    ome: dict | None = None,
+    label_image: bool = True,
+) -> Path:
+    """Write a whole ``(C?, *spatial)`` array as a zarr array or OME-Zarr image (``ome`` as in
+    :class:`ZarrOutput`), under a temporary name renamed when complete."""
+    array = np.asarray(array)
+    chunks = chunks or default_chunks(array.shape)
+    out = ZarrOutput(path, array.shape, array.dtype, chunks, ome, label_image, {"whole": True})
+    out.abort()  # a whole write never resumes
+    out.open()
+    try:
+        out.write(tuple(slice(None) for _ in range(array.ndim)), array)
+        return out.commit()
+    except BaseException:
+        out.abort()
+        raise
+
+
+def default_chunks(shape: Sequence[int]) -> tuple[int, ...]:
+    """Chunks for a ``(C?, *spatial)`` array: one channel, 64 slices and 256 x 256 in plane (a few
+    MB, a common OME-Zarr choice)."""
+    spatial = (64, 256, 256)[3 - min(3, len(shape)) :]
+    lead = (1,) * (len(shape) - len(spatial))
+    return tuple(min(c, s) for c, s in zip((*lead, *spatial), shape, strict=True))
