@@ -114,7 +114,12 @@ class ZarrVolume:
             scale = _scale_of(datasets[self.level].get("coordinateTransformations"), array.ndim)
             glob = _scale_of(ms.get("coordinateTransformations"), array.ndim)
             scale = [a * b for a, b in zip(scale, glob, strict=True)]
-            ome = {"version": version, "axes": axes, "name": ms.get("name")}
+            ome = {
+                "version": version,
+                "axes": axes,
+                "name": ms.get("name"),
+                "levels": len(datasets),
+            }
         else:
             array, axes = node, None
         self._array = array

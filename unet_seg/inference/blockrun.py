@@ -1,0 +1,160 @@
+"""Block-wise prediction of one chunked (zarr / OME-Zarr) file, in-process or on Dask.
+
+``input -> block plan -> engine.map(run_block) -> records -> pyramid + metadata -> rename``.
+Outputs go to hidden ``.<name>.partial`` stores; a block is recorded after its chunks are
+written, so a rerun after any interruption computes only the blocks not recorded and gives the
+same output. A block that fails (after Dask's retries) is reported by index and position, the
+others finish, and the file is reported as failed with its outputs left partial for a rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from unet_seg.inference.blocks import plan_blocks
+from unet_seg.inference.blockwise import BlockJob, RunnerSpec, register_runner, run_block
+from unet_seg.inference.engine import InProcess
+from unet_seg.inference.inputs import input_layout, percentile_range
+from unet_seg.inference.mask import load_mask
+from unet_seg.inference.postprocess import label_dtype
+from unet_seg.inference.tiling import plan_tiles
+from unet_seg.io.zarr import ZarrVolume
+from unet_seg.io.zarr_output import ZarrOutput
+
+log = logging.getLogger(__name__)
+
+
+class BlockFailures(RuntimeError):
+    """Some blocks failed; ``failed`` lists ``(index, position, error)``."""
+
+    def __init__(self, path: Path, failed: list[tuple[int, tuple, str]], counts: dict) -> None:
+        self.failed, self.counts = failed, counts
+        shown = "; ".join(f"block {i} at {p}: {e}" for i, p, e in failed[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        super().__init__(
+            f"{path}: {len(failed)} of {counts['total']} blocks failed: {shown}{more}; the other "
+            "blocks are recorded, rerun to compute only the missing ones"
+        )
+
+
+def tiling_chunks(chunks: tuple[int, ...], layout) -> tuple[int, int, int]:
+    """The file's spatial chunks in the tiling's ``(Z, Y, X)`` order (slice axis first)."""
+    if layout.spatial_dims == 2:
+        return (1, *chunks)
+    order = [layout.slice_axis, *(a for a in range(3) if a != layout.slice_axis)]
+    return tuple(int(chunks[a]) for a in order)
+
+
+def _checkpoint_id(path: str) -> str:
+    """Identifies the weights, so a rerun with another checkpoint never reuses blocks."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _ome_of(volume: ZarrVolume) -> dict | None:
+    ome = volume.metadata.get("ome")
+    if ome is None:
+        return None
+    axes = [a for a in ome["axes"] if a.get("type", "space") == "space"]
+    return {"version": ome["version"], "axes": axes, "scale": volume.spacing, "name": ome["name"]}
+
+
+def prepare_outputs(
+    volume: ZarrVolume, targets: dict[str, Path], spatial: tuple, classes: int, cfg: Any, key: dict
+) -> dict[str, ZarrOutput]:
+    """The labels / probabilities stores, chunked like the input's spatial axes."""
+    chunks = volume.chunks[-len(spatial) :]
+    ome = _ome_of(volume)
+    outputs = {}
+    if "labels" in targets:
+        outputs["labels"] = ZarrOutput(
+            targets["labels"], spatial, label_dtype(classes), chunks, ome, True, key,
+            volume.zarr_format,
+        )  # fmt: skip
+    if "probabilities" in targets:
+        dtype = str(cfg.probability_dtype)
+        outputs["probabilities"] = ZarrOutput(
+            targets["probabilities"], (classes, *spatial), dtype, (1, *chunks), ome, False,
+            {**key, "dtype": dtype}, volume.zarr_format,
+        )  # fmt: skip
+    return outputs
+
+
+def predict_blockwise(
+    path: Path, targets: dict[str, Path], model, runner, cfg: Any, norm: dict, engine=None
+) -> dict:
+    """Predict the zarr / OME-Zarr ``path`` block by block into ``targets`` (zarr stores).
+
+    Returns the summary entry with ``blocks: {total, computed, skipped, failed}``; raises
+    :class:`BlockFailures` (after all other blocks finished) when a block failed.
+    """
+    start = time.perf_counter()
+    engine = engine or InProcess()
+    volume = ZarrVolume(path, int(cfg.get("input_level") or 0))
+    layout = input_layout(path, volume.shape, model, int(cfg.slice_axis))
+    low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
+    lo, hi = percentile_range(volume, low, high)
+    shape = layout.volume_shape(volume.shape)
+    spatial = volume.shape[1:] if layout.channels else volume.shape
+    tile = cfg.tile_size if cfg.tile_size is not None else (512 if model.spatial_dims == 2 else 96)
+    tile = int(tile) if isinstance(tile, int) else [int(t) for t in tile]
+    tiles = plan_tiles(model, shape, tile, float(cfg.overlap))
+    chunks = tiling_chunks(volume.chunks[-len(spatial) :], layout)
+    block_size = cfg.get("block_size")
+    blocks = plan_blocks(tiles, None if block_size is None else list(block_size), chunks)
+    classes = int(model.num_classes)
+    key = {
+        "input": str(Path(path).resolve()), "level": volume.level, "shape": list(volume.shape),
+        "block_shape": list(blocks.block_shape), "tiles": repr(tiles), "range": [lo, hi],
+        "checkpoint": _checkpoint_id(str(cfg.checkpoint)), "tta": bool(cfg.tta),
+        "blend": str(cfg.blend), "cpu_bf16": bool(cfg.cpu_bf16),
+    }  # fmt: skip
+    outputs = prepare_outputs(volume, targets, spatial, classes, cfg, key)
+    done = set.intersection(*[o.open() for o in outputs.values()])
+    spec = RunnerSpec(str(cfg.checkpoint), str(cfg.device), bool(cfg.tta), bool(cfg.amp),
+                      bool(cfg.cpu_bf16))  # fmt: skip
+    register_runner(spec, runner)  # in-process: the model already loaded
+    job = BlockJob(
+        volume, layout, lo, hi, blocks, outputs, spec, classes, str(cfg.probability_dtype),
+        int(cfg.batch_size), str(cfg.blend), load_mask(cfg.get("mask"), volume, layout, shape),
+    )  # fmt: skip
+    todo = [i for i in range(len(blocks)) if i not in done]
+    counts = {"total": len(blocks), "computed": 0, "skipped": len(done), "failed": 0}
+    failed: list[tuple[int, tuple, str]] = []
+    bar = tqdm(
+        total=len(blocks), initial=len(done), desc=f"blocks {Path(path).name}", unit="block",
+        disable=None if cfg.progress is None else not cfg.progress,
+    )  # fmt: skip
+    with bar:
+        for index, result in engine.map(run_block, job, todo):
+            if isinstance(result, BaseException):
+                position = blocks.block(index).position
+                failed.append((index, position, f"{type(result).__name__}: {result}"))
+                log.error("%s: block %d at %s failed: %s", path, index, position, result)
+                counts["failed"] += 1
+            else:
+                counts["computed" if result["status"] == "computed" else "skipped"] += 1
+            bar.update()
+    if failed:
+        raise BlockFailures(path, failed, counts)
+    for output in outputs.values():
+        output.commit()
+    seconds = time.perf_counter() - start
+    return {
+        "shape": list(volume.shape),
+        "tiles": tiles.num_windows,
+        "blocks": counts,
+        "block_shape": list(blocks.block_shape),
+        "seconds": round(seconds, 3),
+        "voxels_per_second": round(float(np.prod(spatial)) / seconds, 1) if seconds else None,
+    }

@@ -1,0 +1,159 @@
+"""One block of a block-wise prediction, as a task any process can run.
+
+A :class:`BlockJob` holds only what pickles cheaply (the lazily opened input, the block plan,
+the output stores, the checkpoint's path), so a Dask worker receives it once and runs
+:func:`run_block` for each of its blocks: load the block's read region, run the whole-volume
+windows that touch it (:func:`unet_seg.inference.blocks.predict_block`), write exactly its own
+output chunks, then record it as done in every output. The model is loaded once per worker
+process (:func:`runner_for`), never sent with a task.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from unet_seg.inference.blocks import Block, BlockPlan, predict_block, region_view
+from unet_seg.inference.inputs import Layout, region_reader
+from unet_seg.inference.mask import ForegroundMask
+from unet_seg.inference.postprocess import probabilities_to_labels, store_probabilities
+from unet_seg.inference.runner import ModelRunner
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """How a worker builds its :class:`ModelRunner` (hashable: the per-process cache key)."""
+
+    checkpoint: str
+    device: str = "auto"
+    tta: bool = False
+    amp: bool = True
+    cpu_bf16: bool = False
+
+
+_RUNNERS: dict[RunnerSpec, ModelRunner] = {}
+_RUNNERS_LOCK = threading.Lock()
+
+
+def register_runner(spec: RunnerSpec, runner: ModelRunner) -> None:
+    """Use an already built runner for ``spec`` in this process (in-process runs load once)."""
+    with _RUNNERS_LOCK:
+        _RUNNERS[spec] = runner
+
+
+def _worker_device(device: str) -> str:
+    """``auto`` on a Dask worker with GPUs: the GPU of the worker's number (one GPU each)."""
+    import torch
+
+    if device != "auto" or not torch.cuda.is_available():
+        return device
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):
+        return device
+    number = name if isinstance(name, int) else sum(map(ord, str(name)))
+    return f"cuda:{number % torch.cuda.device_count()}"
+
+
+def runner_for(spec: RunnerSpec) -> ModelRunner:
+    """The runner of ``spec`` in this process, loading the checkpoint the first time only."""
+    with _RUNNERS_LOCK:
+        runner = _RUNNERS.get(spec)
+        if runner is None:
+            from unet_seg.inference.predict import load_model  # the checkpoint loader
+
+            model, _ = load_model(spec.checkpoint)
+            device = _worker_device(spec.device)
+            runner = ModelRunner(model, device, spec.tta, spec.amp, spec.cpu_bf16)
+            _RUNNERS[spec] = runner
+        return runner
+
+
+@dataclass
+class BlockJob:
+    """Everything a block needs; ``outputs`` maps ``labels`` / ``probabilities`` to stores with
+    ``write(file_box, data)`` and ``record(index, info)`` (:class:`~unet_seg.io.zarr_output.
+    ZarrOutput`)."""
+
+    volume: Any
+    layout: Layout
+    lo: float
+    hi: float
+    blocks: BlockPlan
+    outputs: dict[str, Any]
+    runner: RunnerSpec
+    num_classes: int
+    probability_dtype: str = "uint8"
+    batch_size: int = 4
+    blend: str = "gaussian"
+    mask: ForegroundMask | None = None
+
+
+def file_box(layout: Layout, box: tuple[slice, ...]) -> tuple[slice, ...]:
+    """A tiling ``(Z, Y, X)`` box in the file's spatial axis order."""
+    if layout.spatial_dims == 2:
+        return tuple(box[1:])
+    index = [box[1], box[2]]
+    index.insert(layout.slice_axis, box[0])
+    return tuple(index)
+
+
+def file_order(layout: Layout, data: np.ndarray) -> np.ndarray:
+    """``(*lead, Z, Y, X)`` data of a tiling box in the file's spatial axis order."""
+    if layout.spatial_dims == 2:
+        return data[..., 0, :, :]
+    return np.moveaxis(data, -3, -3 + layout.slice_axis)
+
+
+def block_info(block: Block, status: str, seconds: float) -> dict:
+    return {
+        "index": block.index, "position": list(block.position), "status": status,
+        "write": [list(r) for r in block.write], "seconds": round(seconds, 3),
+    }  # fmt: skip
+
+
+def run_block(job: BlockJob, index: int) -> dict:
+    """Predict block ``index`` of ``job``, write its chunks, record it; returns its info.
+
+    A block outside the foreground mask is written as background (label 0, probability 1 for
+    class 0) without running the network.
+    """
+    start = time.perf_counter()
+    block = job.blocks.block(index)
+    box = block.write_box
+    labels = np.zeros(block.shape, np.uint8 if job.num_classes <= 256 else np.uint16)
+    probs = None
+    if "probabilities" in job.outputs:
+        probs = np.zeros((job.num_classes, *block.shape), np.float32)
+    if job.mask is not None and not job.mask.any_in(block.write):
+        status = "skipped"
+        if probs is not None:
+            probs[0] = 1.0
+    else:
+        status = "computed"
+        loaded = region_reader(job.volume, job.layout, job.lo, job.hi)(block.read_box)
+        read = region_view(loaded, block.read)
+        runner = runner_for(job.runner)
+        z_start = block.write[0][0]
+        for z0, slab in predict_block(read, job.blocks, block, runner, job.batch_size, job.blend):
+            rows = slice(z0 - z_start, z0 - z_start + slab.shape[1])
+            labels[rows] = probabilities_to_labels(slab)
+            if probs is not None:
+                probs[:, rows] = slab
+    target = file_box(job.layout, box)
+    if "labels" in job.outputs:
+        job.outputs["labels"].write(target, file_order(job.layout, labels))
+    if probs is not None:
+        dtype = job.probability_dtype
+        stored = store_probabilities(probs, dtype) if dtype != "float32" else probs
+        job.outputs["probabilities"].write(target, file_order(job.layout, stored))
+    info = block_info(block, status, time.perf_counter() - start)
+    for output in job.outputs.values():  # only after every chunk of the block is written
+        output.record(index, info)
+    return info

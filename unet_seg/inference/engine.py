@@ -1,0 +1,151 @@
+"""Where blocks run: in this process, or on a Dask cluster (``conf/cluster/``).
+
+``cluster.kind``:
+
+- ``none``: in-process, one block after the other; Dask is not imported.
+- ``local``: a ``distributed.LocalCluster`` on this machine (``n_workers``, ``threads_per_worker``,
+  ``memory_limit``); with GPUs one worker per GPU by default, each pinned to its own device.
+- ``slurm``, ``pbs``, ``lsf``: ``dask-jobqueue`` clusters; ``cluster.job`` holds the arguments of
+  ``SLURMCluster`` / ``PBSCluster`` / ``LSFCluster`` (queue, cores, memory, walltime, job
+  directives), ``cluster.jobs`` the number of jobs, or ``cluster.adaptive`` ``{minimum_jobs,
+  maximum_jobs}``.
+- ``address``: an existing scheduler, ``cluster.address=tcp://host:8786``.
+
+An engine maps a function over block indices and yields ``(index, result)`` as blocks finish,
+``result`` being the exception for a block that failed (after Dask's retries): one bad block
+never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+log = logging.getLogger(__name__)
+JOBQUEUE_CLASSES = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster"}
+CLUSTER_KINDS = ("none", "local", "address", *JOBQUEUE_CLASSES)
+
+
+class InProcess:
+    """Blocks one after the other in this process."""
+
+    workers = 1
+
+    def map(
+        self, fn: Callable[[Any, int], Any], job: Any, indices: Iterable[int]
+    ) -> Iterator[tuple[int, Any]]:
+        for index in indices:
+            try:
+                yield index, fn(job, index)
+            except Exception as err:  # reported per block by the caller; the others go on
+                yield index, err
+
+    def close(self) -> None:
+        pass
+
+
+def _plain(cfg: Any) -> dict:
+    if cfg is None:
+        return {}
+    try:
+        from omegaconf import OmegaConf
+
+        return dict(OmegaConf.to_container(cfg, resolve=True))
+    except ValueError:
+        return dict(cfg)
+
+
+def jobqueue_cluster(cfg: Any):
+    """The ``dask-jobqueue`` cluster of ``cfg`` (``kind`` slurm, pbs or lsf), not yet scaled: no
+    job is submitted, ``cluster.job_script()`` shows what would be."""
+    import dask_jobqueue
+
+    kind = str(cfg.kind)
+    if kind not in JOBQUEUE_CLASSES:
+        raise ValueError(
+            f"not a dask-jobqueue cluster kind: {kind!r} ({', '.join(JOBQUEUE_CLASSES)})"
+        )
+    return getattr(dask_jobqueue, JOBQUEUE_CLASSES[kind])(**_plain(cfg.get("job")))
+
+
+def make_cluster(cfg: Any):
+    """The Dask cluster object of ``cfg`` (``None`` for ``address``): a ``LocalCluster`` or a
+    ``dask-jobqueue`` cluster, scaled as configured."""
+    kind = str(cfg.kind)
+    if kind == "local":
+        from distributed import LocalCluster
+
+        n_workers = cfg.get("n_workers")
+        if n_workers is None:
+            import torch
+
+            n_workers = torch.cuda.device_count() or 1
+        return LocalCluster(
+            n_workers=int(n_workers),
+            threads_per_worker=int(cfg.get("threads_per_worker") or 1),
+            memory_limit=cfg.get("memory_limit") or "auto",
+            dashboard_address=cfg.get("dashboard_address"),
+            processes=True,
+        )
+    if kind in JOBQUEUE_CLASSES:
+        cluster = jobqueue_cluster(cfg)
+        adaptive = _plain(cfg.get("adaptive"))
+        if adaptive:
+            cluster.adapt(**adaptive)
+        else:
+            cluster.scale(jobs=int(cfg.get("jobs") or 1))
+        return cluster
+    if kind == "address":
+        return None
+    raise ValueError(f"cluster.kind must be one of {CLUSTER_KINDS}, got {kind!r}")
+
+
+class DaskEngine:
+    """Blocks as Dask tasks: retried on lost workers (``retries``), gathered as they finish."""
+
+    def __init__(self, cfg: Any) -> None:
+        from distributed import Client
+
+        self.cluster = make_cluster(cfg)
+        if self.cluster is None:
+            if not cfg.get("address"):
+                raise ValueError("cluster=address needs cluster.address=tcp://host:port")
+            self.client = Client(str(cfg.address))
+        else:
+            self.client = Client(self.cluster)
+        self.retries = int(cfg.get("retries") or 0)
+        log.info("Dask dashboard: %s", self.client.dashboard_link)
+        if str(cfg.kind) != "local":
+            self.client.wait_for_workers(1, timeout=cfg.get("wait_for_workers"))
+        self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+
+    def map(
+        self, fn: Callable[[Any, int], Any], job: Any, indices: Iterable[int]
+    ) -> Iterator[tuple[int, Any]]:
+        from distributed import as_completed
+
+        indices = list(indices)
+        if not indices:
+            return
+        shared = self.client.scatter(job, broadcast=True)  # sent once, not with every task
+        futures = self.client.map(
+            fn, [shared] * len(indices), indices, retries=self.retries, pure=False
+        )
+        index_of = {f.key: i for f, i in zip(futures, indices, strict=True)}
+        for future in as_completed(futures):
+            error = future.exception()
+            yield index_of[future.key], error if error is not None else future.result()
+            future.release()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def make_engine(cfg: Any) -> InProcess | DaskEngine:
+    """The engine of a ``cluster`` config (``None`` or ``kind: none``: in-process)."""
+    if cfg is None or str(cfg.get("kind", "none")) == "none":
+        return InProcess()
+    return DaskEngine(cfg)
