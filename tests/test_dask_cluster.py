@@ -1,0 +1,154 @@
+"""Block-wise prediction on a Dask LocalCluster with 2 workers: equality with in-process, a
+corrupt chunk reported by block index, resume after ``kill -9`` of the client; jobqueue configs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from test_predict_zarr import make_input, save_checkpoint
+
+from unet_seg.config import PROJECT_ROOT, config_dir
+from unet_seg.inference.engine import jobqueue_cluster
+from unet_seg.inference.predict import predict
+from unet_seg.io.zarr import open_zarr
+
+distributed = pytest.importorskip("distributed")
+TINY_2D = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [4, 8],
+           "padding": "valid", "norm": None, "dropout": 0.0}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """One 2-worker LocalCluster for the module (processes, one thread each, no dashboard)."""
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model2d.ckpt", TINY_2D)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return np.random.default_rng(2).integers(0, 4000, (6, 90, 75)).astype(np.uint16)
+
+
+def overrides(source, out, ckpt, address=None) -> list[str]:
+    args = [f"input={source}", f"output_dir={out}", f"checkpoint={ckpt}", "tile_size=24",
+            "block_size=[2,32,32]", "progress=false"]  # fmt: skip
+    if address:
+        args += ["cluster=address", f"cluster.address={address}"]
+    return args
+
+
+def config(args):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("predict", overrides=args)
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory, ckpt, data):
+    tmp = tmp_path_factory.mktemp("inproc")
+    source = make_input(tmp, data)
+    assert predict(config(overrides(source, tmp / "out", ckpt)))["failed"] == 0
+    return open_zarr(tmp / "out" / "raw_labels.ome.zarr")[...]
+
+
+def test_two_workers_equal_in_process(tmp_path, scheduler, ckpt, data, in_process):
+    source = make_input(tmp_path, data)
+    summary = predict(config(overrides(source, tmp_path / "out", ckpt, scheduler)))
+    entry = summary["files"][0]
+    assert entry["status"] == "ok" and entry["blocks"]["computed"] == entry["blocks"]["total"] > 4
+    np.testing.assert_array_equal(open_zarr(tmp_path / "out" / "raw_labels.ome.zarr")[...],
+                                  in_process)  # fmt: skip
+
+
+def _fail_block(index: int) -> None:
+    """Run on every worker: block ``index`` raises (a lost GPU, a bad node...)."""
+    from unet_seg.inference import blockwise
+
+    original = getattr(blockwise.predict_block, "original", blockwise.predict_block)
+
+    def failing(read, blocks, block, *args):
+        if block.index == index:
+            raise RuntimeError("simulated failure")
+        return original(read, blocks, block, *args)
+
+    failing.original = original
+    blockwise.predict_block = failing
+
+
+def _restore() -> None:
+    from unet_seg.inference import blockwise
+
+    blockwise.predict_block = getattr(blockwise.predict_block, "original", blockwise.predict_block)
+
+
+def test_failing_block_is_reported_and_the_others_finish(tmp_path, scheduler, ckpt, data):
+    source = make_input(tmp_path, data)
+    with distributed.Client(scheduler) as client:
+        client.run(_fail_block, 4)
+        try:
+            entry = predict(config(overrides(source, tmp_path / "out", ckpt, scheduler)))
+        finally:
+            client.run(_restore)
+    entry = entry["files"][0]
+    assert entry["status"] == "failed"
+    assert "1 of 9 blocks failed: block 4 at (0, 1, 1): RuntimeError" in entry["error"]
+    assert entry["blocks"] == {"total": 9, "computed": 8, "skipped": 0, "failed": 1}
+    assert not (tmp_path / "out" / "raw_labels.ome.zarr").exists()
+
+
+def test_rerun_after_kill_computes_only_missing_blocks(tmp_path, scheduler, ckpt, data, in_process):
+    source = make_input(tmp_path, data)
+    args = overrides(source, tmp_path / "out", ckpt, scheduler)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unet_seg.cli.predict", *args], env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    records = tmp_path / "out" / ".raw_labels.ome.zarr.partial" / ".unet_seg_blocks"
+    deadline = time.monotonic() + 120
+    while not list(records.glob("0*.json")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no block was recorded"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # the client dies mid-run
+    proc.wait()
+    entry = predict(config(args))["files"][0]
+    blocks = entry["blocks"]
+    assert entry["status"] == "ok" and blocks["skipped"] >= 1
+    assert blocks["computed"] + blocks["skipped"] == blocks["total"]
+    np.testing.assert_array_equal(open_zarr(tmp_path / "out" / "raw_labels.ome.zarr")[...],
+                                  in_process)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kind,directive", [("slurm", "#SBATCH"), ("pbs", "#PBS"), ("lsf", "#BSUB")]
+)
+def test_jobqueue_configs_render_job_scripts(kind, directive):
+    cfg = config([f"cluster={kind}", "cluster.job.walltime=01:00:00", "cluster.job.cores=4"])
+    cluster = jobqueue_cluster(cfg.cluster)  # not scaled: no job is submitted
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert script.count(directive) >= 3 and "distributed.cli.dask_worker" in script
+    assert "--nthreads 4" in script
+
+
+def test_local_cluster_config_composes():
+    cfg = config(["cluster=local", "cluster.n_workers=2"])
+    assert cfg.cluster.kind == "local" and cfg.cluster.n_workers == 2
+    assert config([]).cluster.kind == "none"
+    assert Path(config_dir(), "cluster", "address.yaml").is_file()
