@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from scipy import ndimage as ndi
 from test_predict_zarr import make_input, save_checkpoint
 
 from unet_seg.config import PROJECT_ROOT, config_dir
@@ -65,13 +66,21 @@ def in_process(tmp_path_factory, ckpt, data):
     return open_zarr(tmp / "out" / "raw_labels.ome.zarr")[...]
 
 
-def test_two_workers_equal_in_process(tmp_path, scheduler, ckpt, data, in_process):
+def test_two_workers_equal_in_process_and_stitch_like_scipy(
+    tmp_path, scheduler, ckpt, data, in_process
+):
     source = make_input(tmp_path, data)
-    summary = predict(config(overrides(source, tmp_path / "out", ckpt, scheduler)))
-    entry = summary["files"][0]
+    args = overrides(source, tmp_path / "out", ckpt, scheduler)
+    args += ["outputs.instances=true", "instances.split=false", "instances.min_size=0"]
+    entry = predict(config(args))["files"][0]
     assert entry["status"] == "ok" and entry["blocks"]["computed"] == entry["blocks"]["total"] > 4
-    np.testing.assert_array_equal(open_zarr(tmp_path / "out" / "raw_labels.ome.zarr")[...],
-                                  in_process)  # fmt: skip
+    labels = open_zarr(tmp_path / "out" / "raw_labels.ome.zarr")[...]
+    np.testing.assert_array_equal(labels, in_process)
+    # A 2D model: the stack's instances are 3D objects, joined across blocks and slices.
+    expected, count = ndi.label(in_process == 1)
+    assert entry["instances"] == count > 3
+    instances = open_zarr(tmp_path / "out" / "raw_instances.ome.zarr")[...]
+    np.testing.assert_array_equal(instances, expected)
 
 
 def _fail_block(index: int) -> None:

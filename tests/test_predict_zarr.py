@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from scipy import ndimage as ndi
 
 from unet_seg.config import config_dir
 from unet_seg.data.io import Volume, read_volume, write_volume
@@ -115,3 +116,18 @@ def test_failed_block_is_reported_and_a_rerun_computes_only_the_rest(
     ref_labels, _ = predict_reference(tmp_path, volume_data, ckpt_3d)
     np.testing.assert_array_equal(open_zarr(tmp_path / "out" / "raw_labels.ome.zarr")[...],
                                   ref_labels)  # fmt: skip
+
+
+def test_block_instances_equal_scipy_label_of_the_whole_label_map(tmp_path, ckpt_3d, volume_data):
+    source = make_input(tmp_path, volume_data)
+    cfg = config(input=source, output_dir=tmp_path / "out", checkpoint=ckpt_3d, tile_size=16,
+                 block_size="[8,32,32]", **{"outputs.instances": "true", "instances.split": "false",
+                 "instances.min_size": 0})  # fmt: skip
+    entry = predict(cfg)["files"][0]
+    assert entry["status"] == "ok"
+    labels = open_zarr(tmp_path / "out" / "raw_labels.ome.zarr")[...]
+    instances = open_zarr(tmp_path / "out" / "raw_instances.ome.zarr")
+    expected, count = ndi.label(labels == 1)
+    assert count > 3 and entry["instances"] == count and instances.spacing == SCALE
+    np.testing.assert_array_equal(instances[...], expected)
+    assert not list((tmp_path / "out").glob(".*"))  # no scratch or partial store left

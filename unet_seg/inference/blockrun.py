@@ -22,8 +22,10 @@ from unet_seg.inference.blocks import plan_blocks
 from unet_seg.inference.blockwise import BlockJob, RunnerSpec, register_runner, run_block
 from unet_seg.inference.engine import InProcess
 from unet_seg.inference.inputs import input_layout, percentile_range
+from unet_seg.inference.instance_blocks import finish_instances
 from unet_seg.inference.mask import load_mask
 from unet_seg.inference.postprocess import label_dtype
+from unet_seg.inference.stitch import InstanceOptions
 from unet_seg.inference.tiling import plan_tiles
 from unet_seg.io.zarr import ZarrVolume
 from unet_seg.io.zarr_output import ZarrOutput
@@ -71,23 +73,41 @@ def _ome_of(volume: ZarrVolume) -> dict | None:
 
 def prepare_outputs(
     volume: ZarrVolume, targets: dict[str, Path], spatial: tuple, classes: int, cfg: Any, key: dict
-) -> dict[str, ZarrOutput]:
-    """The labels / probabilities stores, chunked like the input's spatial axes."""
+) -> tuple[dict[str, ZarrOutput], Any]:
+    """The labels / probabilities (/ local instance ids) stores, chunked like the input's
+    spatial axes, and a maker of further label stores alike."""
     chunks = volume.chunks[-len(spatial) :]
     ome = _ome_of(volume)
+
+    def label_store(path: Path, dtype: Any, fingerprint: dict, as_ome: bool = True) -> ZarrOutput:
+        return ZarrOutput(path, spatial, dtype, chunks, ome if as_ome else None, True,
+                          fingerprint, volume.zarr_format)  # fmt: skip
+
     outputs = {}
     if "labels" in targets:
-        outputs["labels"] = ZarrOutput(
-            targets["labels"], spatial, label_dtype(classes), chunks, ome, True, key,
-            volume.zarr_format,
-        )  # fmt: skip
+        outputs["labels"] = label_store(targets["labels"], label_dtype(classes), key)
     if "probabilities" in targets:
         dtype = str(cfg.probability_dtype)
         outputs["probabilities"] = ZarrOutput(
             targets["probabilities"], (classes, *spatial), dtype, (1, *chunks), ome, False,
             {**key, "dtype": dtype}, volume.zarr_format,
         )  # fmt: skip
-    return outputs
+    if "instances" in targets:
+        scratch = targets["instances"].with_name(f"{targets['instances'].name}.local")
+        options = _instance_options(cfg, volume)
+        outputs["instances_local"] = label_store(
+            scratch, np.uint32, {**key, "instances": repr(options)}, as_ome=False
+        )
+    return outputs, label_store
+
+
+def _instance_options(cfg: Any, volume: ZarrVolume) -> InstanceOptions:
+    icfg = cfg.instances
+    spacing = tuple(volume.spacing) if icfg.anisotropic else None
+    if spacing is not None and len(spacing) == 2:
+        spacing = (1.0, *spacing)
+    return InstanceOptions(int(icfg.foreground_class), bool(icfg.split), int(icfg.min_distance),
+                           int(icfg.min_size), spacing)  # fmt: skip
 
 
 def predict_blockwise(
@@ -119,7 +139,7 @@ def predict_blockwise(
         "checkpoint": _checkpoint_id(str(cfg.checkpoint)), "tta": bool(cfg.tta),
         "blend": str(cfg.blend), "cpu_bf16": bool(cfg.cpu_bf16),
     }  # fmt: skip
-    outputs = prepare_outputs(volume, targets, spatial, classes, cfg, key)
+    outputs, label_store = prepare_outputs(volume, targets, spatial, classes, cfg, key)
     done = set.intersection(*[o.open() for o in outputs.values()])
     spec = RunnerSpec(str(cfg.checkpoint), str(cfg.device), bool(cfg.tta), bool(cfg.amp),
                       bool(cfg.cpu_bf16))  # fmt: skip
@@ -127,6 +147,7 @@ def predict_blockwise(
     job = BlockJob(
         volume, layout, lo, hi, blocks, outputs, spec, classes, str(cfg.probability_dtype),
         int(cfg.batch_size), str(cfg.blend), load_mask(cfg.get("mask"), volume, layout, shape),
+        _instance_options(cfg, volume) if "instances" in targets else None,
     )  # fmt: skip
     todo = [i for i in range(len(blocks)) if i not in done]
     counts = {"total": len(blocks), "computed": 0, "skipped": len(done), "failed": 0}
@@ -147,14 +168,28 @@ def predict_blockwise(
             bar.update()
     if failed:
         raise BlockFailures(path, failed, counts)
-    for output in outputs.values():
+    objects = None
+    if "instances" in targets:
+        min_size = int(cfg.instances.min_size)
+        final, objects, failed = finish_instances(
+            job, targets["instances"], engine, min_size, label_store, key
+        )
+        if failed:
+            raise BlockFailures(path, failed, {**counts, "failed": len(failed)})
+    scratch = outputs.pop("instances_local", None)
+    if scratch is not None:
+        outputs["instances"] = final
+    for output in outputs.values():  # last, so an interrupted run finds all partial stores
         output.commit()
+    if scratch is not None:
+        scratch.abort()  # the local ids, once the final ones are in place
     seconds = time.perf_counter() - start
     return {
         "shape": list(volume.shape),
         "tiles": tiles.num_windows,
         "blocks": counts,
         "block_shape": list(blocks.block_shape),
+        **({"instances": objects} if objects is not None else {}),
         "seconds": round(seconds, 3),
         "voxels_per_second": round(float(np.prod(spatial)) / seconds, 1) if seconds else None,
     }

@@ -22,6 +22,7 @@ from unet_seg.inference.inputs import Layout, region_reader
 from unet_seg.inference.mask import ForegroundMask
 from unet_seg.inference.postprocess import probabilities_to_labels, store_probabilities
 from unet_seg.inference.runner import ModelRunner
+from unet_seg.inference.stitch import InstanceOptions, local_instances
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class BlockJob:
     batch_size: int = 4
     blend: str = "gaussian"
     mask: ForegroundMask | None = None
+    instances: InstanceOptions | None = None  # local ids go to outputs["instances_local"]
 
 
 def file_box(layout: Layout, box: tuple[slice, ...]) -> tuple[slice, ...]:
@@ -154,6 +156,9 @@ def run_block(job: BlockJob, index: int) -> dict:
         stored = store_probabilities(probs, dtype) if dtype != "float32" else probs
         job.outputs["probabilities"].write(target, file_order(job.layout, stored))
     info = block_info(block, status, time.perf_counter() - start)
+    if job.instances is not None:
+        ids, info["instances"] = local_instances(labels, job.instances)
+        job.outputs["instances_local"].write(target, file_order(job.layout, ids))
     for output in job.outputs.values():  # only after every chunk of the block is written
         output.record(index, info)
     return info

@@ -108,6 +108,17 @@ class ZarrOutput:
         lead = (slice(None),) * (len(self.shape) - len(box))
         self._array()[(*lead, *box)] = data.astype(self.dtype, copy=False)
 
+    def read(self, box: Sequence[slice]) -> np.ndarray:
+        """The data of the spatial ``box`` (all channels) written so far."""
+        lead = (slice(None),) * (len(self.shape) - len(box))
+        return np.asarray(self._array()[(*lead, *box)])
+
+    def records_of(self) -> dict[int, dict]:
+        """Block index -> the info recorded with it."""
+        if not self.records.is_dir():
+            return {}
+        return {int(p.stem): json.loads(p.read_text()) for p in self.records.glob("[0-9]*.json")}
+
     def record(self, index: int, info: dict) -> None:
         """Mark block ``index`` as written (call after all its chunks are written)."""
         write_json_atomic(self.records / f"{index:08d}.json", info)
