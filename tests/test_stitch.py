@@ -8,7 +8,7 @@ from scipy import ndimage as ndi
 
 from unet_seg.inference.blocks import plan_blocks
 from unet_seg.inference.stitch import (
-    InstanceOptions,
+    StitchOptions,
     face_boxes,
     local_instances,
     merge_table,
@@ -25,7 +25,7 @@ def stitched(labels: np.ndarray, block_shape, min_size: int = 0) -> np.ndarray:
     local = np.zeros(labels.shape, np.uint32)
     summaries = {}
     for block in blocks:
-        ids, summaries[block.index] = local_instances(labels[block.write_box], InstanceOptions())
+        ids, summaries[block.index] = local_instances(labels[block.write_box], StitchOptions())
         local[block.write_box] = ids
     faces = []
     for a, b, axis in neighbour_faces(blocks):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,15 @@ from tqdm.auto import tqdm
 from unet_seg.inference.blocks import plan_blocks
 from unet_seg.inference.blockwise import BlockJob, RunnerSpec, register_runner, run_block
 from unet_seg.inference.engine import InProcess
-from unet_seg.inference.inputs import input_layout, percentile_range
+from unet_seg.inference.inputs import input_layout
 from unet_seg.inference.instance_blocks import finish_instances
 from unet_seg.inference.mask import load_mask
 from unet_seg.inference.postprocess import label_dtype
-from unet_seg.inference.stitch import InstanceOptions
+from unet_seg.inference.stitch import StitchOptions
 from unet_seg.inference.tiling import plan_tiles
 from unet_seg.io.zarr import ZarrVolume
 from unet_seg.io.zarr_output import ZarrOutput
+from unet_seg.normalization import percentile_range, percentiles
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,9 @@ def _ome_of(volume: ZarrVolume) -> dict | None:
 
 
 def prepare_outputs(
-    volume: ZarrVolume, targets: dict[str, Path], spatial: tuple, classes: int, cfg: Any, key: dict
-) -> tuple[dict[str, ZarrOutput], Any]:
+    volume: ZarrVolume, targets: dict[str, Path], spatial: tuple, classes: int, options: Any,
+    key: dict,
+) -> tuple[dict[str, ZarrOutput], Any]:  # fmt: skip
     """The labels / probabilities (/ local instance ids) stores, chunked like the input's
     spatial axes, and a maker of further label stores alike."""
     chunks = volume.chunks[-len(spatial) :]
@@ -87,32 +90,55 @@ def prepare_outputs(
     if "labels" in targets:
         outputs["labels"] = label_store(targets["labels"], label_dtype(classes), key)
     if "probabilities" in targets:
-        dtype = str(cfg.probability_dtype)
+        dtype = options.probability_dtype
         outputs["probabilities"] = ZarrOutput(
             targets["probabilities"], (classes, *spatial), dtype, (1, *chunks), ome, False,
             {**key, "dtype": dtype}, volume.zarr_format,
         )  # fmt: skip
     if "instances" in targets:
         scratch = targets["instances"].with_name(f"{targets['instances'].name}.local")
-        options = _instance_options(cfg, volume)
+        stitch = stitch_options(options.instances, volume)
         outputs["instances_local"] = label_store(
-            scratch, np.uint32, {**key, "instances": repr(options)}, as_ome=False
+            scratch, np.uint32, {**key, "instances": repr(stitch)}, as_ome=False
         )
     return outputs, label_store
 
 
-def _instance_options(cfg: Any, volume: ZarrVolume) -> InstanceOptions:
-    icfg = cfg.instances
-    spacing = tuple(volume.spacing) if icfg.anisotropic else None
+def stitch_options(instances: Any, volume: ZarrVolume) -> StitchOptions:
+    """The per-block instance options of the prediction's ``instances`` options."""
+    spacing = tuple(volume.spacing) if instances.anisotropic else None
     if spacing is not None and len(spacing) == 2:
         spacing = (1.0, *spacing)
-    return InstanceOptions(int(icfg.foreground_class), bool(icfg.split), int(icfg.min_distance),
-                           int(icfg.min_size), spacing)  # fmt: skip
+    return StitchOptions(instances.foreground_class, instances.split, instances.min_distance,
+                         instances.min_size, spacing)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BlockOptions:
+    """What block-wise prediction adds to the per-file options (``conf/predict.yaml``)."""
+
+    runner: RunnerSpec
+    input_level: int = 0
+    block_size: tuple[int, int, int] | None = None
+    mask: dict | None = None  # {path, threshold, level}
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> BlockOptions:
+        spec = RunnerSpec(str(cfg.checkpoint), str(cfg.device), bool(cfg.tta), bool(cfg.amp),
+                          bool(cfg.cpu_bf16))  # fmt: skip
+        size = cfg.get("block_size")
+        mask = cfg.get("mask")
+        return cls(
+            spec, int(cfg.get("input_level") or 0),
+            None if size is None else tuple(int(b) for b in size),
+            None if mask is None else {k: mask.get(k) for k in ("path", "threshold", "level")},
+        )  # fmt: skip
 
 
 def predict_blockwise(
-    path: Path, targets: dict[str, Path], model, runner, cfg: Any, norm: dict, engine=None
-) -> dict:
+    path: Path, targets: dict[str, Path], model, runner, options: Any, norm: dict,
+    block: BlockOptions, engine=None,
+) -> dict:  # fmt: skip
     """Predict the zarr / OME-Zarr ``path`` block by block into ``targets`` (zarr stores).
 
     Returns the summary entry with ``blocks: {total, computed, skipped, failed}``; raises
@@ -120,41 +146,35 @@ def predict_blockwise(
     """
     start = time.perf_counter()
     engine = engine or InProcess()
-    volume = ZarrVolume(path, int(cfg.get("input_level") or 0))
-    layout = input_layout(path, volume.shape, model, int(cfg.slice_axis))
-    low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
-    lo, hi = percentile_range(volume, low, high)
+    volume = ZarrVolume(path, block.input_level)
+    layout = input_layout(path, volume.shape, model, options.slice_axis)
+    lo, hi = percentile_range(volume, *percentiles(norm))
     shape = layout.volume_shape(volume.shape)
     spatial = volume.shape[1:] if layout.channels else volume.shape
-    tile = cfg.tile_size if cfg.tile_size is not None else (512 if model.spatial_dims == 2 else 96)
-    tile = int(tile) if isinstance(tile, int) else [int(t) for t in tile]
-    tiles = plan_tiles(model, shape, tile, float(cfg.overlap))
+    tiles = plan_tiles(model, shape, options.tile_for(model.spatial_dims), options.overlap)
     chunks = tiling_chunks(volume.chunks[-len(spatial) :], layout)
-    block_size = cfg.get("block_size")
-    blocks = plan_blocks(tiles, None if block_size is None else list(block_size), chunks)
+    blocks = plan_blocks(tiles, block.block_size, chunks)
     classes = int(model.num_classes)
     key = {
         "input": str(Path(path).resolve()), "level": volume.level, "shape": list(volume.shape),
         "block_shape": list(blocks.block_shape), "tiles": repr(tiles), "range": [lo, hi],
-        "checkpoint": _checkpoint_id(str(cfg.checkpoint)), "tta": bool(cfg.tta),
-        "blend": str(cfg.blend), "cpu_bf16": bool(cfg.cpu_bf16),
+        "checkpoint": _checkpoint_id(block.runner.checkpoint), "tta": block.runner.tta,
+        "blend": options.blend, "cpu_bf16": block.runner.cpu_bf16,
     }  # fmt: skip
-    outputs, label_store = prepare_outputs(volume, targets, spatial, classes, cfg, key)
+    outputs, label_store = prepare_outputs(volume, targets, spatial, classes, options, key)
     done = set.intersection(*[o.open() for o in outputs.values()])
-    spec = RunnerSpec(str(cfg.checkpoint), str(cfg.device), bool(cfg.tta), bool(cfg.amp),
-                      bool(cfg.cpu_bf16))  # fmt: skip
-    register_runner(spec, runner)  # in-process: the model already loaded
+    register_runner(block.runner, runner)  # in-process: the model already loaded
     job = BlockJob(
-        volume, layout, lo, hi, blocks, outputs, spec, classes, str(cfg.probability_dtype),
-        int(cfg.batch_size), str(cfg.blend), load_mask(cfg.get("mask"), volume, layout, shape),
-        _instance_options(cfg, volume) if "instances" in targets else None,
+        volume, layout, lo, hi, blocks, outputs, block.runner, classes, options.probability_dtype,
+        options.batch_size, options.blend, load_mask(block.mask, volume, layout, shape),
+        stitch_options(options.instances, volume) if "instances" in targets else None,
     )  # fmt: skip
     todo = [i for i in range(len(blocks)) if i not in done]
     counts = {"total": len(blocks), "computed": 0, "skipped": len(done), "failed": 0}
     failed: list[tuple[int, tuple, str]] = []
     bar = tqdm(
         total=len(blocks), initial=len(done), desc=f"blocks {Path(path).name}", unit="block",
-        disable=None if cfg.progress is None else not cfg.progress,
+        disable=None if options.progress is None else not options.progress,
     )  # fmt: skip
     with bar:
         for index, result in engine.map(run_block, job, todo):
@@ -170,7 +190,7 @@ def predict_blockwise(
         raise BlockFailures(path, failed, counts)
     objects = None
     if "instances" in targets:
-        min_size = int(cfg.instances.min_size)
+        min_size = options.instances.min_size
         final, objects, failed = finish_instances(
             job, targets["instances"], engine, min_size, label_store, key
         )

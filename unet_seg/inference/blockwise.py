@@ -22,7 +22,8 @@ from unet_seg.inference.inputs import Layout, region_reader
 from unet_seg.inference.mask import ForegroundMask
 from unet_seg.inference.postprocess import probabilities_to_labels, store_probabilities
 from unet_seg.inference.runner import ModelRunner
-from unet_seg.inference.stitch import InstanceOptions, local_instances
+from unet_seg.inference.stitch import StitchOptions, local_instances
+from unet_seg.models.checkpoint import load_model
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,6 @@ def runner_for(spec: RunnerSpec) -> ModelRunner:
     with _RUNNERS_LOCK:
         runner = _RUNNERS.get(spec)
         if runner is None:
-            from unet_seg.inference.predict import load_model  # the checkpoint loader
-
             model, _ = load_model(spec.checkpoint)
             device = _worker_device(spec.device)
             runner = ModelRunner(model, device, spec.tta, spec.amp, spec.cpu_bf16)
@@ -94,7 +93,7 @@ class BlockJob:
     batch_size: int = 4
     blend: str = "gaussian"
     mask: ForegroundMask | None = None
-    instances: InstanceOptions | None = None  # local ids go to outputs["instances_local"]
+    instances: StitchOptions | None = None  # local ids go to outputs["instances_local"]
 
 
 def file_box(layout: Layout, box: tuple[slice, ...]) -> tuple[slice, ...]:

@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from unet_seg.io import open_volume
+from unet_seg.io.zarr import ZarrVolume
+
 
 @dataclass(frozen=True)
 class ForegroundMask:
@@ -44,17 +47,13 @@ def load_mask(
 ) -> ForegroundMask | None:
     """The mask of ``cfg`` (``mask.path``, or ``mask.threshold`` on level ``mask.level`` of the
     input, -1: the coarsest), or ``None`` when neither is set."""
-    if cfg is None or (cfg.get("path") is None and cfg.get("threshold") is None):
+    if not cfg or (cfg.get("path") is None and cfg.get("threshold") is None):
         return None
     if cfg.get("path") is not None:
-        from unet_seg.inference.predict import open_input  # zarr or any other format
-
-        with open_input(Path(str(cfg.path))) as source:
+        with open_volume(Path(str(cfg.path))) as source:
             mask = np.asarray(source[...]) != 0
         where = str(cfg.path)
     else:
-        from unet_seg.io.zarr import ZarrVolume
-
         if not isinstance(volume, ZarrVolume) or "ome" not in volume.metadata:
             raise ValueError(
                 f"{getattr(volume, 'path', '')}: mask.threshold needs an OME-Zarr input with a "

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from unet_seg.inference.blockrun import BlockFailures, BlockOptions, predict_blockwise
+from unet_seg.inference.engine import make_engine
 from unet_seg.inference.inputs import input_layout, region_reader
 from unet_seg.inference.postprocess import (
     PROBABILITY_DTYPES,
@@ -33,7 +35,7 @@ from unet_seg.inference.stream import iter_tiled_predictions
 from unet_seg.inference.tiling import BLEND_MODES, plan_tiles
 from unet_seg.io import Volume, open_volume, read_volume, write_volume
 from unet_seg.io.atomic import write_json_atomic
-from unet_seg.io.files import find_files, format_suffix, output_path, stem
+from unet_seg.io.files import find_files, format_suffix, is_directory_format, output_path, stem
 from unet_seg.io.slabs import SlabWriter
 from unet_seg.models.checkpoint import load_model
 from unet_seg.models.protocol import SegmentationNetwork
@@ -137,11 +139,19 @@ def predict_file(
     runner: ModelRunner,
     options: PredictOptions,
     norm: dict,
+    block: BlockOptions | None = None,
+    engine: Any = None,
 ) -> dict:
     """Predict one file into ``targets``; returns its summary entry (shape, seconds, voxels/s).
 
-    ``norm``: the ``{low, high}`` percentiles to normalise with (those of training).
+    ``norm``: the ``{low, high}`` percentiles to normalise with (those of training). Zarr and
+    OME-Zarr inputs run block by block (:mod:`unet_seg.inference.blockrun`) on ``engine``
+    (in-process by default) with ``block`` options, and their entry counts the blocks.
     """
+    if is_directory_format(path):
+        if block is None:
+            raise ValueError(f"{path}: zarr inputs need block options (BlockOptions)")
+        return predict_blockwise(path, targets, model, runner, options, norm, block, engine)
     start = time.perf_counter()
     volume = open_volume(path)
     layout = input_layout(path, volume.shape, model, options.slice_axis)
@@ -238,27 +248,39 @@ def predict(cfg: Any) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     runner = ModelRunner(model, cfg.device, bool(cfg.tta), bool(cfg.amp), bool(cfg.cpu_bf16))
     outputs = dict(cfg.outputs)
-    entries, start = [], time.perf_counter()
+    block = BlockOptions.from_config(cfg)
+    start = time.perf_counter()
     bar = tqdm(
         files, desc="files", unit="file", disable=None if cfg.progress is None else not cfg.progress
     )
-    for path in bar:
-        entry: dict[str, Any] = {"input": str(path)}
-        try:
-            targets = output_paths(path, out_dir, outputs)
-            entry["outputs"] = [str(p) for p in targets.values()]
-            if not targets:
-                raise ValueError("no outputs enabled (outputs.labels/probabilities/instances)")
-            if not cfg.overwrite and all(p.exists() for p in targets.values()):
-                entry["status"] = "skipped"
-            else:
-                entry.update(predict_file(path, targets, model, runner, options, norm))
-                entry["status"] = "ok"
-        except Exception as err:  # one bad file must not stop the batch; it is reported by name
-            log.error("%s: prediction failed: %s", path, err)
-            entry.update(status="failed", error=f"{type(err).__name__}: {err}")
-        entries.append(entry)
-        log.info("%s: %s", path, entry["status"])
+    # Dask (when configured) starts only for chunked inputs, which run block by block.
+    engine = make_engine(cfg.get("cluster")) if any(map(is_directory_format, files)) else None
+    try:
+        entries = []
+        for path in bar:
+            entry: dict[str, Any] = {"input": str(path)}
+            try:
+                targets = output_paths(path, out_dir, outputs)
+                entry["outputs"] = [str(p) for p in targets.values()]
+                if not targets:
+                    raise ValueError("no outputs enabled (outputs.labels/probabilities/instances)")
+                if not cfg.overwrite and all(p.exists() for p in targets.values()):
+                    entry["status"] = "skipped"
+                else:
+                    entry.update(
+                        predict_file(path, targets, model, runner, options, norm, block, engine)
+                    )
+                    entry["status"] = "ok"
+            except Exception as err:  # one bad file must not stop the batch; reported by name
+                log.error("%s: prediction failed: %s", path, err)
+                if isinstance(err, BlockFailures):
+                    entry["blocks"] = err.counts
+                entry.update(status="failed", error=f"{type(err).__name__}: {err}")
+            entries.append(entry)
+            log.info("%s: %s", path, entry["status"])
+    finally:
+        if engine is not None:
+            engine.close()
     summary = {
         "checkpoint": str(cfg.checkpoint),
         "output_dir": str(out_dir),

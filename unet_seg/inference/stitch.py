@@ -29,7 +29,7 @@ from unet_seg.inference.postprocess import instance_labels
 
 
 @dataclass(frozen=True)
-class InstanceOptions:
+class StitchOptions:
     foreground_class: int = 1
     split: bool = False
     min_distance: int = 5
@@ -37,7 +37,7 @@ class InstanceOptions:
     spacing: tuple[float, ...] | None = None  # (Z, Y, X) distances for the watershed
 
 
-def local_instances(labels: np.ndarray, options: InstanceOptions) -> tuple[np.ndarray, dict]:
+def local_instances(labels: np.ndarray, options: StitchOptions) -> tuple[np.ndarray, dict]:
     """Objects of one block's ``(Z, Y, X)`` class map: uint32 ids ``1..n`` and a summary
     ``{count, sizes, first}`` (``first``: each id's first voxel, block raster order)."""
     mask = labels == options.foreground_class

@@ -11,7 +11,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".png")
+SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".png", ".ome.zarr", ".zarr")
+# Directories that are one image each: zarr arrays and OME-Zarr images.
+DIRECTORY_SUFFIXES = (".ome.zarr", ".zarr")
 
 PathSpec = str | os.PathLike | Sequence[str | os.PathLike]
 
@@ -24,7 +26,7 @@ def format_suffix(path: str | os.PathLike) -> str:
     """
     path = Path(path)
     name = path.name.lower()
-    for suffix in SUPPORTED_SUFFIXES:
+    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):  # .ome.zarr before .zarr
         if name.endswith(suffix):
             return suffix
     raise ValueError(
@@ -37,6 +39,16 @@ def is_supported(path: str | os.PathLike) -> bool:
     """``path`` has a supported suffix and is not hidden."""
     name = Path(path).name.lower()
     return not name.startswith(".") and name.endswith(SUPPORTED_SUFFIXES)
+
+
+def is_directory_format(path: str | os.PathLike) -> bool:
+    """``path`` names a zarr store (a directory that is one image)."""
+    return Path(path).name.lower().endswith(DIRECTORY_SUFFIXES)
+
+
+def is_image(path: Path) -> bool:
+    """A supported file, or a zarr store directory."""
+    return is_supported(path) and (path.is_file() or (is_directory_format(path) and path.is_dir()))
 
 
 def stem(path: str | os.PathLike) -> str:
@@ -58,12 +70,12 @@ def find_files(spec: PathSpec) -> list[Path]:
     files: list[Path] = []
     for item in items:
         path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and is_supported(p))
-        elif path.is_file():
+        if path.is_dir() and not is_directory_format(path):
+            found = sorted(p for p in path.iterdir() if is_image(p))
+        elif path.is_file() or is_image(path):
             found = [path]
         else:
-            found = sorted(Path(p) for p in glob.glob(str(item)) if is_supported(p))
+            found = sorted(Path(p) for p in glob.glob(str(item)) if is_image(Path(p)))
         if not found:
             raise FileNotFoundError(
                 f"{item}: no image files found (a file, a folder or a glob of "

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from unet_seg.io import nifti, png, tiff
+from unet_seg.io import nifti, png, tiff, zarr
 from unet_seg.io.atomic import replace_atomic
-from unet_seg.io.files import format_suffix
+from unet_seg.io.files import format_suffix, is_directory_format
 from unet_seg.io.lazy import LazyVolume
 from unet_seg.io.volume import Volume, check_finite
 
@@ -33,19 +33,22 @@ class Format:
 
 _NIFTI = Format(nifti.read_nifti, nifti.NiftiVolume, nifti.write_nifti)
 _TIFF = Format(tiff.read_tiff, tiff.TiffVolume, tiff.write_tiff)
+_ZARR = Format(zarr.read_zarr, zarr.ZarrVolume, zarr.write_zarr_volume)
 FORMATS: dict[str, Format] = {
     ".nii": _NIFTI,
     ".nii.gz": _NIFTI,
     ".tif": _TIFF,
     ".tiff": _TIFF,
     ".png": Format(png.read_png, png.open_png, png.write_png),
+    ".ome.zarr": _ZARR,
+    ".zarr": _ZARR,
 }
 
 
 def _existing(path: str | os.PathLike) -> tuple[Path, str]:
     path = Path(path)
     suffix = format_suffix(path)
-    if not path.is_file():
+    if not (path.is_dir() if is_directory_format(path) else path.is_file()):
         raise FileNotFoundError(f"{path}: no such file")
     return path, suffix
 
@@ -103,7 +106,10 @@ def write_volume(path: str | os.PathLike, volume: Volume | np.ndarray) -> Path:
     if not isinstance(volume, Volume):
         volume = Volume(np.asarray(volume))
     try:
-        replace_atomic(lambda tmp: FORMATS[suffix].write(tmp, volume), path)
+        if is_directory_format(path):  # a store: its writer renames a temporary directory
+            FORMATS[suffix].write(path, volume)
+        else:
+            replace_atomic(lambda tmp: FORMATS[suffix].write(tmp, volume), path)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
     return path

@@ -21,10 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from unet_seg.io.lazy import LazyVolume
+from unet_seg.io.volume import Volume
+
 ZARR_SUFFIXES = (".ome.zarr", ".zarr")
 SPACE_UNIT = "micrometer"  # NGFF unit when the source has none (microscopy default)
 # NGFF units <-> the short units TIFF/NIfTI metadata use.
 _UNITS = {"micrometer": "um", "nanometer": "nm", "millimeter": "mm", "meter": "m"}
+NGFF_UNITS = {short: long for long, short in _UNITS.items()}
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 
 
@@ -67,27 +71,32 @@ def _affine(spacing: Sequence[float]) -> np.ndarray:
     return np.diag([*diag, 1.0])
 
 
-class ZarrVolume:
+class ZarrVolume(LazyVolume):
     """A zarr array or one level of an OME-Zarr image, read lazily by chunk.
 
-    Attributes like :class:`unet_seg.data.io.LazyVolume`: ``path``, ``shape`` (channel axis
-    first if any, then ``(z, y, x)`` or ``(y, x)``), ``dtype``, ``spacing`` (spatial axes),
-    ``affine``, ``metadata`` (``unit``, ``axes`` such as ``"CZYX"``, ``chunks``, and ``ome``:
-    version, axes and name for writing outputs alike). Pickles without its open array.
+    ``shape``: channel axis first if any, then ``(z, y, x)`` or ``(y, x)``; ``spacing``: of the
+    level's spatial axes; ``metadata``: ``unit``, ``axes`` (such as ``"CZYX"``), ``chunks``,
+    ``zarr_format`` and, for OME-Zarr, ``ome`` (version, axes, name, levels) for writing outputs
+    alike. Pickles without its open array (Dask workers reopen it).
     """
 
     def __init__(self, path: str | os.PathLike, level: int = 0) -> None:
-        self.path, self.level = Path(path), int(level)
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: no such zarr array or OME-Zarr image")
+        self.level = int(level)
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such zarr array or OME-Zarr image")
+        self.path = path
         try:
-            self._open()
+            array = self._open()
         except (ValueError, FileNotFoundError):
             raise
         except Exception as err:  # zarr raises many types; all mean the store is unusable
-            raise ValueError(f"{self.path}: cannot open as zarr ({err})") from err
+            raise ValueError(f"{path}: cannot open as zarr ({err})") from err
+        super().__init__(path, self.shape, self.dtype, self.spacing, self.affine, self.metadata)
+        self._handle = array
 
-    def _open(self) -> None:
+    def _open(self):
+        """Open the array (and read its metadata into the attributes); returns the array."""
         import zarr
 
         node = zarr.open(store=str(self.path), mode="r")
@@ -122,7 +131,6 @@ class ZarrVolume:
             }
         else:
             array, axes = node, None
-        self._array = array
         self.zarr_format = int(array.metadata.zarr_format)
         names = [a["name"] for a in axes] if axes else self._default_axes(array.ndim)
         types = [(a.get("type") if axes else None) or _AXIS_TYPES.get(n) for a, n in
@@ -154,6 +162,7 @@ class ZarrVolume:
         }
         if ome:
             self.metadata["ome"] = {**ome, "axes": [axes[i] for i in keep], "scale": self.spacing}
+        return array
 
     @staticmethod
     def _default_axes(ndim: int) -> list[str]:
@@ -162,41 +171,34 @@ class ZarrVolume:
         return ["c", "z", "y", "x"][4 - ndim :]
 
     @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
     def chunks(self) -> tuple[int, ...]:
         return self.metadata["chunks"]
 
-    def __len__(self) -> int:
-        return self.shape[0]
+    def _read(self, index: tuple) -> np.ndarray:
+        if self._handle is None:
+            self._handle = self._open()
+        return np.asarray(self._handle[(*self._lead, *index)])
 
-    def __repr__(self) -> str:
-        return f"ZarrVolume({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_array"] = None  # reopened where it is used (a Dask worker)
-        return state
+def read_zarr(path: Path) -> Volume:
+    """The whole array (level 0 of an OME-Zarr image) as a :class:`Volume`."""
+    volume = ZarrVolume(path)
+    return Volume(volume[...], volume.affine, volume.spacing, volume.metadata, path)
 
-    def __getitem__(self, index: Any) -> np.ndarray:
-        if self._array is None:
-            self._open()
-        index = index if isinstance(index, tuple) else (index,)
-        try:
-            return np.asarray(self._array[(*self._lead, *index)])
-        except Exception as err:
-            raise ValueError(f"{self.path}: cannot read region {index!r} ({err})") from err
 
-    def close(self) -> None:
-        self._array = None
+def write_zarr_volume(path: Path, volume: Volume) -> None:
+    """Write a :class:`Volume` as ``.ome.zarr`` (NGFF 0.5, with a pyramid) or a plain ``.zarr``
+    array, atomically (a temporary directory renamed when complete)."""
+    from unet_seg.io.zarr_output import write_zarr
 
-    def __enter__(self) -> ZarrVolume:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    ome = None
+    if zarr_suffix(path) == ".ome.zarr":
+        spatial = len(volume.spacing)
+        unit = NGFF_UNITS.get((volume.metadata or {}).get("unit") or "um", SPACE_UNIT)
+        axes = [{"name": n, "type": "space", "unit": unit} for n in "zyx"[3 - spatial :]]
+        ome = {"version": "0.5", "axes": axes, "scale": volume.spacing, "name": Path(path).name}
+    label_image = np.issubdtype(volume.array.dtype, np.integer) or volume.array.dtype == bool
+    write_zarr(path, volume.array, ome=ome, label_image=label_image)
 
 
 def open_zarr(path: str | os.PathLike, level: int = 0) -> ZarrVolume:

@@ -20,13 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from unet_seg.atomic import write_json_atomic
-from unet_seg.io.zarr import SPACE_UNIT, commit_dir
+from unet_seg.io.atomic import write_json_atomic
+from unet_seg.io.zarr import NGFF_UNITS, SPACE_UNIT, commit_dir
 
 RECORDS = ".unet_seg_blocks"  # inside the partial store; removed at commit
 PYRAMID_MAX_LEVELS = 4  # a small pyramid: napari opens any zoom without a big extra cost
 PYRAMID_MIN_PLANE = 256  # no level smaller than this in y and x
-_NGFF_UNITS = {"um": "micrometer", "nm": "nanometer", "mm": "millimeter", "m": "meter"}
 
 
 def _zarr():
@@ -224,7 +223,7 @@ def write_ome_metadata(
     axis_models = []
     for a in axes:
         unit = a.get("unit")
-        unit = _NGFF_UNITS.get(unit, unit) if a.get("type") == "space" else unit
+        unit = NGFF_UNITS.get(unit, unit) if a.get("type") == "space" else unit
         unit = unit or (SPACE_UNIT if a.get("type") == "space" else None)
         axis_models.append(Axis(name=a["name"], type=a.get("type"), unit=unit))
     image = Image.new(
