@@ -155,7 +155,7 @@ def test_unsupported_suffix(tmp_path, name):
         read_volume(tmp_path / name)
     with pytest.raises(ValueError, match=rf"{name}.*unsupported"):
         write_volume(tmp_path / name, np.zeros((2, 2)))
-    assert SUPPORTED_SUFFIXES == (".nii", ".nii.gz", ".tif", ".tiff", ".png")
+    assert SUPPORTED_SUFFIXES == (".nii", ".nii.gz", ".tif", ".tiff", ".png", ".ome.zarr", ".zarr")
 
 
 @pytest.mark.parametrize("name", ["bad.tif", "bad.nii.gz", "bad.nii", "bad.png"])

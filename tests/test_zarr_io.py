@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 import zarr
 
+from unet_seg.io import Volume, open_volume, read_volume, write_volume
+from unet_seg.io.convert import convert_to_ome_zarr
+from unet_seg.io.files import find_files, format_suffix, stem
 from unet_seg.io.zarr import is_zarr, open_zarr
 from unet_seg.io.zarr_output import ZarrOutput, write_zarr
 
@@ -103,3 +106,31 @@ def test_block_output_resumes_only_with_the_same_fingerprint(tmp_path):
     assert not (path / ".unet_seg_blocks").exists()
     meta = json.loads((path / "zarr.json").read_text())
     assert meta["attributes"]["ome"]["multiscales"][0]["axes"][0]["name"] == "z"
+
+
+def test_convert_tiff_stack_and_slice_folder_to_ome_zarr(tmp_path, rng):
+    stack = rng.integers(0, 60000, (5, 40, 33)).astype(np.uint16)
+    write_volume(tmp_path / "s.tif", Volume(stack, spacing=(3.0, 0.4, 0.4)))
+    path = convert_to_ome_zarr(tmp_path / "s.tif", tmp_path / "s.ome.zarr", chunks=(2, 16, 16))
+    volume = open_zarr(path)
+    assert volume.spacing == pytest.approx((3.0, 0.4, 0.4)) and volume.chunks == (2, 16, 16)
+    np.testing.assert_array_equal(volume[...], stack)
+    (tmp_path / "slices").mkdir()
+    for z in range(3):
+        write_volume(tmp_path / "slices" / f"{z:03d}.tif", stack[z])
+    path = convert_to_ome_zarr(tmp_path / "slices", tmp_path / "f.ome.zarr")
+    np.testing.assert_array_equal(open_zarr(path)[...], stack[:3])
+    with pytest.raises(ValueError, match=r"must end with \.ome\.zarr"):
+        convert_to_ome_zarr(tmp_path / "s.tif", tmp_path / "s.zarr")
+
+
+def test_zarr_is_one_more_format_of_the_io_layer(tmp_path, rng):
+    data = rng.random((4, 9, 7)).astype(np.float32)
+    write_volume(tmp_path / "a.ome.zarr", Volume(data, spacing=(2.0, 1.0, 0.5)))
+    write_volume(tmp_path / "b.zarr", data)
+    assert [p.name for p in find_files(tmp_path)] == ["a.ome.zarr", "b.zarr"]
+    volume = read_volume(tmp_path / "a.ome.zarr")
+    np.testing.assert_array_equal(volume.array, data)
+    assert volume.spacing == (2.0, 1.0, 0.5)
+    np.testing.assert_array_equal(open_volume(tmp_path / "b.zarr")[1:3, 4], data[1:3, 4])
+    assert stem(tmp_path / "a.ome.zarr") == "a" and format_suffix("x.OME.zarr") == ".ome.zarr"

@@ -1,0 +1,93 @@
+"""Converting TIFF stacks, NIfTI volumes and folders of 2D slices to OME-Zarr, in bounded memory.
+
+The source is read lazily, one chunk row at a time (``(chunk z, chunk y, X)`` voxels), written
+into a resumable :class:`~unet_seg.io.zarr_output.ZarrOutput` that gets a pyramid and the NGFF
+metadata (axes, units, the source's spacing as the ``scale``) and is renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from unet_seg.io.files import find_files, is_directory_format
+from unet_seg.io.lazy import LazyVolume
+from unet_seg.io.volumes import open_volume, read_volume
+from unet_seg.io.zarr import NGFF_UNITS, SPACE_UNIT
+from unet_seg.io.zarr_output import ZarrOutput, default_chunks
+
+
+class SliceFolder(LazyVolume):
+    """A folder of 2D images (sorted by name) seen as a ``(z, y, x)`` stack, one file per slice."""
+
+    def __init__(self, folder: Path) -> None:
+        self.files = find_files(folder)
+        first = open_volume(self.files[0])
+        if first.ndim != 2:
+            raise ValueError(f"{self.files[0]}: a slice of a stack must be 2D, got {first.shape}")
+        spacing = (1.0, *first.spacing[-2:])
+        affine = np.diag([spacing[2], spacing[1], 1.0, 1.0])
+        shape = (len(self.files), *first.shape)
+        super().__init__(folder, shape, first.dtype, spacing, affine, dict(first.metadata))
+
+    def _read(self, index: tuple) -> np.ndarray:
+        z, rest = index[0], index[1:]
+        if isinstance(z, int | np.integer):
+            return read_volume(self.files[z]).array[rest]
+        planes = [read_volume(self.files[i]).array[rest] for i in range(self.shape[0])[z]]
+        for path, plane in zip(self.files, planes, strict=False):
+            if plane.shape != planes[0].shape:
+                raise ValueError(f"{path}: slice shape {plane.shape} differs from the first")
+        return np.stack(planes)
+
+
+def open_source(path: str | os.PathLike) -> LazyVolume:
+    """A file (TIFF, NIfTI, PNG, zarr) or a folder of 2D slices, opened lazily."""
+    path = Path(path)
+    if path.is_dir() and not is_directory_format(path):
+        return SliceFolder(path)
+    return open_volume(path)
+
+
+def convert_to_ome_zarr(
+    source: str | os.PathLike,
+    target: str | os.PathLike,
+    chunks: Sequence[int] | None = None,
+    version: str = "0.5",
+) -> Path:
+    """Write ``source`` as an OME-Zarr image at ``target`` (``.ome.zarr``); returns ``target``.
+
+    ``chunks``: of the ``(C?, z?, y, x)`` array (default: one channel, 64 slices, 256 x 256).
+    An interrupted conversion resumes at the chunk row it stopped at.
+    """
+    target = Path(target)
+    if not target.name.lower().endswith(".ome.zarr"):
+        raise ValueError(f"{target}: the output of a conversion must end with .ome.zarr")
+    volume = open_source(source)
+    spatial = len(volume.spacing)
+    unit = NGFF_UNITS.get((volume.metadata or {}).get("unit") or "", SPACE_UNIT)
+    axes = [{"name": n, "type": "space", "unit": unit} for n in "zyx"[3 - spatial :]]
+    name = Path(source).name
+    ome = {"version": version, "axes": axes, "scale": volume.spacing, "name": name}
+    chunks = tuple(chunks) if chunks else default_chunks(volume.shape)
+    if len(chunks) != volume.ndim:
+        raise ValueError(f"chunks {chunks} do not fit an array of shape {volume.shape}")
+    key = {"source": str(Path(source).resolve()), "shape": list(volume.shape), "chunks": chunks}
+    out = ZarrOutput(target, volume.shape, volume.dtype, chunks, ome, label_image=False,
+                     fingerprint=key, zarr_format=3)  # fmt: skip
+    done = out.open()
+    # Rows of chunks over every axis but x: memory is one row, whatever the volume's size.
+    grid = [range(0, s, c) for s, c in zip(volume.shape[:-1], chunks[:-1], strict=True)]
+    for row, starts in enumerate(np.ndindex(*[len(g) for g in grid])):
+        if row in done:
+            continue
+        box = tuple(
+            slice(g[i], min(g[i] + c, s))
+            for g, i, c, s in zip(grid, starts, chunks, volume.shape, strict=False)
+        )
+        out.write((*box, slice(None)), volume[(*box, slice(None))])
+        out.record(row, {"box": [[b.start, b.stop] for b in box]})
+    return out.commit()
