@@ -134,3 +134,18 @@ def test_block_instances_equal_scipy_label_of_the_whole_label_map(tmp_path, ckpt
     assert count > 3 and entry["instances"] == count and instances.spacing == SCALE
     np.testing.assert_array_equal(instances[...], expected)
     assert not list((tmp_path / "out").glob(".*"))  # no scratch or partial store left
+
+
+def test_labels_into_the_input_labels_group_read_by_ome_zarr_py(tmp_path, ckpt_3d, volume_data):
+    source = make_input(tmp_path, volume_data, version="0.4")
+    cfg = config(input=source, output_dir=tmp_path / "out", checkpoint=ckpt_3d, tile_size=16,
+                 **{"outputs.into_input": "true"})  # fmt: skip
+    assert predict(cfg)["files"][0]["status"] == "ok"
+    labels = open_zarr(source / "labels" / "unet-seg")
+    assert labels.spacing == SCALE and labels.shape == volume_data.shape
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    nodes = list(Reader(parse_url(str(source)))())  # the community reader finds the labels
+    assert any("labels/unet-seg [zgroup]" in str(n.zarr) for n in nodes), nodes
+    assert predict(cfg)["files"][0]["status"] == "skipped"  # already there: not redone

@@ -29,10 +29,11 @@ from unet_seg.inference.postprocess import label_dtype
 from unet_seg.inference.stitch import StitchOptions
 from unet_seg.inference.tiling import plan_tiles
 from unet_seg.io.zarr import ZarrVolume
-from unet_seg.io.zarr_output import ZarrOutput
+from unet_seg.io.zarr_output import ZarrOutput, register_label_image
 from unet_seg.normalization import percentile_range, percentiles
 
 log = logging.getLogger(__name__)
+LABEL_NAMES = {"labels": "unet-seg", "instances": "unet-seg-instances"}  # in an image's labels/
 
 
 class BlockFailures(RuntimeError):
@@ -201,6 +202,8 @@ def predict_blockwise(
         outputs["instances"] = final
     for output in outputs.values():  # last, so an interrupted run finds all partial stores
         output.commit()
+        if output.path.parent == Path(path) / "labels" and output.ome is not None:
+            register_label_image(path, output.path.name, output.ome["version"])
     if scratch is not None:
         scratch.abort()  # the local ids, once the final ones are in place
     seconds = time.perf_counter() - start

@@ -20,7 +20,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from unet_seg.inference.blockrun import BlockFailures, BlockOptions, predict_blockwise
+from unet_seg.inference.blockrun import (
+    LABEL_NAMES,
+    BlockFailures,
+    BlockOptions,
+    predict_blockwise,
+)
 from unet_seg.inference.engine import make_engine
 from unet_seg.inference.inputs import input_layout, region_reader
 from unet_seg.inference.postprocess import (
@@ -37,6 +42,7 @@ from unet_seg.io import Volume, open_volume, read_volume, write_volume
 from unet_seg.io.atomic import write_json_atomic
 from unet_seg.io.files import find_files, format_suffix, is_directory_format, output_path, stem
 from unet_seg.io.slabs import SlabWriter
+from unet_seg.io.zarr_output import label_group_path
 from unet_seg.models.checkpoint import load_model
 from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.normalization import percentile_range, percentiles
@@ -117,13 +123,22 @@ class PredictOptions:
 
 
 def output_paths(path: Path, out_dir: Path, outputs: dict) -> dict[str, Path]:
-    """Output file per enabled kind (``labels``, ``probabilities``, ``instances``)."""
+    """Output file per enabled kind (``labels``, ``probabilities``, ``instances``).
+
+    With ``outputs["into_input"]`` an OME-Zarr input gets its label images in its own
+    ``labels/`` group (``unet-seg``, ``unet-seg-instances``) instead of beside it.
+    """
     suffix = format_suffix(path)
     names = {
         "labels": output_path(path, out_dir, "_labels"),
         "probabilities": output_path(path, out_dir, "_probs", ".tif" if suffix == ".png" else None),
         "instances": output_path(path, out_dir, "_instances"),
     }
+    if outputs.get("into_input"):
+        if suffix != ".ome.zarr":
+            raise ValueError(f"{path}: outputs.into_input needs an .ome.zarr input")
+        names["labels"] = label_group_path(path, LABEL_NAMES["labels"])
+        names["instances"] = label_group_path(path, LABEL_NAMES["instances"])
     return {kind: name for kind, name in names.items() if outputs.get(kind)}
 
 

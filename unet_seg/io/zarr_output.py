@@ -262,3 +262,28 @@ def default_chunks(shape: Sequence[int]) -> tuple[int, ...]:
     spatial = (64, 256, 256)[3 - min(3, len(shape)) :]
     lead = (1,) * (len(shape) - len(spatial))
     return tuple(min(c, s) for c, s in zip((*lead, *spatial), shape, strict=True))
+
+
+def label_group_path(image: str | os.PathLike, name: str) -> Path:
+    """Where a label image ``name`` of an OME-Zarr ``image`` lives: ``image/labels/name``."""
+    return Path(image) / "labels" / name
+
+
+def register_label_image(image: str | os.PathLike, name: str, version: str) -> None:
+    """Mark ``image/labels/name`` as a label image of ``image`` (NGFF ``labels`` spec): the
+    ``labels`` group lists it, its own group gets ``image-label`` pointing at the image."""
+    zarr = _zarr()
+    fmt = 2 if str(version) == "0.4" else 3
+    labels = zarr.open_group(str(Path(image) / "labels"), mode="a", zarr_format=fmt)
+    label = zarr.open_group(str(Path(image) / "labels" / name), mode="r+")
+    mark = {"version": str(version), "source": {"image": "../../"}}
+    if fmt == 2:
+        names = list(labels.attrs.get("labels", []))
+        labels.attrs["labels"] = [*names, name] if name not in names else names
+        label.attrs["image-label"] = mark
+    else:
+        ome = dict(labels.attrs.get("ome", {"version": str(version)}))
+        names = list(ome.get("labels", []))
+        ome["labels"] = [*names, name] if name not in names else names
+        labels.attrs["ome"] = ome
+        label.attrs["ome"] = {**dict(label.attrs["ome"]), "image-label": mark}
