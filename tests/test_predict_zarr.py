@@ -149,3 +149,18 @@ def test_labels_into_the_input_labels_group_read_by_ome_zarr_py(tmp_path, ckpt_3
     nodes = list(Reader(parse_url(str(source)))())  # the community reader finds the labels
     assert any("labels/unet-seg [zgroup]" in str(n.zarr) for n in nodes), nodes
     assert predict(cfg)["files"][0]["status"] == "skipped"  # already there: not redone
+
+
+def test_foreground_mask_at_low_resolution_skips_empty_blocks(tmp_path, ckpt_3d, volume_data):
+    source = make_input(tmp_path, volume_data)
+    mask = np.zeros((4, 7, 6), np.uint8)  # about 1/3 of the resolution
+    mask[0, 0, 0] = 1  # foreground only near the origin: the first block
+    write_volume(tmp_path / "mask.tif", mask)
+    cfg = config(input=source, output_dir=tmp_path / "out", checkpoint=ckpt_3d, tile_size=16,
+                 block_size="[8,32,32]", **{"mask.path": tmp_path / "mask.tif"})  # fmt: skip
+    entry = predict(cfg)["files"][0]
+    assert entry["blocks"] == {"total": 12, "computed": 1, "skipped": 11, "failed": 0}
+    labels = open_zarr(tmp_path / "out" / "raw_labels.ome.zarr")[...]
+    ref_labels, _ = predict_reference(tmp_path, volume_data, ckpt_3d)
+    np.testing.assert_array_equal(labels[:8, :32, :32], ref_labels[:8, :32, :32])
+    assert labels[8:].max() == 0 and labels[:, 32:].max() == 0

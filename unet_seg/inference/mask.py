@@ -50,21 +50,21 @@ def load_mask(
     if not cfg or (cfg.get("path") is None and cfg.get("threshold") is None):
         return None
     if cfg.get("path") is not None:
-        with open_volume(Path(str(cfg.path))) as source:
+        with open_volume(Path(str(cfg["path"]))) as source:
             mask = np.asarray(source[...]) != 0
-        where = str(cfg.path)
+        where = str(cfg["path"])
     else:
         if not isinstance(volume, ZarrVolume) or "ome" not in volume.metadata:
             raise ValueError(
                 f"{getattr(volume, 'path', '')}: mask.threshold needs an OME-Zarr input with a "
                 "pyramid; give mask.path instead"
             )
-        level = int(cfg.get("level", -1))
+        level = int(cfg.get("level") if cfg.get("level") is not None else -1)
         levels = volume.metadata["ome"].get("levels", 1)
         coarse = ZarrVolume(volume.path, level % levels)
         data = np.asarray(coarse[...])
         data = data.max(axis=0) if layout.channels else data
-        mask = data > float(cfg.threshold)
+        mask = data > float(cfg["threshold"])
         where = f"{volume.path} level {level % levels}"
     spatial = len(volume_shape) if layout.spatial_dims == 3 else 2
     if mask.ndim != spatial:
