@@ -111,8 +111,10 @@ def default_block_shape(
 ) -> tuple[int, int, int]:
     """A block shape for ``tiles``: multiples of ``chunks`` (the output's ``(Z, Y, X)`` chunks;
     default 1), about :data:`WINDOWS_PER_BLOCK_AXIS` window steps along each network axis, one
-    chunk along the slice axis of a 2D network, and at most ``max_voxels`` (blocks shrink by a
-    chunk along their longest axis until they fit, never below one chunk)."""
+    chunk along the slice axis of a 2D network (as many slices as fit when there are no chunks),
+    and at most ``max_voxels`` (blocks shrink by a chunk along their longest axis until they
+    fit, never below one chunk)."""
+    free = chunks is None  # no chunks to respect: a 2D network's block takes many slices
     chunks = (1, 1, 1) if chunks is None else tuple(int(c) for c in chunks)
     if len(chunks) != 3 or min(chunks) < 1:
         raise ValueError(f"chunks must be three positive sizes (Z, Y, X), got {chunks}")
@@ -126,6 +128,8 @@ def default_block_shape(
         if shape[axis] <= chunks[axis]:
             break
         shape[axis] -= chunks[axis]
+    if free and tiles.axes[0].in_size == 1:  # fill the voxel budget with slices
+        shape[0] = max(1, min(tiles.axes[0].size, max_voxels // (shape[1] * shape[2])))
     return tuple(shape)
 
 

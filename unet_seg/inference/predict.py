@@ -26,8 +26,10 @@ from unet_seg.inference.blockrun import (
     BlockOptions,
     predict_blockwise,
 )
+from unet_seg.inference.blocks import plan_blocks
+from unet_seg.inference.blockwise import iter_file_blocks
 from unet_seg.inference.engine import make_engine
-from unet_seg.inference.inputs import input_layout, region_reader
+from unet_seg.inference.inputs import input_layout
 from unet_seg.inference.postprocess import (
     PROBABILITY_DTYPES,
     instance_labels,
@@ -36,7 +38,6 @@ from unet_seg.inference.postprocess import (
     store_probabilities,
 )
 from unet_seg.inference.runner import ModelRunner
-from unet_seg.inference.stream import iter_tiled_predictions
 from unet_seg.inference.tiling import BLEND_MODES, plan_tiles
 from unet_seg.io import Volume, open_volume, read_volume, write_volume
 from unet_seg.io.atomic import write_json_atomic
@@ -175,9 +176,10 @@ def predict_file(
     plan = plan_tiles(model, shape, options.tile_for(model.spatial_dims), options.overlap)
     spatial = volume.shape[1:] if layout.channels else volume.shape
     classes = int(model.num_classes)
-    slices = iter_tiled_predictions(
-        region_reader(volume, layout, lo, hi), shape, plan, runner, options.batch_size,
-        options.blend, options.progress,
+    blocks = plan_blocks(plan, None if block is None else block.block_size)
+    predictions = iter_file_blocks(
+        volume, layout, lo, hi, blocks, runner, options.batch_size, options.blend,
+        options.progress,
     )  # fmt: skip
     with ExitStack() as stack:
         writers = {}
@@ -193,12 +195,12 @@ def predict_file(
                 SlabWriter(targets["probabilities"], (classes, *spatial), dtype, volume,
                            layout.spatial_dims)
             )  # fmt: skip
-        for z0, probs in slices:
-            writers["labels"].write(z0, probabilities_to_labels(probs), layout.slice_axis)
+        for box, probs in predictions:
+            writers["labels"].write_region(box, probabilities_to_labels(probs))
             if "probabilities" in writers:
                 dtype = writers["probabilities"].dtype.name
                 stored = store_probabilities(probs, dtype) if dtype != "float32" else probs
-                writers["probabilities"].write(z0, stored, layout.slice_axis)
+                writers["probabilities"].write_region(box, stored)
     if "instances" in targets:
         try:
             _write_instances(label_path, targets["instances"], volume, options.instances)
@@ -210,6 +212,7 @@ def predict_file(
     return {
         "shape": list(volume.shape),
         "tiles": plan.num_windows,
+        "blocks": {"total": len(blocks), "computed": len(blocks), "skipped": 0, "failed": 0},
         "seconds": round(seconds, 3),
         "voxels_per_second": round(voxels / seconds, 1) if seconds > 0 else None,
     }

@@ -96,6 +96,12 @@ class SlabWriter:
         self.array[(Ellipsis, *index)] = block
         self._release()
 
+    def write_region(self, box: tuple[slice, ...], data: np.ndarray) -> None:
+        """Write ``data`` ``(*lead, *box)`` into the spatial ``box`` (the file's axis order),
+        e.g. the write region of one block."""
+        self.array[(Ellipsis, *box)] = data
+        self._release()
+
     def _release(self) -> None:
         """Write the dirty pages out and drop them from memory: a memmap's written pages would
         otherwise stay resident and the process would grow with the output volume."""
