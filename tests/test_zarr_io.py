@@ -134,3 +134,23 @@ def test_zarr_is_one_more_format_of_the_io_layer(tmp_path, rng):
     assert volume.spacing == (2.0, 1.0, 0.5)
     np.testing.assert_array_equal(open_volume(tmp_path / "b.zarr")[1:3, 4], data[1:3, 4])
     assert stem(tmp_path / "a.ome.zarr") == "a" and format_suffix("x.OME.zarr") == ".ome.zarr"
+
+
+def test_threshold_mask_on_the_coarsest_level_marks_blocks(tmp_path):
+    from unet_seg.inference.inputs import Layout
+    from unet_seg.inference.mask import load_mask
+
+    data = np.zeros((2, 600, 520), np.uint16)
+    data[:, 500:, :100] = 1000  # bright only in one corner
+    path = write_zarr(tmp_path / "m.ome.zarr", data, ome=ome("0.5"), label_image=False)
+    volume = open_zarr(path)
+    mask = load_mask({"path": None, "threshold": 500, "level": -1}, volume, Layout(False, 3),
+                     (2, 600, 520))  # fmt: skip
+    assert mask.mask.shape == (2, 300, 260)  # level 1 of the pyramid
+    assert mask.any_in(((0, 2), (512, 600), (0, 64)))
+    assert not mask.any_in(((0, 2), (0, 256), (0, 520)))
+    assert not mask.any_in(((0, 2), (512, 600), (128, 520)))
+    assert (
+        load_mask({"path": None, "threshold": None}, volume, Layout(False, 3), (2, 600, 520))
+        is None
+    )
