@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from unet_seg.viz.figures import image_grid, save_png
 from unet_seg.viz.overlays import (
@@ -74,7 +75,7 @@ class PreviewCollector:
         read_image: Callable[[int], np.ndarray],
         read_instances: Callable[[int], np.ndarray] | None = None,
         title: str = "",
-    ):
+    ) -> Figure:
         """The preview figure: per chosen slice a column of image, labels (and instances).
 
         ``read_image(z)`` and ``read_instances(z)`` return slice ``z`` ``(Y, X)`` in full size.
