@@ -18,6 +18,7 @@ ALLOWED = {
     "config": set(),
     "models": FOUNDATION,
     "data": FOUNDATION | {"models"},
+    "viz": {"io"},  # pictures of results: numpy, matplotlib and the I/O layer only
 }
 
 

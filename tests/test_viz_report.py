@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unet_seg.data.io import read_volume
+from unet_seg.io import read_volume
 from unet_seg.viz.overlays import error_rgba
 from unet_seg.viz.report import ReportBuilder, worst_first
 from unet_seg.viz.thumbnails import file_thumbnails

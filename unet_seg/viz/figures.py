@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from unet_seg.atomic import replace_atomic
+from unet_seg.io.atomic import replace_atomic
 
 DPI = 100
 PANEL_PX = 256  # one grid cell, title included

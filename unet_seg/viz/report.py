@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from unet_seg.atomic import write_text_atomic
+from unet_seg.io.atomic import write_text_atomic
 from unet_seg.viz.figures import figure_png, new_figure
 from unet_seg.viz.overlays import ERROR_COLOURS, class_rgba
 from unet_seg.viz.thumbnails import SliceThumbnail, file_thumbnails
