@@ -138,7 +138,8 @@ def test_bad_file_is_reported_and_the_batch_goes_on(tmp_path, rng, ckpt_2d):
     errors = [e["error"] for e in summary["files"] if e["status"] == "failed"]
     assert "b.tif" in errors[0] and "d.tif" in errors[1]
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["a_labels.tif", "c_labels.tif", "predict_summary.json"]
+    assert names == ["a_labels.tif", "a_preview.png", "c_labels.tif", "c_preview.png",
+                     "predict_summary.json"]  # fmt: skip
 
 
 def test_exception_mid_file_leaves_no_partial_output(tmp_path, rng, ckpt_2d, monkeypatch):

@@ -3,7 +3,8 @@
 ``predict(cfg)`` is what ``unet-seg-predict`` runs (``conf/predict.yaml``); tests call it directly.
 Outputs land in ``output_dir`` in the input's format, named ``<stem>_labels<suffix>`` (class
 indices), ``<stem>_probs<suffix>`` (``(K, *spatial)`` probabilities; TIFF for PNG inputs) and
-``<stem>_instances<suffix>``, plus ``predict_summary.json``.
+``<stem>_instances<suffix>``, ``<stem>_preview.png`` (a few slices with the labels overlaid), plus
+``predict_summary.json``.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ from unet_seg.io.slabs import SlabWriter
 from unet_seg.models.checkpoint import load_model
 from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.normalization import percentile_range, percentiles
+from unet_seg.viz.previews import PreviewCollector, plane_reader
 
 log = logging.getLogger(__name__)
 DEFAULT_TILE = {2: 512, 3: 96}  # output region per window; bigger tiles waste less margin
-OUTPUT_ENDINGS = ("_labels", "_probs", "_instances")
+OUTPUT_ENDINGS = ("_labels", "_probs", "_instances", "_preview")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class PredictOptions:
     probability_dtype: str = "uint8"
     progress: bool | None = None
     instances: InstanceOptions = InstanceOptions()
+    preview_slices: int = 4
 
     def __post_init__(self) -> None:
         if self.blend not in BLEND_MODES:
@@ -108,6 +111,7 @@ class PredictOptions:
                 int(icfg.min_size),
                 bool(icfg.anisotropic),
             ),
+            preview_slices=int(cfg.get("preview_slices", 4)),
         )
 
     def tile_for(self, spatial_dims: int) -> int | Sequence[int]:
@@ -115,12 +119,13 @@ class PredictOptions:
 
 
 def output_paths(path: Path, out_dir: Path, outputs: dict) -> dict[str, Path]:
-    """Output file per enabled kind (``labels``, ``probabilities``, ``instances``)."""
+    """Output file per enabled kind (``labels``, ``probabilities``, ``instances``, ``preview``)."""
     suffix = format_suffix(path)
     names = {
         "labels": output_path(path, out_dir, "_labels"),
         "probabilities": output_path(path, out_dir, "_probs", ".tif" if suffix == ".png" else None),
         "instances": output_path(path, out_dir, "_instances"),
+        "preview": output_path(path, out_dir, "_preview", ".png"),
     }
     return {kind: name for kind, name in names.items() if outputs.get(kind)}
 
@@ -150,10 +155,11 @@ def predict_file(
     plan = plan_tiles(model, shape, options.tile_for(model.spatial_dims), options.overlap)
     spatial = volume.shape[1:] if layout.channels else volume.shape
     classes = int(model.num_classes)
+    reader = slab_reader(volume, layout, lo, hi)
     slices = iter_tiled_predictions(
-        slab_reader(volume, layout, lo, hi), shape, plan, runner, options.batch_size,
-        options.blend, options.progress,
-    )  # fmt: skip
+        reader, shape, plan, runner, options.batch_size, options.blend, options.progress
+    )
+    preview = PreviewCollector(shape, options.preview_slices) if "preview" in targets else None
     with ExitStack() as stack:
         writers = {}
         label_target = targets.get("labels") or targets.get("instances")
@@ -169,7 +175,10 @@ def predict_file(
                            layout.spatial_dims)
             )  # fmt: skip
         for z0, probs in slices:
-            writers["labels"].write(z0, probabilities_to_labels(probs), layout.slice_axis)
+            labels = probabilities_to_labels(probs)
+            writers["labels"].write(z0, labels, layout.slice_axis)
+            if preview is not None:
+                preview.add(z0, labels)  # keeps only the few slices it will show
             if "probabilities" in writers:
                 dtype = writers["probabilities"].dtype.name
                 stored = store_probabilities(probs, dtype) if dtype != "float32" else probs
@@ -180,6 +189,9 @@ def predict_file(
         finally:
             if "labels" not in targets:
                 label_path.unlink()
+    if preview is not None:
+        read_image = lambda z: reader(z, z + 1)[0, 0]  # noqa: E731  (channel 0, normalised)
+        _write_preview(preview, targets, read_image, layout.slice_axis, path.name)
     seconds = time.perf_counter() - start
     voxels = int(np.prod(spatial))
     return {
@@ -210,6 +222,20 @@ def _write_instances(label_path: Path, target: Path, volume: Any, options: Insta
         target,
         Volume(inst.astype(dtype), labels.affine, labels.spacing, labels.metadata),
     )
+
+
+def _write_preview(
+    preview: PreviewCollector, targets: dict[str, Path], read_image: Any, axis: int, title: str
+) -> None:
+    """``<stem>_preview.png``, with the instances when they were written. A preview that cannot
+    be drawn is logged; the file's outputs stand."""
+    try:
+        read_instances = None
+        if "instances" in targets:
+            read_instances = plane_reader(open_volume(targets["instances"]), axis)
+        preview.write(targets["preview"], read_image, read_instances, title)
+    except Exception as err:  # a picture is not worth failing the prediction for
+        log.warning("%s: no preview: %s", targets["preview"], err)
 
 
 def _load_model(checkpoint: str) -> tuple[SegmentationNetwork, dict]:
@@ -246,8 +272,10 @@ def predict(cfg: Any) -> dict:
         entry: dict[str, Any] = {"input": str(path)}
         try:
             targets = output_paths(path, out_dir, outputs)
-            entry["outputs"] = [str(p) for p in targets.values()]
-            if not targets:
+            entry["outputs"] = [str(p) for k, p in targets.items() if k != "preview"]
+            if "preview" in targets:
+                entry["preview"] = str(targets["preview"])
+            if not entry["outputs"]:
                 raise ValueError("no outputs enabled (outputs.labels/probabilities/instances)")
             if not cfg.overwrite and all(p.exists() for p in targets.values()):
                 entry["status"] = "skipped"

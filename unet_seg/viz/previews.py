@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -86,7 +87,7 @@ class PreviewCollector:
             raise ValueError(f"preview slices {missing} were never streamed (shape {self.shape})")
         images = [np.asarray(read_image(z))[:: self.step, :: self.step] for z in chosen]
         lo, hi = display_range(np.stack(images))
-        where = (lambda z: f"z {z}") if self.shape[0] > 1 else (lambda z: "")
+        where = (lambda z: f"slice {z}") if self.shape[0] > 1 else (lambda z: "")
         rows: list[list[tuple[str, np.ndarray]]] = [[], []]
         grays = [to_gray(image, lo, hi) for image in images]
         for z, gray in zip(chosen, grays, strict=True):
@@ -108,3 +109,17 @@ class PreviewCollector:
     ) -> Path:
         """Draw the preview (:meth:`figure`) and write it to ``path`` atomically."""
         return save_png(self.figure(read_image, read_instances, title), path)
+
+
+def plane_reader(volume: Any, axis: int = 0) -> Callable[[int], np.ndarray]:
+    """``z -> (A, B)``: plane ``z`` across spatial ``axis`` of a ``(Y, X)`` or ``(Z, Y, X)``
+    label volume (a lazy volume reads that plane only); a 2D volume is its own plane 0."""
+
+    def read(z: int) -> np.ndarray:
+        if volume.ndim == 2:
+            return np.asarray(volume[...])
+        index: list[Any] = [slice(None)] * 3
+        index[axis] = int(z)
+        return np.asarray(volume[tuple(index)])
+
+    return read
