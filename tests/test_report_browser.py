@@ -15,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from unet_seg.viz.report import ReportBuilder
+from unet_seg.config import config_dir
+from unet_seg.evaluation.evaluate import evaluate
+from unet_seg.io import Volume, write_volume
 
 WINDOW = (1280, 2400)
 HIST_BLUE = (0x44, 0x77, 0xAA)  # the histograms' bar colour
@@ -64,37 +67,41 @@ def console_messages(result: subprocess.CompletedProcess) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> tuple[Path, list[str]]:
+def report(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """``unet-seg-evaluate``'s report of 12 small volumes of growing error, and its rows."""
     rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("evaluation")
     truth = np.zeros((6, 64, 80), np.uint8)
     truth[:, 10:40, 20:60] = 1
-    builder, rows = ReportBuilder(), []
     for i in range(12):
-        pred = np.where(rng.random(truth.shape) < i / 40, 1 - truth, truth)
-        builder.add(f"volume_{i:02d}", pred, truth, rng.normal(size=truth.shape))
-        rows.append({"file": f"volume_{i:02d}", "segments": "components",
-                     "dice_1": float(1 - i / 30), "vi": float(i % 5)})  # fmt: skip
-    summary = {"pred_dir": "preds", "gt_dir": "truth", "files": rows, "failed": [],
-               "mean": {"dice_1": 0.8, "vi": 2.0}, "pooled": {"dice_1": 0.8}}  # fmt: skip
-    path = builder.write(tmp_path_factory.mktemp("report") / "report.html", summary, "dice_1")
-    return path, [r["file"] for r in rows]
+        pred = np.where(rng.random(truth.shape) < i / 40, 1 - truth, truth).astype(np.uint8)
+        write_volume(root / "pred" / f"volume_{i:02d}_labels.tif", Volume(pred))
+        write_volume(root / "gt" / f"volume_{i:02d}_labels.tif", Volume(truth))
+        image = rng.normal(100, 20, truth.shape) + 80 * truth
+        write_volume(root / "gt" / f"volume_{i:02d}.tif", Volume(image.astype(np.uint16)))
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        overrides = [f"pred_dir={root / 'pred'}", f"gt_dir={root / 'gt'}", "progress=false"]
+        cfg = compose("evaluate", overrides=overrides)
+    summary = evaluate(cfg)
+    assert summary["evaluated"] == 12
+    return root / "pred" / "report.html", summary["files"]
 
 
 def test_report_in_headless_chromium(chromium, report, tmp_path):
-    path, files = report
+    path, rows = report
     shot = tmp_path / "report.png"
-    # Sorted on load by vi, descending (report.html#sort=-vi); one run dumps the DOM after the
-    # script ran and takes a screenshot.
+    # Sorted on load by pixel error, descending (report.html#sort=-pixel_error); one run dumps
+    # the DOM after the script ran and takes a screenshot.
     action = ["--dump-dom", f"--screenshot={shot}"]
-    result = browse(chromium, f"{path.as_uri()}#sort=-vi", action, tmp_path)
+    result = browse(chromium, f"{path.as_uri()}#sort=-pixel_error", action, tmp_path)
     assert console_messages(result) == []
     dom = result.stdout
     assert re.search(r'<html[^>]*data-report-ready="12"', dom), dom[:300]
     table = dom[dom.index('<table id="files"') :]
     listed = re.findall(r'<td data-v="(volume_\d\d)">', table[: table.index("</table>")])
-    assert sorted(listed) == files  # every evaluated file, once
-    vi = [i % 5 for i in range(12)]
-    assert listed == [files[i] for i in sorted(range(12), key=lambda i: (-vi[i], i))]
+    assert sorted(listed) == [r["file"] for r in rows]  # every evaluated file, once
+    by_error = sorted(rows, key=lambda r: -r["pixel_error"])  # stable, as the page's sort
+    assert listed == [r["file"] for r in by_error] != sorted(listed)
     with Image.open(shot) as png:
         assert png.size == WINDOW
         pixels = np.asarray(png.convert("RGB")).reshape(-1, 3)

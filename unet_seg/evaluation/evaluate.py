@@ -3,7 +3,9 @@
 Files pair up by key: the name without its format suffix and without ``pred_suffix`` /
 ``gt_suffix`` (``stack_labels.tif`` in both folders is key ``stack``). Segments for Rand error,
 VI and instance AP are the instance files (``*_instances``) where both folders have them, else
-the connected components of ``foreground_class``. ``evaluate(cfg)`` runs ``unet-seg-evaluate``.
+the connected components of ``foreground_class``. ``evaluate(cfg)`` runs ``unet-seg-evaluate``;
+with ``report`` it also writes ``report.html`` (:mod:`unet_seg.viz.report`), whose overlays lie
+on each file's image ``<key><image_suffix>`` in ``image_dir`` (default ``gt_dir``), if it has one.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from unet_seg.evaluation.metrics import (
     rand_error,
     variation_of_information,
 )
-from unet_seg.io import read_volume
+from unet_seg.io import open_volume, read_volume
 from unet_seg.io.atomic import write_json_atomic, write_text_atomic
 from unet_seg.io.files import is_supported, stem
+from unet_seg.viz.report import ReportBuilder
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,18 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
+def _add_pictures(
+    report: ReportBuilder, key: str, pred: np.ndarray, gt: np.ndarray, image: Path | None
+) -> None:
+    """The report's thumbnails of one pair, over its image when it has one that fits."""
+    for source in (image, None) if image is not None else (None,):
+        try:
+            report.add(key, pred, gt, open_volume(source) if source is not None else None)
+            return
+        except Exception as err:  # pictures are extra: they never fail the evaluation
+            log.warning("%s: report %s: %s", key, "without image" if source else "no pictures", err)
+
+
 def evaluate(cfg: Any) -> dict:
     """Evaluate ``cfg.pred_dir`` against ``cfg.gt_dir``; writes ``evaluation.csv`` and
     ``evaluation.json`` into ``cfg.output_dir`` (default: ``pred_dir``) and returns the summary.
@@ -106,6 +121,9 @@ def evaluate(cfg: Any) -> dict:
     if not preds:
         raise FileNotFoundError(f"{pred_dir}: no predictions named *{cfg.pred_suffix}.<format>")
     num_classes = int(cfg.num_classes)
+    report = ReportBuilder(int(cfg.get("report_slices", 3))) if cfg.get("report") else None
+    image_dir = Path(cfg.get("image_dir") or gt_dir)
+    images = _keyed(image_dir, cfg.get("image_suffix") or "") if report is not None else {}
     rows, failed, total = [], [], np.zeros((num_classes, 3), np.int64)
     bar = tqdm(sorted(preds.items()), desc="evaluate", unit="file",
                disable=None if cfg.get("progress") is None else not cfg.progress)  # fmt: skip
@@ -114,8 +132,9 @@ def evaluate(cfg: Any) -> dict:
             if key not in gts:
                 raise FileNotFoundError(f"no ground truth {key}{cfg.gt_suffix}.* in {gt_dir}")
             instances = key in pred_inst and key in gt_inst
+            pred, gt = _integers(pred_path), _integers(gts[key])
             row, counts = evaluate_pair(
-                _integers(pred_path), _integers(gts[key]), num_classes, int(cfg.foreground_class),
+                pred, gt, num_classes, int(cfg.foreground_class),
                 _integers(pred_inst[key]) if instances else None,
                 _integers(gt_inst[key]) if instances else None,
             )  # fmt: skip
@@ -125,6 +144,9 @@ def evaluate(cfg: Any) -> dict:
             continue
         total += counts
         rows.append({"file": key, "segments": "instances" if instances else "components", **row})
+        if report is not None:
+            image = images.get(key)  # with gt_suffix '' the truth itself has the key: no image
+            _add_pictures(report, key, pred, gt, image if image != gts[key] else None)
     metrics = [k for k in rows[0] if k not in ("file", "segments")] if rows else []
     # Rand error and VI are nan for files without objects; they are left out of the mean.
     overall = {m: _nanmean([r[m] for r in rows]) for m in metrics}
@@ -150,4 +172,8 @@ def evaluate(cfg: Any) -> dict:
         writer.writerow({"file": "mean", "segments": "", **overall})
     write_text_atomic(out_dir / "evaluation.csv", text.getvalue())
     write_json_atomic(out_dir / "evaluation.json", summary)  # NaN (no objects) as null
+    if report is not None:
+        sort = f"dice_{int(cfg.foreground_class)}"  # the pictures: worst Dice first
+        path = report.write(out_dir / "report.html", summary, sort, num_classes=num_classes)
+        log.info("report written to %s", path)
     return summary
