@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_configs import compose_train
 
@@ -65,6 +66,8 @@ def test_checkpoints_publish_and_resume(tmp_path: Path) -> None:
     assert [p.name for p in published.parent.iterdir() if p.name.startswith(".")] == []
 
     assert (out / "csv" / "metrics.csv").is_file()
+    with Image.open(out / "curves.png") as curves:  # losses, 5 validation figures, learning rate
+        assert curves.format == "PNG" and curves.size == (3 * 300, 3 * 300)
     events = EventAccumulator(str(out / "tensorboard")).Reload()
     assert "val/overlay_0" in events.Tags()["images"]
     assert "val/dice" in events.Tags()["scalars"]

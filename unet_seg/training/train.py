@@ -3,7 +3,8 @@ tests call it directly.
 
 The run writes into ``cfg.output_dir`` (the Hydra run directory): the resolved config,
 ``checkpoints/`` (best by ``val/dice`` and ``last.ckpt``, from ``conf/callbacks``), CSV and
-TensorBoard logs, and ``metrics.json``. On completion the best checkpoint is copied atomically to
+TensorBoard logs, ``curves.png`` (losses and validation figures per epoch, from the CSV log) and
+``metrics.json``. On completion the best checkpoint is copied atomically to
 ``cfg.publish_checkpoint`` (``${paths.runs_dir}/<experiment>/model.ckpt``, predict's default).
 """
 
@@ -18,10 +19,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import CSVLogger
 
 from unet_seg.config import plain
 from unet_seg.io.atomic import copy_atomic, write_json_atomic
 from unet_seg.training.module import SegmentationModule
+from unet_seg.viz.curves import write_curves
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,19 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     return instantiate(cfg.data, augment=augment, _convert_="all")
 
 
+def write_training_curves(trainer: pl.Trainer, output_dir: Path, title: str) -> Path | None:
+    """``curves.png`` from the run's CSV log (none without a CSV logger, e.g. ``fast_dev_run``);
+    a figure that cannot be drawn is logged, never fatal to the run."""
+    for logger in trainer.loggers:
+        csv_log = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+        if csv_log is not None and csv_log.is_file():
+            try:
+                return write_curves(csv_log, output_dir / "curves.png", title)
+            except ValueError as err:
+                log.warning("no curves.png: %s", err)
+    return None
+
+
 def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -77,6 +93,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if trainer.is_global_zero:
+        # Before validating the best checkpoint, whose figures would log as one more epoch.
+        write_training_curves(trainer, output_dir, str(cfg.get("name") or ""))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     checkpoint = trainer.checkpoint_callback
