@@ -89,7 +89,7 @@ def test_labels_equal_in_memory_prediction(tmp_path, rng, ckpt_2d):
     image = write_volume(tmp_path / "s.tif", Volume(array))
     predict(config(input=image, output_dir=tmp_path, checkpoint=ckpt_2d, tile_size=24,
                    batch_size=3))  # fmt: skip
-    module = SegmentationModule.load_from_checkpoint(ckpt_2d, map_location="cpu")
+    module = SegmentationModule.load_from_checkpoint(ckpt_2d, map_location="cpu", weights_only=True)
     model = module.model.eval()
     norm = normalize_percentile(array)[None]  # the whole stack is small: exact percentiles
     probs = predict_tiled(norm, model, ModelRunner(model, "cpu"), tile_size=512)

@@ -46,8 +46,9 @@ def test_fast_dev_run(tmp_path: Path, experiment: str, extra: list[str]) -> None
 
 
 def test_checkpoints_publish_and_resume(tmp_path: Path) -> None:
+    # One validation image (not limit_val_batches: that is a debug run, which never publishes).
     short = ["experiment=sample_2d", "augment=none", "data.samples_per_epoch=8",
-             "+trainer.limit_val_batches=2", *QUICK]  # fmt: skip
+             "data.val_names=[nuclei_08]", *QUICK]  # fmt: skip
     first = compose_train(tmp_path, *short, "trainer.max_epochs=2")
     train(first)
     out = tmp_path / "out"
@@ -60,7 +61,9 @@ def test_checkpoints_publish_and_resume(tmp_path: Path) -> None:
     published = tmp_path / "runs" / "sample_2d" / "model.ckpt"
     raw = torch.load(published, weights_only=True)
     assert raw["hyper_parameters"]["normalization"] == {"low": 1.0, "high": 99.8}
-    module = SegmentationModule.load_from_checkpoint(published, map_location="cpu")
+    module = SegmentationModule.load_from_checkpoint(
+        published, map_location="cpu", weights_only=True
+    )
     assert module.hparams.model["features"] == [16, 32, 64, 128]
     assert [p.name for p in published.parent.iterdir() if p.name.startswith(".")] == []
 
@@ -74,8 +77,25 @@ def test_checkpoints_publish_and_resume(tmp_path: Path) -> None:
         f"output_dir={tmp_path / 'resumed'}",
     )  # fmt: skip
     train(resumed)
-    summary = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
-    assert summary["epochs"] == 3 and summary["global_step"] == 6  # continued, not restarted
+    resumed_summary = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert resumed_summary["epochs"] == 3 and resumed_summary["global_step"] == 6  # continued
+    # The best score survives the resume: one more epoch can only keep or beat it.
+    assert resumed_summary["best_score"] >= summary["best_score"]
+    assert Path(resumed_summary["best_checkpoint"]).parent == tmp_path / "resumed" / "checkpoints"
+    assert (out / "checkpoints" / Path(summary["best_checkpoint"]).name).is_file()  # untouched
+    score = torch.load(published, weights_only=True)["publication"]["score"]
+    assert score == pytest.approx(resumed_summary["best_score"])
+
+
+def test_debug_run_does_not_publish(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "experiment=sample_2d", "debug=limit", "trainer.max_epochs=1",
+                        "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+                        "validate_best=false", "logger=csv", "callbacks.overlays=null",
+                        *QUICK)  # fmt: skip
+    train(cfg)
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert summary["best_checkpoint"] is not None  # it did save one ...
+    assert not (tmp_path / "runs" / "sample_2d" / "model.ckpt").exists()  # ... and kept it home
 
 
 @pytest.mark.slow
