@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from test_configs import compose_train
 
 from unet_seg.training.module import SegmentationModule
-from unet_seg.training.train import train
+from unet_seg.training.train import train, trainer_config
 
 # Few small batches on CPU without worker processes: seconds instead of minutes.
 QUICK = ["trainer.accelerator=cpu", "trainer.devices=1", "data.num_workers=0"]
@@ -127,3 +127,33 @@ def test_multirun_sweep_from_the_console_script(tmp_path: Path) -> None:
     ]
     assert dice_weights == [0.0, 1.0]  # loss=ce, then loss=dice_ce
     assert not (tmp_path / "runs" / "sample_2d" / "model.ckpt").exists()  # jobs don't overwrite
+
+
+def test_ddp_config_drops_sync_batchnorm_without_cuda(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = compose_train(tmp_path, "experiment=sample_2d", "trainer=ddp")
+    assert cfg.trainer.sync_batchnorm and cfg.trainer.strategy == "ddp"
+    options = trainer_config(cfg)
+    assert options.sync_batchnorm is False and options.accelerator == "auto"
+    assert cfg.trainer.sync_batchnorm  # the composed config itself is left alone
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
+    # The multi-node path on a CPU machine: Lightning relaunches the CLI once per process (gloo).
+    command = [sys.executable, "-m", "unet_seg.cli.train", "experiment=sample_2d", "trainer=ddp",
+               "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+               "+trainer.limit_val_batches=1", "data.num_workers=0", "logger=csv",
+               "callbacks.overlays=null", f"paths.runs_dir={tmp_path / 'runs'}"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "distributed_backend=gloo" in output
+    assert "Starting with 2 processes" in output
+    runs = list((tmp_path / "runs" / "sample_2d").glob("*/metrics.json"))
+    assert len(runs) == 1
+    summary = json.loads(runs[0].read_text())
+    assert summary["global_step"] == 2 and summary["best_checkpoint"]
