@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
+from unet_seg.errors import InputNotFoundError
 from unet_seg.evaluation.metrics import (
     AP_THRESHOLDS,
     average_precision,
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 def _keyed(folder: Path, suffix: str) -> dict[str, Path]:
     """``{key: path}`` of the supported files in ``folder`` whose stem ends with ``suffix``."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
+        raise InputNotFoundError(f"{folder}: no such folder")
     files = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and is_supported(path):
@@ -104,7 +105,7 @@ def evaluate(cfg: Any) -> dict:
     else:
         gt_inst = _keyed(gt_dir, cfg.gt_instance_suffix) if cfg.gt_instance_suffix else {}
     if not preds:
-        raise FileNotFoundError(f"{pred_dir}: no predictions named *{cfg.pred_suffix}.<format>")
+        raise InputNotFoundError(f"{pred_dir}: no predictions named *{cfg.pred_suffix}.<format>")
     num_classes = int(cfg.num_classes)
     rows, failed, total = [], [], np.zeros((num_classes, 3), np.int64)
     bar = tqdm(sorted(preds.items()), desc="evaluate", unit="file",
@@ -120,7 +121,7 @@ def evaluate(cfg: Any) -> dict:
                 _integers(gt_inst[key]) if instances else None,
             )  # fmt: skip
         except Exception as err:  # one bad pair must not stop the evaluation; reported by name
-            log.error("%s: evaluation failed: %s", pred_path, err)
+            # Reported once: in the summary and by the CLI on stderr.
             failed.append({"prediction": str(pred_path), "error": f"{type(err).__name__}: {err}"})
             continue
         total += counts

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from unet_seg.errors import InputNotFoundError
 from unet_seg.inference.inputs import input_layout, slab_reader
 from unet_seg.inference.postprocess import (
     PROBABILITY_DTYPES,
@@ -216,7 +217,7 @@ def _load_model(checkpoint: str) -> tuple[SegmentationNetwork, dict]:
     try:
         return load_model(checkpoint)
     except FileNotFoundError as err:
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{err}: train the sample model first with `unet-seg-train experiment=sample_2d`, "
             "or pass checkpoint=<path to a .ckpt>"
         ) from err
@@ -255,7 +256,7 @@ def predict(cfg: Any) -> dict:
                 entry.update(predict_file(path, targets, model, runner, options, norm))
                 entry["status"] = "ok"
         except Exception as err:  # one bad file must not stop the batch; it is reported by name
-            log.error("%s: prediction failed: %s", path, err)
+            # The reason goes to the summary and to the CLI's one line on stderr, not the log too.
             entry.update(status="failed", error=f"{type(err).__name__}: {err}")
         entries.append(entry)
         log.info("%s: %s", path, entry["status"])
