@@ -11,6 +11,7 @@ therefore make Hydra raise (``HYDRA_FULL_ERROR=1`` for the call) and report here
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -119,6 +120,8 @@ def run_console_script(name: str, hydra_main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function as ``name``: Hydra's errors (bad overrides, unknown config
     options) become one line and exit code 2."""
     show = wants_traceback()
+    # tifffile logs each bad tag of a corrupt file at ERROR level; the reader's error says it once.
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     try:
         with _hydra_raises():
             hydra_main()
