@@ -39,3 +39,14 @@ def checkpoint_load_error(path: object, err: BaseException) -> ValueError:
             f"tensors, which could run code when loaded ({reason})"
         )
     return ValueError(f"{path}: not a PyTorch checkpoint ({reason or 'unreadable'})")
+
+
+class OutputWriteError(OSError):
+    """Writing an output file failed (full disk, I/O error, no permission); the message names
+    the file, ``errno`` is the system's."""
+
+    def __init__(self, errno: int | None, message: str) -> None:
+        super().__init__(errno, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)

@@ -1,7 +1,8 @@
 """How the console scripts report problems: one line per problem on stderr, no Python traceback.
 
 Exit codes: 0 done, 1 a file failed (an input, the checkpoint, the output folder), 2 the command
-cannot work as given (a bad override, a missing config value, no inputs), 130 interrupted.
+cannot work as given (a bad override, a missing config value, no inputs), 130 interrupted
+(Ctrl-C, or SIGTERM where :func:`sigterm_as_interrupt` is active).
 ``HYDRA_FULL_ERROR=1`` in the environment, or ``traceback=true`` on the command line, shows the
 traceback instead (not ``debug=``: that names the debug run configs of ``conf/debug``).
 
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -99,6 +102,24 @@ def reported_errors(name: str, cfg: Any) -> Iterator[None]:
         if wants_traceback(cfg):
             raise
         report(name, err)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Handle SIGTERM (``kill``, a batch scheduler's stop) like Ctrl-C: as ``KeyboardInterrupt``,
+    so the work in progress cleans up its temporaries and the summary is written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

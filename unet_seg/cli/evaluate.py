@@ -16,7 +16,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from unet_seg.cli.errors import EXIT_FAILED, reported_errors, run_console_script
+from unet_seg.cli.errors import (
+    EXIT_FAILED,
+    reported_errors,
+    run_console_script,
+    sigterm_as_interrupt,
+)
 from unet_seg.config import config_dir
 from unet_seg.evaluation.evaluate import evaluate
 
@@ -25,7 +30,7 @@ NAME = "unet-seg-evaluate"
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
 def run(cfg: DictConfig) -> None:
-    with reported_errors(NAME, cfg):
+    with reported_errors(NAME, cfg), sigterm_as_interrupt():
         summary = evaluate(cfg)
     for name, value in summary["mean"].items():
         print(f"{name:>12s}  {value:.4f}")

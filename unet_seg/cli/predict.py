@@ -17,7 +17,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from unet_seg.cli.errors import EXIT_FAILED, reported_errors, run_console_script
+from unet_seg.cli.errors import (
+    EXIT_FAILED,
+    reported_errors,
+    run_console_script,
+    sigterm_as_interrupt,
+)
 from unet_seg.config import config_dir
 from unet_seg.inference.predict import predict
 
@@ -26,7 +31,7 @@ NAME = "unet-seg-predict"
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
 def run(cfg: DictConfig) -> None:
-    with reported_errors(NAME, cfg):
+    with reported_errors(NAME, cfg), sigterm_as_interrupt():
         summary = predict(cfg)
     print(
         f"{NAME}: {summary['ok']} predicted, {summary['skipped']} skipped, "
