@@ -39,7 +39,8 @@ def run(cfg: DictConfig) -> None:
         f"{len(summary['failed'])} failed"
     )
     for failure in summary["failed"]:
-        print(f"{NAME}: failed: {failure['prediction']}: {failure['error']}", file=sys.stderr)
+        name = failure.get("prediction") or failure.get("ground_truth")
+        print(f"{NAME}: failed: {name}: {failure['error']}", file=sys.stderr)
     if summary["failed"]:
         sys.exit(EXIT_FAILED)
 
