@@ -89,7 +89,7 @@ def test_labels_equal_in_memory_prediction(tmp_path, rng, ckpt_2d):
     image = write_volume(tmp_path / "s.tif", Volume(array))
     predict(config(input=image, output_dir=tmp_path, checkpoint=ckpt_2d, tile_size=24,
                    batch_size=3))  # fmt: skip
-    module = SegmentationModule.load_from_checkpoint(ckpt_2d, map_location="cpu")
+    module = SegmentationModule.load_from_checkpoint(ckpt_2d, map_location="cpu", weights_only=True)
     model = module.model.eval()
     norm = normalize_percentile(array)[None]  # the whole stack is small: exact percentiles
     probs = predict_tiled(norm, model, ModelRunner(model, "cpu"), tile_size=512)
@@ -119,9 +119,14 @@ def test_skip_existing_and_overwrite(tmp_path, rng, ckpt_2d):
     image = write_volume(tmp_path / "in" / "s.tif", Volume(stack(rng)))
     out = tmp_path / "out"
     assert predict(config(input=image, output_dir=out, checkpoint=ckpt_2d))["ok"] == 1
-    (out / "s_labels.tif").write_bytes(b"marker")
+    complete = (out / "s_labels.tif").read_bytes()
     summary = predict(config(input=tmp_path / "in", output_dir=out, checkpoint=ckpt_2d))
-    assert summary["skipped"] == 1 and (out / "s_labels.tif").read_bytes() == b"marker"
+    assert summary["skipped"] == 1 and (out / "s_labels.tif").read_bytes() == complete
+    # Only complete outputs are skipped: a cut or foreign file under the name is redone.
+    for broken in (complete[: len(complete) // 2], b"marker"):
+        (out / "s_labels.tif").write_bytes(broken)
+        summary = predict(config(input=tmp_path / "in", output_dir=out, checkpoint=ckpt_2d))
+        assert summary["ok"] == 1 and (out / "s_labels.tif").read_bytes() == complete
     summary = predict(config(input=image, output_dir=out, checkpoint=ckpt_2d, overwrite=True))
     assert summary["ok"] == 1 and read_volume(out / "s_labels.tif").array.shape == (3, 37, 45)
 

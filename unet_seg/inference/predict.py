@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from unet_seg.inference.inputs import input_layout, slab_reader
+from unet_seg.errors import InputNotFoundError, UsageError
+from unet_seg.inference.inputs import Layout, LuminanceView, input_layout, slab_reader
+from unet_seg.inference.outputs import (
+    is_complete,
+    is_output,
+    plan_outputs,
+    scratch_path,
+)
 from unet_seg.inference.postprocess import (
     PROBABILITY_DTYPES,
     instance_labels,
@@ -33,9 +39,10 @@ from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import iter_tiled_predictions
 from unet_seg.inference.tiling import BLEND_MODES, plan_tiles
 from unet_seg.io import Volume, open_volume, read_volume, write_volume
-from unet_seg.io.atomic import write_json_atomic
-from unet_seg.io.files import find_files, format_suffix, output_path, stem
+from unet_seg.io.atomic import write_error, write_json_atomic
+from unet_seg.io.files import find_files, format_suffix
 from unet_seg.io.slabs import SlabWriter
+from unet_seg.io.sweep import sweep_stale_temporaries
 from unet_seg.models.checkpoint import load_model
 from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.normalization import percentile_range, percentiles
@@ -43,7 +50,6 @@ from unet_seg.viz.previews import PreviewCollector, plane_reader
 
 log = logging.getLogger(__name__)
 DEFAULT_TILE = {2: 512, 3: 96}  # output region per window; bigger tiles waste less margin
-OUTPUT_ENDINGS = ("_labels", "_probs", "_instances", "_preview")
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class PredictOptions:
     slice_axis: int = 0
     probability_dtype: str = "uint8"
     progress: bool | None = None
+    max_voxels: int | None = None
     instances: InstanceOptions = InstanceOptions()
     preview_slices: int = 4
 
@@ -104,6 +111,7 @@ class PredictOptions:
             slice_axis=int(cfg.slice_axis),
             probability_dtype=str(cfg.probability_dtype),
             progress=cfg.progress,
+            max_voxels=int(cfg.max_voxels) if cfg.get("max_voxels") is not None else None,
             instances=InstanceOptions(
                 int(icfg.foreground_class),
                 bool(icfg.split),
@@ -118,21 +126,22 @@ class PredictOptions:
         return self.tile_size if self.tile_size is not None else DEFAULT_TILE[spatial_dims]
 
 
-def output_paths(path: Path, out_dir: Path, outputs: dict) -> dict[str, Path]:
-    """Output file per enabled kind (``labels``, ``probabilities``, ``instances``, ``preview``)."""
-    suffix = format_suffix(path)
-    names = {
-        "labels": output_path(path, out_dir, "_labels"),
-        "probabilities": output_path(path, out_dir, "_probs", ".tif" if suffix == ".png" else None),
-        "instances": output_path(path, out_dir, "_instances"),
-        "preview": output_path(path, out_dir, "_preview", ".png"),
-    }
-    return {kind: name for kind, name in names.items() if outputs.get(kind)}
-
-
 def _probability_dtype(wanted: str, suffix: str) -> str:
     # NIfTI has no float16; float32 keeps the values exact there.
     return "float32" if wanted == "float16" and suffix.startswith(".nii") else wanted
+
+
+def open_input(
+    path: Path, model: SegmentationNetwork, options: PredictOptions
+) -> tuple[Any, Any, Layout]:
+    """``(volume, source, layout)``: the opened file, what the model reads of it (the volume, or
+    its luminance for a colour image and a one-channel model) and how it reads it."""
+    volume = open_volume(path, max_voxels=options.max_voxels)
+    kind = volume.metadata.get("channels")
+    layout = input_layout(path, volume.shape, model, options.slice_axis, kind)
+    if layout.luminance is None:
+        return volume, volume, layout
+    return volume, LuminanceView(volume, kind), replace(layout, channels=False, luminance=None)
 
 
 def predict_file(
@@ -148,14 +157,17 @@ def predict_file(
     ``norm``: the ``{low, high}`` percentiles to normalise with (those of training).
     """
     start = time.perf_counter()
-    volume = open_volume(path)
-    layout = input_layout(path, volume.shape, model, options.slice_axis)
-    lo, hi = percentile_range(volume, *percentiles(norm))
-    shape = layout.volume_shape(volume.shape)
+    volume, source, layout = open_input(path, model, options)
+    if source is not volume:
+        kind = volume.metadata.get("channels")
+        log.warning("%s: %s image, predicted on its luminance (the model takes one channel)",
+                    path, kind)  # fmt: skip
+    lo, hi = percentile_range(source, *percentiles(norm))
+    shape = layout.volume_shape(source.shape)
     plan = plan_tiles(model, shape, options.tile_for(model.spatial_dims), options.overlap)
-    spatial = volume.shape[1:] if layout.channels else volume.shape
+    spatial = layout.spatial_shape(source.shape)
     classes = int(model.num_classes)
-    reader = slab_reader(volume, layout, lo, hi)
+    reader = slab_reader(source, layout, lo, hi)
     slices = iter_tiled_predictions(
         reader, shape, plan, runner, options.batch_size, options.blend, options.progress
     )
@@ -164,7 +176,7 @@ def predict_file(
         writers = {}
         label_target = targets.get("labels") or targets.get("instances")
         # Instances are computed from the label map, so it is written even if not asked for.
-        label_path = label_target if "labels" in targets else _scratch(label_target)
+        label_path = label_target if "labels" in targets else scratch_path(label_target)
         writers["labels"] = stack.enter_context(
             SlabWriter(label_path, spatial, label_dtype(classes), volume, layout.spatial_dims)
         )
@@ -202,14 +214,6 @@ def predict_file(
     }
 
 
-def _is_output(path: Path, out_dir: Path) -> bool:
-    return path.parent.resolve() == out_dir.resolve() and stem(path).endswith(OUTPUT_ENDINGS)
-
-
-def _scratch(path: Path) -> Path:
-    return path.with_name(f".{path.name}.labels-{uuid.uuid4().hex[:8]}{format_suffix(path)}")
-
-
 def _write_instances(label_path: Path, target: Path, volume: Any, options: InstanceOptions) -> None:
     """Instances of the foreground class over the whole label map (in 3D for a stack predicted
     slice by slice). This step holds the label map in memory, unlike the tiled prediction."""
@@ -242,51 +246,92 @@ def _load_model(checkpoint: str) -> tuple[SegmentationNetwork, dict]:
     try:
         return load_model(checkpoint)
     except FileNotFoundError as err:
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{err}: train the sample model first with `unet-seg-train experiment=sample_2d`, "
             "or pass checkpoint=<path to a .ckpt>"
         ) from err
+
+
+def _normalization(cfg: Any, stored: dict) -> dict:
+    """The percentiles to normalise with: the config's, else the checkpoint's; a clear error
+    for nonsense (``low >= high``, NaN, not numbers) naming where it came from."""
+    given = cfg.get("normalization")
+    norm = dict(given) if given else stored
+    try:
+        percentiles(norm)
+    except (TypeError, ValueError) as err:
+        if given:
+            raise UsageError(f"normalization={norm}: {err}") from err
+        raise ValueError(
+            f"{cfg.checkpoint}: the normalisation stored in the checkpoint ({norm}) is unusable: "
+            f"{err}; pass normalization={{low: 1.0, high: 99.8}} to override it"
+        ) from err
+    return norm
+
+
+def _complete(path: Path, targets: dict, model: SegmentationNetwork, options: Any) -> bool:
+    if not all(t.is_file() for t in targets.values()):
+        return False
+    _, source, layout = open_input(path, model, options)
+    return is_complete(targets, layout.spatial_shape(source.shape), int(model.num_classes))
 
 
 def predict(cfg: Any) -> dict:
     """Predict every input of ``cfg.input`` into ``cfg.output_dir``; returns the run summary.
 
     A file that cannot be read or predicted is reported by name and skipped; ``summary["failed"]``
-    counts them. Existing outputs are kept unless ``cfg.overwrite``.
+    counts them. Complete existing outputs are kept unless ``cfg.overwrite``. Temporaries a killed
+    run left in ``output_dir`` are removed first. On ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM
+    where the CLI turns it into one) the file in progress leaves nothing behind, the summary is
+    written with ``"interrupted": true``, and the interrupt goes on.
+
+    Raises:
+        UsageError: two inputs would write the same output, or no output is enabled.
     """
-    model, norm = _load_model(cfg.checkpoint)
-    if cfg.get("normalization"):
-        norm = dict(cfg.normalization)
+    started = time.time()
+    model, stored = _load_model(cfg.checkpoint)
+    norm = _normalization(cfg, stored)
     options = PredictOptions.from_config(cfg)
     out_dir = Path(cfg.output_dir)
-    # Our own outputs are not inputs, e.g. when output_dir is the input folder.
-    files = [f for f in find_files(cfg.input) if not _is_output(f, out_dir)]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runner = ModelRunner(model, cfg.device, bool(cfg.tta), bool(cfg.amp), bool(cfg.cpu_bf16))
     outputs = dict(cfg.outputs)
-    entries, start = [], time.perf_counter()
+    if not any(on for kind, on in outputs.items() if kind != "preview"):
+        raise UsageError("no outputs enabled (outputs.labels/probabilities/instances)")
+    # Our own outputs are not inputs, e.g. when output_dir is the input folder.
+    files = [f for f in find_files(cfg.input) if not is_output(f, out_dir)]
+    plan = plan_outputs(files, out_dir, outputs)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(out_dir, err) from err
+    sweep_stale_temporaries(out_dir, started)
+    runner = ModelRunner(model, cfg.device, bool(cfg.tta), bool(cfg.amp), bool(cfg.cpu_bf16))
+    entries, start, interrupted = [], time.perf_counter(), False
     bar = tqdm(
         files, desc="files", unit="file", disable=None if cfg.progress is None else not cfg.progress
     )
     for path in bar:
-        entry: dict[str, Any] = {"input": str(path)}
+        targets = plan[path]
+        entry: dict[str, Any] = {
+            "input": str(path),
+            "outputs": [str(p) for kind, p in targets.items() if kind != "preview"],
+        }
+        if "preview" in targets:
+            entry["preview"] = str(targets["preview"])
         try:
-            targets = output_paths(path, out_dir, outputs)
-            entry["outputs"] = [str(p) for k, p in targets.items() if k != "preview"]
-            if "preview" in targets:
-                entry["preview"] = str(targets["preview"])
-            if not entry["outputs"]:
-                raise ValueError("no outputs enabled (outputs.labels/probabilities/instances)")
-            if not cfg.overwrite and all(p.exists() for p in targets.values()):
+            if not cfg.overwrite and _complete(path, targets, model, options):
                 entry["status"] = "skipped"
             else:
                 entry.update(predict_file(path, targets, model, runner, options, norm))
                 entry["status"] = "ok"
+        except KeyboardInterrupt:
+            entry["status"], interrupted = "interrupted", True
         except Exception as err:  # one bad file must not stop the batch; it is reported by name
-            log.error("%s: prediction failed: %s", path, err)
+            # The reason goes to the summary and to the CLI's one line on stderr, not the log too.
             entry.update(status="failed", error=f"{type(err).__name__}: {err}")
         entries.append(entry)
         log.info("%s: %s", path, entry["status"])
+        if interrupted:
+            break
     summary = {
         "checkpoint": str(cfg.checkpoint),
         "output_dir": str(out_dir),
@@ -295,7 +340,10 @@ def predict(cfg: Any) -> dict:
         "ok": sum(e["status"] == "ok" for e in entries),
         "skipped": sum(e["status"] == "skipped" for e in entries),
         "failed": sum(e["status"] == "failed" for e in entries),
+        "interrupted": interrupted,
         "seconds": round(time.perf_counter() - start, 3),
     }
     write_json_atomic(out_dir / "predict_summary.json", summary)
+    if interrupted:
+        raise KeyboardInterrupt
     return summary
