@@ -204,3 +204,15 @@ def test_percentiles_of_a_strided_subsample_match_the_exact_ones(rng, monkeypatc
     lo, hi = normalization.percentile_range(volume, 1.0, 99.8)
     assert lo == pytest.approx(exact[0], rel=0.1) and hi == pytest.approx(exact[1], rel=0.05)
     assert (lo, hi) != pytest.approx(exact, rel=1e-6)  # really a subsample
+
+
+def test_probabilities_alone_need_no_label_map(tmp_path, rng, ckpt_2d):
+    image = write_volume(tmp_path / "in" / "p.tif", Volume(stack(rng, (3, 40, 48))))
+    out = tmp_path / "out"
+    cfg = config(input=image, output_dir=out, checkpoint=ckpt_2d,
+                 **{"outputs.labels": False, "outputs.probabilities": True})  # fmt: skip
+    summary = predict(cfg)
+    assert summary["ok"] == 1, summary["files"]
+    assert read_volume(out / "p_probs.tif").array.shape == (2, 3, 40, 48)
+    assert not (out / "p_labels.tif").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".hydra"]

@@ -176,10 +176,13 @@ def predict_file(
         writers = {}
         label_target = targets.get("labels") or targets.get("instances")
         # Instances are computed from the label map, so it is written even if not asked for.
-        label_path = label_target if "labels" in targets else scratch_path(label_target)
-        writers["labels"] = stack.enter_context(
-            SlabWriter(label_path, spatial, label_dtype(classes), volume, layout.spatial_dims)
-        )
+        label_path = label_target if "labels" in targets else None
+        if label_path is None and "instances" in targets:
+            label_path = scratch_path(label_target)
+        if label_path is not None:
+            writers["labels"] = stack.enter_context(
+                SlabWriter(label_path, spatial, label_dtype(classes), volume, layout.spatial_dims)
+            )
         if "probabilities" in targets:
             dtype = _probability_dtype(options.probability_dtype, format_suffix(path))
             writers["probabilities"] = stack.enter_context(
@@ -188,7 +191,8 @@ def predict_file(
             )  # fmt: skip
         for z0, probs in slices:
             labels = probabilities_to_labels(probs)
-            writers["labels"].write(z0, labels, layout.slice_axis)
+            if "labels" in writers:
+                writers["labels"].write(z0, labels, layout.slice_axis)
             if preview is not None:
                 preview.add(z0, labels)  # keeps only the few slices it will show
             if "probabilities" in writers:
