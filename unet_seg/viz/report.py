@@ -143,7 +143,8 @@ def _overall(summary: Mapping[str, Any], metrics: Sequence[str]) -> list[str]:
     if summary.get("failed"):
         out.append('<h2>Failed</h2><ul class="failed">')
         for failure in summary["failed"]:
-            text = f"{failure.get('prediction')}: {failure.get('error')}"
+            name = failure.get("prediction") or failure.get("ground_truth")
+            text = f"{name}: {failure.get('error')}"
             out.append(f"<li>{html.escape(text)}</li>")
         out.append("</ul>")
     return out
