@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +37,24 @@ def isbi_dir() -> Path:
     if not (ISBI_DIR / "train-volume.tif").is_file():
         pytest.skip(f"ISBI 2012 data not found at {ISBI_DIR}")
     return ISBI_DIR
+
+
+@pytest.fixture
+def readonly_dir(tmp_path: Path) -> Iterator[Path]:
+    """A folder nothing can be written into: a read-only tmpfs where we are root and may mount,
+    a chmod 555 folder where we are not root (root ignores permissions), else the test skips."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                             capture_output=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip("running as root without permission to mount a read-only tmpfs")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -11,13 +11,15 @@ import unet_seg
 
 ROOT = Path(unet_seg.__file__).resolve().parent
 # What the lowest layers may use; everything above them may use these too.
-FOUNDATION = {"io", "normalization", "config"}
+FOUNDATION = {"errors", "io", "normalization", "config"}
 ALLOWED = {
-    "io": set(),
-    "normalization": set(),
-    "config": set(),
+    "errors": set(),
+    "io": {"errors"},
+    "normalization": {"errors"},
+    "config": {"errors"},
     "models": FOUNDATION,
     "data": FOUNDATION | {"models"},
+    "viz": {"io"},  # pictures of results: numpy, matplotlib and the I/O layer only
 }
 
 

@@ -89,7 +89,9 @@ def test_checkpoint_round_trip_weights_only(tmp_path) -> None:
     assert raw["hyper_parameters"]["normalization"] == {"low": 2.0, "high": 99.0}
 
     # last.ckpt holds the weights the module ends with; the best may be an earlier epoch's.
-    restored = SegmentationModule.load_from_checkpoint(last.best_model_path, map_location="cpu")
+    restored = SegmentationModule.load_from_checkpoint(
+        last.best_model_path, map_location="cpu", weights_only=True
+    )
     assert restored.hparams.model == TINY
     assert restored.hparams.normalization == {"low": 2.0, "high": 99.0}
     module.eval()

@@ -89,7 +89,7 @@ def test_labels_equal_in_memory_prediction(tmp_path, rng, ckpt_2d):
     image = write_volume(tmp_path / "s.tif", Volume(array))
     predict(config(input=image, output_dir=tmp_path, checkpoint=ckpt_2d, tile_size=24,
                    batch_size=3))  # fmt: skip
-    module = SegmentationModule.load_from_checkpoint(ckpt_2d, map_location="cpu")
+    module = SegmentationModule.load_from_checkpoint(ckpt_2d, map_location="cpu", weights_only=True)
     model = module.model.eval()
     norm = normalize_percentile(array)[None]  # the whole stack is small: exact percentiles
     probs = predict_tiled(norm, model, ModelRunner(model, "cpu"), tile_size=512)
@@ -119,9 +119,14 @@ def test_skip_existing_and_overwrite(tmp_path, rng, ckpt_2d):
     image = write_volume(tmp_path / "in" / "s.tif", Volume(stack(rng)))
     out = tmp_path / "out"
     assert predict(config(input=image, output_dir=out, checkpoint=ckpt_2d))["ok"] == 1
-    (out / "s_labels.tif").write_bytes(b"marker")
+    complete = (out / "s_labels.tif").read_bytes()
     summary = predict(config(input=tmp_path / "in", output_dir=out, checkpoint=ckpt_2d))
-    assert summary["skipped"] == 1 and (out / "s_labels.tif").read_bytes() == b"marker"
+    assert summary["skipped"] == 1 and (out / "s_labels.tif").read_bytes() == complete
+    # Only complete outputs are skipped: a cut or foreign file under the name is redone.
+    for broken in (complete[: len(complete) // 2], b"marker"):
+        (out / "s_labels.tif").write_bytes(broken)
+        summary = predict(config(input=tmp_path / "in", output_dir=out, checkpoint=ckpt_2d))
+        assert summary["ok"] == 1 and (out / "s_labels.tif").read_bytes() == complete
     summary = predict(config(input=image, output_dir=out, checkpoint=ckpt_2d, overwrite=True))
     assert summary["ok"] == 1 and read_volume(out / "s_labels.tif").array.shape == (3, 37, 45)
 
@@ -138,7 +143,8 @@ def test_bad_file_is_reported_and_the_batch_goes_on(tmp_path, rng, ckpt_2d):
     errors = [e["error"] for e in summary["files"] if e["status"] == "failed"]
     assert "b.tif" in errors[0] and "d.tif" in errors[1]
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["a_labels.tif", "c_labels.tif", "predict_summary.json"]
+    assert names == ["a_labels.tif", "a_preview.png", "c_labels.tif", "c_preview.png",
+                     "predict_summary.json"]  # fmt: skip
 
 
 def test_exception_mid_file_leaves_no_partial_output(tmp_path, rng, ckpt_2d, monkeypatch):
@@ -198,3 +204,15 @@ def test_percentiles_of_a_strided_subsample_match_the_exact_ones(rng, monkeypatc
     lo, hi = normalization.percentile_range(volume, 1.0, 99.8)
     assert lo == pytest.approx(exact[0], rel=0.1) and hi == pytest.approx(exact[1], rel=0.05)
     assert (lo, hi) != pytest.approx(exact, rel=1e-6)  # really a subsample
+
+
+def test_probabilities_alone_need_no_label_map(tmp_path, rng, ckpt_2d):
+    image = write_volume(tmp_path / "in" / "p.tif", Volume(stack(rng, (3, 40, 48))))
+    out = tmp_path / "out"
+    cfg = config(input=image, output_dir=out, checkpoint=ckpt_2d,
+                 **{"outputs.labels": False, "outputs.probabilities": True})  # fmt: skip
+    summary = predict(cfg)
+    assert summary["ok"] == 1, summary["files"]
+    assert read_volume(out / "p_probs.tif").array.shape == (2, 3, 40, 48)
+    assert not (out / "p_labels.tif").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".hydra"]

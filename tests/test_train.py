@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_configs import compose_train
 
 from unet_seg.training.module import SegmentationModule
-from unet_seg.training.train import train
+from unet_seg.training.train import train, trainer_config
 
 # Few small batches on CPU without worker processes: seconds instead of minutes.
 QUICK = ["trainer.accelerator=cpu", "trainer.devices=1", "data.num_workers=0"]
@@ -46,8 +47,9 @@ def test_fast_dev_run(tmp_path: Path, experiment: str, extra: list[str]) -> None
 
 
 def test_checkpoints_publish_and_resume(tmp_path: Path) -> None:
+    # One validation image (not limit_val_batches: that is a debug run, which never publishes).
     short = ["experiment=sample_2d", "augment=none", "data.samples_per_epoch=8",
-             "+trainer.limit_val_batches=2", *QUICK]  # fmt: skip
+             "data.val_names=[nuclei_08]", *QUICK]  # fmt: skip
     first = compose_train(tmp_path, *short, "trainer.max_epochs=2")
     train(first)
     out = tmp_path / "out"
@@ -60,11 +62,15 @@ def test_checkpoints_publish_and_resume(tmp_path: Path) -> None:
     published = tmp_path / "runs" / "sample_2d" / "model.ckpt"
     raw = torch.load(published, weights_only=True)
     assert raw["hyper_parameters"]["normalization"] == {"low": 1.0, "high": 99.8}
-    module = SegmentationModule.load_from_checkpoint(published, map_location="cpu")
+    module = SegmentationModule.load_from_checkpoint(
+        published, map_location="cpu", weights_only=True
+    )
     assert module.hparams.model["features"] == [16, 32, 64, 128]
     assert [p.name for p in published.parent.iterdir() if p.name.startswith(".")] == []
 
     assert (out / "csv" / "metrics.csv").is_file()
+    with Image.open(out / "curves.png") as curves:  # losses, 5 validation figures, learning rate
+        assert curves.format == "PNG" and curves.size == (3 * 300, 3 * 300)
     events = EventAccumulator(str(out / "tensorboard")).Reload()
     assert "val/overlay_0" in events.Tags()["images"]
     assert "val/dice" in events.Tags()["scalars"]
@@ -74,8 +80,25 @@ def test_checkpoints_publish_and_resume(tmp_path: Path) -> None:
         f"output_dir={tmp_path / 'resumed'}",
     )  # fmt: skip
     train(resumed)
-    summary = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
-    assert summary["epochs"] == 3 and summary["global_step"] == 6  # continued, not restarted
+    resumed_summary = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert resumed_summary["epochs"] == 3 and resumed_summary["global_step"] == 6  # continued
+    # The best score survives the resume: one more epoch can only keep or beat it.
+    assert resumed_summary["best_score"] >= summary["best_score"]
+    assert Path(resumed_summary["best_checkpoint"]).parent == tmp_path / "resumed" / "checkpoints"
+    assert (out / "checkpoints" / Path(summary["best_checkpoint"]).name).is_file()  # untouched
+    score = torch.load(published, weights_only=True)["publication"]["score"]
+    assert score == pytest.approx(resumed_summary["best_score"])
+
+
+def test_debug_run_does_not_publish(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "experiment=sample_2d", "debug=limit", "trainer.max_epochs=1",
+                        "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+                        "validate_best=false", "logger=csv", "callbacks.overlays=null",
+                        *QUICK)  # fmt: skip
+    train(cfg)
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert summary["best_checkpoint"] is not None  # it did save one ...
+    assert not (tmp_path / "runs" / "sample_2d" / "model.ckpt").exists()  # ... and kept it home
 
 
 @pytest.mark.slow
@@ -107,3 +130,33 @@ def test_multirun_sweep_from_the_console_script(tmp_path: Path) -> None:
     ]
     assert dice_weights == [0.0, 1.0]  # loss=ce, then loss=dice_ce
     assert not (tmp_path / "runs" / "sample_2d" / "model.ckpt").exists()  # jobs don't overwrite
+
+
+def test_ddp_config_drops_sync_batchnorm_without_cuda(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = compose_train(tmp_path, "experiment=sample_2d", "trainer=ddp")
+    assert cfg.trainer.sync_batchnorm and cfg.trainer.strategy == "ddp"
+    options = trainer_config(cfg)
+    assert options.sync_batchnorm is False and options.accelerator == "auto"
+    assert cfg.trainer.sync_batchnorm  # the composed config itself is left alone
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
+    # The multi-node path on a CPU machine: Lightning relaunches the CLI once per process (gloo).
+    command = [sys.executable, "-m", "unet_seg.cli.train", "experiment=sample_2d", "trainer=ddp",
+               "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+               "+trainer.limit_val_batches=1", "data.num_workers=0", "logger=csv",
+               "callbacks.overlays=null", f"paths.runs_dir={tmp_path / 'runs'}"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "distributed_backend=gloo" in output
+    assert "Starting with 2 processes" in output
+    runs = list((tmp_path / "runs" / "sample_2d").glob("*/metrics.json"))
+    assert len(runs) == 1
+    summary = json.loads(runs[0].read_text())
+    assert summary["global_step"] == 2 and summary["best_checkpoint"]

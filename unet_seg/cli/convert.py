@@ -14,21 +14,28 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from unet_seg.cli.errors import reported_errors, run_console_script
 from unet_seg.config import config_dir
+from unet_seg.errors import UsageError
 from unet_seg.io.convert import convert_to_ome_zarr
+
+NAME = "unet-seg-convert"
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="convert")
-def main(cfg: DictConfig) -> None:
-    target = Path(cfg.output)
-    if target.exists() and not cfg.overwrite:
-        raise SystemExit(f"unet-seg-convert: {target} exists (overwrite=true to replace it)")
-    chunks = None if cfg.chunks is None else [int(c) for c in cfg.chunks]
-    try:
+def run(cfg: DictConfig) -> None:
+    with reported_errors(NAME, cfg):
+        target = Path(cfg.output)
+        if target.exists() and not cfg.overwrite:
+            raise UsageError(f"{target} exists (overwrite=true to replace it)")
+        chunks = None if cfg.chunks is None else [int(c) for c in cfg.chunks]
         path = convert_to_ome_zarr(cfg.input, target, chunks, str(cfg.ngff_version))
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"unet-seg-convert: {err}") from None
-    print(f"unet-seg-convert: {cfg.input} -> {path}")
+    print(f"{NAME}: {cfg.input} -> {path}")
+
+
+def main() -> None:
+    """The ``unet-seg-convert`` console script."""
+    run_console_script(NAME, run)
 
 
 if __name__ == "__main__":

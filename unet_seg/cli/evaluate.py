@@ -5,7 +5,8 @@ Examples::
     unet-seg-evaluate                                   # sample stack predictions vs its labels
     unet-seg-evaluate pred_dir=preds gt_dir=data_samples/2d/labels gt_suffix=''
 
-The exit code is 1 when any pair failed (each failure is logged with its file name).
+Exit codes: 1 when any pair failed (one line per failure), 2 for a command that cannot work as
+given (see ``unet_seg.cli.errors``); ``traceback=true`` shows tracebacks.
 """
 
 from __future__ import annotations
@@ -15,16 +16,22 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from unet_seg.cli.errors import (
+    EXIT_FAILED,
+    reported_errors,
+    run_console_script,
+    sigterm_as_interrupt,
+)
 from unet_seg.config import config_dir
 from unet_seg.evaluation.evaluate import evaluate
 
+NAME = "unet-seg-evaluate"
+
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    try:
+def run(cfg: DictConfig) -> None:
+    with reported_errors(NAME, cfg), sigterm_as_interrupt():
         summary = evaluate(cfg)
-    except FileNotFoundError as err:
-        sys.exit(f"unet-seg-evaluate: {err}")
     for name, value in summary["mean"].items():
         print(f"{name:>12s}  {value:.4f}")
     print(
@@ -32,9 +39,15 @@ def main(cfg: DictConfig) -> None:
         f"{len(summary['failed'])} failed"
     )
     for failure in summary["failed"]:
-        print(f"  failed: {failure['prediction']}: {failure['error']}", file=sys.stderr)
+        name = failure.get("prediction") or failure.get("ground_truth")
+        print(f"{NAME}: failed: {name}: {failure['error']}", file=sys.stderr)
     if summary["failed"]:
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
+
+
+def main() -> None:
+    """The ``unet-seg-evaluate`` console script."""
+    run_console_script(NAME, run)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Examples::
     unet-seg-predict input=data/ output_dir=preds checkpoint=runs/isbi2012/model.ckpt
     unet-seg-predict input='scans/*.nii.gz' outputs.probabilities=true overwrite=true
 
-The exit code is 1 when any file failed (each failure is logged with its file name).
+Exit codes: 1 when any file failed (one line per failed file), 2 for a command that cannot work
+as given (see ``unet_seg.cli.errors``); ``traceback=true`` shows tracebacks.
 """
 
 from __future__ import annotations
@@ -16,25 +17,36 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from unet_seg.cli.errors import (
+    EXIT_FAILED,
+    reported_errors,
+    run_console_script,
+    sigterm_as_interrupt,
+)
 from unet_seg.config import config_dir
 from unet_seg.inference.predict import predict
 
+NAME = "unet-seg-predict"
+
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
-def main(cfg: DictConfig) -> None:
-    try:
+def run(cfg: DictConfig) -> None:
+    with reported_errors(NAME, cfg), sigterm_as_interrupt():
         summary = predict(cfg)
-    except (FileNotFoundError, ValueError) as err:  # no inputs, no or a broken checkpoint
-        sys.exit(f"unet-seg-predict: {err}")
     print(
-        f"unet-seg-predict: {summary['ok']} predicted, {summary['skipped']} skipped, "
+        f"{NAME}: {summary['ok']} predicted, {summary['skipped']} skipped, "
         f"{summary['failed']} failed -> {summary['output_dir']}/predict_summary.json"
     )
     if summary["failed"]:
         for entry in summary["files"]:
             if entry["status"] == "failed":
-                print(f"  failed: {entry['input']}: {entry['error']}", file=sys.stderr)
-        sys.exit(1)
+                print(f"{NAME}: failed: {entry['input']}: {entry['error']}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
+
+
+def main() -> None:
+    """The ``unet-seg-predict`` console script."""
+    run_console_script(NAME, run)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from unet_seg.cli.errors import reported_errors, run_console_script
 from unet_seg.config import config_dir
+from unet_seg.errors import UsageError
 from unet_seg.models import UNet
 from unet_seg.models.summary import Summary, summarize
 
@@ -26,18 +28,28 @@ def summary_from_config(model_cfg: dict, input_size: int | Sequence[int]) -> Sum
     return summarize(model, input_size)
 
 
+NAME = "unet-seg-summary"
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="summary")
-def main(cfg: DictConfig) -> None:
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    size = (
-        OmegaConf.to_container(cfg.input_size)
-        if OmegaConf.is_list(cfg.input_size)
-        else cfg.input_size
-    )
-    try:
-        print(summary_from_config(model_cfg, size).table())
-    except ValueError as err:
-        raise SystemExit(f"unet-seg-summary: {err}") from None
+def run(cfg: DictConfig) -> None:
+    with reported_errors(NAME, cfg):
+        model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+        size = (
+            OmegaConf.to_container(cfg.input_size)
+            if OmegaConf.is_list(cfg.input_size)
+            else cfg.input_size
+        )
+        try:
+            table = summary_from_config(model_cfg, size).table()
+        except (ValueError, TypeError) as err:  # sizes or model options that cannot work
+            raise UsageError(str(err)) from err
+    print(table)
+
+
+def main() -> None:
+    """The ``unet-seg-summary`` console script."""
+    run_console_script(NAME, run)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Files pair up by key: the name without its format suffix and without ``pred_suffix`` /
 ``gt_suffix`` (``stack_labels.tif`` in both folders is key ``stack``). Segments for Rand error,
 VI and instance AP are the instance files (``*_instances``) where both folders have them, else
-the connected components of ``foreground_class``. ``evaluate(cfg)`` runs ``unet-seg-evaluate``.
+the connected components of ``foreground_class``. ``evaluate(cfg)`` runs ``unet-seg-evaluate``;
+with ``report`` it also writes ``report.html`` (:mod:`unet_seg.viz.report`), whose overlays lie
+on each file's image ``<key><image_suffix>`` in ``image_dir`` (default ``gt_dir``), if it has one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
+from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.evaluation.metrics import (
     AP_THRESHOLDS,
     average_precision,
@@ -28,31 +31,64 @@ from unet_seg.evaluation.metrics import (
     rand_error,
     variation_of_information,
 )
-from unet_seg.io import read_volume
+from unet_seg.io import open_volume, read_volume
 from unet_seg.io.atomic import write_json_atomic, write_text_atomic
 from unet_seg.io.files import is_supported, stem
+from unet_seg.viz.report import ReportBuilder
 
 log = logging.getLogger(__name__)
 
 
 def _keyed(folder: Path, suffix: str) -> dict[str, Path]:
-    """``{key: path}`` of the supported files in ``folder`` whose stem ends with ``suffix``."""
+    """``{key: path}`` of the supported files in ``folder`` whose stem ends with ``suffix``.
+
+    Raises:
+        UsageError: two files have the same key (``a_labels.tif`` and ``a_labels.nii.gz``, or
+            ``a.tif`` and ``a.TIF``): which one to score is not ours to guess.
+    """
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
-    files = {}
+        raise InputNotFoundError(f"{folder}: no such folder")
+    files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and is_supported(path):
             name = stem(path)
             if name.endswith(suffix):
-                files[name[: len(name) - len(suffix)]] = path
+                key = name[: len(name) - len(suffix)]
+                if key in files:
+                    raise UsageError(
+                        f"{files[key]} and {path} both pair as {key!r}: keep one of them"
+                    )
+                files[key] = path
     return files
 
 
-def _integers(path: Path) -> np.ndarray:
-    array = read_volume(path).array
-    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+def _integers(path: Path, num_classes: int | None = None) -> np.ndarray:
+    """The labels of ``path`` as int64; float files are accepted when every value is integral.
+
+    Raises:
+        ValueError: naming the file and the offending values (not integers, or outside
+            ``0..num_classes - 1`` when ``num_classes`` is given).
+    """
+    array = read_volume(path, finite=False).array
+    if np.issubdtype(array.dtype, np.floating):
+        bad = array[~np.isfinite(array) | (array != np.round(array))]
+        if bad.size:
+            raise ValueError(
+                f"{path}: labels must be integers; found {bad.size} other values, e.g. "
+                f"{np.unique(bad)[:5].tolist()}"
+            )
+    elif not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
         raise ValueError(f"{path}: expected integer labels, got dtype {array.dtype}")
-    return array.astype(np.int64)
+    labels = array.astype(np.int64)
+    if num_classes is not None:
+        values = np.unique(labels)
+        outside = values[(values < 0) | (values >= num_classes)]
+        if outside.size:
+            raise ValueError(
+                f"{path}: label values {outside[:10].tolist()} are outside the classes "
+                f"0..{num_classes - 1} (num_classes={num_classes})"
+            )
+    return labels
 
 
 def evaluate_pair(
@@ -88,11 +124,24 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
+def _add_pictures(
+    report: ReportBuilder, key: str, pred: np.ndarray, gt: np.ndarray, image: Path | None
+) -> None:
+    """The report's thumbnails of one pair, over its image when it has one that fits."""
+    for source in (image, None) if image is not None else (None,):
+        try:
+            report.add(key, pred, gt, open_volume(source) if source is not None else None)
+            return
+        except Exception as err:  # pictures are extra: they never fail the evaluation
+            log.warning("%s: report %s: %s", key, "without image" if source else "no pictures", err)
+
+
 def evaluate(cfg: Any) -> dict:
     """Evaluate ``cfg.pred_dir`` against ``cfg.gt_dir``; writes ``evaluation.csv`` and
     ``evaluation.json`` into ``cfg.output_dir`` (default: ``pred_dir``) and returns the summary.
 
-    A pair that cannot be read or compared is reported by name (``summary["failed"]``).
+    A pair that cannot be read or compared is reported by name (``summary["failed"]``), and so is
+    ground truth without a prediction.
     """
     pred_dir, gt_dir = Path(cfg.pred_dir), Path(cfg.gt_dir)
     preds, gts = _keyed(pred_dir, cfg.pred_suffix), _keyed(gt_dir, cfg.gt_suffix)
@@ -104,8 +153,11 @@ def evaluate(cfg: Any) -> dict:
     else:
         gt_inst = _keyed(gt_dir, cfg.gt_instance_suffix) if cfg.gt_instance_suffix else {}
     if not preds:
-        raise FileNotFoundError(f"{pred_dir}: no predictions named *{cfg.pred_suffix}.<format>")
+        raise InputNotFoundError(f"{pred_dir}: no predictions named *{cfg.pred_suffix}.<format>")
     num_classes = int(cfg.num_classes)
+    report = ReportBuilder(int(cfg.get("report_slices", 3))) if cfg.get("report") else None
+    image_dir = Path(cfg.get("image_dir") or gt_dir)
+    images = _keyed(image_dir, cfg.get("image_suffix") or "") if report is not None else {}
     rows, failed, total = [], [], np.zeros((num_classes, 3), np.int64)
     bar = tqdm(sorted(preds.items()), desc="evaluate", unit="file",
                disable=None if cfg.get("progress") is None else not cfg.progress)  # fmt: skip
@@ -114,17 +166,24 @@ def evaluate(cfg: Any) -> dict:
             if key not in gts:
                 raise FileNotFoundError(f"no ground truth {key}{cfg.gt_suffix}.* in {gt_dir}")
             instances = key in pred_inst and key in gt_inst
+            pred, gt = _integers(pred_path, num_classes), _integers(gts[key], num_classes)
             row, counts = evaluate_pair(
-                _integers(pred_path), _integers(gts[key]), num_classes, int(cfg.foreground_class),
+                pred, gt, num_classes, int(cfg.foreground_class),
                 _integers(pred_inst[key]) if instances else None,
                 _integers(gt_inst[key]) if instances else None,
             )  # fmt: skip
         except Exception as err:  # one bad pair must not stop the evaluation; reported by name
-            log.error("%s: evaluation failed: %s", pred_path, err)
+            # Reported once: in the summary and by the CLI on stderr.
             failed.append({"prediction": str(pred_path), "error": f"{type(err).__name__}: {err}"})
             continue
         total += counts
         rows.append({"file": key, "segments": "instances" if instances else "components", **row})
+        if report is not None:
+            image = images.get(key)  # with gt_suffix '' the truth itself has the key: no image
+            _add_pictures(report, key, pred, gt, image if image != gts[key] else None)
+    for key in sorted(set(gts) - set(preds)):  # truth that nothing predicted: not silently dropped
+        missing = f"no prediction {key}{cfg.pred_suffix}.* in {pred_dir}"
+        failed.append({"ground_truth": str(gts[key]), "error": missing})
     metrics = [k for k in rows[0] if k not in ("file", "segments")] if rows else []
     # Rand error and VI are nan for files without objects; they are left out of the mean.
     overall = {m: _nanmean([r[m] for r in rows]) for m in metrics}
@@ -150,4 +209,8 @@ def evaluate(cfg: Any) -> dict:
         writer.writerow({"file": "mean", "segments": "", **overall})
     write_text_atomic(out_dir / "evaluation.csv", text.getvalue())
     write_json_atomic(out_dir / "evaluation.json", summary)  # NaN (no objects) as null
+    if report is not None:
+        sort = f"dice_{int(cfg.foreground_class)}"  # the pictures: worst Dice first
+        path = report.write(out_dir / "report.html", summary, sort, num_classes=num_classes)
+        log.info("report written to %s", path)
     return summary

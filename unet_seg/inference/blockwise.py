@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from unet_seg.inference.blocks import Block, BlockPlan, predict_block, region_view
 from unet_seg.inference.inputs import Layout, region_reader
@@ -163,29 +161,3 @@ def run_block(job: BlockJob, index: int) -> dict:
     for output in job.outputs.values():  # only after every chunk of the block is written
         output.record(index, info)
     return info
-
-
-def iter_file_blocks(
-    volume: Any,
-    layout: Layout,
-    lo: float,
-    hi: float,
-    blocks: BlockPlan,
-    run_batch: Any,
-    batch_size: int = 4,
-    blend: str = "gaussian",
-    progress: bool | None = None,
-) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
-    """Predict a file block by block in this process (memory: one block, whatever the plane).
-
-    Yields ``(box, probs)``: ``probs`` ``(K, *box)`` float32 for the spatial ``box``, both in the
-    file's axis order; the boxes cover the volume exactly once.
-    """
-    read = region_reader(volume, layout, lo, hi)
-    bar = tqdm(blocks, desc="blocks", unit="block", leave=False,
-               disable=None if progress is None else not progress)  # fmt: skip
-    for block in bar:
-        view = region_view(read(block.read_box), block.read)
-        for z0, probs in predict_block(view, blocks, block, run_batch, batch_size, blend):
-            rows = (slice(z0, z0 + probs.shape[1]), *block.write_box[1:])
-            yield file_box(layout, rows), file_order(layout, probs)

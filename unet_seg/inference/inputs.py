@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from unet_seg.io import LazyVolume
+from unet_seg.io.colour import COLOUR_KINDS, to_luminance
 from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.normalization import scale_to_unit
 
@@ -19,11 +20,18 @@ class Layout:
 
     ``channels``: the file has a leading channel axis. ``spatial_dims``: spatial axes of the file
     (2: an image, seen as one slice). ``slice_axis``: the spatial axis a 2D model slices along.
+    ``luminance``: the colour kind (``"rgb"``, ``"rgba"``, ``"grey+alpha"``) a one-channel model
+    sees as grey (:func:`unet_seg.io.colour.to_luminance`); None: channels go in as they are.
     """
 
     channels: bool
     spatial_dims: int
     slice_axis: int = 0
+    luminance: str | None = None
+
+    def spatial_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The file's spatial shape, without its channel axis: what the outputs have."""
+        return tuple(shape[1:] if self.channels else shape)
 
     def volume_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
         """``(Z, Y, X)`` seen by the tiling: the slice axis first, a 2D image one slice thick."""
@@ -35,14 +43,28 @@ class Layout:
 
 
 def input_layout(
-    path: Path, shape: tuple[int, ...], model: SegmentationNetwork, slice_axis: int = 0
+    path: Path,
+    shape: tuple[int, ...],
+    model: SegmentationNetwork,
+    slice_axis: int = 0,
+    channel_kind: str | None = None,
 ) -> Layout:
     """Check that an array of ``shape`` fits ``model`` and say how; ``ValueError`` names ``path``.
 
     A 2D model takes ``(Y, X)`` images and ``(Z, Y, X)`` stacks (slice by slice along
     ``slice_axis``), a 3D model ``(Z, Y, X)`` volumes; models with ``C > 1`` input channels take
-    the same with a leading channel axis of size ``C``.
+    the same with a leading channel axis of size ``C``. ``channel_kind`` is the reader's
+    ``metadata["channels"]``: a one-channel model sees colour as luminance and refuses
+    separate channels (:mod:`unet_seg.io.colour`).
     """
+    if int(model.in_channels) == 1 and channel_kind is not None:
+        if channel_kind not in COLOUR_KINDS:
+            raise ValueError(
+                f"{path}: {shape[0]} separate channels (shape {shape}), but the model takes one: "
+                "save the channel to segment as its own file"
+            )
+        plain = input_layout(path, shape[1:], model, slice_axis)
+        return Layout(True, plain.spatial_dims, plain.slice_axis, channel_kind)
     channels = int(model.in_channels) > 1
     spatial = len(shape) - int(channels)
     allowed = (2, 3) if model.spatial_dims == 2 else (3,)
@@ -65,7 +87,13 @@ def region_reader(
 ) -> Callable[[tuple[slice, slice, slice]], np.ndarray]:
     """``(z, y, x) slices -> (C, *box)`` float32 input normalised so that ``lo``/``hi`` map to
     0/1 (as in training, no clipping). The box is in the tiling's ``(Z, Y, X)`` order (the slice
-    axis first, see :class:`Layout`); only the box is read from ``volume``."""
+    axis first, see :class:`Layout`); only the box is read from ``volume``.
+
+    Every read is checked for NaN/Inf (a ``ValueError`` naming the file and the region): the
+    percentiles come from a sample, which may miss them, and they would spread through the
+    network into NaN probabilities.
+    """
+    path = getattr(volume, "path", None)
 
     def read(box: tuple[slice, slice, slice]) -> np.ndarray:
         if layout.spatial_dims == 2:
@@ -77,6 +105,28 @@ def region_reader(
             rows = volume[(slice(None), *index) if layout.channels else tuple(index)]
             rows = rows if layout.channels else rows[None]
             rows = np.moveaxis(rows, 1 + layout.slice_axis, 1)
+        if rows.dtype.kind in "fc" and not np.isfinite(rows).all():
+            bad = int(rows.size - np.count_nonzero(np.isfinite(rows)))
+            where = (
+                "" if layout.spatial_dims == 2 else f" in rows {box[0].start}..{box[0].stop - 1}"
+            )
+            where += f" along axis {layout.slice_axis}" if where else ""
+            raise ValueError(f"{path}: {bad} NaN/Inf values in the image data{where}")
         return scale_to_unit(rows, lo, hi)
 
     return read
+
+
+class LuminanceView:
+    """A colour volume ``(C, *spatial)`` seen as its grey ``(*spatial)`` luminance, read lazily
+    region by region (what a one-channel model is given; :func:`unet_seg.io.colour.to_luminance`).
+    """
+
+    def __init__(self, volume: LazyVolume, kind: str) -> None:
+        self.volume, self.kind = volume, kind
+        self.shape = tuple(volume.shape[1:])
+        self.path = getattr(volume, "path", None)
+
+    def __getitem__(self, index: object) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        return to_luminance(self.volume[(slice(None), *index)], self.kind)[0]

@@ -3,33 +3,38 @@
 ``predict(cfg)`` is what ``unet-seg-predict`` runs (``conf/predict.yaml``); tests call it directly.
 Outputs land in ``output_dir`` in the input's format, named ``<stem>_labels<suffix>`` (class
 indices), ``<stem>_probs<suffix>`` (``(K, *spatial)`` probabilities; TIFF for PNG inputs) and
-``<stem>_instances<suffix>``, plus ``predict_summary.json``.
+``<stem>_instances<suffix>``, ``<stem>_preview.png`` (a few slices with the labels overlaid), plus
+``predict_summary.json``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.inference.blockrun import (
     LABEL_NAMES,
     BlockFailures,
     BlockOptions,
     predict_blockwise,
 )
-from unet_seg.inference.blocks import plan_blocks
-from unet_seg.inference.blockwise import iter_file_blocks
 from unet_seg.inference.engine import make_engine
-from unet_seg.inference.inputs import input_layout
+from unet_seg.inference.inputs import Layout, LuminanceView, input_layout, region_reader
+from unet_seg.inference.outputs import (
+    is_complete,
+    is_output,
+    plan_outputs,
+    scratch_path,
+)
 from unet_seg.inference.postprocess import (
     PROBABILITY_DTYPES,
     instance_labels,
@@ -38,19 +43,22 @@ from unet_seg.inference.postprocess import (
     store_probabilities,
 )
 from unet_seg.inference.runner import ModelRunner
+from unet_seg.inference.stream import iter_tiled_predictions
 from unet_seg.inference.tiling import BLEND_MODES, plan_tiles
 from unet_seg.io import Volume, open_volume, read_volume, write_volume
-from unet_seg.io.atomic import write_json_atomic
-from unet_seg.io.files import find_files, format_suffix, is_directory_format, output_path, stem
+from unet_seg.io.atomic import write_error, write_json_atomic
+from unet_seg.io.files import find_files, format_suffix, is_directory_format
 from unet_seg.io.slabs import SlabWriter
+from unet_seg.io.sweep import sweep_stale_temporaries
+from unet_seg.io.zarr import ZarrVolume
 from unet_seg.io.zarr_output import label_group_path
 from unet_seg.models.checkpoint import load_model
 from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.normalization import percentile_range, percentiles
+from unet_seg.viz.previews import PreviewCollector, plane_reader
 
 log = logging.getLogger(__name__)
 DEFAULT_TILE = {2: 512, 3: 96}  # output region per window; bigger tiles waste less margin
-OUTPUT_ENDINGS = ("_labels", "_probs", "_instances")
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,9 @@ class PredictOptions:
     slice_axis: int = 0
     probability_dtype: str = "uint8"
     progress: bool | None = None
+    max_voxels: int | None = None
     instances: InstanceOptions = InstanceOptions()
+    preview_slices: int = 4
 
     def __post_init__(self) -> None:
         if self.blend not in BLEND_MODES:
@@ -110,6 +120,7 @@ class PredictOptions:
             slice_axis=int(cfg.slice_axis),
             probability_dtype=str(cfg.probability_dtype),
             progress=cfg.progress,
+            max_voxels=int(cfg.max_voxels) if cfg.get("max_voxels") is not None else None,
             instances=InstanceOptions(
                 int(icfg.foreground_class),
                 bool(icfg.split),
@@ -117,35 +128,29 @@ class PredictOptions:
                 int(icfg.min_size),
                 bool(icfg.anisotropic),
             ),
+            preview_slices=int(cfg.get("preview_slices", 4)),
         )
 
     def tile_for(self, spatial_dims: int) -> int | Sequence[int]:
         return self.tile_size if self.tile_size is not None else DEFAULT_TILE[spatial_dims]
 
 
-def output_paths(path: Path, out_dir: Path, outputs: dict) -> dict[str, Path]:
-    """Output file per enabled kind (``labels``, ``probabilities``, ``instances``).
-
-    With ``outputs["into_input"]`` an OME-Zarr input gets its label images in its own
-    ``labels/`` group (``unet-seg``, ``unet-seg-instances``) instead of beside it.
-    """
-    suffix = format_suffix(path)
-    names = {
-        "labels": output_path(path, out_dir, "_labels"),
-        "probabilities": output_path(path, out_dir, "_probs", ".tif" if suffix == ".png" else None),
-        "instances": output_path(path, out_dir, "_instances"),
-    }
-    if outputs.get("into_input"):
-        if suffix != ".ome.zarr":
-            raise ValueError(f"{path}: outputs.into_input needs an .ome.zarr input")
-        names["labels"] = label_group_path(path, LABEL_NAMES["labels"])
-        names["instances"] = label_group_path(path, LABEL_NAMES["instances"])
-    return {kind: name for kind, name in names.items() if outputs.get(kind)}
-
-
 def _probability_dtype(wanted: str, suffix: str) -> str:
     # NIfTI has no float16; float32 keeps the values exact there.
     return "float32" if wanted == "float16" and suffix.startswith(".nii") else wanted
+
+
+def open_input(
+    path: Path, model: SegmentationNetwork, options: PredictOptions
+) -> tuple[Any, Any, Layout]:
+    """``(volume, source, layout)``: the opened file, what the model reads of it (the volume, or
+    its luminance for a colour image and a one-channel model) and how it reads it."""
+    volume = open_volume(path, max_voxels=options.max_voxels)
+    kind = volume.metadata.get("channels")
+    layout = input_layout(path, volume.shape, model, options.slice_axis, kind)
+    if layout.luminance is None:
+        return volume, volume, layout
+    return volume, LuminanceView(volume, kind), replace(layout, channels=False, luminance=None)
 
 
 def predict_file(
@@ -169,61 +174,66 @@ def predict_file(
             raise ValueError(f"{path}: zarr inputs need block options (BlockOptions)")
         return predict_blockwise(path, targets, model, runner, options, norm, block, engine)
     start = time.perf_counter()
-    volume = open_volume(path)
-    layout = input_layout(path, volume.shape, model, options.slice_axis)
-    lo, hi = percentile_range(volume, *percentiles(norm))
-    shape = layout.volume_shape(volume.shape)
+    volume, source, layout = open_input(path, model, options)
+    if source is not volume:
+        kind = volume.metadata.get("channels")
+        log.warning("%s: %s image, predicted on its luminance (the model takes one channel)",
+                    path, kind)  # fmt: skip
+    lo, hi = percentile_range(source, *percentiles(norm))
+    shape = layout.volume_shape(source.shape)
     plan = plan_tiles(model, shape, options.tile_for(model.spatial_dims), options.overlap)
-    spatial = volume.shape[1:] if layout.channels else volume.shape
+    spatial = layout.spatial_shape(source.shape)
     classes = int(model.num_classes)
-    blocks = plan_blocks(plan, None if block is None else block.block_size)
-    predictions = iter_file_blocks(
-        volume, layout, lo, hi, blocks, runner, options.batch_size, options.blend,
-        options.progress,
-    )  # fmt: skip
+    reader = region_reader(source, layout, lo, hi)
+    slices = iter_tiled_predictions(
+        reader, shape, plan, runner, options.batch_size, options.blend, options.progress
+    )
+    preview = PreviewCollector(shape, options.preview_slices) if "preview" in targets else None
     with ExitStack() as stack:
         writers = {}
         label_target = targets.get("labels") or targets.get("instances")
         # Instances are computed from the label map, so it is written even if not asked for.
-        label_path = label_target if "labels" in targets else _scratch(label_target)
-        writers["labels"] = stack.enter_context(
-            SlabWriter(label_path, spatial, label_dtype(classes), volume, layout.spatial_dims)
-        )
+        label_path = label_target if "labels" in targets else None
+        if label_path is None and "instances" in targets:
+            label_path = scratch_path(label_target)
+        if label_path is not None:
+            writers["labels"] = stack.enter_context(
+                SlabWriter(label_path, spatial, label_dtype(classes), volume, layout.spatial_dims)
+            )
         if "probabilities" in targets:
             dtype = _probability_dtype(options.probability_dtype, format_suffix(path))
             writers["probabilities"] = stack.enter_context(
                 SlabWriter(targets["probabilities"], (classes, *spatial), dtype, volume,
                            layout.spatial_dims)
             )  # fmt: skip
-        for box, probs in predictions:
-            writers["labels"].write_region(box, probabilities_to_labels(probs))
+        for z0, probs in slices:
+            labels = probabilities_to_labels(probs)
+            if "labels" in writers:
+                writers["labels"].write(z0, labels, layout.slice_axis)
+            if preview is not None:
+                preview.add(z0, labels)  # keeps only the few slices it will show
             if "probabilities" in writers:
                 dtype = writers["probabilities"].dtype.name
                 stored = store_probabilities(probs, dtype) if dtype != "float32" else probs
-                writers["probabilities"].write_region(box, stored)
+                writers["probabilities"].write(z0, stored, layout.slice_axis)
     if "instances" in targets:
         try:
             _write_instances(label_path, targets["instances"], volume, options.instances)
         finally:
             if "labels" not in targets:
                 label_path.unlink()
+    if preview is not None:
+        plane = (slice(0, shape[1]), slice(0, shape[2]))
+        read_image = lambda z: reader((slice(z, z + 1), *plane))[0, 0]  # noqa: E731  (channel 0)
+        _write_preview(preview, targets, read_image, layout.slice_axis, path.name)
     seconds = time.perf_counter() - start
     voxels = int(np.prod(spatial))
     return {
         "shape": list(volume.shape),
         "tiles": plan.num_windows,
-        "blocks": {"total": len(blocks), "computed": len(blocks), "skipped": 0, "failed": 0},
         "seconds": round(seconds, 3),
         "voxels_per_second": round(voxels / seconds, 1) if seconds > 0 else None,
     }
-
-
-def _is_output(path: Path, out_dir: Path) -> bool:
-    return path.parent.resolve() == out_dir.resolve() and stem(path).endswith(OUTPUT_ENDINGS)
-
-
-def _scratch(path: Path) -> Path:
-    return path.with_name(f".{path.name}.labels-{uuid.uuid4().hex[:8]}{format_suffix(path)}")
 
 
 def _write_instances(label_path: Path, target: Path, volume: Any, options: InstanceOptions) -> None:
@@ -240,62 +250,145 @@ def _write_instances(label_path: Path, target: Path, volume: Any, options: Insta
     )
 
 
+def _write_preview(
+    preview: PreviewCollector, targets: dict[str, Path], read_image: Any, axis: int, title: str
+) -> None:
+    """``<stem>_preview.png``, with the instances when they were written. A preview that cannot
+    be drawn is logged; the file's outputs stand."""
+    try:
+        read_instances = None
+        if "instances" in targets:
+            read_instances = plane_reader(open_volume(targets["instances"]), axis)
+        preview.write(targets["preview"], read_image, read_instances, title)
+    except Exception as err:  # a picture is not worth failing the prediction for
+        log.warning("%s: no preview: %s", targets["preview"], err)
+
+
 def _load_model(checkpoint: str) -> tuple[SegmentationNetwork, dict]:
     try:
         return load_model(checkpoint)
     except FileNotFoundError as err:
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{err}: train the sample model first with `unet-seg-train experiment=sample_2d`, "
             "or pass checkpoint=<path to a .ckpt>"
         ) from err
+
+
+def _normalization(cfg: Any, stored: dict) -> dict:
+    """The percentiles to normalise with: the config's, else the checkpoint's; a clear error
+    for nonsense (``low >= high``, NaN, not numbers) naming where it came from."""
+    given = cfg.get("normalization")
+    norm = dict(given) if given else stored
+    try:
+        percentiles(norm)
+    except (TypeError, ValueError) as err:
+        if given:
+            raise UsageError(f"normalization={norm}: {err}") from err
+        raise ValueError(
+            f"{cfg.checkpoint}: the normalisation stored in the checkpoint ({norm}) is unusable: "
+            f"{err}; pass normalization={{low: 1.0, high: 99.8}} to override it"
+        ) from err
+    return norm
+
+
+def _chunked_targets(path: Path, targets: dict[str, Path], outputs: dict) -> dict[str, Path]:
+    """Targets of a zarr input: no preview (not drawn block-wise yet); with
+    ``outputs.into_input`` the label images go into the input's ``labels/`` group."""
+    if not is_directory_format(path):
+        if outputs.get("into_input"):
+            raise UsageError(f"{path}: outputs.into_input needs an .ome.zarr input")
+        return targets
+    targets = {k: v for k, v in targets.items() if k != "preview"}
+    if outputs.get("into_input"):
+        if format_suffix(path) != ".ome.zarr":
+            raise UsageError(f"{path}: outputs.into_input needs an .ome.zarr input")
+        for kind in ("labels", "instances"):
+            if kind in targets:
+                targets[kind] = label_group_path(path, LABEL_NAMES[kind])
+    return targets
+
+
+def _complete(path: Path, targets: dict, model: SegmentationNetwork, options: Any) -> bool:
+    if not all(t.exists() for t in targets.values()):  # zarr outputs are directories
+        return False
+    _, source, layout = open_input(path, model, options)
+    spatial, classes = layout.spatial_shape(source.shape), int(model.num_classes)
+    if is_directory_format(path):  # zarr stores, some named without a suffix (labels/unet-seg)
+        try:
+            return all(
+                ZarrVolume(t).shape == ((classes, *spatial) if k == "probabilities" else spatial)
+                for k, t in targets.items()
+            )
+        except (OSError, ValueError):  # a foreign or broken store: predict again
+            return False
+    return is_complete(targets, spatial, classes)
 
 
 def predict(cfg: Any) -> dict:
     """Predict every input of ``cfg.input`` into ``cfg.output_dir``; returns the run summary.
 
     A file that cannot be read or predicted is reported by name and skipped; ``summary["failed"]``
-    counts them. Existing outputs are kept unless ``cfg.overwrite``.
+    counts them. Complete existing outputs are kept unless ``cfg.overwrite``. Temporaries a killed
+    run left in ``output_dir`` are removed first. On ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM
+    where the CLI turns it into one) the file in progress leaves nothing behind, the summary is
+    written with ``"interrupted": true``, and the interrupt goes on.
+
+    Raises:
+        UsageError: two inputs would write the same output, or no output is enabled.
     """
-    model, norm = _load_model(cfg.checkpoint)
-    if cfg.get("normalization"):
-        norm = dict(cfg.normalization)
+    started = time.time()
+    model, stored = _load_model(cfg.checkpoint)
+    norm = _normalization(cfg, stored)
     options = PredictOptions.from_config(cfg)
     out_dir = Path(cfg.output_dir)
-    # Our own outputs are not inputs, e.g. when output_dir is the input folder.
-    files = [f for f in find_files(cfg.input) if not _is_output(f, out_dir)]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runner = ModelRunner(model, cfg.device, bool(cfg.tta), bool(cfg.amp), bool(cfg.cpu_bf16))
     outputs = dict(cfg.outputs)
-    block = BlockOptions.from_config(cfg)
-    start = time.perf_counter()
+    if not any(on for kind, on in outputs.items() if kind != "preview"):
+        raise UsageError("no outputs enabled (outputs.labels/probabilities/instances)")
+    # Our own outputs are not inputs, e.g. when output_dir is the input folder.
+    files = [f for f in find_files(cfg.input) if not is_output(f, out_dir)]
+    planned = plan_outputs(files, out_dir, outputs)
+    plan = {f: _chunked_targets(f, targets, outputs) for f, targets in planned.items()}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(out_dir, err) from err
+    sweep_stale_temporaries(out_dir, started)
+    runner = ModelRunner(model, cfg.device, bool(cfg.tta), bool(cfg.amp), bool(cfg.cpu_bf16))
+    entries, start, interrupted = [], time.perf_counter(), False
     bar = tqdm(
         files, desc="files", unit="file", disable=None if cfg.progress is None else not cfg.progress
     )
+    block = BlockOptions.from_config(cfg)
     # Dask (when configured) starts only for chunked inputs, which run block by block.
     engine = make_engine(cfg.get("cluster")) if any(map(is_directory_format, files)) else None
     try:
-        entries = []
         for path in bar:
-            entry: dict[str, Any] = {"input": str(path)}
+            targets = plan[path]
+            entry: dict[str, Any] = {
+                "input": str(path),
+                "outputs": [str(p) for kind, p in targets.items() if kind != "preview"],
+            }
+            if "preview" in targets:
+                entry["preview"] = str(targets["preview"])
             try:
-                targets = output_paths(path, out_dir, outputs)
-                entry["outputs"] = [str(p) for p in targets.values()]
-                if not targets:
-                    raise ValueError("no outputs enabled (outputs.labels/probabilities/instances)")
-                if not cfg.overwrite and all(p.exists() for p in targets.values()):
+                if not cfg.overwrite and _complete(path, targets, model, options):
                     entry["status"] = "skipped"
                 else:
                     entry.update(
                         predict_file(path, targets, model, runner, options, norm, block, engine)
                     )
                     entry["status"] = "ok"
-            except Exception as err:  # one bad file must not stop the batch; reported by name
-                log.error("%s: prediction failed: %s", path, err)
+            except KeyboardInterrupt:
+                entry["status"], interrupted = "interrupted", True
+            except Exception as err:  # one bad file must not stop the batch; it is reported by name
+                # The reason goes to the summary and the CLI's line on stderr, not the log too.
                 if isinstance(err, BlockFailures):
                     entry["blocks"] = err.counts
                 entry.update(status="failed", error=f"{type(err).__name__}: {err}")
             entries.append(entry)
             log.info("%s: %s", path, entry["status"])
+            if interrupted:
+                break
     finally:
         if engine is not None:
             engine.close()
@@ -307,7 +400,10 @@ def predict(cfg: Any) -> dict:
         "ok": sum(e["status"] == "ok" for e in entries),
         "skipped": sum(e["status"] == "skipped" for e in entries),
         "failed": sum(e["status"] == "failed" for e in entries),
+        "interrupted": interrupted,
         "seconds": round(time.perf_counter() - start, 3),
     }
     write_json_atomic(out_dir / "predict_summary.json", summary)
+    if interrupted:
+        raise KeyboardInterrupt
     return summary

@@ -11,6 +11,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from unet_seg.errors import InputNotFoundError
+
 SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".png", ".ome.zarr", ".zarr")
 # Directories that are one image each: zarr arrays and OME-Zarr images.
 DIRECTORY_SUFFIXES = (".ome.zarr", ".zarr")
@@ -64,7 +66,8 @@ def find_files(spec: PathSpec) -> list[Path]:
     supported); folders and globs contribute their supported, non-hidden files.
 
     Raises:
-        FileNotFoundError: an item of ``spec`` matches nothing (the message names it).
+        InputNotFoundError: an item of ``spec`` matches nothing (a ``FileNotFoundError`` naming
+            it; the CLIs call this a usage error).
     """
     items = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
     files: list[Path] = []
@@ -77,7 +80,7 @@ def find_files(spec: PathSpec) -> list[Path]:
         else:
             found = sorted(Path(p) for p in glob.glob(str(item)) if is_image(Path(p)))
         if not found:
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"{item}: no image files found (a file, a folder or a glob of "
                 f"{', '.join(SUPPORTED_SUFFIXES)} files)"
             )

@@ -93,9 +93,9 @@ class LazyVolume:
             return self[...][index]
         try:
             return self._read(simple)
-        except ValueError:
-            raise  # the format readers' errors already name the file and the problem
         except Exception as err:
+            if isinstance(err, ValueError) and str(self.path) in str(err):
+                raise  # our readers' errors already name the file and the problem
             where = "" if index is Ellipsis else f" region {index!r}"
             raise ValueError(
                 f"{self.path}: cannot read{where}, corrupt or truncated? ({err})"

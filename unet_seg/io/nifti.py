@@ -20,7 +20,21 @@ import nibabel as nib
 import numpy as np
 
 from unet_seg.io.lazy import LazyVolume
+from unet_seg.io.limits import check_deflated, check_stored, declared_bytes
 from unet_seg.io.volume import Volume
+
+
+def load_checked(path: Path) -> nib.Nifti1Image:
+    """``nib.load`` (the header only), then ``ValueError`` unless the file can hold the data the
+    header declares: ``vox_offset`` + data bytes for ``.nii``, the deflate limit for ``.nii.gz``."""
+    img = nib.load(path)
+    data = declared_bytes(img.shape, img.get_data_dtype())
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        check_deflated(path, data, size)
+    else:
+        check_stored(path, int(img.dataobj.offset) + data, size, "header and voxel data")
+    return img
 
 
 def _spacing(img: nib.Nifti1Image, ndim: int) -> tuple[float, ...]:
@@ -28,7 +42,7 @@ def _spacing(img: nib.Nifti1Image, ndim: int) -> tuple[float, ...]:
 
 
 def read_nifti(path: Path) -> Volume:
-    img = nib.load(path)
+    img = load_checked(path)
     array = np.asanyarray(img.dataobj).T  # (x, y, z[, t]) -> ([t,] z, y, x)
     meta = {"nifti_header": img.header.copy(), "unit": img.header.get_xyzt_units()[0]}
     return Volume(
@@ -44,7 +58,7 @@ class NiftiVolume(LazyVolume):
     """Lazy NIfTI: regions through nibabel's ``dataobj`` proxy (only the bytes needed)."""
 
     def __init__(self, path: Path) -> None:
-        img = nib.load(path)
+        img = load_checked(path)
         shape = tuple(reversed(img.shape))
         unscaled = img.dataobj.slope == 1 and img.dataobj.inter == 0
         super().__init__(

@@ -1,6 +1,8 @@
-"""PNG through imageio: 2D only (grey, or RGB/RGBA moved to a leading channel axis), spacing 1.
+"""PNG through imageio: 2D only (grey, or RGB/RGBA/grey+alpha moved to a leading channel axis,
+its kind in ``metadata["channels"]``), spacing 1.
 
-PNGs are small, so "opening lazily" reads the whole image into memory.
+PNGs are small, so "opening lazily" reads the whole image into memory, after checking that the
+size its header declares can come out of the file (a deflate stream expands at most ~1032x).
 """
 
 from __future__ import annotations
@@ -9,17 +11,34 @@ from pathlib import Path
 
 import numpy as np
 
+from unet_seg.io.colour import channel_kind
 from unet_seg.io.lazy import InMemoryVolume
+from unet_seg.io.limits import check_deflated
 from unet_seg.io.volume import Volume
+
+
+def check_png_header(path: Path) -> None:
+    """``ValueError`` if the width x height x bands in the header cannot fit the file."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+        bands = len(image.getbands())
+        depth = 2 if image.mode.startswith("I;16") or image.mode in ("I", "F") else 1
+    check_deflated(path, width * height * bands * depth, path.stat().st_size)
 
 
 def read_png(path: Path) -> Volume:
     import imageio.v3 as iio
 
+    check_png_header(path)
     array = np.asarray(iio.imread(path))
-    if array.ndim == 3:  # (y, x, RGB[A]) -> (C, y, x)
+    meta = {}
+    if array.ndim == 3:  # (y, x, RGB[A] / grey+alpha) -> (C, y, x)
         array = np.moveaxis(array, -1, 0)
-    return Volume(array, spacing=(1.0, 1.0), metadata={}, path=path)
+        meta["channels"] = channel_kind(array.shape[0], rgb=array.shape[0] in (3, 4))
+        meta["axes"] = "CYX"
+    return Volume(array, spacing=(1.0, 1.0), metadata=meta, path=path)
 
 
 def open_png(path: Path) -> InMemoryVolume:

@@ -2,7 +2,11 @@
 
 The output is an array on disk (a memmap) that slabs of z-rows are written into. Data go to a
 hidden temporary file in the target directory that is renamed when complete; an exception
-removes it. Per format:
+removes it. The file's blocks are reserved on disk before the first write
+(:func:`~unet_seg.io.atomic.allocate`): a memmap written on a full disk would otherwise kill the
+process with SIGBUS; now a full disk is an :class:`~unet_seg.errors.OutputWriteError` naming the
+file, before any work. The temporary file is locked while it is written and fsynced before the
+rename (:mod:`unet_seg.io.atomic`). Per format:
 
 - TIFF: an uncompressed ``tifffile.memmap`` with the spacing stored as :mod:`unet_seg.io.tiff`
   writes it.
@@ -25,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from unet_seg.io import nifti, tiff
+from unet_seg.io.atomic import allocate, commit_rename, lock, write_error
 from unet_seg.io.files import format_suffix
 from unet_seg.io.volume import Volume
 from unet_seg.io.volumes import write_volume
@@ -58,28 +63,44 @@ class SlabWriter:
         self.suffix = format_suffix(self.path)
         self.shape, self.dtype, self.geometry = tuple(shape), np.dtype(dtype), geometry
         self.spatial_dims = spatial_dims
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.name}.partial-{uuid.uuid4().hex[:8]}")
         self._raw: Path | None = None
         self._header = b""
+        self._fd: int | None = None  # holds the lock on the file being written
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._create()
+        except BaseException as err:
+            self.abort()
+            if isinstance(err, OSError):
+                raise write_error(self.path, err) from err
+            raise
+
+    def _create(self) -> None:
         if self.suffix == ".png":
             self.array = np.zeros(self.shape, self.dtype)
-        elif self.suffix in (".tif", ".tiff"):
-            self.array = self._open_tiff()
-        else:
-            self._header = nifti.header_bytes(nifti.slab_header(self.shape, self.dtype, geometry))
-            target = self.tmp if self.suffix == ".nii" else Path(f"{self.tmp}.raw")
-            self._raw = None if self.suffix == ".nii" else target
-            offset = len(self._header) if self.suffix == ".nii" else 0
-            with open(target, "wb") as f:
-                f.write(self._header if self.suffix == ".nii" else b"")
-                f.truncate(offset + int(np.prod(self.shape)) * self.dtype.itemsize)
-            self.array = np.memmap(target, self.dtype, "r+", offset, self.shape)
+            return
+        if self.suffix in (".tif", ".tiff"):
+            spacing = tuple(self.geometry.spacing)[-self.spatial_dims :]
+            unit = (self.geometry.metadata or {}).get("unit")
+            self.array = tiff.create_memmap(self.tmp, self.shape, self.dtype, spacing, unit)
+            self._hold(self.tmp, os.path.getsize(self.tmp))
+            return
+        header = nifti.header_bytes(nifti.slab_header(self.shape, self.dtype, self.geometry))
+        self._header = header
+        target = self.tmp if self.suffix == ".nii" else Path(f"{self.tmp}.raw")
+        self._raw = None if self.suffix == ".nii" else target
+        offset = len(header) if self.suffix == ".nii" else 0
+        with open(target, "wb") as f:
+            f.write(header if self.suffix == ".nii" else b"")
+        self._hold(target, offset + int(np.prod(self.shape)) * self.dtype.itemsize)
+        self.array = np.memmap(target, self.dtype, "r+", offset, self.shape)
 
-    def _open_tiff(self) -> np.memmap:
-        spacing = tuple(self.geometry.spacing)[-self.spatial_dims :]
-        unit = (self.geometry.metadata or {}).get("unit")
-        return tiff.create_memmap(self.tmp, self.shape, self.dtype, spacing, unit)
+    def _hold(self, file: Path, size: int) -> None:
+        """Lock ``file`` for as long as this writer lives and reserve its ``size`` bytes."""
+        self._fd = os.open(file, os.O_RDWR)
+        lock(self._fd)
+        allocate(self._fd, size, self.path)
 
     def write(self, z0: int, block: np.ndarray, axis: int = 0) -> None:
         """Write rows ``z0 .. z0 + n - 1`` along spatial ``axis`` (0: z, 1: y, 2: x).
@@ -96,12 +117,6 @@ class SlabWriter:
         self.array[(Ellipsis, *index)] = block
         self._release()
 
-    def write_region(self, box: tuple[slice, ...], data: np.ndarray) -> None:
-        """Write ``data`` ``(*lead, *box)`` into the spatial ``box`` (the file's axis order),
-        e.g. the write region of one block."""
-        self.array[(Ellipsis, *box)] = data
-        self._release()
-
     def _release(self) -> None:
         """Write the dirty pages out and drop them from memory: a memmap's written pages would
         otherwise stay resident and the process would grow with the output volume."""
@@ -111,9 +126,16 @@ class SlabWriter:
             mm.madvise(mmap.MADV_DONTNEED)
 
     def commit(self) -> Path:
-        """Finish the file and move it to ``path`` (on failure nothing is left behind)."""
+        """Finish the file and move it to ``path`` (on failure nothing is left behind).
+
+        Raises:
+            OutputWriteError: the disk refused the data (full, I/O error); names ``path``.
+        """
         try:
             return self._commit()
+        except OSError as err:
+            self.abort()
+            raise write_error(self.path, err) from err
         except BaseException:
             self.abort()
             raise
@@ -129,8 +151,14 @@ class SlabWriter:
                 out.write(self._header)
                 shutil.copyfileobj(raw, out, _COPY_CHUNK)  # why level 1: labels compress well
             self._raw.unlink()
-        os.replace(self.tmp, self.path)
+        commit_rename(self.tmp, self.path)
+        self._release_lock()
         return self.path
+
+    def _release_lock(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def abort(self) -> None:
         """Drop the partial output."""
@@ -138,6 +166,7 @@ class SlabWriter:
         for leftover in (self.tmp, self._raw):
             if leftover is not None:
                 leftover.unlink(missing_ok=True)
+        self._release_lock()
 
     def __enter__(self) -> SlabWriter:
         return self

@@ -4,7 +4,9 @@ Pages are z-slices. Spacing comes from ImageJ metadata (``spacing`` = z step, X/
 pixels per unit), OME ``PhysicalSize{X,Y,Z}``, or tifffile's JSON description, and is written back
 as ImageJ resolution/spacing, or, for dtypes and layouts ImageJ cannot hold (int64 labels,
 float16, channels first), as tifffile's JSON description with ``spacing``/``unit``/``axes``.
-RGB(A) samples become a leading channel axis.
+Samples (RGB, RGBA, grey + alpha) and ImageJ/OME channel axes become a leading channel axis, and
+``metadata["channels"]`` says which (:mod:`unet_seg.io.colour`). Before any data are read, the
+page offsets and byte counts are checked against the file's size (:mod:`unet_seg.io.limits`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from unet_seg.io.colour import channel_kind
 from unet_seg.io.lazy import LazyVolume
+from unet_seg.io.limits import check_deflated, check_stored, declared_bytes
 from unet_seg.io.volume import Volume, affine_from_spacing
+
+_DEFLATE = (8, 32946)  # ADOBE_DEFLATE and the old DEFLATE code
 
 IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 
@@ -51,15 +57,50 @@ def tiff_spacing(tif: tifffile.TiffFile, spatial: int) -> tuple[tuple[float, ...
     return tuple(spacing), meta
 
 
-def tiff_layout(tif: tifffile.TiffFile) -> tuple[tuple[int, ...], np.dtype, str]:
-    """``(shape, dtype, axes)`` of the first series, RGB(A) samples moved to a leading axis."""
+def check_tiff_data(tif: tifffile.TiffFile) -> None:
+    """``ValueError`` if the pages' data lie beyond the end of the file, or uncompressed pages
+    hold fewer bytes than their shape needs, or deflated pages more than they can hold."""
+    path, size = tif.filehandle.path, tif.filehandle.size
     series = tif.series[0]
-    axes = series.axes
-    shape = tuple(series.shape)
-    if axes.endswith("S") and shape[-1] in (3, 4):
-        axes = "C" + axes[:-1]
-        shape = (shape[-1], *shape[:-1])
-    return shape, np.dtype(series.dtype), axes
+    if series.dataoffset is not None:  # one contiguous block: checked at once (ImageJ stacks)
+        check_stored(path, series.dataoffset + series.nbytes, size, "image data")
+        return
+    for page in tif.pages:
+        key = page.keyframe
+        stored = 0
+        for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
+            check_stored(path, int(offset) + int(count), size, "image data")
+            stored += int(count)
+        needed = declared_bytes(key.shape, key.dtype)
+        if key.compression == 1:
+            check_stored(path, needed, stored, "uncompressed pixels in a page")
+        elif key.compression in _DEFLATE:
+            check_deflated(path, needed, stored)
+
+
+def tiff_layout(tif: tifffile.TiffFile) -> tuple[tuple[int, ...], np.dtype, str, int | None]:
+    """``(shape, dtype, axes, moved)`` of the first series with its samples (``S``: RGB(A),
+    grey + alpha) or channel axis (``C``: ImageJ, OME) first as ``C``; ``moved`` is the axis it
+    came from (None: no channel axis). Checks the data sizes first (:func:`check_tiff_data`)."""
+    check_tiff_data(tif)
+    series = tif.series[0]
+    axes, shape = series.axes, tuple(series.shape)
+    letter = next((a for a in ("S", "C") if a in axes), None)
+    if letter is None:
+        return shape, np.dtype(series.dtype), axes, None
+    at = axes.index(letter)
+    axes = "C" + axes[:at] + axes[at + 1 :]
+    shape = (shape[at], *shape[:at], *shape[at + 1 :])
+    return shape, np.dtype(series.dtype), axes, at
+
+
+def _channel_meta(tif: tifffile.TiffFile, shape: tuple[int, ...], moved: int | None) -> dict:
+    if moved is None:
+        return {}
+    page = tif.pages[0]
+    samples = "S" in tif.series[0].axes
+    rgb = samples and int(page.photometric) == 2  # PHOTOMETRIC.RGB
+    return {"channels": channel_kind(shape[0], rgb=rgb, samples=samples)}
 
 
 def _spatial_axes(shape: tuple[int, ...], axes: str) -> int:
@@ -68,11 +109,12 @@ def _spatial_axes(shape: tuple[int, ...], axes: str) -> int:
 
 def read_tiff(path: Path) -> Volume:
     with tifffile.TiffFile(path) as tif:
-        shape, _, axes = tiff_layout(tif)
+        shape, _, axes, moved = tiff_layout(tif)
         array = tif.series[0].asarray()
-        if array.shape != shape:
-            array = np.moveaxis(array, -1, 0)
+        if moved:
+            array = np.moveaxis(array, moved, 0)
         spacing, meta = tiff_spacing(tif, _spatial_axes(shape, axes))
+        meta.update(_channel_meta(tif, shape, moved))
     meta["axes"] = axes
     return Volume(array, spacing=spacing, metadata=meta, path=path)
 
@@ -83,10 +125,11 @@ class TiffVolume(LazyVolume):
 
     def __init__(self, path: Path) -> None:
         with tifffile.TiffFile(path) as tif:
-            shape, dtype, axes = tiff_layout(tif)
+            shape, dtype, axes, moved = tiff_layout(tif)
             spacing, meta = tiff_spacing(tif, _spatial_axes(shape, axes))
+            meta.update(_channel_meta(tif, shape, moved))
             meta["axes"] = axes
-            contiguous = tif.series[0].dataoffset is not None and not axes.startswith("C")
+            contiguous = tif.series[0].dataoffset is not None and not moved
             paged = (
                 len(shape) == 3 and len(tif.pages) == shape[0] and tif.pages[0].shape == shape[1:]
             )

@@ -19,6 +19,7 @@ from unet_seg.io import nifti, png, tiff, zarr
 from unet_seg.io.atomic import replace_atomic
 from unet_seg.io.files import format_suffix, is_directory_format
 from unet_seg.io.lazy import LazyVolume
+from unet_seg.io.limits import check_voxels
 from unet_seg.io.volume import Volume, check_finite
 
 
@@ -54,23 +55,40 @@ def _existing(path: str | os.PathLike) -> tuple[Path, str]:
 
 
 def read_volume(
-    path: str | os.PathLike, *, ndim: int | tuple[int, ...] | None = None, finite: bool = True
+    path: str | os.PathLike,
+    *,
+    ndim: int | tuple[int, ...] | None = None,
+    finite: bool = True,
+    max_voxels: int | None = None,
 ) -> Volume:
     """Read an image or volume into a :class:`Volume` (axes ``(z, y, x)``).
+
+    Every reader first checks that the file holds the data its header declares
+    (:mod:`unet_seg.io.limits`), so a corrupt header never makes it allocate what it claims.
 
     Args:
         ndim: accepted array dimensionalities; ``ValueError`` for others (None: any).
         finite: raise ``ValueError`` if float data hold NaN/Inf.
+        max_voxels: refuse volumes with more voxels (None: no limit), before reading them.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: unsupported suffix, unreadable/corrupt/truncated file, wrong ``ndim``, NaN/Inf.
+        ValueError: unsupported suffix, unreadable/corrupt/truncated file, wrong ``ndim``, NaN/Inf,
+            more than ``max_voxels``.
     """
     path, suffix = _existing(path)
+    if max_voxels is not None:
+        check_voxels(path, open_volume(path).shape, max_voxels)  # the header only
     try:
         volume = FORMATS[suffix].read(path)
     except MemoryError:
         raise  # a file too big for memory is not corrupt: open_volume reads it slab-wise
+    except ValueError as err:
+        if str(path) in str(err):
+            raise  # our own checks already name the file and the problem
+        raise ValueError(
+            f"{path}: cannot read {suffix} file, corrupt or truncated? ({err})"
+        ) from err
     except Exception as err:  # readers raise many types; all mean the file is unusable
         raise ValueError(
             f"{path}: cannot read {suffix} file, corrupt or truncated? ({err})"
@@ -86,13 +104,19 @@ def read_volume(
     return volume
 
 
-def open_volume(path: str | os.PathLike) -> LazyVolume:
+def open_volume(path: str | os.PathLike, *, max_voxels: int | None = None) -> LazyVolume:
     """Open ``path`` for lazy, region-wise reads; errors as in :func:`read_volume`."""
     path, suffix = _existing(path)
     try:
-        return FORMATS[suffix].open(path)
+        volume = FORMATS[suffix].open(path)
+    except ValueError as err:
+        if str(path) in str(err):
+            raise
+        raise ValueError(f"{path}: cannot open {suffix} file ({err})") from err
     except Exception as err:
         raise ValueError(f"{path}: cannot open {suffix} file ({err})") from err
+    check_voxels(path, volume.shape, max_voxels)
+    return volume
 
 
 def write_volume(path: str | os.PathLike, volume: Volume | np.ndarray) -> Path:

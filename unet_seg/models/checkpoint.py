@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from unet_seg.errors import checkpoint_load_error
 from unet_seg.models.unet import UNet
 
 _PREFIX = "model."
@@ -34,9 +35,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling raises many types; all mean the file is unusable
-        raise ValueError(
-            f"{path}: cannot load the checkpoint ({type(err).__name__}: {err})"
-        ) from err
+        raise checkpoint_load_error(path, err) from err
     if not isinstance(content, Mapping):
         raise ValueError(f"{path}: not a training checkpoint (no dictionary inside)")
     return dict(content)

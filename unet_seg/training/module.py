@@ -1,7 +1,7 @@
 """The LightningModule: a U-Net, its loss and validation figures, built from plain config values.
 
 Only plain values (dicts, numbers, strings) go into the hyperparameters, so a checkpoint restores
-with ``SegmentationModule.load_from_checkpoint(path)`` alone and loads with
+with ``SegmentationModule.load_from_checkpoint(path, weights_only=True)`` alone and loads with
 ``torch.load(..., weights_only=True)``. The optimizer and scheduler are Hydra ``_partial_``
 factories used only for training and kept out of the hyperparameters.
 

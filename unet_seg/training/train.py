@@ -3,8 +3,10 @@ tests call it directly.
 
 The run writes into ``cfg.output_dir`` (the Hydra run directory): the resolved config,
 ``checkpoints/`` (best by ``val/dice`` and ``last.ckpt``, from ``conf/callbacks``), CSV and
-TensorBoard logs, and ``metrics.json``. On completion the best checkpoint is copied atomically to
-``cfg.publish_checkpoint`` (``${paths.runs_dir}/<experiment>/model.ckpt``, predict's default).
+TensorBoard logs, ``curves.png`` (losses and validation figures per epoch, from the CSV log) and
+``metrics.json``. On completion the best checkpoint is written atomically to
+``cfg.publish_checkpoint`` (``${paths.runs_dir}/<experiment>/model.ckpt``, predict's default) when
+it beats the model published there, and never from a debug run (``unet_seg.training.publish``).
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import CSVLogger
 
 from unet_seg.config import plain
-from unet_seg.io.atomic import copy_atomic, write_json_atomic
+from unet_seg.io.atomic import write_json_atomic
 from unet_seg.training.module import SegmentationModule
+from unet_seg.training.publish import debug_reason, publish_if_better
+from unet_seg.viz.curves import write_curves
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,29 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     return instantiate(cfg.data, augment=augment, _convert_="all")
 
 
+def write_training_curves(trainer: pl.Trainer, output_dir: Path, title: str) -> Path | None:
+    """``curves.png`` from the run's CSV log (none without a CSV logger, e.g. ``fast_dev_run``);
+    a figure that cannot be drawn is logged, never fatal to the run."""
+    for logger in trainer.loggers:
+        csv_log = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+        if csv_log is not None and csv_log.is_file():
+            try:
+                return write_curves(csv_log, output_dir / "curves.png", title)
+            except ValueError as err:
+                log.warning("no curves.png: %s", err)
+    return None
+
+
+def trainer_config(cfg: DictConfig) -> DictConfig:
+    """``cfg.trainer``, with synchronised batch norm turned off where there is no CUDA: it needs
+    CUDA, and ``trainer=ddp`` on CPU processes (gloo) would fail with it."""
+    trainer_cfg = cfg.trainer.copy()
+    if trainer_cfg.get("sync_batchnorm") and not torch.cuda.is_available():
+        log.warning("no CUDA device: training without synchronised batch norm")
+        trainer_cfg.sync_batchnorm = False
+    return trainer_cfg
+
+
 def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -74,16 +103,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg)
     loggers = instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
+        trainer_config(cfg),
+        callbacks=instantiate_group(cfg.get("callbacks")),
+        logger=loggers or False,
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # weights_only=True explicitly: torch's default yields to TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    if trainer.is_global_zero:
+        # Before validating the best checkpoint, whose figures would log as one more epoch.
+        write_training_curves(trainer, output_dir, str(cfg.get("name") or ""))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
     if best and cfg.get("validate_best", True):
         # The last epoch's figures are not the best's; report those of the published model.
-        results = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        results = trainer.validate(
+            module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+        )
         metrics.update({k: float(v) for k, v in results[0].items()})
 
     if trainer.is_global_zero:
@@ -100,9 +137,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         path = write_json_atomic(output_dir / "metrics.json", summary)
         log.info("metrics written to %s", path)
         target = cfg.get("publish_checkpoint")
-        if best and target and not _is_multirun():
-            log.info("best checkpoint %s published to %s", best, copy_atomic(best, target))
-        elif best and target:
+        debug = debug_reason(trainer)
+        if best and target and debug:
+            log.info("debug run (%s): not publishing %s to %s", debug, best, target)
+        elif best and target and _is_multirun():
             # Jobs of a sweep would overwrite each other's model; each keeps its own in its run dir.
             log.info("multirun: not publishing %s to %s", best, target)
+        elif best and target:
+            publish_if_better(
+                best, summary["best_score"], target, checkpoint.monitor, checkpoint.mode
+            )
     return metrics

@@ -1,0 +1,146 @@
+"""Every console script answers a user's mistake with one line on stderr and no traceback:
+exit 2 for a command that cannot work as given, 1 for a file that failed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from hydra.errors import ConfigCompositionException
+from test_predict import TINY_2D, save_checkpoint
+
+from unet_seg.cli import evaluate as evaluate_cli
+from unet_seg.cli import predict as predict_cli
+from unet_seg.cli import summary as summary_cli
+from unet_seg.cli import train as train_cli
+from unet_seg.cli.errors import one_line
+from unet_seg.errors import InputNotFoundError
+
+SCRIPTS = {"predict": predict_cli, "evaluate": evaluate_cli, "summary": summary_cli,
+           "train": train_cli}  # fmt: skip
+
+
+class Hostile:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    """A folder with a model, an image and the kinds of broken files users have."""
+    save_checkpoint(tmp_path / "model.ckpt", TINY_2D)
+    image = np.random.default_rng(0).integers(0, 1000, (40, 50)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", image)
+    data = (tmp_path / "a.tif").read_bytes()
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "trunc.tif").write_bytes(data[: len(data) // 2])
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "garbage.ckpt").write_bytes(b"garbage" * 10)
+    torch.save({"x": Hostile()}, tmp_path / "hostile.ckpt")
+    return tmp_path
+
+
+def run_script(name: str, args: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
+    """Run a console script in this process; its exit code and the lines it wrote to stderr."""
+    monkeypatch.setattr(sys, "argv", [f"unet-seg-{name}", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        SCRIPTS[name].main()
+    code = exit_info.value.code
+    return (code if isinstance(code, int) else 1), capsys.readouterr().err.splitlines()
+
+
+def predict_args(files: Path, **overrides: str) -> list[str]:
+    values = {"input": files / "a.tif", "checkpoint": files / "model.ckpt",
+              "output_dir": files / "out", "progress": "false", **overrides}  # fmt: skip
+    return [f"{key}={value}" for key, value in values.items()]
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "code", "says"),
+    [
+        ("predict", ["foo=bar"], 2, "Could not override 'foo'"),
+        ("predict", ["input=["], 2, "no viable alternative"),
+        ("predict", ["checkpoint=???"], 2, "Missing mandatory value: checkpoint"),
+        ("predict", ["input={files}/nothing_here"], 2, "nothing_here: no image files found"),
+        ("predict", ["input={files}/notes.txt"], 1, "notes.txt: unsupported file type .txt"),
+        ("predict", ["checkpoint={files}/missing.ckpt"], 2, "missing.ckpt not found"),
+        ("predict", ["checkpoint={files}/garbage.ckpt"], 1, "garbage.ckpt: not a PyTorch"),
+        ("predict", ["checkpoint={files}/hostile.ckpt"], 1, "hostile.ckpt: refused"),
+        ("predict", ["input={files}/cut"], 1, "failed: {files}/cut/trunc.tif: "),
+        ("evaluate", ["pred_dir={files}/none", "output_dir={files}"], 2, "none: no such folder"),
+        ("summary", ["input_size=100"], 2, "input size 100 on axis 0 does not fit"),
+        ("summary", ["model=nope"], 2, "Available options in 'model': unet_paper"),
+        ("train", ["data=nope", "paths.runs_dir={files}/runs"], 2, "Could not find 'data/nope'"),
+    ],
+)  # fmt: skip
+def test_one_line_per_problem(
+    files: Path, monkeypatch, capsys, name: str, args: list[str], code: int, says: str
+) -> None:
+    args = [a.format(files=files) for a in args]
+    if name == "predict":
+        args = predict_args(files, **dict(a.split("=", 1) for a in args))
+    got, lines = run_script(name, args, monkeypatch, capsys)
+    assert got == code, lines
+    problems = [line for line in lines if line.startswith(f"unet-seg-{name}: ")]
+    assert len(problems) == len(lines) == 1, lines
+    assert says.format(files=files) in problems[0]
+    assert "Traceback" not in problems[0] and "HYDRA_FULL_ERROR" not in problems[0]
+
+
+def test_traceback_flag_and_hydra_full_error(files: Path, monkeypatch, capsys) -> None:
+    args = predict_args(files, checkpoint=str(files / "missing.ckpt"), traceback="true")
+    monkeypatch.setattr(sys, "argv", ["unet-seg-predict", *args])
+    with pytest.raises(InputNotFoundError, match=r"missing\.ckpt"):
+        predict_cli.main()
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    monkeypatch.setattr(sys, "argv", ["unet-seg-predict", "foo=bar"])
+    with pytest.raises(ConfigCompositionException):
+        predict_cli.main()
+
+
+@pytest.mark.parametrize("name", ["predict", "evaluate"])
+def test_unwritable_output_folder(files: Path, readonly_dir: Path, monkeypatch, capsys, name: str):
+    if name == "predict":
+        args = predict_args(files, output_dir=str(readonly_dir))
+    else:
+        (files / "preds").mkdir()
+        tifffile.imwrite(files / "preds" / "a_labels.tif", np.zeros((4, 5), np.uint8))
+        args = [f"pred_dir={files / 'preds'}", f"gt_dir={files / 'preds'}",
+                f"output_dir={readonly_dir}", "progress=false"]  # fmt: skip
+    code, lines = run_script(name, args, monkeypatch, capsys)
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith(f"unet-seg-{name}: {readonly_dir}")
+    assert lines[0].endswith(("Read-only file system", "Permission denied")), lines
+    assert list(readonly_dir.iterdir()) == []
+
+
+def test_env_is_restored_after_a_run(files: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    run_script("predict", ["foo=bar"], monkeypatch, capsys)
+    assert "HYDRA_FULL_ERROR" not in os.environ
+
+
+def test_one_line_of_an_os_error() -> None:
+    err = PermissionError(13, "Permission denied", "/data/out")
+    assert one_line(err) == "/data/out: Permission denied"
+
+
+def test_console_script_in_a_subprocess() -> None:
+    # The real entry point: exit code, one line, and no traceback from the interpreter.
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env.pop("HYDRA_FULL_ERROR", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "unet_seg.cli.summary", "input_size=100"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "unet-seg-summary: input size 100 on axis 0 does not fit a 5-level U-Net in valid mode "
+        "(every pooled feature map must have an even size); nearest valid sizes: 188"
+    ]

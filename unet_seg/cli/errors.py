@@ -1,0 +1,152 @@
+"""How the console scripts report problems: one line per problem on stderr, no Python traceback.
+
+Exit codes: 0 done, 1 a file failed (an input, the checkpoint, the output folder), 2 the command
+cannot work as given (a bad override, a missing config value, no inputs), 130 interrupted
+(Ctrl-C, or SIGTERM where :func:`sigterm_as_interrupt` is active).
+``HYDRA_FULL_ERROR=1`` in the environment, or ``traceback=true`` on the command line, shows the
+traceback instead (not ``debug=``: that names the debug run configs of ``conf/debug``).
+
+Hydra's own report of a bad command line spans several lines and always exits 1; the scripts
+therefore make Hydra raise (``HYDRA_FULL_ERROR=1`` for the call) and report here instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from unet_seg.errors import UsageError
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+# Set while we force HYDRA_FULL_ERROR, so that processes started meanwhile (DDP workers run
+# the same script) do not take it for the user's wish to see tracebacks.
+_FORCED = "UNET_SEG_FORCED_HYDRA_FULL_ERROR"
+# Lines of Hydra's and OmegaConf's messages that say nothing about the user's problem.
+_NOISE = ("object_type=", "See https://hydra.cc", "Set the environment variable HYDRA_FULL_ERROR")
+
+
+def wants_traceback(cfg: Any = None) -> bool:
+    """The user asked for tracebacks: ``HYDRA_FULL_ERROR=1`` (their own) or ``traceback=true``."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" and os.environ.get(_FORCED) != "1":
+        return True
+    if cfg is not None:
+        return hasattr(cfg, "get") and cfg.get("traceback") is True
+    return any(arg.lower().lstrip("+") == "traceback=true" for arg in sys.argv[1:])
+
+
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` (and of an OmegaConf cause Hydra wraps) on one line."""
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        return f"{err.filename}: {err.strerror}"  # not "[Errno 2] No such file...: '/x'"
+    text = str(err)
+    if isinstance(err, HydraException) and isinstance(err.__cause__, OmegaConfBaseException):
+        text += "\n" + str(err.__cause__)
+    parts: list[str] = []
+    options: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("Config search path"):
+            break  # the rest lists Hydra's search path
+        if not line or line.startswith(_NOISE):
+            continue
+        if raw.startswith("\t"):  # Hydra lists the available options of a group tab-indented
+            options.append(line)
+            continue
+        if options:
+            parts[-1] += " " + ", ".join(options)
+            options = []
+        parts.append(line.rstrip("."))
+    if options and parts:
+        parts[-1] += " " + ", ".join(options)
+    return "; ".join(parts) or type(err).__name__
+
+
+def exit_code(err: BaseException) -> int:
+    """2 for problems of the command line or config, 1 for everything else."""
+    usage = (UsageError, HydraException, OmegaConfBaseException)
+    if isinstance(err, usage) or type(err).__name__ == "MisconfigurationException":
+        return EXIT_USAGE  # Lightning's name for an impossible Trainer setting
+    return EXIT_FAILED
+
+
+def report(name: str, err: BaseException) -> NoReturn:
+    """Print ``err`` as one line on stderr and exit with its code."""
+    code = exit_code(err)
+    expected = code == EXIT_USAGE or isinstance(err, ValueError | OSError | MemoryError)
+    message = one_line(err)
+    if not expected:  # a bug of ours rather than a problem of the input: say how to see more
+        message = f"{type(err).__name__}: {message} (HYDRA_FULL_ERROR=1 shows the traceback)"
+    print(f"{name}: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code) from None
+
+
+@contextmanager
+def reported_errors(name: str, cfg: Any) -> Iterator[None]:
+    """Inside a ``@hydra.main`` task: report errors with :func:`report` before Hydra adds its
+    own lines (a context manager, not a decorator: Hydra names the job after the task's file)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except Exception as err:
+        if wants_traceback(cfg):
+            raise
+        report(name, err)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Handle SIGTERM (``kill``, a batch scheduler's stop) like Ctrl-C: as ``KeyboardInterrupt``,
+    so the work in progress cleans up its temporaries and the summary is written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _hydra_raises() -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in ("HYDRA_FULL_ERROR", _FORCED)}
+    if saved["HYDRA_FULL_ERROR"] != "1":
+        os.environ["HYDRA_FULL_ERROR"] = os.environ[_FORCED] = "1"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_console_script(name: str, hydra_main: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` function as ``name``: Hydra's errors (bad overrides, unknown config
+    options) become one line and exit code 2."""
+    show = wants_traceback()
+    # tifffile logs each bad tag of a corrupt file at ERROR level; the reader's error says it once.
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+    try:
+        with _hydra_raises():
+            hydra_main()
+    except Exception as err:
+        if show:
+            raise
+        report(name, err)

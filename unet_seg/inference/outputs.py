@@ -1,0 +1,89 @@
+"""Where predict writes each input's outputs, decided for the whole batch before any work.
+
+- Inputs from more than one folder keep their folders: outputs go to ``output_dir`` plus the
+  input's folder relative to the inputs' common folder, so ``a/x.tif`` and ``b/x.tif`` never
+  share ``x_labels.tif``.
+- Two inputs that would still write the same file (``x.tif`` and ``x.TIF``; ``x.png`` and
+  ``x.tif``, whose probabilities are both ``x_probs.tif``) are refused before any work, naming
+  both; names are compared without case, as macOS and Windows file systems do.
+- "Skip existing" skips an input only when every output exists *and* opens with the expected
+  shape; anything else is predicted again.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from unet_seg.errors import UsageError
+from unet_seg.io import open_volume
+from unet_seg.io.files import format_suffix, output_path, stem
+
+OUTPUT_ENDINGS = ("_labels", "_probs", "_instances", "_preview")
+
+
+def output_paths(path: Path, out_dir: Path, outputs: dict) -> dict[str, Path]:
+    """Output file per enabled kind (``labels``, ``probabilities``, ``instances``, ``preview``)."""
+    suffix = format_suffix(path)
+    names = {
+        "labels": output_path(path, out_dir, "_labels"),
+        "probabilities": output_path(path, out_dir, "_probs", ".tif" if suffix == ".png" else None),
+        "instances": output_path(path, out_dir, "_instances"),
+        "preview": output_path(path, out_dir, "_preview", ".png"),
+    }
+    return {kind: name for kind, name in names.items() if outputs.get(kind)}
+
+
+def is_output(path: Path, out_dir: Path) -> bool:
+    """``path`` is one of our outputs in ``out_dir`` (or its mirrored subfolders)."""
+    root, parent = out_dir.resolve(), path.parent.resolve()
+    inside = parent == root or root in parent.parents
+    return inside and stem(path).endswith(OUTPUT_ENDINGS)
+
+
+def scratch_path(path: Path) -> Path:
+    """A hidden temporary name beside ``path`` (for a label map only instances need)."""
+    return path.with_name(f".{path.name}.labels-{uuid.uuid4().hex[:8]}{format_suffix(path)}")
+
+
+def plan_outputs(files: list[Path], out_dir: Path, outputs: dict) -> dict[Path, dict[str, Path]]:
+    """``{input: {kind: output}}`` for the batch (see the module docstring).
+
+    Raises:
+        UsageError: two inputs would write the same output (the message names both).
+    """
+    parents = {f.resolve().parent for f in files}
+    common = Path(os.path.commonpath([str(p) for p in parents])) if len(parents) > 1 else None
+    plan: dict[Path, dict[str, Path]] = {}
+    owners: dict[str, Path] = {}
+    for path in files:
+        folder = out_dir / path.resolve().parent.relative_to(common) if common else out_dir
+        targets = output_paths(path, folder, outputs)
+        for target in targets.values():
+            key = str(target).lower()
+            other = owners.setdefault(key, path)
+            if other != path:
+                raise UsageError(
+                    f"{other} and {path} would both write {target}: rename one, or predict "
+                    "them into different output folders"
+                )
+        plan[path] = targets
+    return plan
+
+
+def is_complete(targets: dict[str, Path], spatial: tuple[int, ...], classes: int) -> bool:
+    """Every output exists and opens with its expected shape (``spatial``; probabilities
+    ``(classes, *spatial)``): a partial or foreign file under an output's name is not skipped."""
+    for kind, target in targets.items():
+        if kind == "preview":  # a picture of the outputs, not one of them: its size is free
+            if not target.is_file():
+                return False
+            continue
+        expected = (classes, *spatial) if kind == "probabilities" else tuple(spatial)
+        try:
+            if not target.exists() or open_volume(target).shape != expected:
+                return False
+        except (OSError, ValueError):
+            return False
+    return True
