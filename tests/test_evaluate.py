@@ -131,3 +131,12 @@ def test_instances_from_a_separate_folder(tmp_path):
                  gt_instance_suffix="''", progress=False)  # fmt: skip
     (row,) = evaluate(cfg)["files"]
     assert row["segments"] == "instances" and row["ap"] == 1.0 and row["dice_1"] == 1.0
+
+
+def test_zarr_predictions_pair_with_zarr_ground_truth(tmp_path):
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    write_volume(pred_dir / "a_labels.ome.zarr", Volume(PRED.astype(np.uint8)[None]))
+    write_volume(gt_dir / "a_labels.zarr", Volume(GT.astype(np.uint8)[None]))
+    summary = evaluate(config(pred_dir=pred_dir, gt_dir=gt_dir, progress=False, report=False))
+    assert summary["evaluated"] == 1 and not summary["failed"]
+    assert summary["mean"]["pixel_error"] == pytest.approx(3 / 16)

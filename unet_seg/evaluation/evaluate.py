@@ -33,7 +33,7 @@ from unet_seg.evaluation.metrics import (
 )
 from unet_seg.io import open_volume, read_volume
 from unet_seg.io.atomic import write_json_atomic, write_text_atomic
-from unet_seg.io.files import is_supported, stem
+from unet_seg.io.files import is_image, stem
 from unet_seg.viz.report import ReportBuilder
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def _keyed(folder: Path, suffix: str) -> dict[str, Path]:
         raise InputNotFoundError(f"{folder}: no such folder")
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.is_file() and is_supported(path):
+        if is_image(path):  # a file, or a zarr store (a directory)
             name = stem(path)
             if name.endswith(suffix):
                 key = name[: len(name) - len(suffix)]
