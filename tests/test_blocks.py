@@ -18,12 +18,15 @@ def small_unet(spatial_dims: int, padding: str, classes: int = 3) -> UNet:
 
 CASES = [
     # spatial_dims, padding, (Z, Y, X), tile, block, overlap
-    (2, "valid", (3, 75, 61), 24, (2, 32, 20), 0.25),
+    (2, "valid", (2, 61, 45), 24, (1, 32, 20), 0.25),
     (2, "same", (2, 67, 53), 16, (1, 24, 40), 0.25),
-    (2, "same", (1, 41, 37), 12, (1, 9, 7), 0.5),  # blocks smaller than a window
-    (3, "valid", (13, 17, 15), 6, (5, 8, 7), 0.25),
+    # blocks smaller than a window: many windows run several times (slow)
+    pytest.param(2, "same", (1, 41, 37), 12, (1, 9, 7), 0.5, marks=pytest.mark.slow),
+    (3, "valid", (9, 13, 11), 6, (5, 8, 7), 0.25),
     (3, "same", (11, 19, 14), 8, (4, 8, 6), 0.25),
-    (3, "same", (9, 13, 10), 8, (64, 64, 64), 0.25),  # one block bigger than the volume
+    pytest.param(
+        3, "same", (9, 13, 10), 8, (64, 64, 64), 0.25, marks=pytest.mark.slow
+    ),  # one block
 ]
 
 
