@@ -1,7 +1,8 @@
 """Where the Hydra configs live, the OmegaConf resolvers they use, and config -> plain values.
 
-The entry points find ``conf/`` next to the package (the README installs in editable mode), so they
-work from any working directory.
+A checkout keeps the configs at its top level (``conf/``); a wheel installs the same files as the
+package ``unet_seg.conf`` (``setup.py`` maps one onto the other). The entry points look in the
+installed package first, then in the checkout, so they work from any working directory.
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = PROJECT_ROOT / "conf"
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
+# The installed package's copy first: beside site-packages a top-level conf/ may be anyone's.
+CONFIG_DIRS = (PACKAGE_DIR / "conf", PROJECT_ROOT / "conf")
+CONFIG_DIR = next((d for d in CONFIG_DIRS if (d / "train.yaml").is_file()), CONFIG_DIRS[-1])
 
 
 def config_dir() -> str:
-    """Absolute path of ``conf/``; ``FileNotFoundError`` if the install does not carry it."""
-    if not (CONFIG_DIR / "train.yaml").is_file() and not (CONFIG_DIR / "summary.yaml").is_file():
+    """Absolute path of the configs; ``FileNotFoundError`` if the install does not carry them."""
+    if not (CONFIG_DIR / "train.yaml").is_file():
         raise FileNotFoundError(
-            f"unet-seg configs not found at {CONFIG_DIR}: install the project in editable mode "
-            "(pip install -e .) from a checkout that has conf/"
+            f"unet-seg configs not found in {' or '.join(map(str, CONFIG_DIRS))}: install the "
+            "package from a wheel or a checkout (pip install .), which ships conf/"
         )
     return str(CONFIG_DIR)
 
