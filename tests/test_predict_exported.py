@@ -11,9 +11,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from unet_seg.config import config_dir
-from unet_seg.data.io import read_volume
 from unet_seg.export.run import export
 from unet_seg.inference.predict import predict
+from unet_seg.io import read_volume
 from unet_seg.training.module import SegmentationModule
 
 TINY_2D = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [4, 8, 16],

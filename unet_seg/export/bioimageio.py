@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unet_seg.atomic import replace_atomic
-from unet_seg.data.transforms import normalize_percentile
 from unet_seg.export import unet_architecture
 from unet_seg.export.bioimageio_files import write_cover, write_readme
 from unet_seg.export.onnx import OPSET, export_onnx
 from unet_seg.export.torchscript import export_torchscript
 from unet_seg.export.trace import traceable_copy
+from unet_seg.io.atomic import replace_atomic
 from unet_seg.models import shapes
 from unet_seg.models.exported import network_metadata
+from unet_seg.normalization import normalize_percentile
 
 AXIS_IDS = ("z", "y", "x")
 UNET_CITATION = ("Ronneberger, Fischer, Brox. U-Net: Convolutional Networks for Biomedical Image "

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from unet_seg.atomic import replace_atomic
 from unet_seg.export.trace import example_input, quiet_tracing, traceable_copy
+from unet_seg.io.atomic import replace_atomic
 from unet_seg.models.exported import METADATA_KEY, network_metadata
 
 OPSET = 17

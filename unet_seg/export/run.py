@@ -9,6 +9,7 @@ from typing import Any
 from unet_seg.export.bioimageio import PackageInfo, export_bioimageio
 from unet_seg.export.onnx import export_onnx
 from unet_seg.export.torchscript import export_torchscript
+from unet_seg.models.checkpoint import load_model
 
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx", "bioimageio")
@@ -22,8 +23,6 @@ def export_name(checkpoint: str | Path) -> str:
 
 
 def _load_checkpoint(checkpoint: str | Path):
-    from unet_seg.inference.predict import load_model
-
     if Path(checkpoint).suffix != ".ckpt":
         raise ValueError(f"{checkpoint}: export needs a training checkpoint (.ckpt)")
     return load_model(checkpoint)
@@ -32,7 +31,7 @@ def _load_checkpoint(checkpoint: str | Path):
 def _test_image(path: str | None):
     if not path:
         return None
-    from unet_seg.data.io import read_volume
+    from unet_seg.io import read_volume
 
     return read_volume(path).array
 

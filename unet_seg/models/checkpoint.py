@@ -1,5 +1,5 @@
-"""Loading a trained network from a training checkpoint, without Lightning, or from a file
-``unet-seg-export`` wrote (TorchScript ``.pt``, ONNX ``.onnx``; see :mod:`unet_seg.models.exported`).
+"""Loading a trained network from a training checkpoint, without Lightning, or from a file that
+``unet-seg-export`` wrote (TorchScript ``.pt``, ONNX ``.onnx``: :mod:`unet_seg.models.exported`).
 
 A checkpoint of :class:`~unet_seg.training.module.SegmentationModule` holds only plain values:
 ``hyper_parameters["model"]`` (the ``UNet`` keyword arguments), ``hyper_parameters
