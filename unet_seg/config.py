@@ -45,10 +45,38 @@ def plain(value: Any) -> Any:
     return value
 
 
+# Folder names that say nothing about the data; the run is named after their parent instead.
+_GENERIC_FOLDERS = {"images", "imagestr", "imagests", "imgs", "img", "raw", "data", "train"}
+_DOUBLE_SUFFIXES = (".nii.gz", ".ome.tif", ".ome.tiff", ".ome.zarr")
+
+
+def data_name(_root_: Any) -> str:
+    """A run name from the config's data: the nnU-Net dataset (``data.root``), else the folder of
+    ``data.images`` (``/data/cells/images`` -> ``cells``, ``/data/cells/*.tif`` -> ``cells``)
+    or the stem of a single image file."""
+    data = _root_.get("data") or {}
+    source = data.get("root") or data.get("images")
+    if isinstance(source, ListConfig | list | tuple):
+        source = source[0]
+    parts = Path(str(source)).parts
+    wildcard = next((i for i, p in enumerate(parts) if any(c in p for c in "*?[")), len(parts))
+    path = (Path(*parts[:wildcard]) if wildcard else Path()).absolute()
+    while path.name.lower() in _GENERIC_FOLDERS and path.parent != path:
+        path = path.parent
+    name = path.name
+    for suffix in _DOUBLE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem if Path(name).suffix and wildcard == len(parts) else name
+
+
 def register_resolvers() -> None:
-    """``${project_root:}`` gives the checkout, so sample data paths work from any directory."""
+    """``${project_root:}`` gives the checkout, so sample data paths work from any directory;
+    ``${data_name:}`` names a run after its data (:func:`data_name`)."""
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("data_name"):
+        OmegaConf.register_new_resolver("data_name", data_name)
 
 
 register_resolvers()
