@@ -163,3 +163,50 @@ def test_hyperstack_channels_become_the_leading_axis_and_the_models_input(tmp_pa
     assert datamodule.in_channels == 3
     metrics = train(cfg)
     assert cfg.model.in_channels == 3 and 0.0 <= metrics["val/dice"] <= 1.0
+
+
+def readme_recipes() -> list[str]:
+    """The command lines of the README's "Your own data" block."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("## Your own data")[1].split("```bash")[1].split("```")[0]
+    return [line for line in block.splitlines() if line and not line.startswith("#")]
+
+
+def run_recipes(tmp_path: Path, samples_dir: Path, train_too: bool) -> list[str]:
+    """Run the README's recipes from ``tmp_path`` (with ``data_samples`` linked there); each
+    training command composes and builds its data, and trains one step if ``train_too``."""
+    import shlex
+
+    from unet_seg.data.to_nnunet import main as to_nnunet_main
+
+    (tmp_path / "data_samples").symlink_to(samples_dir)
+    recipes = readme_recipes()
+    assert len(recipes) == 4
+    names = []
+    for line in recipes:
+        words = shlex.split(line)
+        if words[:3] == ["python", "-m", "unet_seg.data.to_nnunet"]:
+            to_nnunet_main(words[3:])
+            continue
+        assert words[0] == "unet-seg-train"
+        cfg = compose_train(tmp_path, *words[1:], *QUICK)
+        names.append(cfg.name)
+        datamodule = build_datamodule(cfg)
+        assert datamodule.in_channels == 1 and datamodule.num_classes == 2
+        if train_too:
+            assert 0.0 <= train(cfg)["val/dice"] <= 1.0
+        else:
+            datamodule.setup("fit")
+            assert datamodule.train_set.regions and datamodule.val_set.regions
+    return names
+
+
+def test_readme_recipes_compose_and_load_their_data(tmp_path, samples_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_recipes(tmp_path, samples_dir, False) == ["2d", "image", "Dataset001_Nuclei"]
+
+
+@pytest.mark.slow
+def test_readme_recipes_train(tmp_path, samples_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_recipes(tmp_path, samples_dir, True)
