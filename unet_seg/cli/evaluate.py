@@ -13,23 +13,17 @@ from __future__ import annotations
 
 import sys
 
-import hydra
 from omegaconf import DictConfig
 
-from unet_seg.cli.errors import (
-    EXIT_FAILED,
-    reported_errors,
-    run_console_script,
-    sigterm_as_interrupt,
-)
-from unet_seg.config import config_dir
-from unet_seg.evaluation.evaluate import evaluate
+from unet_seg.cli.launch import launch
 
 NAME = "unet-seg-evaluate"
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
 def run(cfg: DictConfig) -> None:
+    from unet_seg.cli.errors import EXIT_FAILED, reported_errors, sigterm_as_interrupt
+    from unet_seg.evaluation.evaluate import evaluate  # heavy imports only for real work
+
     with reported_errors(NAME, cfg), sigterm_as_interrupt():
         summary = evaluate(cfg)
     for name, value in summary["mean"].items():
@@ -47,7 +41,7 @@ def run(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The ``unet-seg-evaluate`` console script."""
-    run_console_script(NAME, run)
+    launch("evaluate", NAME, run)
 
 
 if __name__ == "__main__":

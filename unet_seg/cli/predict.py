@@ -14,23 +14,17 @@ from __future__ import annotations
 
 import sys
 
-import hydra
 from omegaconf import DictConfig
 
-from unet_seg.cli.errors import (
-    EXIT_FAILED,
-    reported_errors,
-    run_console_script,
-    sigterm_as_interrupt,
-)
-from unet_seg.config import config_dir
-from unet_seg.inference.predict import predict
+from unet_seg.cli.launch import launch
 
 NAME = "unet-seg-predict"
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
 def run(cfg: DictConfig) -> None:
+    from unet_seg.cli.errors import EXIT_FAILED, reported_errors, sigterm_as_interrupt
+    from unet_seg.inference.predict import predict  # torch loads only for real work, not --help
+
     with reported_errors(NAME, cfg), sigterm_as_interrupt():
         summary = predict(cfg)
     print(
@@ -46,7 +40,7 @@ def run(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The ``unet-seg-predict`` console script."""
-    run_console_script(NAME, run)
+    launch("predict", NAME, run)
 
 
 if __name__ == "__main__":

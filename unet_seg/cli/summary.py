@@ -9,19 +9,22 @@ Examples::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from unet_seg.cli.errors import reported_errors, run_console_script
-from unet_seg.config import config_dir
+from unet_seg.cli.launch import launch
 from unet_seg.errors import UsageError
-from unet_seg.models import UNet
-from unet_seg.models.summary import Summary, summarize
+
+if TYPE_CHECKING:
+    from unet_seg.models.summary import Summary
 
 
 def summary_from_config(model_cfg: dict, input_size: int | Sequence[int]) -> Summary:
     """Build the ``UNet`` of ``model_cfg`` and summarise it; an int size applies to every axis."""
+    from unet_seg.models import UNet  # torch loads only for real work, not for --help
+    from unet_seg.models.summary import summarize
+
     model = UNet(**model_cfg)
     if isinstance(input_size, int):
         input_size = [input_size] * model.spatial_dims
@@ -31,8 +34,9 @@ def summary_from_config(model_cfg: dict, input_size: int | Sequence[int]) -> Sum
 NAME = "unet-seg-summary"
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="summary")
 def run(cfg: DictConfig) -> None:
+    from unet_seg.cli.errors import reported_errors
+
     with reported_errors(NAME, cfg):
         model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
         size = (
@@ -49,7 +53,7 @@ def run(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The ``unet-seg-summary`` console script."""
-    run_console_script(NAME, run)
+    launch("summary", NAME, run)
 
 
 if __name__ == "__main__":

@@ -10,19 +10,18 @@ Examples::
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from unet_seg.cli.errors import reported_errors, run_console_script
-from unet_seg.config import config_dir
-from unet_seg.training.train import train
+from unet_seg.cli.launch import launch
 
 NAME = "unet-seg-train"
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def run(cfg: DictConfig) -> float | None:
     """Run :func:`unet_seg.training.train.train`; returns ``cfg.optimized_metric`` for sweepers."""
+    from unet_seg.cli.errors import reported_errors
+    from unet_seg.training.train import train  # torch and Lightning load only for real work
+
     with reported_errors(NAME, cfg):
         metrics = train(cfg)
         metric = cfg.get("optimized_metric")
@@ -31,7 +30,7 @@ def run(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """The ``unet-seg-train`` console script (errors: one line; ``traceback=true`` for more)."""
-    run_console_script(NAME, run)
+    launch("train", NAME, run)
 
 
 if __name__ == "__main__":

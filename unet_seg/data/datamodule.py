@@ -8,6 +8,7 @@ Label and weight have the image's spatial size; a valid-mode model crops them to
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,10 +16,11 @@ from torch.utils.data import DataLoader
 
 from unet_seg.config import plain
 from unet_seg.data.dataset import Augment, RandomPatchDataset, WindowDataset, seed_worker
-from unet_seg.data.pairs import pair_files
+from unet_seg.data.pairs import pair_files, pair_name
 from unet_seg.data.patches import PAD_MODES, check_patch_size
 from unet_seg.data.regions import Region, build_regions
 from unet_seg.data.weightmap import add_weight_maps
+from unet_seg.io import open_volume
 from unet_seg.io.files import PathSpec, find_files, stem
 
 
@@ -95,6 +97,20 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.train_set: RandomPatchDataset | None = None
         self.val_set: WindowDataset | None = None
 
+    @property
+    def num_classes(self) -> int:
+        return int(self.cfg["num_classes"])
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the images, from the first pair's file headers: the number of channel
+        files, or the leading axis when the image has one axis more than its label."""
+        image, label = pair_files(self.cfg["images"], self.cfg["labels"])[0]
+        if not isinstance(image, Path):
+            return len(image)
+        shape = open_volume(image).shape
+        return int(shape[0]) if len(shape) == len(open_volume(label).shape) + 1 else 1
+
     def prepare_data(self) -> None:
         """Checks that the inputs exist (keeps no state, as Lightning requires)."""
         for key in ("images", "labels", "val_images", "val_labels", "instances"):
@@ -111,13 +127,13 @@ class SegmentationDataModule(pl.LightningDataModule):
             return pairs, pairs
         if c["val_names"] is not None:
             names = set(c["val_names"])
-            missing = names - {stem(p) for p, _ in pairs}
+            missing = names - {pair_name(*p) for p in pairs}
             if missing:
                 raise ValueError(
                     f"val_names {sorted(missing)} are not among the files {c['images']}"
                 )
-            return [p for p in pairs if stem(p[0]) not in names], [
-                p for p in pairs if stem(p[0]) in names
+            return [p for p in pairs if pair_name(*p) not in names], [
+                p for p in pairs if pair_name(*p) in names
             ]
         n_val = int(-(-c["val_fraction"] * len(pairs) // 1))
         if not 0 < n_val < len(pairs):
@@ -132,7 +148,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         instances = None
         if c["instances"] is not None:
             by_stem = {stem(p): p for p in find_files(c["instances"])}
-            instances = [by_stem.get(stem(image)) for image, _ in pairs]
+            instances = [by_stem.get(pair_name(*pair)) for pair in pairs]
         regions = build_regions(
             pairs,
             self.spatial_dims,

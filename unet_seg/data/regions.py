@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from unet_seg.data.labels import map_labels
-from unet_seg.io import check_pair, read_volume
-from unet_seg.io.files import stem
+from unet_seg.data.pairs import ImageFiles, pair_name
+from unet_seg.io import Volume, check_pair, read_volume
 from unet_seg.normalization import normalize_percentile, percentiles
 
 
@@ -45,8 +45,25 @@ class Region:
         return self.label.shape
 
 
+def read_image(image_path: ImageFiles, ndim: tuple[int, ...]) -> Volume:
+    """One image file, or channel files stacked on a leading axis (``ValueError`` if their
+    shapes differ); the geometry is the first file's."""
+    if isinstance(image_path, Path):
+        return read_volume(image_path, ndim=ndim)
+    volumes = [read_volume(path, ndim=ndim[0]) for path in image_path]
+    for path, volume in zip(image_path[1:], volumes[1:], strict=True):
+        if volume.array.shape != volumes[0].array.shape:
+            raise ValueError(
+                f"{path}: channel of shape {volume.array.shape} does not match "
+                f"{image_path[0]} of shape {volumes[0].array.shape}"
+            )
+    first = volumes[0]
+    stacked = np.stack([v.array for v in volumes])
+    return Volume(stacked, first.affine, first.spacing, first.metadata, first.path)
+
+
 def read_pair(
-    image_path: Path,
+    image_path: ImageFiles,
     label_path: Path,
     spatial_dims: int,
     num_classes: int,
@@ -56,11 +73,11 @@ def read_pair(
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """Read and check one pair; returns image ``(C, *shape)`` float32 normalised, label
     ``(*shape)`` int64 and the spacing. ``shape`` has ``spatial_dims`` axes, or 3 for a stack of
-    2D slices when ``spatial_dims`` is 2."""
+    2D slices when ``spatial_dims`` is 2. ``image_path`` may be one file per channel."""
     label_ndims = (2, 3) if spatial_dims == 2 else (3,)
     label_volume = read_volume(label_path, ndim=label_ndims)
     label = map_labels(label_volume.array, label_map, label_path)
-    image_volume = read_volume(image_path, ndim=(label.ndim, label.ndim + 1))
+    image_volume = read_image(image_path, ndim=(label.ndim, label.ndim + 1))
     image = image_volume.array
     if image.ndim == label.ndim:
         image = image[None]
@@ -85,7 +102,7 @@ def z_ranges(depth: int, val_slices: Sequence[int] | None, role: str) -> list[ra
 
 
 def build_regions(
-    pairs: Sequence[tuple[Path, Path]],
+    pairs: Sequence[tuple[ImageFiles, Path]],
     spatial_dims: int,
     num_classes: int,
     role: str,
@@ -108,7 +125,7 @@ def build_regions(
                     f"{instances[k]}: instance shape {inst.shape} does not match "
                     f"label shape {label.shape} of {label_path}"
                 )
-        name = stem(image_path)
+        name = pair_name(image_path, label_path)
         if label.ndim == spatial_dims:  # a 2D image, or a 3D volume for a 3D model
             if label.ndim == 2 and val_slices is not None:
                 raise ValueError(f"{image_path}: val_slices needs a stack, this is a 2D image")

@@ -270,7 +270,7 @@ def _load_model(checkpoint: str) -> tuple[SegmentationNetwork, dict]:
     except FileNotFoundError as err:
         raise InputNotFoundError(
             f"{err}: train the sample model first with `unet-seg-train experiment=sample_2d`, "
-            "or pass checkpoint=<path to a .ckpt>"
+            "or pass checkpoint=<a .ckpt, or a .onnx / .pt from unet-seg-export>"
         ) from err
 
 

@@ -1,4 +1,5 @@
-"""Loading a trained network from a training checkpoint, without Lightning.
+"""Loading a trained network from a training checkpoint, without Lightning, or from a file that
+``unet-seg-export`` wrote (TorchScript ``.pt``, ONNX ``.onnx``: :mod:`unet_seg.models.exported`).
 
 A checkpoint of :class:`~unet_seg.training.module.SegmentationModule` holds only plain values:
 ``hyper_parameters["model"]`` (the ``UNet`` keyword arguments), ``hyper_parameters
@@ -17,6 +18,8 @@ from typing import Any
 import torch
 
 from unet_seg.errors import checkpoint_load_error
+from unet_seg.models.exported import is_exported, load_exported
+from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.models.unet import UNet
 
 _PREFIX = "model."
@@ -41,13 +44,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return dict(content)
 
 
-def load_model(path: str | os.PathLike) -> tuple[UNet, dict[str, float]]:
-    """The ``UNet`` of a training checkpoint in eval mode, and its normalisation percentiles.
+def load_model(path: str | os.PathLike) -> tuple[SegmentationNetwork, dict[str, float]]:
+    """The network in eval mode and its normalisation percentiles: the ``UNet`` of a training
+    checkpoint, or for ``.onnx`` / ``.pt`` files an adapter over ONNX Runtime / TorchScript.
 
     Raises:
         FileNotFoundError: no file at ``path``.
         ValueError: unreadable file, or it lacks the network's configuration or weights.
     """
+    if is_exported(path):
+        return load_exported(path)
     content = read_checkpoint(path)
     hparams = content.get("hyper_parameters") or {}
     state = content.get("state_dict") or {}

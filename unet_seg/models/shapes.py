@@ -96,3 +96,17 @@ def output_shape(
             )
         out.append(result)
     return tuple(out)
+
+
+def size_rule(depth: int, padding: str = "valid", pooled: bool = True) -> tuple[int, int, int]:
+    """``(minimum, step, margin)`` of one axis: the accepted input sizes are exactly
+    ``minimum + n * step`` (n = 0, 1, ...) and the output is the input minus ``margin``.
+
+    Every size trace is affine in the input size, so the sizes that survive each pooling are one
+    arithmetic progression with step ``2 ** (depth - 1)`` on pooled axes (1 otherwise): for the
+    paper's valid 5-level net ``16 n + 188``, i.e. 188, 204, ..., 572 (``16 k + 12``), margin 184.
+    """
+    minimum = smallest_valid_size(1, depth, padding, pooled)
+    step = 2 ** (depth - 1) if pooled else 1
+    output = _trace_axis(minimum, depth, padding, pooled)
+    return minimum, step, minimum - int(output)

@@ -39,6 +39,17 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in group.values() if node and "_target_" in node]
 
 
+def follow_the_data(cfg: DictConfig, datamodule: Any) -> None:
+    """Set ``cfg.model.in_channels`` and ``num_classes`` to the data's (what the data module
+    reports: channels of the images, classes of the labels), since a network of other sizes could
+    not train on them; logged when it changes the config."""
+    for key in ("in_channels", "num_classes"):
+        value = getattr(datamodule, key, None)
+        if value is not None and cfg.model.get(key) != int(value):
+            log.info("model.%s=%s follows the data: %d", key, cfg.model.get(key), value)
+            cfg.model[key] = int(value)
+
+
 def build_module(cfg: DictConfig) -> SegmentationModule:
     """The LightningModule of ``cfg.model``, ``.loss``, ``.optimizer`` and ``.scheduler``."""
     return SegmentationModule(
@@ -95,11 +106,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = build_datamodule(cfg)
+    follow_the_data(cfg, datamodule)
+    OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
     module = build_module(cfg)
     loggers = instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(

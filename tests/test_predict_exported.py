@@ -1,0 +1,102 @@
+"""``unet-seg-predict checkpoint=<file>.onnx`` (or ``.pt``) segments as the ``.ckpt`` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+
+from unet_seg.config import config_dir
+from unet_seg.export.run import export
+from unet_seg.inference.predict import predict
+from unet_seg.io import read_volume
+from unet_seg.training.module import SegmentationModule
+
+TINY_2D = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [4, 8, 16],
+           "padding": "valid", "norm": "batch", "dropout": 0.0}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """A checkpoint (perturbed weights and running statistics) and its two exports."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(3)
+    module = SegmentationModule(model=TINY_2D, normalization={"low": 0.5, "high": 99.0})
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            if name.endswith("running_var"):
+                tensor.copy_(0.5 + torch.rand_like(tensor))
+            elif tensor.is_floating_point():
+                tensor.add_(0.1 * torch.randn_like(tensor))
+    ckpt = root / "tiny.ckpt"
+    torch.save(
+        {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+         "pytorch-lightning_version": pl.__version__},
+        ckpt,
+    )  # fmt: skip
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("export", overrides=[f"checkpoint={ckpt}", f"output_dir={root}"])
+    cfg.format = "torchscript"
+    export(cfg)
+    cfg.format = "onnx"
+    export(cfg)
+    return {"ckpt": ckpt, "pt": root / "tiny.pt", "onnx": root / "tiny.onnx"}
+
+
+def run_predict(checkpoint: Path, out: Path, samples_dir: Path, **extra) -> dict:
+    overrides = [f"checkpoint={checkpoint}", f"output_dir={out}", "progress=false",
+                 f"input={samples_dir / 'stack' / 'stack.tif'}", "tile_size=160"]  # fmt: skip
+    overrides += [f"{k}={v}" for k, v in extra.items()]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        summary = predict(compose("predict", overrides=overrides))
+    assert summary["ok"] == 1, summary
+    return summary
+
+
+def test_exported_models_give_the_checkpoints_labels(tmp_path, samples_dir, models):
+    reference = run_predict(
+        models["ckpt"], tmp_path / "ckpt", samples_dir,
+        **{"outputs.probabilities": True, "probability_dtype": "float16"},
+    )  # fmt: skip
+    labels_path, probs_path = (Path(p) for p in reference["files"][0]["outputs"])
+    expected = read_volume(labels_path).array
+    probs = read_volume(probs_path).array.astype(np.float32)
+    assert expected.shape == (16, 256, 256) and 0 < expected.mean() < 1  # both classes occur
+    for kind in ("pt", "onnx"):
+        summary = run_predict(models[kind], tmp_path / kind, samples_dir)
+        labels = read_volume(summary["files"][0]["outputs"][0]).array
+        differ = labels != expected
+        if kind == "pt":
+            np.testing.assert_array_equal(labels, expected)  # the same kernels on the same tiles
+        else:
+            # ONNX Runtime's kernels round differently (~1e-7): only near-ties may flip.
+            assert differ.mean() < 1e-4
+            assert np.all(np.abs(probs[1][differ] - 0.5) < 2e-3)
+
+
+def test_predict_with_an_onnx_file_runs_without_lightning(tmp_path, samples_dir, models):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.modules['pytorch_lightning'] = None\n"  # any import of Lightning now fails
+        "from hydra import compose, initialize_config_dir\n"
+        "from unet_seg.config import config_dir\n"
+        "from unet_seg.inference.predict import predict\n"
+        "with initialize_config_dir(config_dir=config_dir(), version_base='1.3'):\n"
+        f"    cfg = compose('predict', overrides=['checkpoint={models['onnx']}', "
+        f"'output_dir={tmp_path}', 'input={samples_dir / 'stack' / 'stack.tif'}', "
+        "'progress=false'])\n"
+        "summary = predict(cfg)\n"
+        "assert summary['ok'] == 1, summary\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "stack_labels.tif").is_file()

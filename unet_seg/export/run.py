@@ -1,0 +1,66 @@
+"""``export(cfg)``: what ``unet-seg-export`` runs (``conf/export.yaml``); tests call it directly."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from unet_seg.export.bioimageio import PackageInfo, export_bioimageio
+from unet_seg.export.onnx import export_onnx
+from unet_seg.export.torchscript import export_torchscript
+from unet_seg.models.checkpoint import load_model
+
+log = logging.getLogger(__name__)
+FORMATS = ("torchscript", "onnx", "bioimageio")
+SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx", "bioimageio": ".bioimageio.zip"}
+
+
+def export_name(checkpoint: str | Path) -> str:
+    """``runs/<name>/model.ckpt`` -> ``<name>``; any other ``<stem>.ckpt`` -> ``<stem>``."""
+    path = Path(checkpoint)
+    return path.parent.name if path.stem == "model" and path.parent.name else path.stem
+
+
+def _load_checkpoint(checkpoint: str | Path):
+    if Path(checkpoint).suffix != ".ckpt":
+        raise ValueError(f"{checkpoint}: export needs a training checkpoint (.ckpt)")
+    return load_model(checkpoint)
+
+
+def _test_image(path: str | None):
+    if not path:
+        return None
+    from unet_seg.io import read_volume
+
+    return read_volume(path).array
+
+
+def export(cfg: Any) -> dict[str, Path]:
+    """Export ``cfg.checkpoint`` in ``cfg.format`` into ``cfg.output_dir``; returns
+    ``{format: written file}``. Files are written atomically."""
+    formats = FORMATS if cfg.format == "all" else (str(cfg.format),)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)} or all, got {cfg.format!r}")
+    model, norm = _load_checkpoint(cfg.checkpoint)
+    name = cfg.name or export_name(cfg.checkpoint)
+    out_dir = Path(cfg.output_dir)
+    written = {}
+    for fmt in formats:
+        target = out_dir / f"{name}{SUFFIXES[fmt]}"
+        if fmt == "torchscript":
+            export_torchscript(model, norm, target)
+        elif fmt == "onnx":
+            export_onnx(model, norm, target)
+        else:
+            bio = cfg.bioimageio
+            info = PackageInfo(
+                name=f"U-Net {name}", description=str(bio.description), authors=list(bio.authors),
+                license=str(bio.license), tags=list(bio.tags),
+                class_names=list(bio.class_names) if bio.class_names else None,
+            )  # fmt: skip
+            export_bioimageio(model, norm, target, info, _test_image(bio.test_image))
+        log.info("%s: wrote %s", fmt, target)
+        written[fmt] = target
+    return written

@@ -1,0 +1,193 @@
+"""Networks loaded from exported files (TorchScript ``.pt``, ONNX ``.onnx``) without Lightning.
+
+An exported file carries, next to its weights, a small JSON record under :data:`METADATA_KEY`:
+the size arithmetic (``spatial_dims``, ``depth``, ``padding``, ``pooled_axes``), the channels and
+classes, and the intensity percentiles the training data were normalised with. The adapters below
+read it back and satisfy the ``SegmentationNetwork`` protocol (``spatial_dims``, ``in_channels``,
+``num_classes``, ``output_shape``), so tiling and batch prediction treat them like a ``UNet``.
+Both return logits ``(N, num_classes, *output_shape(spatial))``, as the ``UNet`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unet_seg.models import shapes
+
+METADATA_KEY = "unet_seg"  # ONNX metadata_props key; TorchScript extra file "unet_seg.json"
+TORCHSCRIPT_EXTRA = f"{METADATA_KEY}.json"
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".torchscript")
+ONNX_SUFFIXES = (".onnx",)
+_REQUIRED = ("spatial_dims", "in_channels", "num_classes", "depth", "padding", "pooled_axes")
+
+
+def network_metadata(model: Any, normalization: Mapping[str, float] | None) -> dict[str, Any]:
+    """The record an exported file carries for ``model`` (a ``UNet``) and its percentiles."""
+    norm = dict(normalization or {})
+    return {
+        "format": 1,
+        "spatial_dims": int(model.spatial_dims),
+        "in_channels": int(model.in_channels),
+        "num_classes": int(model.num_classes),
+        "features": [int(f) for f in model.features],
+        "depth": int(model.depth),
+        "padding": str(model.padding),
+        "pooled_axes": [bool(p) for p in model.pooled_axes],
+        "normalization": {
+            "low": float(norm.get("low", 1.0)),
+            "high": float(norm.get("high", 99.8)),
+        },
+    }
+
+
+def _check_metadata(meta: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    missing = [key for key in _REQUIRED if key not in meta]
+    if missing:
+        raise ValueError(
+            f"{path}: the {METADATA_KEY} metadata lacks {', '.join(missing)}; "
+            "export the model with unet-seg-export"
+        )
+    return dict(meta)
+
+
+class ExportedNetwork(nn.Module):
+    """What every exported network shares: the size arithmetic and the stored normalisation."""
+
+    def __init__(self, metadata: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.metadata = dict(metadata)
+        self.spatial_dims = int(metadata["spatial_dims"])
+        self.in_channels = int(metadata["in_channels"])
+        self.num_classes = int(metadata["num_classes"])
+        self.depth = int(metadata["depth"])
+        self.padding = str(metadata["padding"])
+        self.pooled_axes = tuple(bool(p) for p in metadata["pooled_axes"])
+
+    @property
+    def normalization(self) -> dict[str, float]:
+        return dict(self.metadata.get("normalization") or {})
+
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        """Spatial output shape for a spatial ``input_shape``; ``ValueError`` if it does not fit."""
+        if len(input_shape) != self.spatial_dims:
+            raise ValueError(
+                f"expected {self.spatial_dims} spatial sizes, got {tuple(input_shape)}"
+            )
+        return shapes.output_shape(input_shape, self.depth, self.padding, self.pooled_axes)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected input (N, {self.in_channels}, {self.spatial_dims} spatial dims), "
+                f"got {tuple(x.shape)}"
+            )
+        self.output_shape(x.shape[2:])
+
+
+class TorchScriptNetwork(ExportedNetwork):
+    """A TorchScript file written by ``unet_seg.export.torchscript``: ``(N, C, *s)`` -> logits."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        extra = {TORCHSCRIPT_EXTRA: ""}
+        try:
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        except (RuntimeError, ValueError, OSError) as err:
+            raise ValueError(f"{path}: cannot load as TorchScript ({err})") from err
+        if not extra[TORCHSCRIPT_EXTRA]:
+            raise ValueError(
+                f"{path}: TorchScript file without {TORCHSCRIPT_EXTRA}; "
+                "export the model with unet-seg-export"
+            )
+        super().__init__(_check_metadata(json.loads(extra[TORCHSCRIPT_EXTRA]), path))
+        self.scripted = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return self.scripted(x)
+
+
+class OnnxNetwork(ExportedNetwork):
+    """An ONNX file written by ``unet_seg.export.onnx``, run by ONNX Runtime.
+
+    Needs only ``onnxruntime`` (``pip install onnxruntime``), not ``onnx``. Tensors go to the
+    session as contiguous float32 numpy arrays and come back on the input's device; after
+    ``.to("cuda")`` the session uses CUDA if ONNX Runtime has that provider, else the CPU.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        path = Path(path)
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise ValueError(
+                f"{path}: running an ONNX model needs onnxruntime (pip install onnxruntime)"
+            ) from err
+        self._ort = ort
+        self._path = path
+        self._threads = threads
+        session = self._session("cpu")
+        meta = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if not meta:
+            raise ValueError(
+                f"{path}: ONNX file without {METADATA_KEY} metadata; "
+                "export the model with unet-seg-export"
+            )
+        super().__init__(_check_metadata(json.loads(meta), path))
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def _session(self, device_type: str):
+        options = self._ort.SessionOptions()
+        if self._threads:
+            options.intra_op_num_threads = int(self._threads)
+        providers = ["CPUExecutionProvider"]
+        if device_type == "cuda" and "CUDAExecutionProvider" in self._ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            return self._ort.InferenceSession(str(self._path), options, providers=providers)
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise ValueError(f"{self._path}: cannot load as ONNX ({err})") from err
+
+    def _apply(self, fn, recurse: bool = True):
+        # nn.Module.to() ends here; follow a move to CUDA with a CUDA session when one exists.
+        probe = fn(torch.empty(0))
+        if probe.device.type == "cuda":
+            self.session = self._session("cuda")
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        array = x.detach().float().contiguous().cpu().numpy()
+        (logits,) = self.session.run(None, {self.input_name: array})
+        return torch.from_numpy(logits).to(x.device)
+
+
+def is_exported(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an exported network by its suffix (``.onnx``, ``.pt``, ...)."""
+    return Path(path).suffix.lower() in (*ONNX_SUFFIXES, *TORCHSCRIPT_SUFFIXES)
+
+
+def load_exported(path: str | os.PathLike) -> tuple[ExportedNetwork, dict[str, float]]:
+    """``(network in eval mode, normalisation percentiles)`` from a ``.onnx`` or ``.pt`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} not found")
+    suffix = path.suffix.lower()
+    if suffix in ONNX_SUFFIXES:
+        network: ExportedNetwork = OnnxNetwork(path)
+    elif suffix in TORCHSCRIPT_SUFFIXES:
+        network = TorchScriptNetwork(path)
+    else:
+        raise ValueError(
+            f"{path}: unknown model file type {suffix!r}; expected .ckpt, "
+            f"{', '.join(ONNX_SUFFIXES + TORCHSCRIPT_SUFFIXES)}"
+        )
+    return network.eval(), network.normalization
