@@ -1,0 +1,217 @@
+"""Instance figures: matching predicted objects to true ones, AP, precision/recall/F1 and PQ.
+
+Both inputs are label images ``(*spatial)`` of any dimension, 0 = background, each positive id one
+object. At an IoU threshold ``t`` a predicted and a true object may be matched when their IoU is at
+least ``t``; every object is matched at most once, and the matching has the most pairs (ties: the
+largest total IoU), as in StarDist's ``matching``. For ``t >= 0.5`` the pairs are unique anyway
+(two objects cannot both overlap a third by more than half), so the assignment only decides
+exact ties and thresholds below 0.5. From the counts of true positives (TP), false positives (FP)
+and false negatives (FN):
+
+- ``ap``: the "average precision" of the nuclei benchmarks (DSB 2018, StarDist, Cellpose),
+  ``TP / (TP + FP + FN)``, per threshold and averaged over ``0.5, 0.55, ..., 0.95``;
+- ``precision = TP / (TP + FP)``, ``recall = TP / (TP + FN)``, ``f1`` at IoU 0.5;
+- panoptic quality (Kirillov et al. 2019) ``pq = sq * rq``: ``sq`` the mean IoU of the matched
+  pairs, ``rq = TP / (TP + FP/2 + FN/2)`` (= F1) at IoU 0.5. Kirillov et al. match at IoU > 0.5;
+  here at >= 0.5 like AP, which differs only for pairs at exactly 0.5.
+
+Images with no object in either give 1 for every figure (nothing to find, nothing wrongly found);
+otherwise a figure whose denominator is 0 is 0. Overlaps are counted sparsely (only pairs that
+touch), so thousands of objects cost about a sort of the foreground voxels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+AP_THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2).tolist())
+
+
+@dataclass(frozen=True)
+class Overlaps:
+    """The overlapping (true, predicted) object pairs of two label images.
+
+    Attributes:
+        n_true, n_pred: number of objects in each image.
+        true_index, pred_index: ``(P,)`` int64 object indices (0-based, in sorted id order) of
+            the ``P`` pairs that share at least one voxel.
+        iou: ``(P,)`` float64 intersection over union of each pair.
+    """
+
+    n_true: int
+    n_pred: int
+    true_index: np.ndarray
+    pred_index: np.ndarray
+    iou: np.ndarray
+
+
+@dataclass(frozen=True)
+class MatchCounts:
+    """Counts of one matching; they add up over images (pooled figures)."""
+
+    tp: int
+    fp: int
+    fn: int
+    iou_sum: float  # total IoU of the matched pairs
+
+    def __add__(self, other: MatchCounts) -> MatchCounts:
+        return MatchCounts(
+            self.tp + other.tp, self.fp + other.fp, self.fn + other.fn,
+            self.iou_sum + other.iou_sum,
+        )  # fmt: skip
+
+    @property
+    def empty(self) -> bool:
+        return self.tp + self.fp + self.fn == 0
+
+    def _ratio(self, num: float, den: float) -> float:
+        if self.empty:
+            return 1.0
+        return num / den if den else 0.0
+
+    @property
+    def ap(self) -> float:
+        return self._ratio(self.tp, self.tp + self.fp + self.fn)
+
+    @property
+    def precision(self) -> float:
+        return self._ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def recall(self) -> float:
+        return self._ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def f1(self) -> float:
+        return self._ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
+
+    @property
+    def sq(self) -> float:
+        return self._ratio(self.iou_sum, self.tp)
+
+    @property
+    def pq(self) -> float:
+        return self.sq * self.f1
+
+
+def _check_labels(pred: np.ndarray, gt: np.ndarray) -> None:
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
+    for name, array in (("prediction", pred), ("ground truth", gt)):
+        if not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+            raise ValueError(f"{name} instances must be integer labels, got dtype {array.dtype}")
+        if array.size and array.min() < 0:
+            raise ValueError(f"{name} instances hold negative ids (min {array.min()})")
+
+
+def overlaps(pred: np.ndarray, gt: np.ndarray) -> Overlaps:
+    """The IoU of every pair of a true and a predicted object that overlap, from two
+    ``(*spatial)`` label images of the same shape."""
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    _check_labels(pred, gt)
+    pred, gt = pred.ravel(), gt.ravel()
+    true_ids, true_area = np.unique(gt[gt > 0], return_counts=True)
+    pred_ids, pred_area = np.unique(pred[pred > 0], return_counts=True)
+    both = (gt > 0) & (pred > 0)
+    ti = np.searchsorted(true_ids, gt[both])
+    pi = np.searchsorted(pred_ids, pred[both])
+    keys, inter = np.unique(ti * max(len(pred_ids), 1) + pi, return_counts=True)
+    ti, pi = np.divmod(keys, max(len(pred_ids), 1))
+    union = true_area[ti] + pred_area[pi] - inter
+    return Overlaps(len(true_ids), len(pred_ids), ti, pi, inter / union)
+
+
+def _assign(true_index: np.ndarray, pred_index: np.ndarray, iou: np.ndarray) -> np.ndarray:
+    """Boolean ``(P,)`` mask of the eligible pairs kept: most pairs, then largest total IoU.
+
+    Each connected group of pairs (objects linked through shared candidates) is assigned on its
+    own; a group of one pair is kept as it is, so only conflicts pay for the Hungarian algorithm.
+    """
+    keep = np.zeros(len(iou), bool)
+    if not len(iou):
+        return keep
+    rows, rows_inv = np.unique(true_index, return_inverse=True)
+    cols, cols_inv = np.unique(pred_index, return_inverse=True)
+    if len(rows) == len(cols) == len(iou):  # no object has two candidates
+        keep[:] = True
+        return keep
+    n = len(rows) + len(cols)
+    graph = coo_matrix((np.ones(len(iou)), (rows_inv, len(rows) + cols_inv)), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    pair_group = group[rows_inv]
+    for g in np.unique(pair_group):
+        members = np.flatnonzero(pair_group == g)
+        if len(members) == 1:
+            keep[members] = True
+            continue
+        r, r_inv = np.unique(rows_inv[members], return_inverse=True)
+        c, c_inv = np.unique(cols_inv[members], return_inverse=True)
+        # A pair is worth 1 plus its IoU scaled below 1 / (pairs possible): more pairs always
+        # win, and among as many pairs the larger total IoU.
+        score = np.zeros((len(r), len(c)))
+        score[r_inv, c_inv] = 1.0 + iou[members] / (min(len(r), len(c)) + 1)
+        best_r, best_c = linear_sum_assignment(score, maximize=True)
+        chosen = np.zeros((len(r), len(c)), bool)
+        chosen[best_r, best_c] = True
+        keep[members] = chosen[r_inv, c_inv]
+    return keep
+
+
+def match_counts(table: Overlaps, threshold: float) -> MatchCounts:
+    """TP, FP, FN and the matched IoU sum at one IoU ``threshold`` (in ``(0, 1]``)."""
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"IoU threshold must be in (0, 1], got {threshold}")
+    eligible = table.iou >= threshold
+    kept = _assign(table.true_index[eligible], table.pred_index[eligible], table.iou[eligible])
+    tp = int(kept.sum())
+    iou_sum = float(table.iou[eligible][kept].sum())
+    return MatchCounts(tp, table.n_pred - tp, table.n_true - tp, iou_sum)
+
+
+def match_all(
+    pred: np.ndarray, gt: np.ndarray, thresholds: Sequence[float] = AP_THRESHOLDS
+) -> dict[float, MatchCounts]:
+    """``{threshold: MatchCounts}`` of two label images ``(*spatial)``; 0.5 is always included
+    (the precision, recall, F1 and PQ threshold)."""
+    table = overlaps(pred, gt)
+    wanted = sorted({float(t) for t in thresholds} | {0.5})
+    return {t: match_counts(table, t) for t in wanted}
+
+
+def scores(
+    counts: dict[float, MatchCounts], thresholds: Sequence[float] = AP_THRESHOLDS
+) -> dict[str, float]:
+    """Flat figures from :func:`match_all` counts (of one image, or summed over several):
+    ``ap`` (mean over ``thresholds``), ``ap50``, ``ap75``, ``precision50``, ``recall50``,
+    ``f1_50``, ``sq``, ``pq``."""
+    at50 = counts[0.5]
+    row = {"ap": float(np.mean([counts[float(t)].ap for t in thresholds]))}
+    for t in (0.5, 0.75):
+        if t in counts:
+            row[f"ap{round(t * 100)}"] = counts[t].ap
+    row |= {"precision50": at50.precision, "recall50": at50.recall, "f1_50": at50.f1}
+    row |= {"sq": at50.sq, "pq": at50.pq}
+    return row
+
+
+def pool(per_image: Iterable[dict[float, MatchCounts]]) -> dict[float, MatchCounts]:
+    """Sum the counts of several images per threshold (every object of every image counts once:
+    the pooled figures of a data set, not the mean of per-image ones)."""
+    total: dict[float, MatchCounts] = {}
+    for counts in per_image:
+        for t, c in counts.items():
+            total[t] = total[t] + c if t in total else c
+    return total
+
+
+def instance_scores(
+    pred: np.ndarray, gt: np.ndarray, thresholds: Sequence[float] = AP_THRESHOLDS
+) -> dict[str, float]:
+    """:func:`scores` of one pair of label images ``(*spatial)``."""
+    return scores(match_all(pred, gt, thresholds), thresholds)
