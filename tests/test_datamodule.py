@@ -347,3 +347,22 @@ def test_membrane_sample_config_with_paper_weight_map():
     assert region.weight[region.label == 1].mean() > 2 * region.weight[region.label == 0].mean()
     batch = next(iter(module.train_dataloader()))
     assert batch["weight"].shape == (2, 60, 60) and float(batch["weight"].min()) > 0
+
+
+def test_boundary_target_with_weight_map(samples_dir):
+    module = make_module("sample_2d", patch_size=[92, 92], target="boundary",
+                         weight_map={"w0": 10.0, "sigma": 5.0})  # fmt: skip
+    assert module.target_classes == 3
+    region = module.val_set.regions[0]
+    instances = region.instances
+    # Every instance keeps an interior, its boundary separates it from any touching neighbour.
+    assert set(np.unique(region.label)) == {0, 1, 2}
+    np.testing.assert_array_equal(region.label > 0, instances > 0)
+    inner = region.label == 1
+    shifted = np.zeros_like(instances)
+    shifted[1:] = instances[:-1]
+    assert not np.any(inner & (shifted > 0) & (shifted != instances))
+    # The border term weighs the boundary and background pixels between interiors.
+    assert region.weight.max() > 5 and region.weight[inner].max() < 5
+    batch = next(iter(module.train_dataloader()))
+    assert set(batch["label"].unique().tolist()) <= {0, 1, 2}

@@ -31,7 +31,12 @@ def _needs_samples(samples_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     ("experiment", "extra"),
-    [("sample_2d", []), ("sample_3d", []), ("sample_2d", ["trainer.precision=bf16-mixed"])],
+    [
+        ("sample_2d", []),
+        ("sample_3d", []),
+        ("sample_2d", ["trainer.precision=bf16-mixed"]),
+        ("sample_2d_boundary", []),
+    ],
 )
 def test_fast_dev_run(tmp_path: Path, experiment: str, extra: list[str]) -> None:
     cfg = compose_train(tmp_path, f"experiment={experiment}", "debug=fast_dev_run", *QUICK, *extra)
@@ -44,6 +49,12 @@ def test_fast_dev_run(tmp_path: Path, experiment: str, extra: list[str]) -> None
     assert summary["best_checkpoint"] is None  # fast_dev_run saves no checkpoint ...
     assert not (tmp_path / "runs" / experiment / "model.ckpt").exists()  # ... and publishes none
     assert (tmp_path / "out" / "config_resolved.yaml").is_file()
+
+
+def test_boundary_target_needs_three_classes(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "experiment=sample_2d", "data.target=boundary", *QUICK)
+    with pytest.raises(ValueError, match=r"model\.num_classes=3"):
+        train(cfg)
 
 
 def test_checkpoints_publish_and_resume(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from unet_seg.config import plain
+from unet_seg.data.boundary import BOUNDARY_CLASSES, TARGETS, derive_target
 from unet_seg.data.dataset import Augment, RandomPatchDataset, WindowDataset, seed_worker
 from unet_seg.data.pairs import pair_files, pair_name
 from unet_seg.data.patches import PAD_MODES, check_patch_size
@@ -43,7 +44,14 @@ class SegmentationDataModule(pl.LightningDataModule):
         val_size: validation window size (default ``patch_size``).
         label_map: stored label value -> class index, e.g. ISBI ``{255: 0, 0: 1}``.
         ignore_index: label value the loss ignores; allowed in the labels.
-        instances: instance label files (like ``labels``) for the weight map's object distances.
+        instances: instance label files (like ``labels``) for the weight map's object distances
+            and the boundary target's objects.
+        target: ``"classes"`` trains on the label classes; ``"boundary"`` on background (0),
+            object interior (1) and object boundary (2) derived from the instances, or from the
+            connected components of ``object_class`` (``unet_seg.data.boundary``); the model
+            then needs 3 classes.
+        boundary_width: boundary thickness in voxels of the finest axis (spacing-aware).
+        object_class: the class whose objects a boundary target outlines (0 for ISBI cells).
         weight_map: ``unet_weight_map`` keyword arguments (``{w0: 10, sigma: 5}``), or None (ones).
         foreground_prob: probability of centring a training patch on a foreground voxel.
         foreground_classes: classes that count as foreground (default: every class > 0).
@@ -72,6 +80,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         label_map: Mapping[Any, int] | None = None,
         ignore_index: int | None = -1,
         instances: PathSpec | None = None,
+        target: str = "classes",
+        boundary_width: float = 1.0,
+        object_class: int = 1,
         weight_map: Mapping[str, Any] | None = None,
         foreground_prob: float = 0.0,
         foreground_classes: Sequence[int] | None = None,
@@ -92,6 +103,8 @@ class SegmentationDataModule(pl.LightningDataModule):
             raise ValueError("choose one of val_images, val_names and val_slices")
         if (val_images is None) != (val_labels is None):
             raise ValueError("val_images and val_labels go together")
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         self.cfg = {k: plain(v) for k, v in self.hparams.items()}
         self.augment = None if isinstance(augment, Mapping) and not augment else augment
         self.train_set: RandomPatchDataset | None = None
@@ -160,8 +173,19 @@ class SegmentationDataModule(pl.LightningDataModule):
             ignore_index=c["ignore_index"],
             normalization=c["normalization"],
         )
+        for region in regions:
+            region.label = derive_target(
+                region.label, c["target"], region.instances, c["object_class"],
+                c["boundary_width"], region.spacing, c["ignore_index"],
+            )  # fmt: skip
         add_weight_maps(regions, c["weight_map"])
         return regions
+
+    @property
+    def target_classes(self) -> int:
+        """Classes of the training target: the model's ``num_classes``."""
+        boundary = self.cfg["target"] == "boundary"
+        return BOUNDARY_CLASSES if boundary else int(self.cfg["num_classes"])
 
     def setup(self, stage: str | None = None) -> None:
         """Loads the images once and builds the datasets (the same for every stage)."""
