@@ -172,7 +172,7 @@ def test_flip_tta_of_symmetric_model_is_exact(rng):
     model = CropNet(2)
     image = rng.standard_normal((1, 2, 30, 30)).astype(np.float32)
     runner = ModelRunner(model, device="cpu", tta=True, softmax=False)
-    assert len(runner.flips) == 4
+    assert len(runner.views) == 8
     out = predict_tiled(image, model, runner, tile_size=16)
     np.testing.assert_allclose(out, image, atol=1e-6)
 
@@ -196,17 +196,78 @@ def test_sliding_window_starts_are_spread_evenly():
     assert plan.axes[2].in_size == 52  # a 50-voxel axis needs the next size divisible by 4
 
 
-def test_flip_tta_averages_the_flipped_predictions(rng):
+def test_tta_averages_the_eight_views_of_the_square(rng):
     model = UNet(2, 1, 2, features=(4, 8), padding="valid", dropout=0.0).eval()
-    tiles = rng.standard_normal((2, 1, 1, 28, 28)).astype(np.float32)
+    tiles = rng.standard_normal((2, 1, 1, 28, 36)).astype(np.float32)  # not square
     out = ModelRunner(model, device="cpu", tta=True)(tiles)
     x = torch.from_numpy(tiles[:, :, 0])
+    expected = 0
     with torch.no_grad():
-        flips = [(), (2,), (3,), (2, 3)]
-        probs = [model(x.flip(f) if f else x).softmax(1) for f in flips]
-        expected = sum(p.flip(f) if f else p for p, f in zip(probs, flips, strict=True)) / 4
+        for k in range(4):
+            for flip in (False, True):
+                view = torch.rot90(x.flip(3) if flip else x, k, dims=(2, 3))
+                probs = torch.rot90(model(view).softmax(1), -k, dims=(2, 3))
+                expected = expected + (probs.flip(3) if flip else probs) / 8
+        plain = model(x).softmax(1)
+    assert out.shape == (2, 2, 1, 12, 20)
     np.testing.assert_allclose(out[:, :, 0], expected.numpy(), atol=1e-6)
-    assert not np.allclose(out[:, :, 0], probs[0].numpy(), atol=1e-3)  # TTA changes something
+    assert not np.allclose(out[:, :, 0], plain.numpy(), atol=1e-3)  # TTA changes something
+
+
+class SymmetricConvNet(nn.Module):
+    """Two valid 3 x 3 convolutions whose kernels are unchanged by quarter turns and flips: the
+    network itself commutes with every view, so TTA must not change its output."""
+
+    spatial_dims, num_classes = 2, 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Conv2d(3, 2, 3))
+        with torch.no_grad():
+            for conv in self.convs[::2]:
+                w = conv.weight
+                w.copy_(sum(torch.rot90(w, k, (2, 3)) + torch.rot90(w.flip(3), k, (2, 3))
+                            for k in range(4)) / 8)  # fmt: skip
+
+    def output_shape(self, shape):
+        return tuple(s - 4 for s in shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convs(x)
+
+
+def test_tta_of_an_equivariant_network_changes_nothing(rng):
+    model = SymmetricConvNet().eval()
+    image = rng.standard_normal((1, 3, 30, 41)).astype(np.float32)
+    plain = predict_tiled(image, model, ModelRunner(model, "cpu"), tile_size=(12, 17))
+    tta = predict_tiled(image, model, ModelRunner(model, "cpu", tta=True), tile_size=(12, 17))
+    np.testing.assert_allclose(tta, plain, atol=1e-5)
+
+
+def test_tta_makes_a_valid_unet_equivariant_on_non_square_tiles(rng):
+    # Averaged over the whole group, the prediction of a turned or flipped tile is the turned or
+    # flipped prediction, but only if every view's output is put back on the right voxels.
+    model = UNet(2, 1, 2, features=(4, 8), padding="valid", dropout=0.0).eval()
+    runner = ModelRunner(model, device="cpu", tta=True)
+    tiles = rng.standard_normal((1, 1, 1, 28, 36)).astype(np.float32)
+    out = runner(tiles)
+    turned = runner(np.ascontiguousarray(np.rot90(tiles, 1, axes=(3, 4))))
+    np.testing.assert_allclose(turned, np.rot90(out, 1, axes=(3, 4)), atol=1e-5)
+    flipped = runner(np.ascontiguousarray(tiles[..., ::-1, :]))
+    np.testing.assert_allclose(flipped, out[..., ::-1, :], atol=1e-5)
+    # A square input symmetric under quarter turns gets a symmetric prediction.
+    square = rng.standard_normal((1, 1, 1, 28, 28)).astype(np.float32)
+    square = sum(np.rot90(square, k, axes=(3, 4)) for k in range(4)).copy()
+    probs = runner(square)
+    np.testing.assert_allclose(probs, np.rot90(probs, 1, axes=(3, 4)), atol=1e-5)
+    plain = ModelRunner(model, device="cpu")(square)
+    assert not np.allclose(plain, np.rot90(plain, 1, axes=(3, 4)), atol=1e-3)  # needs the TTA
+
+
+def test_three_d_tta_flips_only():
+    views = ModelRunner(CropNet(3), device="cpu", tta=True).views
+    assert len(views) == 8 and all(v.turns == 0 for v in views)
+    assert len({v.flips for v in views}) == 8
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])

@@ -1,9 +1,10 @@
-"""Runs a network on batches of tiles: device placement, AMP on CUDA, flip TTA, softmax."""
+"""Runs a network on batches of tiles: device placement, AMP on CUDA, dihedral TTA, softmax."""
 
 from __future__ import annotations
 
 import itertools
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,6 +21,40 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class View:
+    """One test-time view of a ``(B, C, *spatial)`` batch: flip ``flips`` (tensor dims), then
+    turn the last two axes (y, x) by ``turns`` quarter turns; :meth:`undo` maps the prediction
+    back. A turned non-square tile comes out turned, so the inverse turn restores its shape."""
+
+    flips: tuple[int, ...] = ()
+    turns: int = 0
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flip(self.flips) if self.flips else x
+        return torch.rot90(x, self.turns, dims=(-2, -1)) if self.turns else x
+
+    def undo(self, y: torch.Tensor) -> torch.Tensor:
+        y = torch.rot90(y, -self.turns, dims=(-2, -1)) if self.turns else y
+        return y.flip(self.flips) if self.flips else y
+
+
+def tta_views(spatial_dims: int, tta: bool = True) -> list[View]:
+    """The views averaged by test-time augmentation of a ``spatial_dims`` network.
+
+    2D: the 8 symmetries of the square (4 quarter turns, each with and without a flip), the
+    rotated copies the U-Net paper averaged over. 3D: the 8 flips of the three axes; quarter turns
+    are left out because a stack's z spacing usually differs from its in-plane spacing.
+    Without ``tta``: the identity only.
+    """
+    if not tta:
+        return [View()]
+    if spatial_dims == 2:
+        return [View((3,) if flip else (), k) for k in range(4) for flip in (False, True)]
+    dims = range(2, 2 + spatial_dims)
+    return [View(c) for r in range(len(dims) + 1) for c in itertools.combinations(dims, r)]
+
+
 class ModelRunner:
     """Callable ``(B, C, Tz, Ty, Tx) float32 array -> (B, K, Oz, Oy, Ox) float32 probabilities``.
 
@@ -30,8 +65,9 @@ class ModelRunner:
             ``nn.Module.to``, the runner moves it, sets eval mode and converts its memory format
             in place: pass a copy if the caller keeps training it.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
-        tta: average the probabilities of all flips of the spatial axes (4 in 2D, 8 in 3D); a
-            valid network's centred crop commutes with flips, so the average stays aligned.
+        tta: average the probabilities over :func:`tta_views` (8 in 2D and in 3D). A valid
+            network's output is the centre of its input with the same margin on every axis, so
+            flipped and turned predictions land back on the same voxels.
         amp: autocast to float16 on CUDA (float16 on the CPU would only slow down).
         cpu_bf16: autocast to bfloat16 on the CPU: about 2x faster on CPUs with AMX or
             AVX512-BF16 at probabilities within about 1e-2 of float32; off by default.
@@ -48,10 +84,7 @@ class ModelRunner:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.spatial_dims = int(model.spatial_dims)
-        dims = range(2, 2 + self.spatial_dims)
-        self.flips = [c for r in range(len(dims) + 1) for c in itertools.combinations(dims, r)]
-        if not tta:
-            self.flips = [()]
+        self.views = tta_views(self.spatial_dims, tta)
         on_cuda = self.device.type == "cuda"
         self.autocast_dtype = (
             torch.float16
@@ -76,20 +109,19 @@ class ModelRunner:
             if x.shape[2] != 1:
                 raise ValueError(f"a 2D network takes one-slice tiles, got shape {batch.shape}")
             x = x[:, :, 0]
-        x = x.contiguous(memory_format=self.memory_format)
         autocast = (
             torch.autocast(self.device.type, dtype=self.autocast_dtype)
             if self.autocast_dtype is not None
             else nullcontext()
         )
         total = None
-        for axes in self.flips:
+        for view in self.views:
             with autocast:
-                logits = self.model(x.flip(axes) if axes else x)
+                logits = self.model(view.apply(x).contiguous(memory_format=self.memory_format))
             probs = logits.float().softmax(dim=1) if self.softmax else logits.float()
-            probs = probs.flip(axes) if axes else probs
+            probs = view.undo(probs)
             total = probs if total is None else total + probs
-        total = total / len(self.flips)
+        total = total / len(self.views)
         if self.spatial_dims == 2:
             total = total[:, :, None]
         return total.contiguous().cpu().numpy()
