@@ -1,0 +1,124 @@
+"""Choosing the instance post-processing from validation data instead of by hand.
+
+For each method (``cc``, ``distance``, ``seeded``) a small grid of its parameters is tried on the
+validation images' probabilities, and the values with the best score are kept: the mean instance
+AP over IoU 0.5:0.95 pooled over all validation objects (``objective="ap"``), or the mean
+foreground-restricted Rand error (``"rand_error"``, for membrane data whose segments are cells).
+Sizes and distances in the grid scale with the median size of the true objects, so the same grid
+serves small nuclei and large cells.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from unet_seg.evaluation.instances import match_all, pool, scores
+from unet_seg.inference.instance_methods import DEFAULTS, METHOD_PARAMS, METHODS, segment
+from unet_seg.inference.metrics import rand_error
+
+OBJECTIVES = ("ap", "rand_error")
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+SEED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SIZE_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.35)  # of the median true object's volume
+RADIUS_FRACTIONS = (0.25, 0.4, 0.6, 0.8, 1.0)  # of the median true object's radius
+
+
+def median_object_size(truths: Sequence[np.ndarray]) -> float:
+    """Median voxel count of the objects in the label images ``truths`` (1 if there are none)."""
+    sizes = [np.bincount(t.ravel())[1:] for t in truths if t.any()]
+    sizes = np.concatenate(sizes) if sizes else np.zeros(0)
+    sizes = sizes[sizes > 0]
+    return float(np.median(sizes)) if sizes.size else 1.0
+
+
+def candidates(method: str, median_size: float, ndim: int) -> list[dict[str, Any]]:
+    """The parameter grid of ``method`` for objects of ``median_size`` voxels in ``ndim`` D."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    sizes = sorted({round(f * median_size) for f in SIZE_FRACTIONS})
+    radius = (median_size / (math.pi if ndim == 2 else 4 / 3 * math.pi)) ** (1 / ndim)
+    distances = sorted({max(1, round(f * radius)) for f in RADIUS_FRACTIONS})
+    values = {
+        "min_size": sizes,
+        "min_distance": distances,
+        "foreground_threshold": list(THRESHOLDS),
+        "seed_threshold": list(SEED_THRESHOLDS),
+    }
+    names = METHOD_PARAMS[method]
+    grid = itertools.product(*(values[n] for n in names))
+    return [dict(zip(names, combo, strict=True)) for combo in grid]
+
+
+def score(predictions: Sequence[np.ndarray], truths: Sequence[np.ndarray], objective: str) -> float:
+    """The objective of predicted against true label images; higher is better for both (the
+    Rand error is negated)."""
+    if objective == "ap":
+        return scores(pool(match_all(p, t) for p, t in zip(predictions, truths, strict=True)))["ap"]
+    if objective == "rand_error":
+        errors = [rand_error(p, t) for p, t in zip(predictions, truths, strict=True)]
+        errors = [e for e in errors if not math.isnan(e)]
+        return -float(np.mean(errors)) if errors else 0.0
+    raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+
+
+def tune(
+    probabilities: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    roles: Mapping[str, int],
+    methods: Sequence[str] = METHODS,
+    objective: str = "ap",
+    spacings: Sequence[Sequence[float] | None] | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Search each method's grid on validation data.
+
+    Args:
+        probabilities: per image ``(K, *spatial)`` class probabilities.
+        truths: per image the true object ids ``(*spatial)``.
+        roles: ``foreground_class``, ``background_class``, ``interior_class`` of the model.
+        methods: the methods to try.
+        objective: ``"ap"`` or ``"rand_error"``.
+        spacings: per image voxel size for the distance watershed, or None.
+
+    Returns:
+        plain values: ``{"objective", "method": the best, "score": its objective (AP, or Rand
+        error), "roles", "methods": {method: best params}, "scores": {method: objective}}``.
+    """
+    if len(probabilities) != len(truths) or not truths:
+        raise ValueError(f"need as many probability maps as truths, got {len(probabilities)} "
+                         f"and {len(truths)}")  # fmt: skip
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    spacings = spacings or [None] * len(truths)
+    median = median_object_size(truths)
+    ndim = truths[0].ndim
+    grids = {m: candidates(m, median, ndim) for m in methods}
+    bar = tqdm(total=sum(map(len, grids.values())), desc="tune", unit="setting",
+               disable=None if progress is None else not progress)  # fmt: skip
+    best: dict[str, tuple[float, dict]] = {}
+    with bar:
+        for method, grid in grids.items():
+            for params in grid:
+                full = {**DEFAULTS, **roles, **params, "method": method}
+                predictions = [segment(p, full, s)
+                               for p, s in zip(probabilities, spacings, strict=True)]  # fmt: skip
+                value = score(predictions, truths, objective)
+                if method not in best or value > best[method][0]:
+                    best[method] = (value, params)
+                bar.update()
+    chosen = max(best, key=lambda m: best[m][0])
+    sign = 1.0 if objective == "ap" else -1.0
+    return {
+        "objective": objective,
+        "method": chosen,
+        "score": sign * best[chosen][0],
+        "roles": {k: int(v) for k, v in roles.items()},
+        "methods": {m: dict(p) for m, (_, p) in best.items()},
+        "scores": {m: sign * v for m, (v, _) in best.items()},
+    }
