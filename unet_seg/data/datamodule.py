@@ -156,7 +156,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             )
         return pairs[:-n_val], pairs[-n_val:]
 
-    def _regions(self, pairs: list, role: str) -> list[Region]:
+    def _regions(self, pairs: list, role: str, derive: bool = True) -> list[Region]:
         c = self.cfg
         instances = None
         if c["instances"] is not None:
@@ -173,13 +173,19 @@ class SegmentationDataModule(pl.LightningDataModule):
             ignore_index=c["ignore_index"],
             normalization=c["normalization"],
         )
-        for region in regions:
+        for region in regions if derive else ():
             region.label = derive_target(
                 region.label, c["target"], region.instances, c["object_class"],
                 c["boundary_width"], region.spacing, c["ignore_index"],
             )  # fmt: skip
-        add_weight_maps(regions, c["weight_map"])
+        if derive:
+            add_weight_maps(regions, c["weight_map"])
         return regions
+
+    def validation_regions(self) -> list[Region]:
+        """The whole validation images with their class labels and instances (no boundary
+        target, no weight map): what post-processing is tuned on."""
+        return self._regions(self._split()[1], "val", derive=False)
 
     @property
     def target_classes(self) -> int:
