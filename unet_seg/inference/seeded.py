@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.morphology import remove_small_objects
 from skimage.segmentation import relabel_sequential, watershed
 
 
@@ -69,5 +68,7 @@ def seeded_watershed(
         orphans, _ = ndi.label(unseeded)
         labels = np.where(unseeded, orphans + labels.max(), labels)
     if min_size > 1:
-        labels = remove_small_objects(labels, max_size=min_size - 1)
+        small = np.bincount(labels.ravel()) < min_size
+        small[0] = False
+        labels = np.where(small[labels], 0, labels)
     return relabel_sequential(labels)[0].astype(np.int32)

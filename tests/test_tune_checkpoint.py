@@ -1,0 +1,90 @@
+"""``unet-seg-tune``: the validation split found from the checkpoint, the result stored in it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from unet_seg.config import config_dir
+from unet_seg.data import samples
+from unet_seg.data.io import Volume, write_volume
+from unet_seg.inference.tune_checkpoint import (
+    TUNED_KEY,
+    class_roles,
+    stored_tuning,
+    tune_command,
+)
+from unet_seg.training.module import SegmentationModule
+
+TINY = {"spatial_dims": 2, "in_channels": 1, "num_classes": 3, "features": [4, 8],
+        "padding": "valid", "norm": None, "dropout": 0.0}  # fmt: skip
+
+
+def sample_data(root: Path) -> dict:
+    """Three 64 x 64 nuclei images with labels and instances; the last validates."""
+    for i, rng in enumerate(np.random.default_rng(5).spawn(3)):
+        inst, profile = samples.nuclei((64, 64), (6.0, 9.0), 6, rng)
+        image = np.round(samples.fluorescence(profile, rng, 1.5) * 255).astype(np.uint8)
+        write_volume(root / "images" / f"n{i}.tif", Volume(image))
+        write_volume(root / "labels" / f"n{i}.tif", Volume(samples.separated_mask(inst)))
+        write_volume(root / "instances" / f"n{i}.tif", Volume(inst.astype(np.uint16)))
+    return {"images": str(root / "images"), "labels": str(root / "labels"),
+            "instances": str(root / "instances"), "spatial_dims": 2, "num_classes": 2,
+            "patch_size": [36, 36], "val_names": ["n2"], "target": "boundary"}  # fmt: skip
+
+
+def save_checkpoint(path: Path, data: dict | None) -> Path:
+    module = SegmentationModule(model=TINY)
+    content = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+               "pytorch-lightning_version": "2.4.0"}  # fmt: skip
+    if data is not None:
+        content["datamodule_hyper_parameters"] = data
+    torch.save(content, path)
+    return path
+
+
+def config(**overrides):
+    args = [f"{k}={v}" for k, v in overrides.items()]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("tune", overrides=[*args, "progress=false", "device=cpu"])
+
+
+def test_tune_stores_plain_values_that_load_with_weights_only(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "model.ckpt", sample_data(tmp_path / "data"))
+    result = tune_command(config(checkpoint=ckpt, methods="[cc,seeded]"))
+    assert result["method"] in ("cc", "seeded") and set(result["methods"]) == {"cc", "seeded"}
+    assert result["roles"] == class_roles("boundary", 1)
+    assert 0.0 <= result["score"] <= 1.0
+    loaded = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert loaded[TUNED_KEY] == result == stored_tuning(ckpt)
+    assert "state_dict" in loaded  # the rest is kept
+    SegmentationModule.load_from_checkpoint(ckpt)  # and Lightning still restores the module
+
+
+def test_tune_to_another_file_and_with_overridden_data(tmp_path):
+    data = sample_data(tmp_path / "data")
+    ckpt = save_checkpoint(tmp_path / "model.ckpt", {**data, "images": "/moved/away"})
+    with pytest.raises(FileNotFoundError, match="/moved/away"):
+        tune_command(config(checkpoint=ckpt, methods="[cc]"))
+    out = tmp_path / "tuned.ckpt"
+    cfg = config(checkpoint=ckpt, methods="[cc]", output=out, **{"data.images": data["images"]})
+    tune_command(cfg)
+    assert stored_tuning(out)["method"] == "cc" and stored_tuning(ckpt) is None
+
+
+def test_tune_needs_data_settings(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "model.ckpt", None)
+    with pytest.raises(ValueError, match="no data settings"):
+        tune_command(config(checkpoint=ckpt))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        tune_command(config(checkpoint=tmp_path / "none.ckpt"))
+
+
+def test_class_roles():
+    assert class_roles("classes", 0) == {"foreground_class": 0, "background_class": 1,
+                                         "interior_class": 0}  # fmt: skip
+    assert class_roles("classes", 2)["background_class"] == 0

@@ -1,0 +1,114 @@
+"""``unet-seg-tune``: choose a checkpoint's instance post-processing on its validation split.
+
+The checkpoint carries its data module's settings (files, split, label map, target), so the
+validation images it was selected on are found again without a config. Each whole validation
+image is predicted (tiled, as ``unet-seg-predict`` does), the grid search of
+:mod:`unet_seg.inference.tuning` picks every method's parameters, and the result is written into
+the checkpoint under :data:`TUNED_KEY` as plain values (the file still loads with
+``weights_only=True``). ``unet-seg-predict`` then uses them unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unet_seg.atomic import replace_atomic
+from unet_seg.data.boundary import objects_of
+from unet_seg.data.datamodule import SegmentationDataModule
+from unet_seg.inference.instance_methods import METHODS
+from unet_seg.inference.runner import ModelRunner
+from unet_seg.inference.stream import predict_tiled
+from unet_seg.inference.tuning import tune
+from unet_seg.training.module import plain  # moves to unet_seg.config with the layout
+
+log = logging.getLogger(__name__)
+TUNED_KEY = "instance_postprocessing"
+DEFAULT_TILE = {2: 512, 3: 96}
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's dict, loaded with ``weights_only=True``; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors alike mean "not a checkpoint"
+        raise ValueError(f"{path}: cannot load the checkpoint ({err})") from err
+
+
+def stored_tuning(path: str | Path) -> dict[str, Any] | None:
+    """The tuned post-processing stored in a checkpoint, or None."""
+    return read_checkpoint(path).get(TUNED_KEY)
+
+
+def class_roles(target: str, object_class: int) -> dict[str, int]:
+    """Which predicted class is the object, its interior and the background, for a model trained
+    on ``target`` (``"classes"`` or ``"boundary"``) with objects of ``object_class``."""
+    if target == "boundary":
+        return {"foreground_class": 1, "background_class": 0, "interior_class": 1}
+    background = 0 if object_class != 0 else 1
+    return {"foreground_class": object_class, "background_class": background,
+            "interior_class": object_class}  # fmt: skip
+
+
+def predict_region(image: np.ndarray, model, runner: ModelRunner, tile) -> np.ndarray:
+    """``(C, *spatial)`` normalised image -> ``(K, *spatial)`` probabilities."""
+    volume = image[:, None] if image.ndim == 3 and model.spatial_dims == 2 else image
+    probs = predict_tiled(volume, model, runner, tile)
+    return probs[:, 0] if volume is not image else probs
+
+
+def tune_checkpoint(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """Tune ``model`` (the network of ``checkpoint``) on the checkpoint's validation split.
+
+    ``cfg``: ``data`` (overrides of the stored data settings), ``methods``, ``objective``,
+    ``tile_size``, ``device``, ``tta``, ``progress``. Returns the tuning result.
+    """
+    stored = checkpoint.get("datamodule_hyper_parameters")
+    if not stored:
+        raise ValueError(
+            "the checkpoint stores no data settings; pass them, e.g. data.images=... "
+            "data.labels=... data.val_names=[...]"
+        )
+    changes = {k: v for k, v in plain(cfg.get("data") or {}).items() if v is not None}
+    data = {**stored, **changes}
+    data.pop("augment", None)
+    hparams = checkpoint.get("hyper_parameters", {})
+    object_class = int(data.get("object_class", hparams.get("region_class", 1)))
+    roles = class_roles(data.get("target", "classes"), object_class)
+    regions = SegmentationDataModule(**data).validation_regions()
+    truths = [objects_of(r.label, object_class, r.instances) for r in regions]
+    runner = ModelRunner(model, cfg.get("device", "auto"), bool(cfg.get("tta", False)))
+    tile = cfg.get("tile_size") or DEFAULT_TILE[model.spatial_dims]
+    probs = [predict_region(r.image, model, runner, tile) for r in regions]
+    methods = tuple(cfg.get("methods") or METHODS)
+    log.info("tuning %s on %d validation images", ", ".join(methods), len(regions))
+    return tune(probs, truths, roles, methods, str(cfg.get("objective", "ap")),
+                [r.spacing for r in regions], cfg.get("progress"))  # fmt: skip
+
+
+def store_tuning(path: str | Path, result: Mapping[str, Any], target: str | Path | None = None):
+    """Write ``result`` into the checkpoint at ``path`` (atomically; to ``target`` if given)."""
+    checkpoint = read_checkpoint(path)
+    checkpoint[TUNED_KEY] = dict(result)
+    return replace_atomic(lambda tmp: torch.save(checkpoint, tmp), target or path)
+
+
+def tune_command(cfg: Any) -> dict[str, Any]:
+    """What ``unet-seg-tune`` runs: tune ``cfg.checkpoint`` and store the result in it (or in
+    ``cfg.output``); returns the result."""
+    from unet_seg.inference.predict import load_model
+
+    checkpoint = read_checkpoint(cfg.checkpoint)
+    model, _ = load_model(cfg.checkpoint)
+    result = tune_checkpoint(cfg, model, checkpoint)
+    written = store_tuning(cfg.checkpoint, result, cfg.get("output"))
+    log.info("tuned %s stored in %s", result["method"], written)
+    return result
