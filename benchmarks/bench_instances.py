@@ -43,13 +43,13 @@ from scipy import ndimage as ndi
 from unet_seg.config import config_dir
 from unet_seg.data import samples
 from unet_seg.data.boundary import objects_of
-from unet_seg.data.transforms import normalize_percentile
 from unet_seg.evaluation.instances import match_all, pool, scores
+from unet_seg.evaluation.metrics import rand_error, variation_of_information
 from unet_seg.inference.instance_methods import resolve, segment
-from unet_seg.inference.metrics import rand_error, variation_of_information
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
 from unet_seg.inference.tuning import tune
+from unet_seg.normalization import normalize_percentile
 from unet_seg.training.train import build_datamodule, build_module
 
 ISBI_TRAIN, ISBI_TEST = 25, range(25, 30)  # sections 0..24 are read for training (22-24 tune)

@@ -11,13 +11,9 @@ from hydra import compose, initialize_config_dir
 
 from unet_seg.config import config_dir
 from unet_seg.data import samples
-from unet_seg.data.io import Volume, write_volume
-from unet_seg.inference.tune_checkpoint import (
-    TUNED_KEY,
-    class_roles,
-    stored_tuning,
-    tune_command,
-)
+from unet_seg.inference.instance_methods import TUNED_KEY, stored_tuning
+from unet_seg.inference.tune_checkpoint import class_roles, tune_command
+from unet_seg.io import Volume, write_volume
 from unet_seg.training.module import SegmentationModule
 
 TINY = {"spatial_dims": 2, "in_channels": 1, "num_classes": 3, "features": [4, 8],

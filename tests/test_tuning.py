@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from unet_seg.evaluation.instances import match_all, pool, scores
-from unet_seg.inference.instance_methods import DEFAULTS, resolve, segment
+from unet_seg.inference.instance_methods import InstanceOptions, resolve, segment
 from unet_seg.inference.tuning import candidates, median_object_size, tune
 
 ROLES = {"foreground_class": 1, "background_class": 0, "interior_class": 1}
@@ -37,18 +37,22 @@ def touching_pairs(shape=(40, 60)) -> np.ndarray:
 
 
 def test_resolve_layers_defaults_tuned_and_overrides() -> None:
-    assert resolve() == DEFAULTS
+    assert resolve() == InstanceOptions()
     tuned = {"method": "seeded", "roles": {"interior_class": 2},
              "methods": {"seeded": {"seed_threshold": 0.8, "min_size": 30},
                          "cc": {"min_size": 7}}}  # fmt: skip
-    params = resolve(tuned)
-    assert params["method"] == "seeded" and params["seed_threshold"] == 0.8
-    assert params["interior_class"] == 2 and params["min_size"] == 30
+    options = resolve(tuned)
+    assert options.method == "seeded" and options.seed_threshold == 0.8
+    assert options.interior_class == 2 and options.min_size == 30
     # The user's method wins, with that method's tuned values; None means "not set".
-    params = resolve(tuned, {"method": "cc", "min_size": None, "min_distance": 3})
-    assert params["method"] == "cc" and params["min_size"] == 7 and params["min_distance"] == 3
+    options = resolve(tuned, {"method": "cc", "min_size": None, "min_distance": "3"})
+    assert options.method == "cc" and options.min_size == 7 and options.min_distance == 3
     with pytest.raises(ValueError, match=r"instances\.method"):
         resolve(overrides={"method": "magic"})
+    with pytest.raises(ValueError, match="unknown instance options"):
+        resolve(overrides={"split": True})
+    with pytest.raises(ValueError, match="seed_threshold"):
+        resolve(overrides={"seed_threshold": 1.5})
 
 
 def test_candidate_grid_scales_with_object_size() -> None:
@@ -71,9 +75,9 @@ def test_tuning_prefers_seeds_on_touching_objects(rng) -> None:
     assert result["scores"]["seeded"] > result["scores"]["cc"] + 0.1
     assert result["score"] == result["scores"]["seeded"]
     # The stored values reproduce the score through predict's resolve + segment.
-    params = resolve(result)
-    assert params["min_size"] >= 2  # the one-pixel speck is gone
-    counts = pool(match_all(segment(p, params), t) for p, t in zip(probs, truths, strict=True))
+    options = resolve(result)
+    assert options.min_size >= 2  # the one-pixel speck is gone
+    counts = pool(match_all(segment(p, options), t) for p, t in zip(probs, truths, strict=True))
     assert scores(counts)["ap"] == pytest.approx(result["score"], abs=1e-12)
     assert all(isinstance(v, int | float) for v in result["methods"]["seeded"].values())
 

@@ -1,4 +1,4 @@
-"""Instance post-processing methods and their parameters, shared by predict and the tuning.
+"""Instance post-processing methods and their options, shared by predict and the tuning.
 
 - ``cc``: connected components of the class map's ``foreground_class`` voxels;
 - ``distance``: the same, touching objects split by a watershed on the distance transform
@@ -6,93 +6,124 @@
 - ``seeded``: a watershed from the interior cores over the foreground probability
   (:mod:`unet_seg.inference.seeded`), for boundary-aware networks (``data.target=boundary``).
 
-Every method drops objects smaller than ``min_size`` voxels. Parameters are plain dicts (they are
-stored in checkpoints, which load with ``weights_only=True``): :data:`DEFAULTS` completed by the
-tuned values of a checkpoint and then by the user's explicit settings (:func:`resolve`).
+Every method drops objects smaller than ``min_size`` voxels. The options of a run are the
+defaults of :class:`InstanceOptions`, completed by the values a checkpoint was tuned to
+(``unet-seg-tune``) and then by the user's explicit settings (:func:`resolve`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 
 from unet_seg.inference.postprocess import instance_labels
 from unet_seg.inference.seeded import foreground_and_interior, seeded_watershed
+from unet_seg.models.checkpoint import read_checkpoint
 
 METHODS = ("cc", "distance", "seeded")
-# Which parameters each method reads (the class roles are shared).
+TUNED_KEY = "instance_postprocessing"  # where unet-seg-tune stores its result in a checkpoint
+# The options each method reads, besides the class roles (what the tuning searches).
 METHOD_PARAMS = {
     "cc": ("min_size",),
     "distance": ("min_distance", "min_size"),
     "seeded": ("foreground_threshold", "seed_threshold", "min_size"),
 }
-CLASS_ROLES = ("foreground_class", "background_class", "interior_class")
-DEFAULTS: dict[str, Any] = {
-    "method": "distance",  # what predict did before the seeded watershed existed
-    "foreground_class": 1,  # cc / distance: the class whose voxels form objects
-    "background_class": 0,  # seeded: foreground probability = 1 - p[background_class]
-    "interior_class": 1,  # seeded: seeds from p[interior_class]
-    "min_size": 10,  # voxels; smaller objects are noise
-    "min_distance": 5,  # voxels between two object centres for them to be split
-    "foreground_threshold": 0.5,
-    "seed_threshold": 0.5,
-}
+
+
+@dataclass(frozen=True)
+class InstanceOptions:
+    """How instances are made from a prediction.
+
+    ``foreground_class``: the class whose voxels are objects (``cc``, ``distance``);
+    ``background_class`` / ``interior_class``: ``seeded`` floods ``1 - p[background_class]`` from
+    seeds of ``p[interior_class]``; ``anisotropic``: distances in physical units, from the
+    input's voxel spacing.
+    """
+
+    method: str = "distance"  # what predict did before the seeded watershed existed
+    foreground_class: int = 1
+    background_class: int = 0
+    interior_class: int = 1
+    min_size: int = 10  # voxels; smaller objects are noise
+    min_distance: int = 5  # voxels between two object centres for them to be split
+    foreground_threshold: float = 0.5
+    seed_threshold: float = 0.5
+    anisotropic: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"instances.method must be one of {METHODS}, got {self.method!r}")
+        for name in ("foreground_threshold", "seed_threshold"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"instances.{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def needs_probabilities(self) -> bool:
+        """``seeded`` works on probabilities; the others on the label map."""
+        return self.method == "seeded"
+
+
+def stored_tuning(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
+    """The tuned post-processing stored in a checkpoint by ``unet-seg-tune``, or None."""
+    return read_checkpoint(checkpoint).get(TUNED_KEY)
+
+
+_TYPES = {f.name: f.type for f in fields(InstanceOptions)}
+_CASTS = {"str": str, "int": int, "float": float, "bool": bool}
 
 
 def resolve(
     tuned: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Parameters for one run: :data:`DEFAULTS`, then a checkpoint's tuned ``{"method", "roles",
-    "methods": {method: params}}`` (the chosen method's values), then ``overrides`` (entries that
-    are ``None`` are left to the others). Tuned values of the method actually used apply even if
-    the user picked another method than the tuned best."""
+) -> InstanceOptions:
+    """The options of one run: the defaults, then a checkpoint's tuned ``{"method", "roles",
+    "methods": {method: values}}`` (for the method used, even if the user picked another than
+    the tuned best), then ``overrides`` whose values are not ``None``."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    params = dict(DEFAULTS)
-    if tuned:
-        params.update(tuned.get("roles", {}))
-        params["method"] = tuned.get("method", params["method"])
-    method = overrides.get("method", params["method"])
-    if method not in METHODS:
-        raise ValueError(f"instances.method must be one of {METHODS}, got {method!r}")
-    if tuned:
-        params.update(tuned.get("methods", {}).get(method, {}))
-    params.update(overrides)
-    params["method"] = method
-    return params
+    unknown = set(overrides) - set(_TYPES)
+    if unknown:
+        raise ValueError(f"unknown instance options {sorted(unknown)}; known: {sorted(_TYPES)}")
+    values = asdict(InstanceOptions())
+    tuned = tuned or {}
+    values.update(tuned.get("roles", {}))
+    method = overrides.get("method", tuned.get("method", values["method"]))
+    values.update(tuned.get("methods", {}).get(method, {}))
+    values.update(overrides)
+    values["method"] = method
+    return InstanceOptions(**{k: _CASTS[_TYPES[k]](v) for k, v in values.items()})
 
 
 def segment(
-    probs: np.ndarray, params: Mapping[str, Any], spacing: Sequence[float] | None = None
+    probs: np.ndarray, options: InstanceOptions, spacing: Sequence[float] | None = None
 ) -> np.ndarray:
-    """Object ids int32 ``(*spatial)`` from class probabilities ``(K, *spatial)`` by
-    ``params["method"]``; ``spacing`` (voxel size) makes the distance watershed anisotropic."""
-    method = params["method"]
-    if method == "seeded":
-        return seeded_from(*foreground_and_interior(
-            probs, int(params["background_class"]), int(params["interior_class"])
-        ), params)  # fmt: skip
-    return from_class_map(probs.argmax(axis=0), params, spacing)
+    """Object ids int32 ``(*spatial)`` from class probabilities ``(K, *spatial)``; ``spacing``
+    (voxel size) makes the distance watershed anisotropic when ``options.anisotropic``."""
+    if options.needs_probabilities:
+        fg, interior = foreground_and_interior(
+            probs, options.background_class, options.interior_class
+        )
+        return seeded_from(fg, interior, options)
+    return from_class_map(probs.argmax(axis=0), options, spacing)
 
 
 def from_class_map(
-    labels: np.ndarray, params: Mapping[str, Any], spacing: Sequence[float] | None = None
+    labels: np.ndarray, options: InstanceOptions, spacing: Sequence[float] | None = None
 ) -> np.ndarray:
     """``cc`` or ``distance`` instances of a class map ``(*spatial)``."""
-    if params["method"] not in ("cc", "distance"):
-        raise ValueError(f"method {params['method']!r} needs probabilities, not a class map")
+    if options.needs_probabilities:
+        raise ValueError(f"method {options.method!r} needs probabilities, not a class map")
     return instance_labels(
-        labels == int(params["foreground_class"]), params["method"] == "distance",
-        int(params["min_distance"]), int(params["min_size"]), spacing,
+        labels == options.foreground_class, options.method == "distance", options.min_distance,
+        options.min_size, spacing if options.anisotropic else None,
     )  # fmt: skip
 
 
-def seeded_from(
-    foreground: np.ndarray, interior: np.ndarray, params: Mapping[str, Any]
-) -> np.ndarray:
-    """``seeded`` instances from foreground and interior probabilities ``(*spatial)``."""
+def seeded_from(foreground: np.ndarray, interior: np.ndarray, options: InstanceOptions):
+    """``seeded`` instances (int32) from foreground and interior probabilities ``(*spatial)``."""
     return seeded_watershed(
-        foreground, interior, float(params["foreground_threshold"]),
-        float(params["seed_threshold"]), int(params["min_size"]),
+        foreground, interior, options.foreground_threshold, options.seed_threshold,
+        options.min_size,
     )  # fmt: skip

@@ -4,7 +4,7 @@ The checkpoint carries its data module's settings (files, split, label map, targ
 validation images it was selected on are found again without a config. Each whole validation
 image is predicted (tiled, as ``unet-seg-predict`` does), the grid search of
 :mod:`unet_seg.inference.tuning` picks every method's parameters, and the result is written into
-the checkpoint under :data:`TUNED_KEY` as plain values (the file still loads with
+the checkpoint under ``TUNED_KEY`` as plain values (the file still loads with
 ``weights_only=True``). ``unet-seg-predict`` then uses them unless told otherwise.
 """
 
@@ -18,34 +18,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from unet_seg.atomic import replace_atomic
+from unet_seg.config import plain
 from unet_seg.data.boundary import objects_of
 from unet_seg.data.datamodule import SegmentationDataModule
-from unet_seg.inference.instance_methods import METHODS
+from unet_seg.inference.instance_methods import METHODS, TUNED_KEY
+from unet_seg.inference.predict import DEFAULT_TILE
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
 from unet_seg.inference.tuning import tune
-from unet_seg.training.module import plain  # moves to unet_seg.config with the layout
+from unet_seg.io.atomic import replace_atomic
+from unet_seg.models.checkpoint import load_model, read_checkpoint
 
 log = logging.getLogger(__name__)
-TUNED_KEY = "instance_postprocessing"
-DEFAULT_TILE = {2: 512, 3: 96}
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's dict, loaded with ``weights_only=True``; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and torch errors alike mean "not a checkpoint"
-        raise ValueError(f"{path}: cannot load the checkpoint ({err})") from err
-
-
-def stored_tuning(path: str | Path) -> dict[str, Any] | None:
-    """The tuned post-processing stored in a checkpoint, or None."""
-    return read_checkpoint(path).get(TUNED_KEY)
 
 
 def class_roles(target: str, object_class: int) -> dict[str, int]:
@@ -86,7 +70,7 @@ def tune_checkpoint(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str,
     regions = SegmentationDataModule(**data).validation_regions()
     truths = [objects_of(r.label, object_class, r.instances) for r in regions]
     runner = ModelRunner(model, cfg.get("device", "auto"), bool(cfg.get("tta", False)))
-    tile = cfg.get("tile_size") or DEFAULT_TILE[model.spatial_dims]
+    tile = cfg.get("tile_size") or DEFAULT_TILE[model.spatial_dims]  # as predict
     probs = [predict_region(r.image, model, runner, tile) for r in regions]
     methods = tuple(cfg.get("methods") or METHODS)
     log.info("tuning %s on %d validation images", ", ".join(methods), len(regions))
@@ -104,8 +88,6 @@ def store_tuning(path: str | Path, result: Mapping[str, Any], target: str | Path
 def tune_command(cfg: Any) -> dict[str, Any]:
     """What ``unet-seg-tune`` runs: tune ``cfg.checkpoint`` and store the result in it (or in
     ``cfg.output``); returns the result."""
-    from unet_seg.inference.predict import load_model
-
     checkpoint = read_checkpoint(cfg.checkpoint)
     model, _ = load_model(cfg.checkpoint)
     result = tune_checkpoint(cfg, model, checkpoint)

@@ -19,8 +19,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from unet_seg.evaluation.instances import match_all, pool, scores
-from unet_seg.inference.instance_methods import DEFAULTS, METHOD_PARAMS, METHODS, segment
-from unet_seg.inference.metrics import rand_error
+from unet_seg.evaluation.metrics import rand_error
+from unet_seg.inference.instance_methods import METHOD_PARAMS, METHODS, InstanceOptions, segment
 
 OBJECTIVES = ("ap", "rand_error")
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -105,7 +105,7 @@ def tune(
     with bar:
         for method, grid in grids.items():
             for params in grid:
-                full = {**DEFAULTS, **roles, **params, "method": method}
+                full = InstanceOptions(method, **roles, **params)
                 predictions = [segment(p, full, s)
                                for p, s in zip(probabilities, spacings, strict=True)]  # fmt: skip
                 value = score(predictions, truths, objective)
