@@ -11,7 +11,6 @@ from hydra import compose, initialize_config_dir
 
 from unet_seg.config import config_dir
 from unet_seg.evaluation.evaluate import evaluate, evaluate_pair
-from unet_seg.evaluation.metrics import average_precision, instance_iou
 from unet_seg.io import Volume, write_volume
 
 # Two 2x2 objects touching only diagonally; the prediction misses 3 of their voxels.
@@ -33,6 +32,9 @@ def test_hand_example_exact_values():
     # Objects: IoU 3/4 (top right) and 2/4 (bottom left), so AP is 1 at 0.5, 1/3 up to 0.75.
     assert row["ap50"] == 1.0 and row["ap75"] == pytest.approx(1 / 3)
     assert row["ap"] == pytest.approx((1 + 5 / 3) / 10)
+    # Both objects matched at 0.5: precision, recall and F1 1; PQ = SQ = mean matched IoU.
+    assert row["precision50"] == row["recall50"] == row["f1_50"] == 1.0
+    assert row["sq"] == row["pq"] == pytest.approx((3 / 4 + 2 / 4) / 2)
     # Adapted Rand over the 8 object voxels, the 3 missed ones singletons: segment sizes 3+1 and
     # 2+1+1 -> pair sums 8 joint, 8 predicted, 24 true; precision 1, recall 1/3, error 1/2.
     assert row["rand_error"] == pytest.approx(1 / 2)
@@ -47,15 +49,6 @@ def test_perfect_prediction():
     assert row["dice_0"] == row["dice_1"] == row["dice_2"] == 1.0  # class 2 absent in both: 1
     assert row["pixel_error"] == row["rand_error"] == 0.0 and row["vi"] == pytest.approx(0.0)
     assert row["ap"] == 1.0
-
-
-def test_matching_is_one_to_one():
-    gt = np.array([[1, 1, 2, 2]])
-    pred = np.array([[1, 1, 1, 1]])  # IoU 0.5 with both halves
-    np.testing.assert_allclose(instance_iou(pred, gt), [[0.5], [0.5]])
-    ap = average_precision(pred, gt, thresholds=(0.5, 0.6))
-    assert ap == {0.5: 0.5, 0.6: 0.0}  # one TP, one FN; not two TPs
-    assert average_precision(np.zeros((3, 3), int), np.zeros((3, 3), int))[0.5] == 1.0
 
 
 def test_shape_mismatch_and_bad_classes():
@@ -96,8 +89,13 @@ def test_folder_evaluation_writes_csv_and_json(tmp_path):
     assert b["ap50"] == pytest.approx(2 / 3) and b["ap75"] == pytest.approx(1 / 4)
     assert summary["mean"]["pixel_error"] == pytest.approx(3 / 32)
     assert summary["pooled"]["dice_1"] == pytest.approx(2 * 13 / (2 * 13 + 3))
+    # Objects pooled over both files at 0.5: TP 2 + 2, FP 0 + 1 (b's second half), FN 0.
+    assert summary["pooled"]["ap50"] == pytest.approx(4 / 5)
+    assert summary["pooled"]["precision50"] == pytest.approx(4 / 5)
+    assert summary["pooled"]["recall50"] == 1.0
     rows = list(csv.DictReader((pred_dir / "evaluation.csv").open()))
-    assert [r["file"] for r in rows] == ["a", "b", "mean"]
+    assert [r["file"] for r in rows] == ["a", "b", "mean", "pooled"]
+    assert float(rows[3]["ap50"]) == pytest.approx(4 / 5) and rows[3]["vi"] == ""
     assert float(rows[0]["dice_1"]) == pytest.approx(10 / 13)
     assert json.loads((pred_dir / "evaluation.json").read_text())["evaluated"] == 2
 

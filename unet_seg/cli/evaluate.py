@@ -26,8 +26,11 @@ def run(cfg: DictConfig) -> None:
 
     with reported_errors(NAME, cfg), sigterm_as_interrupt():
         summary = evaluate(cfg)
+    pooled = summary["pooled"]
+    print(f"{'':>12s}  {'mean':>7s}  {'pooled':>7s}")
     for name, value in summary["mean"].items():
-        print(f"{name:>12s}  {value:.4f}")
+        both = f"{pooled[name]:7.4f}" if name in pooled else ""
+        print(f"{name:>12s}  {value:7.4f}  {both}")
     print(
         f"unet-seg-evaluate: {summary['evaluated']} files evaluated, "
         f"{len(summary['failed'])} failed"

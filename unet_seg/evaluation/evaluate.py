@@ -2,8 +2,10 @@
 
 Files pair up by key: the name without its format suffix and without ``pred_suffix`` /
 ``gt_suffix`` (``stack_labels.tif`` in both folders is key ``stack``). Segments for Rand error,
-VI and instance AP are the instance files (``*_instances``) where both folders have them, else
-the connected components of ``foreground_class``. ``evaluate(cfg)`` runs ``unet-seg-evaluate``;
+VI and the instance figures (AP, precision/recall/F1, panoptic quality) are the instance files
+(``*_instances``) where both folders have them, else the connected components of
+``foreground_class``. Overall figures are the mean over files and, pooled over every voxel or
+object at once, Dice/IoU and the instance figures. ``evaluate(cfg)`` runs ``unet-seg-evaluate``;
 with ``report`` it also writes ``report.html`` (:mod:`unet_seg.viz.report`), whose overlays lie
 on each file's image ``<key><image_suffix>`` in ``image_dir`` (default ``gt_dir``), if it has one.
 """
@@ -22,9 +24,8 @@ from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
 from unet_seg.errors import InputNotFoundError, UsageError
+from unet_seg.evaluation.instances import AP_THRESHOLDS, MatchCounts, match_all, pool, scores
 from unet_seg.evaluation.metrics import (
-    AP_THRESHOLDS,
-    average_precision,
     confusion_counts,
     dice_iou,
     pixel_error,
@@ -100,6 +101,21 @@ def evaluate_pair(
     gt_instances: np.ndarray | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Figures of one prediction ``(*spatial)`` against its truth, and its ``(K, 3)`` counts."""
+    row, counts, _ = pair_figures(
+        pred, gt, num_classes, foreground_class, pred_instances, gt_instances
+    )
+    return row, counts
+
+
+def pair_figures(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    num_classes: int,
+    foreground_class: int = 1,
+    pred_instances: np.ndarray | None = None,
+    gt_instances: np.ndarray | None = None,
+) -> tuple[dict[str, float], np.ndarray, dict[float, MatchCounts]]:
+    """:func:`evaluate_pair` and the object matching counts per IoU threshold, for pooling."""
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
     counts = confusion_counts(pred, gt, num_classes)
@@ -113,10 +129,9 @@ def evaluate_pair(
         gt_instances = ndi.label(gt == foreground_class)[0]
     row["rand_error"] = rand_error(pred_instances, gt_instances)
     row["vi"] = variation_of_information(pred_instances, gt_instances)
-    ap = average_precision(pred_instances, gt_instances)
-    row["ap"] = float(np.mean(list(ap.values())))
-    row["ap50"], row["ap75"] = ap[0.5], ap[0.75]
-    return row, counts
+    matches = match_all(pred_instances, gt_instances)
+    row.update(scores(matches))
+    return row, counts, matches
 
 
 def _nanmean(values: list[float]) -> float:
@@ -158,7 +173,7 @@ def evaluate(cfg: Any) -> dict:
     report = ReportBuilder(int(cfg.get("report_slices", 3))) if cfg.get("report") else None
     image_dir = Path(cfg.get("image_dir") or gt_dir)
     images = _keyed(image_dir, cfg.get("image_suffix") or "") if report is not None else {}
-    rows, failed, total = [], [], np.zeros((num_classes, 3), np.int64)
+    rows, failed, total, matches = [], [], np.zeros((num_classes, 3), np.int64), []
     bar = tqdm(sorted(preds.items()), desc="evaluate", unit="file",
                disable=None if cfg.get("progress") is None else not cfg.progress)  # fmt: skip
     for key, pred_path in bar:
@@ -167,7 +182,7 @@ def evaluate(cfg: Any) -> dict:
                 raise FileNotFoundError(f"no ground truth {key}{cfg.gt_suffix}.* in {gt_dir}")
             instances = key in pred_inst and key in gt_inst
             pred, gt = _integers(pred_path, num_classes), _integers(gts[key], num_classes)
-            row, counts = evaluate_pair(
+            row, counts, match = pair_figures(
                 pred, gt, num_classes, int(cfg.foreground_class),
                 _integers(pred_inst[key]) if instances else None,
                 _integers(gt_inst[key]) if instances else None,
@@ -177,6 +192,7 @@ def evaluate(cfg: Any) -> dict:
             failed.append({"prediction": str(pred_path), "error": f"{type(err).__name__}: {err}"})
             continue
         total += counts
+        matches.append(match)
         rows.append({"file": key, "segments": "instances" if instances else "components", **row})
         if report is not None:
             image = images.get(key)  # with gt_suffix '' the truth itself has the key: no image
@@ -188,14 +204,17 @@ def evaluate(cfg: Any) -> dict:
     # Rand error and VI are nan for files without objects; they are left out of the mean.
     overall = {m: _nanmean([r[m] for r in rows]) for m in metrics}
     dice, iou = dice_iou(total)
+    pooled = {f"dice_{k}": float(dice[k]) for k in range(num_classes)}
+    pooled |= {f"iou_{k}": float(iou[k]) for k in range(num_classes)}
+    if matches:  # every object of every file counts once
+        pooled |= scores(pool(matches))
     summary = {
         "pred_dir": str(pred_dir),
         "gt_dir": str(gt_dir),
         "ap_thresholds": list(AP_THRESHOLDS),
         "files": rows,
         "mean": overall,  # the mean over files of each figure
-        "pooled": {f"dice_{k}": float(dice[k]) for k in range(num_classes)}
-        | {f"iou_{k}": float(iou[k]) for k in range(num_classes)},  # over all voxels at once
+        "pooled": pooled,  # over all voxels / objects at once
         "evaluated": len(rows),
         "failed": failed,
     }
@@ -207,6 +226,7 @@ def evaluate(cfg: Any) -> dict:
     writer.writerows(rows)
     if rows:
         writer.writerow({"file": "mean", "segments": "", **overall})
+        writer.writerow({"file": "pooled", "segments": "", **pooled})
     write_text_atomic(out_dir / "evaluation.csv", text.getvalue())
     write_json_atomic(out_dir / "evaluation.json", summary)  # NaN (no objects) as null
     if report is not None:

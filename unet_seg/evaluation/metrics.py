@@ -1,20 +1,16 @@
 """Segmentation figures of a prediction against ground truth, on numpy arrays of any dimension.
 
 Semantic: Dice and IoU per class, pixel error. Segments (instance labelings, 0 = background):
-adapted Rand error and variation of information (skimage.metrics), and instance average precision
-with one-to-one matching, averaged over IoU thresholds 0.5, 0.55, ..., 0.95.
+adapted Rand error and variation of information (skimage.metrics). Object matching, AP,
+precision/recall/F1 and panoptic quality are in :mod:`unet_seg.evaluation.instances`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from skimage import metrics as skm
-
-AP_THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2).tolist())
 
 
 def _check_shapes(pred: np.ndarray, gt: np.ndarray) -> None:
@@ -79,42 +75,3 @@ def variation_of_information(pred_segments: np.ndarray, gt_segments: np.ndarray)
     if not np.any(gt_segments):
         return math.nan
     return float(sum(skm.variation_of_information(gt_segments, pred_segments, ignore_labels=(0,))))
-
-
-def instance_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """``(n_gt, n_pred)`` IoU of every ground-truth object with every predicted one (ids > 0, in
-    sorted order)."""
-    _check_shapes(pred, gt)
-    gt_ids, gt_inv = np.unique(gt, return_inverse=True)
-    pred_ids, pred_inv = np.unique(pred, return_inverse=True)
-    joint = np.bincount(
-        gt_inv.ravel() * len(pred_ids) + pred_inv.ravel(), minlength=len(gt_ids) * len(pred_ids)
-    ).reshape(len(gt_ids), len(pred_ids))
-    joint = joint[gt_ids > 0][:, pred_ids > 0].astype(float)
-    gt_area = np.bincount(gt_inv.ravel(), minlength=len(gt_ids))[gt_ids > 0][:, None]
-    pred_area = np.bincount(pred_inv.ravel(), minlength=len(pred_ids))[pred_ids > 0][None, :]
-    union = gt_area + pred_area - joint
-    return np.divide(joint, union, out=np.zeros_like(joint), where=union > 0)
-
-
-def average_precision(
-    pred: np.ndarray, gt: np.ndarray, thresholds: Sequence[float] = AP_THRESHOLDS
-) -> dict[float, float]:
-    """Instance AP per IoU threshold: ``TP / (TP + FP + FN)`` with one-to-one matching.
-
-    Pairs with IoU at or above the threshold are matched by the Hungarian algorithm (maximum
-    total IoU), so no object is matched twice. No objects in either image gives 1.
-    """
-    iou = instance_iou(pred, gt)
-    n_gt, n_pred = iou.shape
-    result = {}
-    for t in thresholds:
-        eligible = np.where(iou >= t, iou, 0.0)
-        if n_gt and n_pred:
-            rows, cols = linear_sum_assignment(eligible, maximize=True)
-            tp = int(np.count_nonzero(eligible[rows, cols] > 0))
-        else:
-            tp = 0
-        denominator = n_gt + n_pred - tp  # TP + FP + FN
-        result[float(t)] = tp / denominator if denominator else 1.0
-    return result
