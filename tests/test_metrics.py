@@ -32,8 +32,23 @@ def test_perfect_prediction() -> None:
     metrics.update(target.copy(), target)
     result = metrics.compute()
     assert result == pytest.approx(
-        {"dice": 1.0, "iou": 1.0, "pixel_error": 0.0, "rand_error": 0.0, "vi": 0.0}, abs=1e-12
-    )
+        {"dice": 1.0, "iou": 1.0, "pixel_error": 0.0, "rand_error": 0.0, "vi": 0.0, "ap": 1.0,
+         "ap50": 1.0, "pq": 1.0}, abs=1e-12,
+    )  # fmt: skip
+
+
+def test_object_figures_pool_the_windows() -> None:
+    target = np.zeros((2, 8, 8), dtype=np.int64)
+    target[:, 1:4, 1:4] = 1
+    target[:, 5:7, 5:7] = 1
+    pred = target.copy()
+    pred[0, 5:7, 5:7] = 0  # the first window misses one of its two objects
+    metrics = SegmentationMetrics(num_classes=2)
+    metrics.update(pred, target)
+    result = metrics.compute()
+    # Pooled: TP 3, FP 0, FN 1 at every IoU; F1 6/7 with matched IoU 1.
+    assert result["ap50"] == result["ap"] == pytest.approx(3 / 4)
+    assert result["pq"] == pytest.approx(6 / 7)
 
 
 def test_segmentation_scores_match_skimage(rng: np.random.Generator) -> None:

@@ -42,7 +42,7 @@ def test_fast_dev_run(tmp_path: Path, experiment: str, extra: list[str]) -> None
     cfg = compose_train(tmp_path, f"experiment={experiment}", "debug=fast_dev_run", *QUICK, *extra)
     metrics = train(cfg)
     assert {"train/loss_step", "val/loss", "val/dice", "val/iou", "val/pixel_error",
-            "val/rand_error", "val/vi"} <= set(metrics)  # fmt: skip
+            "val/rand_error", "val/vi", "val/ap", "val/ap50", "val/pq"} <= set(metrics)  # fmt: skip
     assert 0.0 <= metrics["val/dice"] <= 1.0 and metrics["val/loss"] > 0
     summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert summary["experiment"] == experiment and summary["global_step"] == 1

@@ -11,6 +11,10 @@ voxels in the label and in the prediction, per image, with the label's other vox
   skimage alone would make them one huge segment that merges every cell it touches;
 - ``vi``: ``skimage.metrics.variation_of_information``, split + merge entropies in bits (predicted
   background is one segment here, as in the CREMI scores).
+
+The same segments are matched as objects (:mod:`unet_seg.evaluation.instances`), pooled over all
+validation windows: ``ap`` (mean over IoU 0.5:0.95), ``ap50`` and ``pq`` (panoptic quality).
+Objects cut by a window's edge count as they are seen.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 import torch
 from skimage.measure import label as connected_components
 
+from unet_seg.evaluation.instances import MatchCounts, match_all, pool, scores
 from unet_seg.evaluation.metrics import (
     confusion_counts,
     dice_iou,
@@ -42,12 +47,22 @@ def segmentation_scores(
 
     ``nan`` for both when the target has no ``region_class`` voxel (the scores are undefined).
     """
+    return _scores(*segment_pair(pred, target, region_class))
+
+
+def segment_pair(
+    pred: np.ndarray, target: np.ndarray, region_class: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(predicted, true)`` segments: the components of ``region_class`` in each map."""
     if pred.shape != target.shape:
         raise ValueError(f"prediction {pred.shape} and target {target.shape} differ in shape")
-    true_seg = segments(target == region_class)  # ignored voxels are not region_class: left out
+    # Ignored voxels are not region_class: they are left out of the true segments.
+    return segments(pred == region_class), segments(target == region_class)
+
+
+def _scores(pred_seg: np.ndarray, true_seg: np.ndarray) -> tuple[float, float]:
     if not true_seg.any():
         return math.nan, math.nan
-    pred_seg = segments(pred == region_class)
     return rand_error(pred_seg, true_seg), variation_of_information(pred_seg, true_seg)
 
 
@@ -81,6 +96,7 @@ class SegmentationMetrics:
         self.counted = 0
         self.rand_errors: list[float] = []
         self.vis: list[float] = []
+        self.matches: list[dict[float, MatchCounts]] = []
 
     def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
         """Add a batch: ``pred``, ``target`` int ``(N, *spatial)`` (``target`` may hold ignore)."""
@@ -96,23 +112,28 @@ class SegmentationMetrics:
         self.wrong += int(counts[:, 1].sum())  # each wrong voxel is one class's false positive
         self.counted += int(valid.sum())
         for pred_i, target_i in zip(pred, target, strict=True):
-            are, vi = segmentation_scores(pred_i, target_i, self.region_class, self.ignore_index)
+            pred_seg, true_seg = segment_pair(pred_i, target_i, self.region_class)
+            self.matches.append(match_all(pred_seg, true_seg))
+            are, vi = _scores(pred_seg, true_seg)
             if not math.isnan(are):
                 self.rand_errors.append(are)
                 self.vis.append(vi)
 
     def compute(self) -> dict[str, float]:
-        """``{"dice", "iou", "pixel_error", "rand_error", "vi"}``; ``nan`` where nothing counted.
+        """``{"dice", "iou", "pixel_error", "rand_error", "vi", "ap", "ap50", "pq"}``; ``nan``
+        where nothing counted.
 
         A class absent from both label and prediction has no Dice and is left out of the mean.
         """
         counts = np.stack([self.tp, self.fp, self.fn], axis=1)[1:]
         dice, iou = dice_iou(counts, absent=math.nan)
         dice, iou = dice[~np.isnan(dice)], iou[~np.isnan(iou)]
+        objects = scores(pool(self.matches)) if self.matches else {}
         return {
             "dice": float(dice.mean()) if dice.size else math.nan,
             "iou": float(iou.mean()) if iou.size else math.nan,
             "pixel_error": self.wrong / self.counted if self.counted else math.nan,
             "rand_error": float(np.mean(self.rand_errors)) if self.rand_errors else math.nan,
             "vi": float(np.mean(self.vis)) if self.vis else math.nan,
+            **{k: objects.get(k, math.nan) for k in ("ap", "ap50", "pq")},
         }
