@@ -72,7 +72,7 @@ def test_two_workers_equal_in_process_and_stitch_like_scipy(
 ):
     source = make_input(tmp_path, data)
     args = overrides(source, tmp_path / "out", ckpt, scheduler)
-    args += ["outputs.instances=true", "instances.split=false", "instances.min_size=0"]
+    args += ["outputs.instances=true", "instances.method=cc", "instances.min_size=0"]
     entry = predict(config(args))["files"][0]
     assert entry["status"] == "ok" and entry["blocks"]["computed"] == entry["blocks"]["total"] > 4
     labels = open_zarr(tmp_path / "out" / "raw_labels.ome.zarr")[...]

@@ -124,7 +124,7 @@ def test_failed_block_is_reported_and_a_rerun_computes_only_the_rest(
 def test_block_instances_equal_scipy_label_of_the_whole_label_map(tmp_path, ckpt_3d, volume_data):
     source = make_input(tmp_path, volume_data)
     cfg = config(input=source, output_dir=tmp_path / "out", checkpoint=ckpt_3d, tile_size=16,
-                 block_size="[8,32,32]", **{"outputs.instances": "true", "instances.split": "false",
+                 block_size="[8,32,32]", **{"outputs.instances": "true", "instances.method": "cc",
                  "instances.min_size": 0})  # fmt: skip
     entry = predict(cfg)["files"][0]
     assert entry["status"] == "ok"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from unet_seg.errors import UsageError
 from unet_seg.inference.blocks import plan_blocks
 from unet_seg.inference.blockwise import BlockJob, RunnerSpec, register_runner, run_block
 from unet_seg.inference.engine import InProcess
@@ -107,10 +108,16 @@ def prepare_outputs(
 
 def stitch_options(instances: Any, volume: ZarrVolume) -> StitchOptions:
     """The per-block instance options of the prediction's ``instances`` options."""
+    if instances.needs_probabilities:  # blocks keep only their class map so far
+        raise UsageError(
+            f"instances.method={instances.method} is not available for zarr inputs (block-wise) "
+            "yet; use instances.method=cc or distance"
+        )
     spacing = tuple(volume.spacing) if instances.anisotropic else None
     if spacing is not None and len(spacing) == 2:
         spacing = (1.0, *spacing)
-    return StitchOptions(instances.foreground_class, instances.split, instances.min_distance,
+    split = instances.method == "distance"
+    return StitchOptions(instances.foreground_class, split, instances.min_distance,
                          instances.min_size, spacing)  # fmt: skip
 
 

@@ -20,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from unet_seg.errors import UsageError
 from unet_seg.inference.postprocess import instance_labels
 from unet_seg.inference.seeded import foreground_and_interior, seeded_watershed
 from unet_seg.models.checkpoint import read_checkpoint
+from unet_seg.models.exported import is_exported
 
 METHODS = ("cc", "distance", "seeded")
 TUNED_KEY = "instance_postprocessing"  # where unet-seg-tune stores its result in a checkpoint
@@ -56,10 +58,10 @@ class InstanceOptions:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"instances.method must be one of {METHODS}, got {self.method!r}")
+            raise UsageError(f"instances.method must be one of {METHODS}, got {self.method!r}")
         for name in ("foreground_threshold", "seed_threshold"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"instances.{name} must be in [0, 1), got {getattr(self, name)}")
+                raise UsageError(f"instances.{name} must be in [0, 1), got {getattr(self, name)}")
 
     @property
     def needs_probabilities(self) -> bool:
@@ -68,7 +70,10 @@ class InstanceOptions:
 
 
 def stored_tuning(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
-    """The tuned post-processing stored in a checkpoint by ``unet-seg-tune``, or None."""
+    """The tuned post-processing stored in a checkpoint by ``unet-seg-tune``, or None (also for
+    an exported ``.onnx`` / ``.pt`` network, which does not carry it)."""
+    if is_exported(checkpoint):
+        return None
     return read_checkpoint(checkpoint).get(TUNED_KEY)
 
 
@@ -85,7 +90,7 @@ def resolve(
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     unknown = set(overrides) - set(_TYPES)
     if unknown:
-        raise ValueError(f"unknown instance options {sorted(unknown)}; known: {sorted(_TYPES)}")
+        raise UsageError(f"unknown instance options {sorted(unknown)}; known: {sorted(_TYPES)}")
     values = asdict(InstanceOptions())
     tuned = tuned or {}
     values.update(tuned.get("roles", {}))

@@ -42,9 +42,11 @@ def is_output(path: Path, out_dir: Path) -> bool:
     return inside and stem(path).endswith(OUTPUT_ENDINGS)
 
 
-def scratch_path(path: Path) -> Path:
-    """A hidden temporary name beside ``path`` (for a label map only instances need)."""
-    return path.with_name(f".{path.name}.labels-{uuid.uuid4().hex[:8]}{format_suffix(path)}")
+def scratch_path(path: Path, kind: str = "labels", suffix: str | None = None) -> Path:
+    """A hidden temporary name beside ``path`` for what only instances need: the label map
+    (``kind="labels"``) or the seeded watershed's probability maps (``"seeds"``, ``.tif``)."""
+    suffix = suffix or format_suffix(path)
+    return path.with_name(f".{path.name}.{kind}-{uuid.uuid4().hex[:8]}{suffix}")
 
 
 def plan_outputs(files: list[Path], out_dir: Path, outputs: dict) -> dict[Path, dict[str, Path]]:

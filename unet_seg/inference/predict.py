@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,13 @@ from unet_seg.inference.blockrun import (
 )
 from unet_seg.inference.engine import make_engine
 from unet_seg.inference.inputs import Layout, LuminanceView, input_layout, region_reader
+from unet_seg.inference.instance_methods import (
+    InstanceOptions,
+    from_class_map,
+    resolve,
+    seeded_from,
+    stored_tuning,
+)
 from unet_seg.inference.outputs import (
     is_complete,
     is_output,
@@ -37,12 +44,12 @@ from unet_seg.inference.outputs import (
 )
 from unet_seg.inference.postprocess import (
     PROBABILITY_DTYPES,
-    instance_labels,
     label_dtype,
     probabilities_to_labels,
     store_probabilities,
 )
 from unet_seg.inference.runner import ModelRunner
+from unet_seg.inference.seeded import foreground_and_interior
 from unet_seg.inference.stream import iter_tiled_predictions
 from unet_seg.inference.tiling import BLEND_MODES, plan_tiles
 from unet_seg.io import Volume, open_volume, read_volume, write_volume
@@ -62,20 +69,6 @@ DEFAULT_TILE = {2: 512, 3: 96}  # output region per window; bigger tiles waste l
 
 
 @dataclass(frozen=True)
-class InstanceOptions:
-    """How instances are made from the label map (see :func:`instance_labels`).
-
-    ``anisotropic``: distances in physical units, from the input's voxel spacing.
-    """
-
-    foreground_class: int = 1
-    split: bool = True
-    min_distance: int = 5
-    min_size: int = 10
-    anisotropic: bool = True
-
-
-@dataclass(frozen=True)
 class PredictOptions:
     """How one file is predicted (``conf/predict.yaml`` documents each option).
 
@@ -91,7 +84,7 @@ class PredictOptions:
     probability_dtype: str = "uint8"
     progress: bool | None = None
     max_voxels: int | None = None
-    instances: InstanceOptions = InstanceOptions()
+    instances: InstanceOptions = field(default_factory=InstanceOptions)
     preview_slices: int = 4
 
     def __post_init__(self) -> None:
@@ -106,12 +99,12 @@ class PredictOptions:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
     @classmethod
-    def from_config(cls, cfg: Any) -> PredictOptions:
-        """The options of a ``conf/predict.yaml``-shaped config."""
+    def from_config(cls, cfg: Any, tuned: dict | None = None) -> PredictOptions:
+        """The options of a ``conf/predict.yaml``-shaped config; ``instances`` settings left
+        ``null`` come from ``tuned`` (a checkpoint's ``unet-seg-tune`` result), else defaults."""
         tile = cfg.tile_size
         if tile is not None:
             tile = int(tile) if isinstance(tile, int) else tuple(int(t) for t in tile)
-        icfg = cfg.instances
         return cls(
             tile_size=tile,
             overlap=float(cfg.overlap),
@@ -121,13 +114,7 @@ class PredictOptions:
             probability_dtype=str(cfg.probability_dtype),
             progress=cfg.progress,
             max_voxels=int(cfg.max_voxels) if cfg.get("max_voxels") is not None else None,
-            instances=InstanceOptions(
-                int(icfg.foreground_class),
-                bool(icfg.split),
-                int(icfg.min_distance),
-                int(icfg.min_size),
-                bool(icfg.anisotropic),
-            ),
+            instances=resolve(tuned, dict(cfg.instances)),
             preview_slices=int(cfg.get("preview_slices", 4)),
         )
 
@@ -189,16 +176,25 @@ def predict_file(
         reader, shape, plan, runner, options.batch_size, options.blend, options.progress
     )
     preview = PreviewCollector(shape, options.preview_slices) if "preview" in targets else None
+    instances = options.instances
+    # Instances come from the whole label map, so it is written even if not asked for; the
+    # seeded watershed also needs the foreground and interior probabilities: a scratch file too.
+    label_target = targets.get("labels") or targets.get("instances")
+    label_path = label_target if "labels" in targets else None
+    if label_path is None and "instances" in targets:
+        label_path = scratch_path(label_target)
+    seed_path = None
+    if "instances" in targets and instances.needs_probabilities:
+        seed_path = scratch_path(targets["instances"], "seeds", ".tif")
     with ExitStack() as stack:
         writers = {}
-        label_target = targets.get("labels") or targets.get("instances")
-        # Instances are computed from the label map, so it is written even if not asked for.
-        label_path = label_target if "labels" in targets else None
-        if label_path is None and "instances" in targets:
-            label_path = scratch_path(label_target)
         if label_path is not None:
             writers["labels"] = stack.enter_context(
                 SlabWriter(label_path, spatial, label_dtype(classes), volume, layout.spatial_dims)
+            )
+        if seed_path is not None:  # float16: thresholds need no more, and it halves the file
+            writers["seeds"] = stack.enter_context(
+                SlabWriter(seed_path, (2, *spatial), "float16", volume, layout.spatial_dims)
             )
         if "probabilities" in targets:
             dtype = _probability_dtype(options.probability_dtype, format_suffix(path))
@@ -216,12 +212,19 @@ def predict_file(
                 dtype = writers["probabilities"].dtype.name
                 stored = store_probabilities(probs, dtype) if dtype != "float32" else probs
                 writers["probabilities"].write(z0, stored, layout.slice_axis)
+            if "seeds" in writers:
+                maps = foreground_and_interior(
+                    probs, instances.background_class, instances.interior_class
+                )
+                writers["seeds"].write(z0, np.stack(maps).astype(np.float16), layout.slice_axis)
     if "instances" in targets:
         try:
-            _write_instances(label_path, targets["instances"], volume, options.instances)
+            _write_instances(label_path, seed_path, targets["instances"], volume, instances)
         finally:
             if "labels" not in targets:
-                label_path.unlink()
+                label_path.unlink(missing_ok=True)
+            if seed_path is not None:
+                seed_path.unlink(missing_ok=True)
     if preview is not None:
         plane = (slice(0, shape[1]), slice(0, shape[2]))
         read_image = lambda z: reader((slice(z, z + 1), *plane))[0, 0]  # noqa: E731  (channel 0)
@@ -236,13 +239,19 @@ def predict_file(
     }
 
 
-def _write_instances(label_path: Path, target: Path, volume: Any, options: InstanceOptions) -> None:
-    """Instances of the foreground class over the whole label map (in 3D for a stack predicted
-    slice by slice). This step holds the label map in memory, unlike the tiled prediction."""
+def _write_instances(
+    label_path: Path, seed_path: Path | None, target: Path, volume: Any, options: InstanceOptions
+) -> None:
+    """Instances over the whole volume (in 3D for a stack predicted slice by slice): from the
+    label map, or for ``seeded`` from the ``(2, *spatial)`` foreground and interior maps at
+    ``seed_path``. This step holds the whole map in memory, unlike the tiled prediction."""
     labels = read_volume(label_path)
-    mask = labels.array == options.foreground_class
-    spacing = volume.spacing[-mask.ndim :] if options.anisotropic else None
-    inst = instance_labels(mask, options.split, options.min_distance, options.min_size, spacing)
+    if options.needs_probabilities:
+        maps = read_volume(seed_path).array
+        inst = seeded_from(maps[0], maps[1], options)
+    else:
+        spacing = volume.spacing[-labels.array.ndim :]
+        inst = from_class_map(labels.array, options, spacing)
     dtype = np.uint16 if inst.max() < 2**16 else np.uint32
     write_volume(
         target,
@@ -339,7 +348,11 @@ def predict(cfg: Any) -> dict:
     started = time.time()
     model, stored = _load_model(cfg.checkpoint)
     norm = _normalization(cfg, stored)
-    options = PredictOptions.from_config(cfg)
+    tuned = stored_tuning(cfg.checkpoint) if cfg.outputs.get("instances") else None
+    options = PredictOptions.from_config(cfg, tuned)
+    if tuned:
+        log.info("instances: %s, tuned by unet-seg-tune (%s %.4f)", options.instances.method,
+                 tuned.get("objective"), tuned.get("score", float("nan")))  # fmt: skip
     out_dir = Path(cfg.output_dir)
     outputs = dict(cfg.outputs)
     if not any(on for kind, on in outputs.items() if kind != "preview"):
@@ -396,6 +409,7 @@ def predict(cfg: Any) -> dict:
         "checkpoint": str(cfg.checkpoint),
         "output_dir": str(out_dir),
         "device": str(runner.device),
+        "instances": asdict(options.instances) if cfg.outputs.get("instances") else None,
         "files": entries,
         "ok": sum(e["status"] == "ok" for e in entries),
         "skipped": sum(e["status"] == "skipped" for e in entries),

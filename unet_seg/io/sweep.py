@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 TEMPORARY_NAMES = re.compile(
     r"^\.tmp-[A-Za-z0-9_]{8}-.+$"  # io.atomic.replace_atomic (tempfile.mkstemp)
     r"|^\..+\.partial-[0-9a-f]{8}(\.raw)?$"  # io.slabs.SlabWriter
-    r"|^\..+\.labels-[0-9a-f]{8}\.(tif|tiff|png|nii|nii\.gz)$",  # predict's scratch label map
+    r"|^\..+\.(labels|seeds)-[0-9a-f]{8}\.(tif|tiff|png|nii|nii\.gz)$",  # predict's scratch maps
     re.IGNORECASE,
 )
 
