@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,28 @@ def test_class_roles():
     assert class_roles("classes", 0) == {"foreground_class": 0, "background_class": 1,
                                          "interior_class": 0}  # fmt: skip
     assert class_roles("classes", 2)["background_class"] == 0
+
+
+def test_tuning_after_training_tunes_only_what_the_run_published(tmp_path):
+    from omegaconf import OmegaConf
+
+    from unet_seg.cli.train import tune_published
+    from unet_seg.training.publish import PUBLICATION_KEY
+
+    published = save_checkpoint(tmp_path / "model.ckpt", sample_data(tmp_path / "data"))
+    best = tmp_path / "run" / "best.ckpt"
+    content = torch.load(published, weights_only=True)
+    content[PUBLICATION_KEY] = {"source": str(best.resolve())}  # as publish_if_better writes it
+    torch.save(content, published)
+    cfg = OmegaConf.create({"output_dir": str(tmp_path / "run"), "tune_instances": "ap",
+                            "publish_checkpoint": str(published)})  # fmt: skip
+    (tmp_path / "run").mkdir()
+    metrics = tmp_path / "run" / "metrics.json"
+    metrics.write_text('{"best_checkpoint": null}')  # e.g. fast_dev_run: nothing published
+    assert tune_published(cfg) is None and stored_tuning(published) is None
+    metrics.write_text('{"best_checkpoint": "elsewhere/best.ckpt"}')  # not published: worse
+    assert tune_published(cfg) is None and stored_tuning(published) is None
+    metrics.write_text(json.dumps({"best_checkpoint": str(best)}))
+    assert tune_published(OmegaConf.merge(cfg, {"tune_instances": None})) is None
+    result = tune_published(cfg)
+    assert result["objective"] == "ap" and stored_tuning(published) == result

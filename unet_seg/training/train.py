@@ -105,7 +105,7 @@ def check_classes(cfg: DictConfig, datamodule: Any, module: SegmentationModule) 
         )
 
 
-def _is_multirun() -> bool:
+def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -164,7 +164,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         debug = debug_reason(trainer)
         if best and target and debug:
             log.info("debug run (%s): not publishing %s to %s", debug, best, target)
-        elif best and target and _is_multirun():
+        elif best and target and is_multirun():
             # Jobs of a sweep would overwrite each other's model; each keeps its own in its run dir.
             log.info("multirun: not publishing %s to %s", best, target)
         elif best and target:
