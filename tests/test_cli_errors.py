@@ -19,11 +19,12 @@ from unet_seg.cli import evaluate as evaluate_cli
 from unet_seg.cli import predict as predict_cli
 from unet_seg.cli import summary as summary_cli
 from unet_seg.cli import train as train_cli
+from unet_seg.cli import tune as tune_cli
 from unet_seg.cli.errors import one_line
 from unet_seg.errors import InputNotFoundError
 
 SCRIPTS = {"predict": predict_cli, "evaluate": evaluate_cli, "summary": summary_cli,
-           "train": train_cli}  # fmt: skip
+           "train": train_cli, "tune": tune_cli}  # fmt: skip
 
 
 class Hostile:
@@ -77,6 +78,11 @@ def predict_args(files: Path, **overrides: str) -> list[str]:
         ("summary", ["input_size=100"], 2, "input size 100 on axis 0 does not fit"),
         ("summary", ["model=nope"], 2, "Available options in 'model': unet_paper"),
         ("train", ["data=nope", "paths.runs_dir={files}/runs"], 2, "Could not find 'data/nope'"),
+        ("predict", ["outputs.instances=true", "instances.method=magic"], 2,
+         "instances.method must be one of"),
+        ("tune", ["checkpoint={files}/missing.ckpt"], 2, "missing.ckpt not found"),
+        ("tune", ["checkpoint={files}/model.ckpt"], 2, "stores no data settings"),
+        ("tune", ["checkpoint={files}/garbage.ckpt"], 1, "garbage.ckpt: not a PyTorch"),
     ],
 )  # fmt: skip
 def test_one_line_per_problem(

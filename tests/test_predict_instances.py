@@ -66,7 +66,7 @@ def test_seeded_instances_equal_the_in_memory_watershed(tmp_path, rng, ckpt_3cla
     assert summary["ok"] == 1 and summary["instances"]["method"] == "seeded"
     # Only the instances: the label map and the probability maps were scratch files.
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "predict_summary.json", "s_instances.tif"
+        "predict_summary.json", "s_instances.tif", "s_preview.png"
     ]  # fmt: skip
     written = read_volume(tmp_path / "out" / "s_instances.tif")
     assert written.spacing == pytest.approx((2.0, 0.5, 0.5))

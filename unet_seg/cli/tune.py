@@ -5,29 +5,36 @@ Examples::
 
     unet-seg-tune checkpoint=runs/sample_2d_boundary/model.ckpt
     unet-seg-tune checkpoint=runs/isbi2012_fast/model.ckpt objective=rand_error
+
+Exit codes: 1 when the checkpoint or its data cannot be read, 2 for a command that cannot work as
+given (see ``unet_seg.cli.errors``); ``traceback=true`` shows tracebacks.
 """
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
+from unet_seg.cli.errors import reported_errors, run_console_script, sigterm_as_interrupt
 from unet_seg.config import config_dir
 from unet_seg.inference.tune_checkpoint import tune_command
 
+NAME = "unet-seg-tune"
+
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="tune")
-def main(cfg: DictConfig) -> None:
-    try:
+def run(cfg: DictConfig) -> None:
+    with reported_errors(NAME, cfg), sigterm_as_interrupt():
         result = tune_command(cfg)
-    except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"unet-seg-tune: {err}")
     for method, params in result["methods"].items():
         mark = "*" if method == result["method"] else " "
         print(f"{mark} {method:9s} {result['objective']} {result['scores'][method]:.4f}  {params}")
-    print(f"unet-seg-tune: {result['method']} stored in {cfg.output or cfg.checkpoint}")
+    print(f"{NAME}: {result['method']} stored in {cfg.output or cfg.checkpoint}")
+
+
+def main() -> None:
+    """The ``unet-seg-tune`` console script."""
+    run_console_script(NAME, run)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 from unet_seg.config import plain
 from unet_seg.data.boundary import objects_of
 from unet_seg.data.datamodule import SegmentationDataModule
+from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.inference.instance_methods import METHODS, TUNED_KEY
 from unet_seg.inference.predict import DEFAULT_TILE
 from unet_seg.inference.runner import ModelRunner
@@ -57,7 +58,7 @@ def tune_checkpoint(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str,
     """
     stored = checkpoint.get("datamodule_hyper_parameters")
     if not stored:
-        raise ValueError(
+        raise UsageError(
             "the checkpoint stores no data settings; pass them, e.g. data.images=... "
             "data.labels=... data.val_names=[...]"
         )
@@ -88,7 +89,10 @@ def store_tuning(path: str | Path, result: Mapping[str, Any], target: str | Path
 def tune_command(cfg: Any) -> dict[str, Any]:
     """What ``unet-seg-tune`` runs: tune ``cfg.checkpoint`` and store the result in it (or in
     ``cfg.output``); returns the result."""
-    checkpoint = read_checkpoint(cfg.checkpoint)
+    try:
+        checkpoint = read_checkpoint(cfg.checkpoint)
+    except FileNotFoundError as err:
+        raise InputNotFoundError(str(err)) from err
     model, _ = load_model(cfg.checkpoint)
     result = tune_checkpoint(cfg, model, checkpoint)
     written = store_tuning(cfg.checkpoint, result, cfg.get("output"))
