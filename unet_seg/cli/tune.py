@@ -12,18 +12,17 @@ given (see ``unet_seg.cli.errors``); ``traceback=true`` shows tracebacks.
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from unet_seg.cli.errors import reported_errors, run_console_script, sigterm_as_interrupt
-from unet_seg.config import config_dir
-from unet_seg.inference.tune_checkpoint import tune_command
+from unet_seg.cli.launch import launch
 
 NAME = "unet-seg-tune"
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="tune")
 def run(cfg: DictConfig) -> None:
+    from unet_seg.cli.errors import reported_errors, sigterm_as_interrupt
+    from unet_seg.inference.tune_checkpoint import tune_command  # heavy imports only for work
+
     with reported_errors(NAME, cfg), sigterm_as_interrupt():
         result = tune_command(cfg)
     for method, params in result["methods"].items():
@@ -34,7 +33,7 @@ def run(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The ``unet-seg-tune`` console script."""
-    run_console_script(NAME, run)
+    launch("tune", NAME, run)
 
 
 if __name__ == "__main__":
