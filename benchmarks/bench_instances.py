@@ -59,7 +59,7 @@ TILE = {2: 512, 3: 96}
 # lines differ only in target, network and post-processing; the boundary is 2 voxels wide
 # (conf/experiment/sample_2d_boundary.yaml says why).
 WEIGHTS = "data.weight_map={w0:10.0,sigma:5.0}"
-BOUNDARY_TARGET = ["data.target=boundary", "model.num_classes=3", "data.boundary_width=2.0"]
+BOUNDARY_TARGET = ["data.target=boundary", "data.boundary_width=2.0"]  # the model follows: 3
 # Class roles (unet_seg.inference.instance_methods): which class is the object, which background.
 NUCLEI = {"foreground_class": 1, "background_class": 0, "interior_class": 1}
 CELLS = {"foreground_class": 0, "background_class": 1, "interior_class": 0}  # ISBI: 0 = cell

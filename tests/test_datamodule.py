@@ -352,7 +352,7 @@ def test_membrane_sample_config_with_paper_weight_map():
 def test_boundary_target_with_weight_map(samples_dir):
     module = make_module("sample_2d", patch_size=[92, 92], target="boundary",
                          weight_map={"w0": 10.0, "sigma": 5.0})  # fmt: skip
-    assert module.target_classes == 3
+    assert module.num_classes == 3  # what the model must output: training follows it
     region = module.val_set.regions[0]
     instances = region.instances
     # Every instance keeps an interior, its boundary separates it from any touching neighbour.

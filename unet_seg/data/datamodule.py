@@ -48,8 +48,8 @@ class SegmentationDataModule(pl.LightningDataModule):
             and the boundary target's objects.
         target: ``"classes"`` trains on the label classes; ``"boundary"`` on background (0),
             object interior (1) and object boundary (2) derived from the instances, or from the
-            connected components of ``object_class`` (``unet_seg.data.boundary``); the model
-            then needs 3 classes.
+            connected components of ``object_class`` (``unet_seg.data.boundary``); training
+            then gives the model 3 classes (:attr:`num_classes`).
         boundary_width: boundary thickness in voxels of the finest axis (spacing-aware).
         object_class: the class whose objects a boundary target outlines (0 for ISBI cells).
         weight_map: ``unet_weight_map`` keyword arguments (``{w0: 10, sigma: 5}``), or None (ones).
@@ -112,6 +112,10 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
+        """Classes of the training target, which the model must output: the label classes, or
+        background / interior / boundary for ``target="boundary"``."""
+        if self.cfg["target"] == "boundary":
+            return BOUNDARY_CLASSES
         return int(self.cfg["num_classes"])
 
     @property
@@ -186,12 +190,6 @@ class SegmentationDataModule(pl.LightningDataModule):
         """The whole validation images with their class labels and instances (no boundary
         target, no weight map): what post-processing is tuned on."""
         return self._regions(self._split()[1], "val", derive=False)
-
-    @property
-    def target_classes(self) -> int:
-        """Classes of the training target: the model's ``num_classes``."""
-        boundary = self.cfg["target"] == "boundary"
-        return BOUNDARY_CLASSES if boundary else int(self.cfg["num_classes"])
 
     def setup(self, stage: str | None = None) -> None:
         """Loads the images once and builds the datasets (the same for every stage)."""

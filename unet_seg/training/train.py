@@ -94,17 +94,6 @@ def trainer_config(cfg: DictConfig) -> DictConfig:
     return trainer_cfg
 
 
-def check_classes(cfg: DictConfig, datamodule: Any, module: SegmentationModule) -> None:
-    """``ValueError`` when the data's target has another number of classes than the model."""
-    wanted = getattr(datamodule, "target_classes", None)
-    if wanted is not None and wanted != module.model.num_classes:
-        target = cfg.data.get("target", "classes")
-        raise ValueError(
-            f"data.target={target} trains {wanted} classes but the model has "
-            f"{module.model.num_classes}: set model.num_classes={wanted}"
-        )
-
-
 def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -124,7 +113,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     follow_the_data(cfg, datamodule)
     OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
     module = build_module(cfg)
-    check_classes(cfg, datamodule, module)
     loggers = instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(
         trainer_config(cfg),
