@@ -51,7 +51,7 @@ from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
 from unet_seg.inference.tuning import tune
 from unet_seg.normalization import normalize_percentile
-from unet_seg.training.train import build_datamodule, build_module
+from unet_seg.training.train import build_datamodule, build_module, follow_the_data
 
 ISBI_TRAIN, ISBI_TEST = 25, range(25, 30)  # sections 0..24 are read for training (22-24 tune)
 TILE = {2: 512, 3: 96}
@@ -165,6 +165,7 @@ def train(overrides: list[str], workdir: Path, budget: float, monai: bool = Fals
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")  # reading and weighting stay out of the budget
+    follow_the_data(cfg, datamodule)  # 3 classes for the boundary target
     module = build_module(cfg)
     if monai:
         patch = list(cfg.data.patch_size)
