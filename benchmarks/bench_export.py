@@ -41,7 +41,7 @@ def run_tiled(network, image: np.ndarray, batch: int) -> np.ndarray:
 
     plan = plan_tiles(network, image.shape, DEFAULT_TILE[2])
     slabs = iter_tiled_predictions(
-        lambda z0, z1: image[None, z0:z1], image.shape, plan, ModelRunner(network, "cpu"), batch,
+        lambda box: image[(None, *box)], image.shape, plan, ModelRunner(network, "cpu"), batch,
         progress=False,
     )  # fmt: skip
     return np.concatenate([p[1] for _, p in slabs])
