@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
+from test_predict import save_checkpoint
 
 from unet_seg.config import config_dir
 from unet_seg.export.bioimageio import PackageInfo, export_bioimageio, package_input_size
@@ -200,16 +200,6 @@ def test_bioimageio_package_3d_passes_the_bioimageio_core_test_run(tmp_path):
     assert summary.status == "passed", summary.format()
 
 
-def save_checkpoint(path: Path, model_cfg: dict) -> Path:
-    module = SegmentationModule(model=model_cfg, normalization=NORM)
-    torch.save(
-        {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-         "pytorch-lightning_version": pl.__version__},
-        path,
-    )  # fmt: skip
-    return path
-
-
 def export_config(**overrides):
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return compose("export", overrides=[f"{k}={v}" for k, v in overrides.items()])
@@ -218,7 +208,7 @@ def export_config(**overrides):
 def test_export_command_names_files_after_the_run(tmp_path):
     pytest.importorskip("onnx")
     (tmp_path / "runs" / "cells").mkdir(parents=True)
-    ckpt = save_checkpoint(tmp_path / "runs" / "cells" / "model.ckpt", TINY_2D)
+    ckpt = save_checkpoint(tmp_path / "runs" / "cells" / "model.ckpt", TINY_2D, normalization=NORM)
     assert export_name(ckpt) == "cells" and export_name("a/best-epoch3.ckpt") == "best-epoch3"
     out = tmp_path / "out"
     written = export(export_config(checkpoint=ckpt, format="torchscript", output_dir=out))

@@ -27,9 +27,16 @@ TINY_2D = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [4
 TINY_3D = {**TINY_2D, "spatial_dims": 3}
 
 
-def save_checkpoint(path: Path, model_cfg: dict) -> Path:
-    """A checkpoint as Lightning writes it, for a randomly initialised module."""
-    module = SegmentationModule(model=model_cfg, normalization={"low": 1.0, "high": 99.8})
+def save_checkpoint(
+    path: Path, model_cfg: dict, seed: int | None = None, normalization: dict | None = None
+) -> Path:
+    """A checkpoint as Lightning writes it, for a randomly initialised module (``seed``: a
+    reproducible one); ``normalization``: the stored percentiles (default 1.0 / 99.8)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    module = SegmentationModule(
+        model=model_cfg, normalization=normalization or {"low": 1.0, "high": 99.8}
+    )
     torch.save(
         {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
          "pytorch-lightning_version": pl.__version__},

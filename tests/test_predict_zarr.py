@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from scipy import ndimage as ndi
+from test_predict import save_checkpoint
 
 from unet_seg.config import config_dir
 from unet_seg.inference import blockwise
@@ -15,32 +16,15 @@ from unet_seg.inference.predict import predict
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.io.zarr import open_zarr
 from unet_seg.io.zarr_output import write_zarr
-from unet_seg.training.module import SegmentationModule
 
 TINY_3D = {"spatial_dims": 3, "in_channels": 1, "num_classes": 2, "features": [4, 8],
            "padding": "same", "norm": None, "dropout": 0.0}  # fmt: skip
 SCALE = (2.0, 0.5, 0.5)
 
 
-def save_checkpoint(path, model_cfg, seed: int = 0):
-    """A randomly initialised module's checkpoint; the seed makes its label maps reproducible
-    (this one segments about 80% of the sample volume as class 1, in many objects)."""
-    import pytorch_lightning as pl
-    import torch
-
-    torch.manual_seed(seed)
-    module = SegmentationModule(model=model_cfg, normalization={"low": 1.0, "high": 99.8})
-    torch.save(
-        {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-         "pytorch-lightning_version": pl.__version__},
-        path,
-    )  # fmt: skip
-    return path
-
-
 @pytest.fixture(scope="module")
 def ckpt_3d(tmp_path_factory):
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model3d.ckpt", TINY_3D)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model3d.ckpt", TINY_3D, seed=0)
 
 
 @pytest.fixture(scope="module")
