@@ -34,7 +34,7 @@ def inference_benchmark():
 
 def run_tiled(network, image: np.ndarray, batch: int) -> np.ndarray:
     """Foreground probabilities ``(Z, Y, X)`` of ``image`` through predict's tiles and runner."""
-    from unet_seg.inference.predict import DEFAULT_TILE
+    from unet_seg.inference.options import DEFAULT_TILE
     from unet_seg.inference.runner import ModelRunner
     from unet_seg.inference.stream import iter_tiled_predictions
     from unet_seg.inference.tiling import plan_tiles

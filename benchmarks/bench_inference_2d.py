@@ -73,7 +73,7 @@ def run_untiled(model, image: np.ndarray, batch: int) -> np.ndarray:
 
 
 def run_ours(model, image: np.ndarray, batch: int) -> np.ndarray:
-    from unet_seg.inference.predict import DEFAULT_TILE
+    from unet_seg.inference.options import DEFAULT_TILE
     from unet_seg.inference.runner import ModelRunner
     from unet_seg.inference.stream import iter_tiled_predictions
     from unet_seg.inference.tiling import plan_tiles

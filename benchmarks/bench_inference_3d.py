@@ -69,7 +69,7 @@ def run_monai(path: Path, batch: int, channels_last: bool) -> dict:
 
 def run_ours(path: Path, batch: int, tile: list[int] | None, bf16: bool) -> dict:
     from unet_seg.inference.inputs import input_layout, region_reader
-    from unet_seg.inference.predict import DEFAULT_TILE
+    from unet_seg.inference.options import DEFAULT_TILE
     from unet_seg.inference.runner import ModelRunner
     from unet_seg.inference.stream import iter_tiled_predictions
     from unet_seg.inference.tiling import plan_tiles

@@ -14,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from unet_seg.config import config_dir
-from unet_seg.inference import predict as predict_module
+from unet_seg.inference import predict_file as predict_module
 from unet_seg.inference.predict import predict
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled

@@ -23,7 +23,7 @@ from unet_seg.data.boundary import objects_of
 from unet_seg.data.datamodule import SegmentationDataModule
 from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.inference.instance_methods import METHODS, TUNED_KEY
-from unet_seg.inference.predict import DEFAULT_TILE
+from unet_seg.inference.options import DEFAULT_TILE
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
 from unet_seg.inference.tuning import tune
