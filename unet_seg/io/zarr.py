@@ -12,6 +12,7 @@ complete; block-wise outputs are in :mod:`unet_seg.io.zarr_output`.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import uuid
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from unet_seg.io.lazy import LazyVolume
+from unet_seg.io.limits import check_memory, declared_bytes
 from unet_seg.io.volume import Volume
 
 ZARR_SUFFIXES = (".ome.zarr", ".zarr")
@@ -88,10 +90,12 @@ class ZarrVolume(LazyVolume):
         self.path = path
         try:
             array = self._open()
-        except (ValueError, FileNotFoundError):
-            raise
+        except (ValueError, FileNotFoundError) as err:
+            if str(path) in str(err):
+                raise  # our own checks name the store and the problem
+            raise ValueError(f"{path}: cannot open as zarr ({_first_line(err)})") from err
         except Exception as err:  # zarr raises many types; all mean the store is unusable
-            raise ValueError(f"{path}: cannot open as zarr ({err})") from err
+            raise ValueError(f"{path}: cannot open as zarr ({_first_line(err)})") from err
         super().__init__(path, self.shape, self.dtype, self.spacing, self.affine, self.metadata)
         self._handle = array
 
@@ -145,12 +149,16 @@ class ZarrVolume(LazyVolume):
         keep = [i for i in range(array.ndim) if i >= len(lead)]
         self.shape = tuple(int(array.shape[i]) for i in keep)
         self.dtype = np.dtype(array.dtype)
+        self._check_array(array)
         space = [i for i in keep if types[i] == "space"]
         if not 2 <= len(space) <= 3 or len(keep) - len(space) > 1 or keep[-len(space)] != space[0]:
             raise ValueError(
                 f"{self.path}: axes {names} are not (c?, z?, y, x): need 2 or 3 space axes last"
             )
         self.spacing = tuple(float(scale[i]) for i in space) if ome else (1.0,) * len(space)
+        if not all(math.isfinite(s) and s > 0 for s in self.spacing):
+            raise ValueError(f"{self.path}: scale {list(self.spacing)} of the space axes must be "
+                             "positive numbers")  # fmt: skip
         units = {a.get("unit") for i, a in enumerate(axes or []) if i in space} - {None}
         unit = units.pop() if len(units) == 1 else None
         self.affine = _affine(self.spacing)
@@ -164,6 +172,16 @@ class ZarrVolume(LazyVolume):
             self.metadata["ome"] = {**ome, "axes": [axes[i] for i in keep], "scale": self.spacing}
         return array
 
+    def _check_array(self, array) -> None:
+        """Refuse what no reader should try: no voxels, a dtype that is no number, chunks that
+        one read could not hold (a hostile header can declare any of them)."""
+        if min(self.shape, default=0) < 1:
+            raise ValueError(f"{self.path}: the array has no voxels (shape {self.shape})")
+        if self.dtype.kind not in "biuf":
+            raise ValueError(f"{self.path}: data type {self.dtype} is not a number type")
+        chunk = declared_bytes(array.chunks, self.dtype)
+        check_memory(self.path, chunk, f"one chunk {tuple(array.chunks)}")
+
     @staticmethod
     def _default_axes(ndim: int) -> list[str]:
         if not 2 <= ndim <= 4:
@@ -175,9 +193,17 @@ class ZarrVolume(LazyVolume):
         return self.metadata["chunks"]
 
     def _read(self, index: tuple) -> np.ndarray:
+        size = [len(range(*i.indices(n))) if isinstance(i, slice) else 1
+                for i, n in zip(index, self.shape, strict=True)]  # fmt: skip
+        check_memory(self.path, declared_bytes(size, self.dtype), f"reading {tuple(size)} voxels")
         if self._handle is None:
             self._handle = self._open()
         return np.asarray(self._handle[(*self._lead, *index)])
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
 def read_zarr(path: Path) -> Volume:
