@@ -90,12 +90,11 @@ class ZarrVolume(LazyVolume):
         self.path = path
         try:
             array = self._open()
-        except (ValueError, FileNotFoundError) as err:
-            if str(path) in str(err):
-                raise  # our own checks name the store and the problem
-            raise ValueError(f"{path}: cannot open as zarr ({_first_line(err)})") from err
         except Exception as err:  # zarr raises many types; all mean the store is unusable
-            raise ValueError(f"{path}: cannot open as zarr ({_first_line(err)})") from err
+            if isinstance(err, ValueError) and str(err).startswith(f"{path}: "):
+                raise  # our own checks name the store and the problem (zarr's may hold a URL)
+            reason = _first_line(err)
+            raise ValueError(f"{path}: cannot open as zarr, corrupt metadata? ({reason})") from err
         super().__init__(path, self.shape, self.dtype, self.spacing, self.affine, self.metadata)
         self._handle = array
 
@@ -121,16 +120,17 @@ class ZarrVolume(LazyVolume):
                     f"{len(datasets) - 1})"
                 )
             array = node[datasets[self.level]["path"]]
-            axes = [a if isinstance(a, dict) else {"name": a} for a in ms.get("axes", [])]
+            axes = self._checked_axes(ms.get("axes"))
             if len(axes) != array.ndim:
                 raise ValueError(f"{self.path}: {len(axes)} axes for a {array.ndim}-d array")
             scale = _scale_of(datasets[self.level].get("coordinateTransformations"), array.ndim)
             glob = _scale_of(ms.get("coordinateTransformations"), array.ndim)
             scale = [a * b for a, b in zip(scale, glob, strict=True)]
+            name = ms.get("name")
             ome = {
                 "version": version,
                 "axes": axes,
-                "name": ms.get("name"),
+                "name": name if isinstance(name, str) else None,  # only a label: not checked
                 "levels": len(datasets),
             }
         else:
@@ -172,6 +172,22 @@ class ZarrVolume(LazyVolume):
             self.metadata["ome"] = {**ome, "axes": [axes[i] for i in keep], "scale": self.spacing}
         return array
 
+    def _checked_axes(self, axes: Any) -> list[dict]:
+        """NGFF ``axes`` as dicts; ``ValueError`` unless each has a name of its own and a type
+        and unit that are strings (outputs copy them, so nonsense must stop here)."""
+        if not isinstance(axes, list):
+            raise ValueError(f"{self.path}: multiscales axes {axes!r} are not a list")
+        axes = [a if isinstance(a, dict) else {"name": a} for a in axes]
+        for axis in axes:
+            if not isinstance(axis.get("name"), str) or not axis["name"]:
+                raise ValueError(f"{self.path}: axis {axis!r} has no name")
+            if any(not isinstance(axis.get(k), str | None) for k in ("type", "unit")):
+                raise ValueError(f"{self.path}: axis {axis!r}: type and unit must be strings")
+        names = [a["name"] for a in axes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.path}: axis names {names} are not unique")
+        return axes
+
     def _check_array(self, array) -> None:
         """Refuse what no reader should try: no voxels, a dtype that is no number, chunks that
         one read could not hold (a hostile header can declare any of them)."""
@@ -196,9 +212,15 @@ class ZarrVolume(LazyVolume):
         size = [len(range(*i.indices(n))) if isinstance(i, slice) else 1
                 for i, n in zip(index, self.shape, strict=True)]  # fmt: skip
         check_memory(self.path, declared_bytes(size, self.dtype), f"reading {tuple(size)} voxels")
-        if self._handle is None:
-            self._handle = self._open()
-        return np.asarray(self._handle[(*self._lead, *index)])
+        try:
+            if self._handle is None:
+                self._handle = self._open()
+            return np.asarray(self._handle[(*self._lead, *index)])
+        except Exception as err:  # codecs raise many types; all mean a chunk is unusable
+            raise ValueError(
+                f"{self.path}: cannot read region {index!r}, corrupt or truncated? "
+                f"({_first_line(err)})"
+            ) from err
 
 
 def _first_line(err: BaseException) -> str:
