@@ -30,6 +30,7 @@ from unet_seg.inference.mask import load_mask
 from unet_seg.inference.postprocess import label_dtype
 from unet_seg.inference.stitch import StitchOptions
 from unet_seg.inference.tiling import plan_tiles
+from unet_seg.io.limits import check_voxels
 from unet_seg.io.zarr import ZarrVolume
 from unet_seg.io.zarr_output import ZarrOutput, register_label_image
 from unet_seg.normalization import percentile_range, percentiles
@@ -57,7 +58,7 @@ def give_up_if_hopeless(path: Path, errors: list[BaseException], outputs: dict) 
     rest of the batch needs it) or an input found damaged (every error is a ``ValueError``
     naming it). Other failures (a worker lost, out of memory) keep the stores for a rerun."""
     written = [e for e in errors if isinstance(e, OutputWriteError)]
-    damaged = [e for e in errors if isinstance(e, ValueError) and str(path) in str(e)]
+    damaged = [e for e in errors if isinstance(e, ValueError) and str(e).startswith(f"{path}: ")]
     if not written and len(damaged) < len(errors):
         return
     for output in outputs.values():
@@ -170,6 +171,7 @@ def predict_blockwise(
     start = time.perf_counter()
     engine = engine or InProcess()
     volume = ZarrVolume(path, block.input_level)
+    check_voxels(path, volume.shape, options.max_voxels)  # a header can claim any size
     layout = input_layout(path, volume.shape, model, options.slice_axis)
     lo, hi = percentile_range(volume, *percentiles(norm))
     shape = layout.volume_shape(volume.shape)
@@ -185,7 +187,11 @@ def predict_blockwise(
         "blend": options.blend, "cpu_bf16": block.runner.cpu_bf16,
     }  # fmt: skip
     outputs, label_store = prepare_outputs(volume, targets, spatial, classes, options, key)
-    done = set.intersection(*[o.open() for o in outputs.values()])
+    try:
+        done = set.intersection(*[o.open() for o in outputs.values()])
+    except OutputWriteError as err:
+        give_up_if_hopeless(path, [err], outputs)
+        raise
     register_runner(block.runner, runner)  # in-process: the model already loaded
     job = BlockJob(
         volume, layout, lo, hi, blocks, outputs, block.runner, classes, options.probability_dtype,
