@@ -144,7 +144,7 @@ def check_damaged_store(kind: str, mutation: tuple, monkeypatch) -> str:
             read += lazy[lazy.shape[0] - 1, 1:5].nbytes
             outcome = "read"
         except (ValueError, FileNotFoundError) as err:
-            assert str(store) in str(err), f"{type(err).__name__} without the store: {err}"
+            assert str(err).startswith(f"{store}: "), f"{type(err).__name__} not ours: {err}"
             assert "\n" not in str(err).strip(), f"not one line: {err}"
             outcome = "named error"
         finally:
@@ -240,8 +240,8 @@ def check_predict_on_damaged_store(kind: str, mutation: tuple, folder: Path, ckp
     entry = summary["files"][0]
     written = sorted(p.name for p in out.iterdir() if p.name != "predict_summary.json")
     if entry["status"] == "failed":
-        assert str(store) in entry["error"], entry["error"]
-        assert entry["error"].startswith(("ValueError", "BlockFailures")), entry["error"]
+        named = tuple(f"{error}: {store}: " for error in ("ValueError", "BlockFailures"))
+        assert entry["error"].startswith(named), entry["error"]
         assert written == [], written  # no output, no partial store
     else:
         stem = store.name.split(".")[0]
@@ -270,6 +270,19 @@ def test_a_corrupt_chunk_found_by_a_block_removes_the_partial_outputs(
     check_predict_on_damaged_store(kind, mutation, tmp_path, ckpt)
     error = json.loads((tmp_path / "out" / "predict_summary.json").read_text())["files"][0]
     assert "cannot read region" in error["error"] and "corrupt or truncated?" in error["error"]
+
+
+def test_predict_refuses_a_header_claiming_a_huge_volume(tmp_path, ckpt):
+    meta, node = _shape_field("ome_0.5")
+    store = tmp_path / "in" / "x.ome.zarr"
+    shutil.copytree(TEMPLATES["ome_0.5"], store)
+    damage(store, ("json", meta, node, HOSTILE.index(2**31 - 1)))
+    summary = predict(config(input=store, output_dir=tmp_path / "out", checkpoint=ckpt))
+    assert summary["files"][0]["error"] == (
+        f"ValueError: {store}: (2147483647, 24, 20) is 1,030,792,150,560 voxels, more than "
+        "max_voxels=20,000,000,000; raise max_voxels to process it"
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["predict_summary.json"]
 
 
 @pytest.mark.slow
