@@ -37,6 +37,7 @@ HOSTILE = [None, 0, -1, 1, 2**31 - 1, 2**63, 1e308, float("nan"), "x", "<c16", "
            [], {}, [0, 0, 0], [2**31 - 1] * 3, [2**40, 24, 20], [6, 24], [1, 6, 24, 20],
            {"name": "q", "type": "space"}, True]  # fmt: skip
 OUTCOMES: Counter = Counter()  # (store, "read" / "named error"), printed by the slow test
+PREDICTED: Counter = Counter()  # (store, "predicted" / "named error") of predict, likewise
 STORES = ("zarr_v2", "zarr_v3", "ome_0.4", "ome_0.5")
 
 
@@ -177,16 +178,6 @@ def test_damaged_stores_thoroughly(kind: str, mutation: tuple, monkeypatch) -> N
     check_damaged_store(kind, mutation, monkeypatch)
 
 
-@pytest.mark.slow
-def test_report_outcomes(capsys) -> None:
-    # Runs after the thorough test in file order: the README's figures come from this line.
-    tried = sum(OUTCOMES.values())
-    named = sum(v for (_, outcome), v in OUTCOMES.items() if outcome == "named error")
-    with capsys.disabled():
-        print(f"\ndamaged stores tried: {tried}, read: {tried - named}, named errors: {named}, "
-              f"other errors: 0; per store: {dict(sorted(OUTCOMES.items()))}")  # fmt: skip
-
-
 def _shape_field(kind: str) -> tuple[str, int]:
     """``(metadata file, node index)`` of the first axis of the array's shape."""
     meta, _ = _files(TEMPLATES[kind])
@@ -243,12 +234,14 @@ def check_predict_on_damaged_store(kind: str, mutation: tuple, folder: Path, ckp
         named = tuple(f"{error}: {store}: " for error in ("ValueError", "BlockFailures"))
         assert entry["error"].startswith(named), entry["error"]
         assert written == [], written  # no output, no partial store
+        PREDICTED[(kind, "named error")] += 1
     else:
         stem = store.name.split(".")[0]
         suffix = store.name[len(stem) :]
         assert written == [f"{stem}_labels{suffix}", f"{stem}_probs{suffix}"], written
         labels = open_volume(out / written[0])
         assert labels.shape[-2:] == open_volume(store).shape[-2:]
+        PREDICTED[(kind, "predicted")] += 1
     assert leftovers(folder) == []
 
 
@@ -287,7 +280,7 @@ def test_predict_refuses_a_header_claiming_a_huge_volume(tmp_path, ckpt):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", STORES)
-@settings(max_examples=40, deadline=None, database=None,
+@settings(max_examples=25, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(mutation=mutations)
 def test_predict_on_damaged_stores_thoroughly(tmp_path_factory, ckpt, kind, mutation):
@@ -302,3 +295,15 @@ def test_template_stores_are_what_they_claim() -> None:
     assert set(names["ome_0.4"]) == {".zarray", ".zattrs", ".zgroup"}
     assert names["ome_0.5"] == ["zarr.json", "zarr.json"]
     assert math.prod(open_volume(TEMPLATES["ome_0.4"]).shape) == 6 * 24 * 20
+
+
+@pytest.mark.slow
+def test_report_outcomes(capsys) -> None:
+    # Runs last in file order, after the thorough tests: the README's figures come from here.
+    for what, counts in (("read", OUTCOMES), ("predicted", PREDICTED)):
+        tried = sum(counts.values())
+        named = sum(v for (_, outcome), v in counts.items() if outcome == "named error")
+        per_store = dict(sorted(counts.items()))
+        with capsys.disabled():
+            print(f"\ndamaged stores {what}: {tried}, worked: {tried - named}, named "
+                  f"errors: {named}, other errors: 0; per store: {per_store}")  # fmt: skip
