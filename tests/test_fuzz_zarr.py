@@ -199,6 +199,14 @@ def test_a_shape_claiming_a_huge_or_no_array_is_refused_before_allocating(
     assert outcome == "named error"
 
 
+@pytest.mark.parametrize("kind", ["zarr_v2", "ome_0.4"])  # blosc-compressed (format 2)
+def test_a_blosc_header_claiming_a_huge_chunk_is_refused_before_allocating(kind, monkeypatch):
+    # The top byte of the declared size (bytes 4-7): a 1.5 KB chunk would allocate ~1 GB.
+    size = _files(TEMPLATES[kind])[1][0].stat().st_size
+    where = (7 + 0.5) / size
+    assert check_damaged_store(kind, ("flip", 0, [(where, 0x3F)]), monkeypatch) == "named error"
+
+
 def test_max_voxels_is_checked_on_the_header(tmp_path) -> None:
     store = shutil.copytree(TEMPLATES["ome_0.5"], tmp_path / "x.ome.zarr")
     with pytest.raises(ValueError, match=r"x\.ome\.zarr: \(6, 24, 20\) is 2,880 voxels, more"):

@@ -102,6 +102,9 @@ class ZarrVolume(LazyVolume):
         """Open the array (and read its metadata into the attributes); returns the array."""
         import zarr
 
+        from unet_seg.io.zarr_codecs import install
+
+        install()  # blosc headers are checked before their declared size is allocated
         node = zarr.open(store=str(self.path), mode="r")
         ome = None
         if isinstance(node, zarr.Group):
@@ -179,6 +182,8 @@ class ZarrVolume(LazyVolume):
             raise ValueError(f"{self.path}: multiscales axes {axes!r} are not a list")
         axes = [a if isinstance(a, dict) else {"name": a} for a in axes]
         for axis in axes:
+            if axis.get("type") is None and axis.get("name") in _AXIS_TYPES:  # optional in NGFF
+                axis["type"] = _AXIS_TYPES[axis["name"]]
             if not isinstance(axis.get("name"), str) or not axis["name"]:
                 raise ValueError(f"{self.path}: axis {axis!r} has no name")
             if any(not isinstance(axis.get(k), str | None) for k in ("type", "unit")):
