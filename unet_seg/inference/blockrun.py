@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from unet_seg.errors import UsageError
+from unet_seg.errors import OutputWriteError, UsageError
 from unet_seg.inference.blocks import plan_blocks
 from unet_seg.inference.blockwise import BlockJob, RunnerSpec, register_runner, run_block
 from unet_seg.inference.engine import InProcess
@@ -29,6 +30,7 @@ from unet_seg.inference.mask import load_mask
 from unet_seg.inference.postprocess import label_dtype
 from unet_seg.inference.stitch import StitchOptions
 from unet_seg.inference.tiling import plan_tiles
+from unet_seg.io.limits import check_voxels
 from unet_seg.io.zarr import ZarrVolume
 from unet_seg.io.zarr_output import ZarrOutput, register_label_image
 from unet_seg.normalization import percentile_range, percentiles
@@ -48,6 +50,20 @@ class BlockFailures(RuntimeError):
             f"{path}: {len(failed)} of {counts['total']} blocks failed: {shown}{more}; the other "
             "blocks are recorded, rerun to compute only the missing ones"
         )
+
+
+def give_up_if_hopeless(path: Path, errors: list[BaseException], outputs: dict) -> None:
+    """Raise the first error, after removing the partial stores, when a rerun cannot do better:
+    an output that cannot be written (a full disk: the stores would keep holding it while the
+    rest of the batch needs it) or an input found damaged (every error is a ``ValueError``
+    naming it). Other failures (a worker lost, out of memory) keep the stores for a rerun."""
+    written = [e for e in errors if isinstance(e, OutputWriteError)]
+    damaged = [e for e in errors if isinstance(e, ValueError) and str(e).startswith(f"{path}: ")]
+    if not written and len(damaged) < len(errors):
+        return
+    for output in outputs.values():
+        output.abort()
+    raise (written or damaged)[0]
 
 
 def tiling_chunks(chunks: tuple[int, ...], layout) -> tuple[int, int, int]:
@@ -155,6 +171,7 @@ def predict_blockwise(
     start = time.perf_counter()
     engine = engine or InProcess()
     volume = ZarrVolume(path, block.input_level)
+    check_voxels(path, volume.shape, options.max_voxels)  # a header can claim any size
     layout = input_layout(path, volume.shape, model, options.slice_axis)
     lo, hi = percentile_range(volume, *percentiles(norm))
     shape = layout.volume_shape(volume.shape)
@@ -170,7 +187,11 @@ def predict_blockwise(
         "blend": options.blend, "cpu_bf16": block.runner.cpu_bf16,
     }  # fmt: skip
     outputs, label_store = prepare_outputs(volume, targets, spatial, classes, options, key)
-    done = set.intersection(*[o.open() for o in outputs.values()])
+    try:
+        done = set.intersection(*[o.open() for o in outputs.values()])
+    except OutputWriteError as err:
+        give_up_if_hopeless(path, [err], outputs)
+        raise
     register_runner(block.runner, runner)  # in-process: the model already loaded
     job = BlockJob(
         volume, layout, lo, hi, blocks, outputs, block.runner, classes, options.probability_dtype,
@@ -180,6 +201,7 @@ def predict_blockwise(
     todo = [i for i in range(len(blocks)) if i not in done]
     counts = {"total": len(blocks), "computed": 0, "skipped": len(done), "failed": 0}
     failed: list[tuple[int, tuple, str]] = []
+    errors: list[BaseException] = []
     bar = tqdm(
         total=len(blocks), initial=len(done), desc=f"blocks {Path(path).name}", unit="block",
         disable=None if options.progress is None else not options.progress,
@@ -189,12 +211,14 @@ def predict_blockwise(
             if isinstance(result, BaseException):
                 position = blocks.block(index).position
                 failed.append((index, position, f"{type(result).__name__}: {result}"))
+                errors.append(result)
                 log.error("%s: block %d at %s failed: %s", path, index, position, result)
                 counts["failed"] += 1
             else:
                 counts["computed" if result["status"] == "computed" else "skipped"] += 1
             bar.update()
     if failed:
+        give_up_if_hopeless(path, errors, outputs)
         raise BlockFailures(path, failed, counts)
     objects = None
     if "instances" in targets:
@@ -207,8 +231,16 @@ def predict_blockwise(
     scratch = outputs.pop("instances_local", None)
     if scratch is not None:
         outputs["instances"] = final
+    committed: list[Path] = []
     for output in outputs.values():  # last, so an interrupted run finds all partial stores
-        output.commit()
+        try:
+            committed.append(output.commit())
+        except OutputWriteError:  # a full disk: no half of the file's outputs stays
+            for done_output in [*outputs.values(), *([scratch] if scratch else [])]:
+                done_output.abort()
+            for store in committed:
+                shutil.rmtree(store, ignore_errors=True)
+            raise
         if output.path.parent == Path(path) / "labels" and output.ome is not None:
             register_label_image(path, output.path.name, output.ome["version"])
     if scratch is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unet_seg.errors import OutputWriteError
 from unet_seg.io.files import find_files, is_directory_format
 from unet_seg.io.lazy import LazyVolume
 from unet_seg.io.volumes import open_volume, read_volume
@@ -79,6 +80,16 @@ def convert_to_ome_zarr(
     out = ZarrOutput(target, volume.shape, volume.dtype, chunks, ome, label_image=False,
                      fingerprint=key, zarr_format=3)  # fmt: skip
     done = out.open()
+    try:
+        _convert_rows(volume, out, chunks, done)
+        return out.commit()
+    except OutputWriteError as err:  # a full disk: what is written stays, to resume with room
+        raise OutputWriteError(
+            err.errno, f"{err}; the converted part is kept in {out.partial}, rerun to resume"
+        ) from err
+
+
+def _convert_rows(volume: LazyVolume, out: ZarrOutput, chunks: Sequence[int], done: set) -> None:
     # Rows of chunks over every axis but x: memory is one row, whatever the volume's size.
     grid = [range(0, s, c) for s, c in zip(volume.shape[:-1], chunks[:-1], strict=True)]
     for row, starts in enumerate(np.ndindex(*[len(g) for g in grid])):
@@ -90,4 +101,3 @@ def convert_to_ome_zarr(
         )
         out.write((*box, slice(None)), volume[(*box, slice(None))])
         out.record(row, {"box": [[b.start, b.stop] for b in box]})
-    return out.commit()

@@ -52,3 +52,30 @@ def check_deflated(path: str | os.PathLike, declared: int, compressed: int) -> N
             f"{path}: corrupt header: it declares {declared:,} bytes of image data, more than "
             f"{compressed:,} compressed bytes can hold"
         )
+
+
+def memory_budget() -> int:
+    """Bytes one read may allocate: half of the memory available now (``MemAvailable``)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (OSError, ValueError):
+        return 1 << 34  # no way to ask: 16 GiB
+
+
+def check_memory(path: str | os.PathLike, needed: int, what: str) -> None:
+    """``ValueError`` naming ``path`` if reading ``what`` needs more than :func:`memory_budget`:
+    formats whose missing data read as a fill value (zarr) cannot be bounded by the file size."""
+    budget = memory_budget()
+    if needed > budget:
+        raise ValueError(
+            f"{path}: {what} needs {needed:,} bytes of memory, more than the {budget:,} one read "
+            "may take (half of the memory available); read it by regions (open_volume), as "
+            "predict does"
+        )

@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,11 @@ TEMPORARY_NAMES = re.compile(
     r"|^\..+\.(labels|seeds)-[0-9a-f]{8}\.(tif|tiff|png|nii|nii\.gz)$",  # predict's scratch maps
     re.IGNORECASE,
 )
+# Inside zarr stores: a chunk zarr was writing (``<chunk>.<uuid hex>.partial``, renamed when
+# complete; the partial store itself stays: it is resumable). Beside them: an old output moved
+# aside by io.zarr.commit_dir, to be deleted right after the new one took its name.
+ZARR_TEMPORARY_FILES = re.compile(r"^.+\.[0-9a-f]{32}\.partial$")
+ZARR_TEMPORARY_DIRS = re.compile(r"^\.old-[0-9a-f]{8}-.+$")
 
 
 def _unlocked(path: Path) -> bool:
@@ -39,6 +45,13 @@ def _unlocked(path: Path) -> bool:
         os.close(fd)
 
 
+def _older(path: Path, started: float) -> bool:
+    try:
+        return path.stat().st_mtime < started
+    except OSError:
+        return False
+
+
 def sweep_stale_temporaries(folder: str | os.PathLike, started: float) -> list[Path]:
     """Delete our temporaries under ``folder`` (and its subfolders) last modified before
     ``started`` (a ``time.time()``) and not locked; returns what was removed."""
@@ -46,16 +59,18 @@ def sweep_stale_temporaries(folder: str | os.PathLike, started: float) -> list[P
     root = Path(folder)
     if not root.is_dir():
         return removed
-    for dirpath, _, names in os.walk(root):
+    for dirpath, folders, names in os.walk(root):
+        for name in [f for f in folders if ZARR_TEMPORARY_DIRS.match(f)]:
+            path = Path(dirpath) / name
+            folders.remove(name)
+            if _older(path, started):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
         for name in names:
-            if not TEMPORARY_NAMES.match(name):
+            if not (TEMPORARY_NAMES.match(name) or ZARR_TEMPORARY_FILES.match(name)):
                 continue
             path = Path(dirpath) / name
-            try:
-                stale = path.stat().st_mtime < started
-            except OSError:
-                continue
-            if stale and _unlocked(path):
+            if _older(path, started) and _unlocked(path):
                 path.unlink(missing_ok=True)
                 removed.append(path)
     if removed:

@@ -12,6 +12,7 @@ complete; block-wise outputs are in :mod:`unet_seg.io.zarr_output`.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import uuid
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from unet_seg.io.lazy import LazyVolume
+from unet_seg.io.limits import check_memory, declared_bytes
 from unet_seg.io.volume import Volume
 
 ZARR_SUFFIXES = (".ome.zarr", ".zarr")
@@ -88,10 +90,11 @@ class ZarrVolume(LazyVolume):
         self.path = path
         try:
             array = self._open()
-        except (ValueError, FileNotFoundError):
-            raise
         except Exception as err:  # zarr raises many types; all mean the store is unusable
-            raise ValueError(f"{path}: cannot open as zarr ({err})") from err
+            if isinstance(err, ValueError) and str(err).startswith(f"{path}: "):
+                raise  # our own checks name the store and the problem (zarr's may hold a URL)
+            reason = _first_line(err)
+            raise ValueError(f"{path}: cannot open as zarr, corrupt metadata? ({reason})") from err
         super().__init__(path, self.shape, self.dtype, self.spacing, self.affine, self.metadata)
         self._handle = array
 
@@ -99,6 +102,9 @@ class ZarrVolume(LazyVolume):
         """Open the array (and read its metadata into the attributes); returns the array."""
         import zarr
 
+        from unet_seg.io.zarr_codecs import install
+
+        install()  # blosc headers are checked before their declared size is allocated
         node = zarr.open(store=str(self.path), mode="r")
         ome = None
         if isinstance(node, zarr.Group):
@@ -117,16 +123,17 @@ class ZarrVolume(LazyVolume):
                     f"{len(datasets) - 1})"
                 )
             array = node[datasets[self.level]["path"]]
-            axes = [a if isinstance(a, dict) else {"name": a} for a in ms.get("axes", [])]
+            axes = self._checked_axes(ms.get("axes"))
             if len(axes) != array.ndim:
                 raise ValueError(f"{self.path}: {len(axes)} axes for a {array.ndim}-d array")
             scale = _scale_of(datasets[self.level].get("coordinateTransformations"), array.ndim)
             glob = _scale_of(ms.get("coordinateTransformations"), array.ndim)
             scale = [a * b for a, b in zip(scale, glob, strict=True)]
+            name = ms.get("name")
             ome = {
                 "version": version,
                 "axes": axes,
-                "name": ms.get("name"),
+                "name": name if isinstance(name, str) else None,  # only a label: not checked
                 "levels": len(datasets),
             }
         else:
@@ -145,12 +152,16 @@ class ZarrVolume(LazyVolume):
         keep = [i for i in range(array.ndim) if i >= len(lead)]
         self.shape = tuple(int(array.shape[i]) for i in keep)
         self.dtype = np.dtype(array.dtype)
+        self._check_array(array)
         space = [i for i in keep if types[i] == "space"]
         if not 2 <= len(space) <= 3 or len(keep) - len(space) > 1 or keep[-len(space)] != space[0]:
             raise ValueError(
                 f"{self.path}: axes {names} are not (c?, z?, y, x): need 2 or 3 space axes last"
             )
         self.spacing = tuple(float(scale[i]) for i in space) if ome else (1.0,) * len(space)
+        if not all(math.isfinite(s) and s > 0 for s in self.spacing):
+            raise ValueError(f"{self.path}: scale {list(self.spacing)} of the space axes must be "
+                             "positive numbers")  # fmt: skip
         units = {a.get("unit") for i, a in enumerate(axes or []) if i in space} - {None}
         unit = units.pop() if len(units) == 1 else None
         self.affine = _affine(self.spacing)
@@ -164,6 +175,34 @@ class ZarrVolume(LazyVolume):
             self.metadata["ome"] = {**ome, "axes": [axes[i] for i in keep], "scale": self.spacing}
         return array
 
+    def _checked_axes(self, axes: Any) -> list[dict]:
+        """NGFF ``axes`` as dicts; ``ValueError`` unless each has a name of its own and a type
+        and unit that are strings (outputs copy them, so nonsense must stop here)."""
+        if not isinstance(axes, list):
+            raise ValueError(f"{self.path}: multiscales axes {axes!r} are not a list")
+        axes = [a if isinstance(a, dict) else {"name": a} for a in axes]
+        for axis in axes:
+            if axis.get("type") is None and axis.get("name") in _AXIS_TYPES:  # optional in NGFF
+                axis["type"] = _AXIS_TYPES[axis["name"]]
+            if not isinstance(axis.get("name"), str) or not axis["name"]:
+                raise ValueError(f"{self.path}: axis {axis!r} has no name")
+            if any(not isinstance(axis.get(k), str | None) for k in ("type", "unit")):
+                raise ValueError(f"{self.path}: axis {axis!r}: type and unit must be strings")
+        names = [a["name"] for a in axes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.path}: axis names {names} are not unique")
+        return axes
+
+    def _check_array(self, array) -> None:
+        """Refuse what no reader should try: no voxels, a dtype that is no number, chunks that
+        one read could not hold (a hostile header can declare any of them)."""
+        if min(self.shape, default=0) < 1:
+            raise ValueError(f"{self.path}: the array has no voxels (shape {self.shape})")
+        if self.dtype.kind not in "biuf":
+            raise ValueError(f"{self.path}: data type {self.dtype} is not a number type")
+        chunk = declared_bytes(array.chunks, self.dtype)
+        check_memory(self.path, chunk, f"one chunk {tuple(array.chunks)}")
+
     @staticmethod
     def _default_axes(ndim: int) -> list[str]:
         if not 2 <= ndim <= 4:
@@ -175,9 +214,23 @@ class ZarrVolume(LazyVolume):
         return self.metadata["chunks"]
 
     def _read(self, index: tuple) -> np.ndarray:
-        if self._handle is None:
-            self._handle = self._open()
-        return np.asarray(self._handle[(*self._lead, *index)])
+        size = [len(range(*i.indices(n))) if isinstance(i, slice) else 1
+                for i, n in zip(index, self.shape, strict=True)]  # fmt: skip
+        check_memory(self.path, declared_bytes(size, self.dtype), f"reading {tuple(size)} voxels")
+        try:
+            if self._handle is None:
+                self._handle = self._open()
+            return np.asarray(self._handle[(*self._lead, *index)])
+        except Exception as err:  # codecs raise many types; all mean a chunk is unusable
+            raise ValueError(
+                f"{self.path}: cannot read region {index!r}, corrupt or truncated? "
+                f"({_first_line(err)})"
+            ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
 def read_zarr(path: Path) -> Volume:

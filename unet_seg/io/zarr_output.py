@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from unet_seg.io.atomic import write_json_atomic
+from unet_seg.io.atomic import write_error, write_json_atomic
 from unet_seg.io.zarr import NGFF_UNITS, SPACE_UNIT, commit_dir
 
 RECORDS = ".unet_seg_blocks"  # inside the partial store; removed at commit
@@ -74,7 +74,16 @@ class ZarrOutput:
         return self.partial / RECORDS
 
     def open(self) -> set[int]:
-        """Create the partial store, or reopen a matching one; returns the recorded blocks."""
+        """Create the partial store, or reopen a matching one; returns the recorded blocks.
+        A store that cannot be created (full disk, no permission) is an
+        :class:`~unet_seg.errors.OutputWriteError` naming the output, and nothing is left."""
+        try:
+            return self._open_partial()
+        except OSError as err:
+            self.abort()
+            raise write_error(self.path, err) from err
+
+    def _open_partial(self) -> set[int]:
         plan = self.records / "plan.json"
         if self.partial.exists():
             try:
@@ -105,7 +114,10 @@ class ZarrOutput:
     def write(self, box: Sequence[slice], data: np.ndarray) -> None:
         """Write ``data`` into the spatial ``box`` (all channels)."""
         lead = (slice(None),) * (len(self.shape) - len(box))
-        self._array()[(*lead, *box)] = data.astype(self.dtype, copy=False)
+        try:
+            self._array()[(*lead, *box)] = data.astype(self.dtype, copy=False)
+        except OSError as err:  # a full disk: named, so the caller can tell it from a bug
+            raise write_error(self.path, err) from err
 
     def read(self, box: Sequence[slice]) -> np.ndarray:
         """The data of the spatial ``box`` (all channels) written so far."""
@@ -120,15 +132,23 @@ class ZarrOutput:
 
     def record(self, index: int, info: dict) -> None:
         """Mark block ``index`` as written (call after all its chunks are written)."""
-        write_json_atomic(self.records / f"{index:08d}.json", info)
+        try:
+            write_json_atomic(self.records / f"{index:08d}.json", info)
+        except OSError as err:
+            raise write_error(self.path, err) from err
 
     def commit(self) -> Path:
-        """Pyramid, metadata, then the rename to the final path; returns it."""
-        if self.ome is not None:
-            levels = build_pyramid(self.partial, self.label_image)
-            write_ome_metadata(self.partial, levels, self._ome_axes(), self.ome, self.zarr_format)
-        shutil.rmtree(self.records, ignore_errors=True)
-        commit_dir(self.partial, self.path)
+        """Pyramid, metadata, then the rename to the final path; returns it. A write error is an
+        :class:`~unet_seg.errors.OutputWriteError` naming the output (the partial store stays)."""
+        try:
+            if self.ome is not None:
+                levels = build_pyramid(self.partial, self.label_image)
+                write_ome_metadata(self.partial, levels, self._ome_axes(), self.ome,
+                                   self.zarr_format)  # fmt: skip
+            shutil.rmtree(self.records, ignore_errors=True)
+            commit_dir(self.partial, self.path)
+        except OSError as err:
+            raise write_error(self.path, err) from err
         return self.path
 
     def abort(self) -> None:
@@ -240,12 +260,14 @@ def write_zarr(
     chunks: Sequence[int] | None = None,
     ome: dict | None = None,
     label_image: bool = True,
+    zarr_format: int = 3,
 ) -> Path:
-    """Write a whole ``(C?, *spatial)`` array as a zarr array or OME-Zarr image (``ome`` as in
-    :class:`ZarrOutput`), under a temporary name renamed when complete."""
+    """Write a whole ``(C?, *spatial)`` array as a zarr array or OME-Zarr image (``ome`` and
+    ``zarr_format`` as in :class:`ZarrOutput`), under a temporary name renamed when complete."""
     array = np.asarray(array)
     chunks = chunks or default_chunks(array.shape)
-    out = ZarrOutput(path, array.shape, array.dtype, chunks, ome, label_image, {"whole": True})
+    out = ZarrOutput(path, array.shape, array.dtype, chunks, ome, label_image, {"whole": True},
+                     zarr_format)  # fmt: skip
     out.abort()  # a whole write never resumes
     out.open()
     try:
