@@ -8,23 +8,37 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from unet_seg.data.patches import (
-    centered_start,
-    extract_patch,
-    foreground_coordinates,
-    grid_starts,
-    random_center,
-)
-from unet_seg.data.regions import Region
+from unet_seg.data.patches import centered_start, grid_starts
 
 Augment = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
-_FOREGROUND_LIMIT = 20_000  # coordinates kept per region for oversampling; bounds memory
+
+
+class PatchSource(Protocol):
+    """What patches are cut from: an in-memory :class:`~unet_seg.data.regions.Region` or a
+    :class:`~unet_seg.data.lazy_regions.LazyRegion` read from disk patch by patch."""
+
+    name: str
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def patch(self, start: Sequence[int], size: Sequence[int], mode: str) -> dict: ...
+
+    def foreground_sampler(
+        self, classes: Sequence[int] | None, rng: np.random.Generator
+    ) -> ForegroundSampler: ...
+
+
+class ForegroundSampler(Protocol):
+    def __len__(self) -> int: ...
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, ...]: ...
 
 
 def item_rng() -> np.random.Generator:
@@ -54,18 +68,9 @@ def _to_tensors(sample: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     }
 
 
-def cut(region: Region, start: Sequence[int], size: Sequence[int], mode: str) -> dict:
+def cut(region: PatchSource, start: Sequence[int], size: Sequence[int], mode: str) -> dict:
     """The ``size`` window at ``start`` of a region's image, label and weight (ones if none)."""
-    weight = region.weight
-    if weight is None:
-        weight_patch = np.ones(tuple(size), np.float32)
-    else:
-        weight_patch = extract_patch(weight, start, size, mode)
-    return {
-        "image": extract_patch(region.image, start, size, mode),
-        "label": extract_patch(region.label, start, size, mode),
-        "weight": weight_patch,
-    }
+    return region.patch(start, size, mode)
 
 
 class RandomPatchDataset(Dataset):
@@ -79,7 +84,7 @@ class RandomPatchDataset(Dataset):
 
     def __init__(
         self,
-        regions: Sequence[Region],
+        regions: Sequence[PatchSource],
         patch_size: Sequence[int],
         length: int,
         augment: Augment | None = None,
@@ -97,15 +102,12 @@ class RandomPatchDataset(Dataset):
         self.augment = augment
         self.foreground_prob = foreground_prob
         self.pad_mode = pad_mode
-        sizes = np.array([r.label.size for r in self.regions], np.float64)
+        sizes = np.array([np.prod(r.shape) for r in self.regions], np.float64)
         self.region_prob = sizes / sizes.sum()
-        self.foreground: list[np.ndarray | None] = [None] * len(self.regions)
+        self.foreground: list[ForegroundSampler | None] = [None] * len(self.regions)
         if foreground_prob > 0:
             rng = np.random.default_rng(0)  # which coordinates are kept is not a training choice
-            self.foreground = [
-                foreground_coordinates(r.label, foreground_classes, _FOREGROUND_LIMIT, rng)
-                for r in self.regions
-            ]
+            self.foreground = [r.foreground_sampler(foreground_classes, rng) for r in self.regions]
 
     def __len__(self) -> int:
         return self.length
@@ -114,7 +116,11 @@ class RandomPatchDataset(Dataset):
         """One augmented patch as numpy arrays, drawn with ``rng``."""
         k = int(rng.choice(len(self.regions), p=self.region_prob))
         region = self.regions[k]
-        center = random_center(region.shape, rng, self.foreground[k], self.foreground_prob)
+        foreground = self.foreground[k]
+        if foreground is not None and len(foreground) and rng.random() < self.foreground_prob:
+            center = foreground.draw(rng)
+        else:
+            center = tuple(int(rng.integers(s)) for s in region.shape)
         sample = cut(
             region, centered_start(center, self.patch_size), self.patch_size, self.pad_mode
         )
@@ -135,7 +141,7 @@ class WindowDataset(Dataset):
 
     def __init__(
         self,
-        regions: Sequence[Region],
+        regions: Sequence[PatchSource],
         size: Sequence[int],
         mode: str = "grid",
         stride: Sequence[int] | None = None,

@@ -136,3 +136,16 @@ def foreground_coordinates(
     if len(coords) > limit:
         coords = coords[np.sort(rng.choice(len(coords), limit, replace=False))]
     return coords.astype(np.int32)
+
+
+class CoordinateSampler:
+    """Patch centres drawn uniformly from foreground ``coordinates`` ``(K, spatial_dims)``."""
+
+    def __init__(self, coordinates: np.ndarray) -> None:
+        self.coordinates = coordinates
+
+    def __len__(self) -> int:
+        return len(self.coordinates)
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, ...]:
+        return tuple(int(c) for c in self.coordinates[rng.integers(len(self.coordinates))])
