@@ -172,3 +172,67 @@ def test_bad_labels_are_named_at_setup(tmp_path):
     write_volume(dirs["labels"] / "case_0.zarr", Volume(np.full((40, 40), 3, np.uint8)))
     with pytest.raises(ValueError, match=r"case_0\.zarr: label values \[3\] are outside"):
         modules(dirs, lazy=(True,), patch_size=[20, 20], val_fraction=0.5)
+
+
+def test_training_runs_from_an_ome_zarr_training_set(tmp_path):
+    from hydra.utils import instantiate
+    from test_configs import compose_train
+
+    from unet_seg.training.train import train
+
+    dirs = write_set(tmp_path / "cells", ".ome.zarr", [(120, 130), (100, 110), (96, 96)])
+    cfg = compose_train(
+        tmp_path, "experiment=own_2d", f"data.images={dirs['images']}",
+        f"data.labels={dirs['labels']}", f"data.instances={dirs['instances']}", "data.lazy=true",
+        "data.patch_size=[92,92]", "data.batch_size=2", "data.foreground_prob=0.5",
+        "data.weight_map={w0: 10.0, sigma: 3.0}", "debug=fast_dev_run",
+        "trainer.accelerator=cpu", "trainer.devices=1", "data.num_workers=0",
+    )  # fmt: skip
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    assert isinstance(data.train_set.regions[0], LazyRegion)  # what train() builds from cfg
+    metrics = train(cfg)
+    assert metrics["train/loss_step"] > 0 and 0.0 <= metrics["val/dice"] <= 1.0
+
+
+_RSS_CHILD = """
+import resource, sys
+from unet_seg.data.datamodule import SegmentationDataModule
+data = SegmentationDataModule(sys.argv[1] + "/images", sys.argv[1] + "/labels", patch_size=[96, 96],
+                              batch_size=4, samples_per_epoch=40, foreground_prob=0.5,
+                              lazy=sys.argv[2] == "lazy")
+data.setup("fit")
+for batch in data.train_dataloader():
+    pass
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _peak_rss(folder: Path, mode: str) -> int:
+    import subprocess
+    import sys
+
+    from unet_seg.config import PROJECT_ROOT
+
+    proc = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(folder), mode],
+                          capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)  # fmt: skip
+    return int(proc.stdout.split()[-1])
+
+
+@pytest.mark.slow
+def test_peak_memory_stays_flat_as_the_training_set_grows(tmp_path):
+    """10x the images from OME-Zarr: the lazy path's peak RSS within 1.2x, while the in-memory
+    path's grows (the measurement can tell them apart)."""
+    rng = np.random.default_rng(0)
+    for scale, count in (("x1", 2), ("x10", 20)):
+        for k in range(count):
+            label = (rng.random((64, 64)) > 0.7).repeat(16, 0).repeat(16, 1).astype(np.uint8)
+            image = (rng.integers(0, 1000, label.shape) + 2000 * label.astype(np.int64)).astype(
+                np.uint16
+            )
+            write_volume(tmp_path / scale / "images" / f"{k:02d}.ome.zarr", Volume(image))
+            write_volume(tmp_path / scale / "labels" / f"{k:02d}.ome.zarr", Volume(label))
+    lazy = _peak_rss(tmp_path / "x10", "lazy") / _peak_rss(tmp_path / "x1", "lazy")
+    eager = _peak_rss(tmp_path / "x10", "eager") / _peak_rss(tmp_path / "x1", "eager")
+    assert lazy <= 1.2, f"lazy peak RSS grew {lazy:.2f}x with 10x the data"
+    assert eager > 1.2, f"in-memory peak RSS grew only {eager:.2f}x: the test cannot tell"
