@@ -236,3 +236,31 @@ def test_peak_memory_stays_flat_as_the_training_set_grows(tmp_path):
     eager = _peak_rss(tmp_path / "x10", "eager") / _peak_rss(tmp_path / "x1", "eager")
     assert lazy <= 1.2, f"lazy peak RSS grew {lazy:.2f}x with 10x the data"
     assert eager > 1.2, f"in-memory peak RSS grew only {eager:.2f}x: the test cannot tell"
+
+
+def test_percentile_view_counts_every_channel_of_one_file_or_channel_files(rng):
+    from unet_seg.data.lazy_images import ChannelImage, _PercentileView
+    from unet_seg.io.lazy import InMemoryVolume
+
+    array = rng.normal(size=(2, 5, 6, 7)).astype(np.float32)
+    one_file = ChannelImage([InMemoryVolume(Volume(array, spacing=(1.0,) * 3, path=Path("a")))], 3)
+    per_channel = ChannelImage(
+        [InMemoryVolume(Volume(a, spacing=(1.0,) * 3, path=Path("a"))) for a in array], 3
+    )
+    flat = array.reshape(10, 6, 7)
+    for image in (one_file, per_channel):
+        view = _PercentileView(image)
+        assert image.shape == (2, 5, 6, 7) and view.shape == (10, 6, 7)
+        np.testing.assert_array_equal(view[...], flat)
+        for i in range(10):
+            np.testing.assert_array_equal(view[i, ::2, ::3], flat[i, ::2, ::3])
+
+
+def test_multichannel_zarr_patches_equal_eager(tmp_path):
+    dirs = write_set(tmp_path, ".zarr", [(48, 56), (40, 40)])
+    for k in range(2):  # a second channel on a leading axis: a plain zarr array (c, y, x)
+        image = np.asarray(open_volume(dirs["images"] / f"case_{k}.zarr")[...])
+        write_volume(dirs["images"] / f"case_{k}.zarr", Volume(np.stack([image, image[::-1]])))
+    eager, lazy = modules(dirs, patch_size=[24, 24], val_fraction=0.5)
+    assert lazy.in_channels == 2 and lazy.train_set.regions[0].image.shape[0] == 2
+    assert_same_patches(eager, lazy, (24, 24))
