@@ -242,7 +242,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self._regions(self._split()[1], "val", derive=False)  # type: ignore[return-value]
 
     def setup(self, stage: str | None = None) -> None:
-        """Loads the images once and builds the datasets (the same for every stage)."""
+        """Loads the images once, or opens them lazily (``lazy``), and builds the datasets (the
+        same for every stage)."""
         if self.train_set is not None:
             return
         c = self.cfg

@@ -52,13 +52,14 @@ class TargetRule:
     ignore_index: int | None = -1
     weight_map: Mapping[str, Any] | None = None
 
-    def margin(self, spacing: Sequence[float]) -> tuple[int, ...]:
-        """Voxels of context per axis that the target and weights of a box depend on."""
+    def margin(self, spacing: Sequence[float], weights: bool = True) -> tuple[int, ...]:
+        """Voxels of context per axis that the target (and with ``weights`` its weight map) of
+        a box depend on."""
         scale = np.asarray(spacing, np.float64) / min(spacing)
         margin = np.zeros(len(scale), np.int64)
         if self.target == "boundary":
             margin += np.ceil(self.boundary_width / scale).astype(np.int64) + 1
-        if self.weight_map and float(self.weight_map.get("w0", 10.0)) > 0:
+        if weights and self.weight_map and float(self.weight_map.get("w0", 10.0)) > 0:
             sigma = float(self.weight_map.get("sigma", 5.0))
             cutoff = sigma * math.sqrt(2.0 * math.log(1.0 / RELATIVE_TOLERANCE))
             margin += np.ceil(cutoff / scale).astype(np.int64) + 1
@@ -110,10 +111,24 @@ class LazyRegion:
         check_finite(raw, self.image.path)
         return scale_to_unit(raw, self.low, self.high)
 
-    def read_target(self, box: Box, weights: bool = False) -> Any:
-        """The training target ``(*box size)`` int64 of ``box``; with ``weights``, the pair
-        (target, weight map float32 or None), both from the box grown by the rule's margin."""
-        margin = self.rule.margin(self.spacing)
+    def read_target(self, box: Box) -> np.ndarray:
+        """The training target ``(*box size)`` int64 of ``box`` (read with the context the
+        boundary target needs)."""
+        target, _, inner = self._target(box, weights=False)
+        return target[inner]
+
+    def read_training(self, box: Box) -> tuple[np.ndarray, np.ndarray | None]:
+        """Target int64 and weight map float32 (None without one), ``(*box size)`` each, from
+        ``box`` grown by the context both need."""
+        target, instances, inner = self._target(box, weights=bool(self.rule.weight_map))
+        if not self.rule.weight_map:
+            return target[inner], None
+        return target[inner], self._weight_map(target, instances)[inner]
+
+    def _target(self, box: Box, weights: bool) -> tuple[np.ndarray, np.ndarray | None, Box]:
+        """(target, instance ids or None) of ``box`` grown by the rule's margin, and where
+        ``box`` lies in them."""
+        margin = self.rule.margin(self.spacing, weights)
         grown = tuple(slice(max(b.start - m, 0), min(b.stop + m, n)) for b, m, n in
                       zip(box, margin, self.shape, strict=True))  # fmt: skip
         where = self._in_file(grown)
@@ -125,10 +140,7 @@ class LazyRegion:
                                self.spacing, r.ignore_index)  # fmt: skip
         inner = tuple(slice(b.start - g.start, b.stop - g.start) for b, g in
                       zip(box, grown, strict=True))  # fmt: skip
-        if not weights:
-            return target[inner]
-        weight = None if not r.weight_map else self._weight_map(target, inst)[inner]
-        return target[inner], weight
+        return target, inst, inner
 
     def _weight_map(self, target: np.ndarray, instances: np.ndarray | None) -> np.ndarray:
         # sigma counts in-plane pixels, as add_weight_maps does for the in-memory regions
@@ -152,7 +164,7 @@ class LazyRegion:
         """As :meth:`Region.patch <unet_seg.data.regions.Region.patch>`: image
         ``(C, *size)``, label and weight ``(*size)``."""
         window = Window.plan(self.shape, start, size, mode)
-        target, weight = self.read_target(window.box, weights=True)
+        target, weight = self.read_training(window.box)
         return {
             "image": window.take(self.read_image(window.box)),
             "label": window.take(target),
