@@ -205,6 +205,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             )
             for region in lazy:  # checks every label now, and before workers copy the regions
                 region.scanned(c["foreground_classes"])
+                region.close()
             return list(lazy)
         regions = build_regions(
             pairs,

@@ -171,6 +171,13 @@ class LazyRegion:
             "weight": np.ones(tuple(size), np.float32) if weight is None else window.take(weight),
         }
 
+    def close(self) -> None:
+        """Release the open files and memory maps (reopened on the next read), so the pages a
+        full pass touched (the label scan) do not stay mapped into the process."""
+        for volume in [*self.image.volumes, self.label, self.instances]:
+            if volume is not None:
+                volume.close()
+
     def foreground_sampler(
         self, classes: Sequence[int] | None, rng: np.random.Generator | None = None
     ) -> CellSampler:
@@ -212,6 +219,8 @@ def open_regions(
         spacing = tuple(image.volumes[0].spacing)[-label.ndim :]
         spacing = (1.0,) * (label.ndim - len(spacing)) + spacing
         lo, hi = image_range(image, low, high)
+        for volume in image.volumes:  # the subsample touched pages all over a memory map
+            volume.close()
         name = pair_name(image_path, label_path)
         for place, suffix in region_places(label.shape, spatial_dims, val_slices, role, image_path):
             regions.append(
