@@ -264,3 +264,17 @@ def test_multichannel_zarr_patches_equal_eager(tmp_path):
     eager, lazy = modules(dirs, patch_size=[24, 24], val_fraction=0.5)
     assert lazy.in_channels == 2 and lazy.train_set.regions[0].image.shape[0] == 2
     assert_same_patches(eager, lazy, (24, 24))
+
+
+def test_auto_reads_lazily_above_the_voxel_threshold(tmp_path, monkeypatch):
+    import unet_seg.data.datamodule as datamodule
+
+    dirs = write_set(tmp_path, ".zarr", [(40, 40), (40, 50)])
+    settings = {"patch_size": [20, 20], "val_fraction": 0.5}
+    (small,) = modules(dirs, lazy=("auto",), **settings)
+    assert small.lazy is False  # 3,600 voxels: loaded whole
+    monkeypatch.setattr(datamodule, "LAZY_VOXELS", 3_599)
+    (big,) = modules(dirs, lazy=("auto",), **settings)
+    assert big.lazy is True and isinstance(big.val_set.regions[0], LazyRegion)
+    with pytest.raises(ValueError, match="lazy must be true, false or auto, got 'yes'"):
+        SegmentationDataModule("i.zarr", "l.zarr", lazy="yes")
