@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from unet_seg.data.patches import centered_start, grid_starts
+from unet_seg.data.patches import ForegroundSampler, centered_start, grid_starts, random_center
 
 Augment = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
 
@@ -33,12 +33,6 @@ class PatchSource(Protocol):
     def foreground_sampler(
         self, classes: Sequence[int] | None, rng: np.random.Generator
     ) -> ForegroundSampler: ...
-
-
-class ForegroundSampler(Protocol):
-    def __len__(self) -> int: ...
-
-    def draw(self, rng: np.random.Generator) -> tuple[int, ...]: ...
 
 
 def item_rng() -> np.random.Generator:
@@ -116,11 +110,7 @@ class RandomPatchDataset(Dataset):
         """One augmented patch as numpy arrays, drawn with ``rng``."""
         k = int(rng.choice(len(self.regions), p=self.region_prob))
         region = self.regions[k]
-        foreground = self.foreground[k]
-        if foreground is not None and len(foreground) and rng.random() < self.foreground_prob:
-            center = foreground.draw(rng)
-        else:
-            center = tuple(int(rng.integers(s)) for s in region.shape)
+        center = random_center(region.shape, rng, self.foreground[k], self.foreground_prob)
         sample = cut(
             region, centered_start(center, self.patch_size), self.patch_size, self.pad_mode
         )
