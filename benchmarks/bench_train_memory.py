@@ -111,7 +111,7 @@ def main() -> None:
             count = args.images * scale
             sets[scale] = write_set(Path(tmp) / f"x{scale}", count, args.size)
             print(f"{scale}x: {count} images of {args.size}^2 "
-                  f"({count * args.size**2 / 1e6:.0f} M voxels)")  # fmt: skip
+                  f"({count * args.size**2 / 1e6:.1f} M voxels)")  # fmt: skip
         paths = [("lazy", True)] + ([] if args.no_eager else [("in memory", False)])
         print(f"{'path':<10} {'data':>5} {'peak RSS MB':>12} {'set-up s':>9} {'s/step':>7}")
         for label, lazy in paths:
