@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from unet_seg.data.patches import (
+    CoordinateSampler,
     centered_start,
     check_patch_size,
     extract_patch,
@@ -90,6 +91,7 @@ def test_random_center_oversamples_foreground(rng):
     label[40:43, 7:9] = 1
     coords = foreground_coordinates(label, None, limit=100, rng=rng)
     assert coords.shape == (6, 2)
+    coords = CoordinateSampler(coords)
     for _ in range(20):
         assert label[random_center(label.shape, rng, coords, foreground_prob=1.0)] == 1
     centers = [random_center(label.shape, rng, coords, foreground_prob=0.0) for _ in range(200)]

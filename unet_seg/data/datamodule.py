@@ -7,6 +7,7 @@ Label and weight have the image's spatial size; a valid-mode model crops them to
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,23 @@ from torch.utils.data import DataLoader
 
 from unet_seg.config import plain
 from unet_seg.data.boundary import BOUNDARY_CLASSES, TARGETS, derive_target
-from unet_seg.data.dataset import Augment, RandomPatchDataset, WindowDataset, seed_worker
+from unet_seg.data.dataset import (
+    Augment,
+    PatchSource,
+    RandomPatchDataset,
+    WindowDataset,
+    seed_worker,
+)
+from unet_seg.data.lazy_regions import TargetRule, open_regions
 from unet_seg.data.pairs import pair_files, pair_name
 from unet_seg.data.patches import PAD_MODES, check_patch_size
 from unet_seg.data.regions import Region, build_regions
 from unet_seg.data.weightmap import add_weight_maps
 from unet_seg.io import open_volume
 from unet_seg.io.files import PathSpec, find_files, stem
+
+# Images above this many voxels together (512 MiB as float32) are read patch by patch by default.
+LAZY_VOXELS = 2**27
 
 
 class SegmentationDataModule(pl.LightningDataModule):
@@ -59,6 +70,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         pad_mode: ``numpy.pad`` mode beyond image borders (``reflect`` = overlap-tile mirroring).
         augment: ``augment(sample, rng) -> sample``, or None.
         num_workers, pin_memory: DataLoader settings; workers persist across epochs when > 0.
+        lazy: read patches from disk box by box (:mod:`unet_seg.data.lazy_regions`) instead of
+            loading whole images: ``True``, ``False``, or ``"auto"``: lazy when the images hold
+            more than ``LAZY_VOXELS`` voxels together.
     """
 
     def __init__(
@@ -91,6 +105,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         augment: Augment | Mapping | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        lazy: bool | str = "auto",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augment"])
@@ -105,8 +120,11 @@ class SegmentationDataModule(pl.LightningDataModule):
             raise ValueError("val_images and val_labels go together")
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        if lazy not in (True, False, "auto"):
+            raise ValueError(f"lazy must be true, false or auto, got {lazy!r}")
         self.cfg = {k: plain(v) for k, v in self.hparams.items()}
         self.augment = None if isinstance(augment, Mapping) and not augment else augment
+        self.lazy: bool | None = None  # decided in setup when "auto"
         self.train_set: RandomPatchDataset | None = None
         self.val_set: WindowDataset | None = None
 
@@ -160,12 +178,35 @@ class SegmentationDataModule(pl.LightningDataModule):
             )
         return pairs[:-n_val], pairs[-n_val:]
 
-    def _regions(self, pairs: list, role: str, derive: bool = True) -> list[Region]:
+    def _regions(self, pairs: list, role: str, derive: bool = True) -> list[PatchSource]:
         c = self.cfg
         instances = None
         if c["instances"] is not None:
             by_stem = {stem(p): p for p in find_files(c["instances"])}
             instances = [by_stem.get(pair_name(*pair)) for pair in pairs]
+        if derive and self.lazy:
+            rule = TargetRule(
+                c["target"],
+                c["object_class"],
+                c["boundary_width"],
+                c["ignore_index"],
+                c["weight_map"],
+            )
+            lazy = open_regions(
+                pairs,
+                self.spatial_dims,
+                c["num_classes"],
+                role,
+                rule,
+                val_slices=c["val_slices"],
+                instances=instances,
+                label_map=c["label_map"],
+                normalization=c["normalization"],
+            )
+            for region in lazy:  # checks every label now, and before workers copy the regions
+                region.scanned(c["foreground_classes"])
+                region.close()
+            return list(lazy)
         regions = build_regions(
             pairs,
             self.spatial_dims,
@@ -184,19 +225,33 @@ class SegmentationDataModule(pl.LightningDataModule):
             )  # fmt: skip
         if derive:
             add_weight_maps(regions, c["weight_map"])
-        return regions
+        return list(regions)
+
+    def _choose_lazy(self, pairs: list) -> bool:
+        """``lazy`` as set, or for ``"auto"`` whether the images exceed ``LAZY_VOXELS``."""
+        if self.cfg["lazy"] != "auto":
+            return bool(self.cfg["lazy"])
+        voxels = 0
+        for image, _ in pairs:
+            for path in (image,) if isinstance(image, Path) else image:
+                voxels += math.prod(open_volume(path).shape)  # headers only
+        return voxels > LAZY_VOXELS
 
     def validation_regions(self) -> list[Region]:
         """The whole validation images with their class labels and instances (no boundary
-        target, no weight map): what post-processing is tuned on."""
-        return self._regions(self._split()[1], "val", derive=False)
+        target, no weight map), in memory: what post-processing is tuned on."""
+        return self._regions(self._split()[1], "val", derive=False)  # type: ignore[return-value]
 
     def setup(self, stage: str | None = None) -> None:
-        """Loads the images once and builds the datasets (the same for every stage)."""
+        """Loads the images once, or opens them lazily (``lazy``), and builds the datasets (the
+        same for every stage)."""
         if self.train_set is not None:
             return
         c = self.cfg
         train_pairs, val_pairs = self._split()
+        if self.lazy is None:
+            unique = {str(p): p for p in [*train_pairs, *val_pairs]}
+            self.lazy = self._choose_lazy(list(unique.values()))
         self.train_set = RandomPatchDataset(
             self._regions(train_pairs, "train"),
             self.patch_size,

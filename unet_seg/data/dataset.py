@@ -8,23 +8,31 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from unet_seg.data.patches import (
-    centered_start,
-    extract_patch,
-    foreground_coordinates,
-    grid_starts,
-    random_center,
-)
-from unet_seg.data.regions import Region
+from unet_seg.data.patches import ForegroundSampler, centered_start, grid_starts, random_center
 
 Augment = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
-_FOREGROUND_LIMIT = 20_000  # coordinates kept per region for oversampling; bounds memory
+
+
+class PatchSource(Protocol):
+    """What patches are cut from: an in-memory :class:`~unet_seg.data.regions.Region` or a
+    :class:`~unet_seg.data.lazy_regions.LazyRegion` read from disk patch by patch."""
+
+    name: str
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def patch(self, start: Sequence[int], size: Sequence[int], mode: str) -> dict: ...
+
+    def foreground_sampler(
+        self, classes: Sequence[int] | None, rng: np.random.Generator
+    ) -> ForegroundSampler: ...
 
 
 def item_rng() -> np.random.Generator:
@@ -54,18 +62,9 @@ def _to_tensors(sample: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     }
 
 
-def cut(region: Region, start: Sequence[int], size: Sequence[int], mode: str) -> dict:
+def cut(region: PatchSource, start: Sequence[int], size: Sequence[int], mode: str) -> dict:
     """The ``size`` window at ``start`` of a region's image, label and weight (ones if none)."""
-    weight = region.weight
-    if weight is None:
-        weight_patch = np.ones(tuple(size), np.float32)
-    else:
-        weight_patch = extract_patch(weight, start, size, mode)
-    return {
-        "image": extract_patch(region.image, start, size, mode),
-        "label": extract_patch(region.label, start, size, mode),
-        "weight": weight_patch,
-    }
+    return region.patch(start, size, mode)
 
 
 class RandomPatchDataset(Dataset):
@@ -79,7 +78,7 @@ class RandomPatchDataset(Dataset):
 
     def __init__(
         self,
-        regions: Sequence[Region],
+        regions: Sequence[PatchSource],
         patch_size: Sequence[int],
         length: int,
         augment: Augment | None = None,
@@ -97,15 +96,12 @@ class RandomPatchDataset(Dataset):
         self.augment = augment
         self.foreground_prob = foreground_prob
         self.pad_mode = pad_mode
-        sizes = np.array([r.label.size for r in self.regions], np.float64)
+        sizes = np.array([np.prod(r.shape) for r in self.regions], np.float64)
         self.region_prob = sizes / sizes.sum()
-        self.foreground: list[np.ndarray | None] = [None] * len(self.regions)
+        self.foreground: list[ForegroundSampler | None] = [None] * len(self.regions)
         if foreground_prob > 0:
             rng = np.random.default_rng(0)  # which coordinates are kept is not a training choice
-            self.foreground = [
-                foreground_coordinates(r.label, foreground_classes, _FOREGROUND_LIMIT, rng)
-                for r in self.regions
-            ]
+            self.foreground = [r.foreground_sampler(foreground_classes, rng) for r in self.regions]
 
     def __len__(self) -> int:
         return self.length
@@ -135,7 +131,7 @@ class WindowDataset(Dataset):
 
     def __init__(
         self,
-        regions: Sequence[Region],
+        regions: Sequence[PatchSource],
         size: Sequence[int],
         mode: str = "grid",
         stride: Sequence[int] | None = None,

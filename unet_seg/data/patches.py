@@ -9,10 +9,19 @@ so a leading channel axis rides along.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
 PAD_MODES = ("reflect", "symmetric", "constant", "edge")
+
+
+class ForegroundSampler(Protocol):
+    """Draws foreground voxels of a region as patch centres; ``len``: how many it can draw."""
+
+    def __len__(self) -> int: ...
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, ...]: ...
 
 
 def reflect_index(index: np.ndarray, size: int) -> np.ndarray:
@@ -96,13 +105,13 @@ def centered_start(center: Sequence[int], size: Sequence[int]) -> tuple[int, ...
 def random_center(
     shape: Sequence[int],
     rng: np.random.Generator,
-    foreground: np.ndarray | None = None,
+    foreground: ForegroundSampler | None = None,
     foreground_prob: float = 0.0,
 ) -> tuple[int, ...]:
-    """A patch centre: uniform over the image, or with probability ``foreground_prob`` one of the
-    ``foreground`` coordinates ``(K, spatial_dims)`` (foreground oversampling)."""
+    """A patch centre: uniform over the image, or with probability ``foreground_prob`` one that
+    ``foreground`` draws (foreground oversampling; none if it holds no foreground voxel)."""
     if foreground is not None and len(foreground) and rng.random() < foreground_prob:
-        return tuple(int(c) for c in foreground[rng.integers(len(foreground))])
+        return foreground.draw(rng)
     return tuple(int(rng.integers(s)) for s in shape)
 
 
@@ -136,3 +145,16 @@ def foreground_coordinates(
     if len(coords) > limit:
         coords = coords[np.sort(rng.choice(len(coords), limit, replace=False))]
     return coords.astype(np.int32)
+
+
+class CoordinateSampler:
+    """Patch centres drawn uniformly from foreground ``coordinates`` ``(K, spatial_dims)``."""
+
+    def __init__(self, coordinates: np.ndarray) -> None:
+        self.coordinates = coordinates
+
+    def __len__(self) -> int:
+        return len(self.coordinates)
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, ...]:
+        return tuple(int(c) for c in self.coordinates[rng.integers(len(self.coordinates))])

@@ -16,8 +16,11 @@ import numpy as np
 
 from unet_seg.data.labels import map_labels
 from unet_seg.data.pairs import ImageFiles, pair_name
+from unet_seg.data.patches import CoordinateSampler, extract_patch, foreground_coordinates
 from unet_seg.io import Volume, check_pair, read_volume
 from unet_seg.normalization import normalize_percentile, percentiles
+
+FOREGROUND_LIMIT = 20_000  # coordinates kept per region for oversampling; bounds memory
 
 
 @dataclass
@@ -43,6 +46,25 @@ class Region:
     @property
     def shape(self) -> tuple[int, ...]:
         return self.label.shape
+
+    def patch(self, start: Sequence[int], size: Sequence[int], mode: str) -> dict[str, np.ndarray]:
+        """The ``size`` window at ``start`` of image ``(C, *size)``, label and weight
+        ``(*size)`` (ones if no weight map), mirrored (``mode``) beyond the borders."""
+        weight = np.ones(tuple(size), np.float32)
+        if self.weight is not None:
+            weight = extract_patch(self.weight, start, size, mode)
+        return {
+            "image": extract_patch(self.image, start, size, mode),
+            "label": extract_patch(self.label, start, size, mode),
+            "weight": weight,
+        }
+
+    def foreground_sampler(
+        self, classes: Sequence[int] | None, rng: np.random.Generator
+    ) -> CoordinateSampler:
+        """Centres on voxels of ``classes`` (default: every class > 0), from a bounded random
+        subset of their coordinates (``rng`` picks it)."""
+        return CoordinateSampler(foreground_coordinates(self.label, classes, FOREGROUND_LIMIT, rng))
 
 
 def read_image(image_path: ImageFiles, ndim: tuple[int, ...]) -> Volume:
@@ -126,32 +148,37 @@ def build_regions(
                     f"label shape {label.shape} of {label_path}"
                 )
         name = pair_name(image_path, label_path)
-        if label.ndim == spatial_dims:  # a 2D image, or a 3D volume for a 3D model
-            if label.ndim == 2 and val_slices is not None:
-                raise ValueError(f"{image_path}: val_slices needs a stack, this is a 2D image")
-            for zr in z_ranges(label.shape[0], val_slices if label.ndim == 3 else None, role):
-                part = slice(zr.start, zr.stop) if label.ndim == 3 else slice(None)
-                suffix = f"[{zr.start}:{zr.stop}]" if val_slices is not None else ""
-                regions.append(
-                    Region(
-                        image[:, part],
-                        label[part],
-                        None,
-                        name + suffix,
-                        None if inst is None else inst[part],
-                        spacing,
-                    )
+        for place, suffix in region_places(label.shape, spatial_dims, val_slices, role, image_path):
+            regions.append(
+                Region(
+                    image[:, place],
+                    label[place],
+                    None,
+                    name + suffix,
+                    None if inst is None else inst[place],
+                    spacing[label.ndim - spatial_dims :],
                 )
-        else:  # a stack seen by a 2D model: one region per slice
-            for z in (z for zr in z_ranges(label.shape[0], val_slices, role) for z in zr):
-                regions.append(
-                    Region(
-                        image[:, z],
-                        label[z],
-                        None,
-                        f"{name}[{z}]",
-                        None if inst is None else inst[z],
-                        spacing[1:],
-                    )
-                )
+            )
     return regions
+
+
+def region_places(
+    shape: Sequence[int],
+    spatial_dims: int,
+    val_slices: Sequence[int] | None,
+    role: str,
+    path: ImageFiles,
+) -> list[tuple[int | slice, str]]:
+    """Where a file of label ``shape`` holds the regions of ``role``: per region the index of
+    its first axis (a z-range, all of a 2D image, or one slice of a stack for a 2D model) and
+    the suffix of its name."""
+    if len(shape) == spatial_dims:  # a 2D image, or a 3D volume for a 3D model
+        if len(shape) == 2 and val_slices is not None:
+            raise ValueError(f"{path}: val_slices needs a stack, this is a 2D image")
+        places = []
+        for zr in z_ranges(shape[0], val_slices if len(shape) == 3 else None, role):
+            part = slice(zr.start, zr.stop) if len(shape) == 3 else slice(None)
+            places.append((part, f"[{zr.start}:{zr.stop}]" if val_slices is not None else ""))
+        return places
+    # a stack seen by a 2D model: one region per slice
+    return [(z, f"[{z}]") for zr in z_ranges(shape[0], val_slices, role) for z in zr]

@@ -86,6 +86,17 @@ def check_pair(
         )
     if not (np.issubdtype(label.dtype, np.integer) or label.dtype == bool):
         raise ValueError(f"{path}: labels must be integers, got dtype {label.dtype}")
+    check_label_values(label, num_classes, path, ignore_index)
+
+
+def check_label_values(
+    label: np.ndarray,
+    num_classes: int,
+    path: str | os.PathLike | None = None,
+    ignore_index: int | None = -1,
+) -> None:
+    """``ValueError`` naming ``path`` unless every value of ``label`` (integer classes, any
+    shape: a whole label or one block of it) is in ``[0, num_classes)`` or ``ignore_index``."""
     values = np.unique(label)
     allowed = set(range(num_classes)) | ({ignore_index} if ignore_index is not None else set())
     outside = [int(v) for v in values if int(v) not in allowed]
