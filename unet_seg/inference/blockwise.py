@@ -155,6 +155,8 @@ def run_block(job: BlockJob, index: int) -> dict:
         stored = store_probabilities(probs, dtype) if dtype != "float32" else probs
         job.outputs["probabilities"].write(target, file_order(job.layout, stored))
     info = block_info(block, status, time.perf_counter() - start)
+    # Per slice of the tiling's Z: what the preview picks its slices by, without the labels.
+    info["foreground"] = np.count_nonzero(labels.reshape(len(labels), -1), axis=1).tolist()
     if job.instances is not None:
         ids, info["instances"] = local_instances(labels, job.instances)
         job.outputs["instances_local"].write(target, file_order(job.layout, ids))
