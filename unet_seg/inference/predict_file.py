@@ -143,7 +143,8 @@ def _predict_into_files(
                 outputs["instances_local"] = FileOutput(output(local, spatial, np.uint32, False))
             mask = load_mask(None if block is None else block.mask, volume, layout, shape)
             job = BlockJob(source, layout, lo, hi, blocks, outputs, spec, classes, "float32",
-                           options.batch_size, options.blend, mask, stitch)  # fmt: skip
+                           options.batch_size, options.blend, mask, stitch,
+                           progress=options.progress)  # fmt: skip
             counts = run_blocks(path, job, engine, set(), options.progress)
             objects = None
             if stitch is not None:
