@@ -34,7 +34,7 @@ from unet_seg.inference.blockrun import (
     run_blocks,
     stitch_options,
 )
-from unet_seg.inference.blocks import plan_blocks
+from unet_seg.inference.blocks import MAX_BLOCK_VOXELS, default_block_shape, plan_blocks
 from unet_seg.inference.blockwise import BlockJob, RunnerSpec, register_runner
 from unet_seg.inference.engine import InProcess
 from unet_seg.inference.file_outputs import FileOutput, ProbabilityOutput
@@ -47,7 +47,8 @@ from unet_seg.inference.outputs import scratch_path
 from unet_seg.inference.postprocess import label_dtype
 from unet_seg.inference.preview_output import foreground_counts, write_preview
 from unet_seg.inference.runner import ModelRunner
-from unet_seg.inference.tiling import plan_tiles
+from unet_seg.inference.stream import restrict_plan
+from unet_seg.inference.tiling import TilePlan, plan_tiles
 from unet_seg.io import open_volume
 from unet_seg.io.files import format_suffix, is_directory_format
 from unet_seg.io.slabs import SlabWriter
@@ -60,6 +61,22 @@ log = logging.getLogger(__name__)
 def _probability_dtype(wanted: str, suffix: str) -> str:
     # NIfTI has no float16; float32 keeps the values exact there.
     return "float32" if wanted == "float16" and suffix.startswith(".nii") else wanted
+
+
+def file_block_shape(tiles: TilePlan, batch_size: int) -> tuple[int, int, int]:
+    """Blocks for a file (no chunks to respect): a few windows per axis in plane
+    (:func:`~unet_seg.inference.blocks.default_block_shape`) and, for a 2D network, as many
+    slices as fill one batch of windows: the memory of a slab of the streamed prediction, with
+    a plane of at most a few windows whatever the file's plane."""
+    depth, height, width = default_block_shape(tiles, (1, 1, 1))
+    if tiles.axes[0].in_size > 1:
+        return (depth, height, width)
+    plane = restrict_plan(tiles, ((0, 1), (0, height), (0, width)))
+    per_slice = len(plane.axes[1].starts) * len(plane.axes[2].starts)
+    slices = max(1, min(tiles.axes[0].size, -(-batch_size // per_slice)))
+    while slices > 1 and slices * height * width > MAX_BLOCK_VOXELS:
+        slices -= 1
+    return (slices, height, width)
 
 
 def predict_file(
@@ -106,7 +123,8 @@ def _predict_into_files(
     spatial = layout.spatial_shape(source.shape)
     classes = int(model.num_classes)
     tiles = plan_tiles(model, shape, options.tile_for(model.spatial_dims), options.overlap)
-    blocks = plan_blocks(tiles, None if block is None else block.block_size)
+    size = None if block is None else block.block_size
+    blocks = plan_blocks(tiles, size or file_block_shape(tiles, options.batch_size))
     spec = RunnerSpec(f"<in-process runner {id(runner)}>") if block is None else block.runner
     register_runner(spec, runner)  # the model is loaded already
     instances = options.instances
