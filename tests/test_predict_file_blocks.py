@@ -15,9 +15,12 @@ from scipy import ndimage as ndi
 from test_predict import TINY_2D, config, save_checkpoint, stack
 from test_predict_zarr import TINY_3D, make_input
 
+from unet_seg.inference.blocks import default_block_shape
 from unet_seg.inference.predict import predict
+from unet_seg.inference.predict_file import file_block_shape
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
+from unet_seg.inference.tiling import plan_tiles
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.models.checkpoint import load_model
 from unet_seg.normalization import normalize_percentile
@@ -140,3 +143,13 @@ def test_a_3072_plane_takes_about_the_memory_of_a_1024_plane(tmp_path, ckpt_2d):
         image = write_volume(tmp_path / f"p{size}.tif", Volume(stack(rng, (depth, size, size))))
         peaks[size] = _peak_rss_mib(image, ckpt_2d, tmp_path / f"out{size}")
     assert peaks[3072] <= 1.2 * peaks[1024], peaks
+
+
+def test_file_blocks_fill_a_batch_and_keep_the_plane_to_a_few_windows(ckpt_2d):
+    model, _ = load_model(ckpt_2d)
+    small = plan_tiles(model, (300, 40, 44), 64)  # one window per slice
+    assert file_block_shape(small, 4) == (4, 40, 44)  # 4 slices: one batch of 4 windows
+    big = plan_tiles(model, (3, 3000, 3000), 64)
+    depth, height, width = file_block_shape(big, 4)
+    assert depth == 1 and height == width < 3000  # the plane cut to a few windows per axis
+    assert height == width == default_block_shape(big, (1, 1, 1))[1]
