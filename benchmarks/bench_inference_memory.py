@@ -41,9 +41,15 @@ def make_inputs(folder: Path, stacks: list[tuple[int, int]]) -> Path:
                 "pytorch-lightning_version": pl.__version__}, ckpt)  # fmt: skip
     rng = np.random.default_rng(0)
     for n, size in stacks:
-        with tifffile.TiffWriter(folder / f"stack_{n}x{size}.tif", imagej=True) as tif:
-            for _ in range(n):  # page by page: the generator never holds the whole stack either
-                tif.write(rng.integers(0, 255, (size, size), dtype=np.uint8), contiguous=True)
+        path = folder / f"stack_{n}x{size}.tif"
+        # A z-stack (pages written one by one were read as channels), filled slice by slice:
+        # the generator never holds the whole stack either.
+        stack = tifffile.memmap(path, shape=(n, size, size), dtype=np.uint8, imagej=True,
+                                metadata={"axes": "ZYX"})  # fmt: skip
+        for z in range(n):
+            stack[z] = rng.integers(0, 255, (size, size), dtype=np.uint8)
+        stack.flush()
+        del stack
     return ckpt
 
 
