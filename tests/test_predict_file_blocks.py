@@ -112,6 +112,11 @@ def test_zarr_input_gets_a_preview_and_is_skipped_when_complete(tmp_path):
     with Image.open(tmp_path / "out" / "raw_preview.png") as png:
         assert png.format == "PNG"
     assert predict(cfg)["skipped"] == 1
+    # Without the labels there is no preview (it reads their store), and nothing to redo.
+    cfg = config(input=source, output_dir=tmp_path / "inst", checkpoint=ckpt, tile_size=16,
+                 **{"outputs.labels": False, "outputs.instances": True})  # fmt: skip
+    assert "preview" not in predict(cfg)["files"][0]
+    assert predict(cfg)["skipped"] == 1
 
 
 def _peak_rss_mib(image: Path, ckpt: Path, out: Path) -> float:

@@ -66,13 +66,14 @@ def _normalization(cfg: Any, stored: dict) -> dict:
 
 
 def _chunked_targets(path: Path, targets: dict[str, Path], outputs: dict) -> dict[str, Path]:
-    """Targets of a zarr input: with ``outputs.into_input`` the label images go into the
-    input's ``labels/`` group (the preview stays in the output folder)."""
+    """Targets of a zarr input: a preview only with the labels (it is drawn from their store);
+    with ``outputs.into_input`` the label images go into the input's ``labels/`` group (the
+    preview stays in the output folder)."""
     if not is_directory_format(path):
         if outputs.get("into_input"):
             raise UsageError(f"{path}: outputs.into_input needs an .ome.zarr input")
         return targets
-    targets = dict(targets)
+    targets = {k: v for k, v in targets.items() if k != "preview" or "labels" in targets}
     if outputs.get("into_input"):
         if format_suffix(path) != ".ome.zarr":
             raise UsageError(f"{path}: outputs.into_input needs an .ome.zarr input")
