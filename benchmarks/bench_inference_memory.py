@@ -1,11 +1,13 @@
-"""Peak RSS of ``predict`` on a 30- and a 300-slice stack: memory must not grow with the volume.
+"""Peak RSS of ``predict`` on a 30- and a 300-slice stack: memory must not grow with the volume,
+and (``--planes``) on a 1024^2 vs a 3072^2 plane of the same voxels: nor with the y-x plane.
 
 Writes two uncompressed TIFF stacks of ``--size`` x ``--size`` slices (seeded noise) and a tiny
 checkpoint of ``conf/model/unet_small_2d.yaml`` (random weights) into a temporary folder, then
 runs ``unet_seg.inference.predict.predict`` on each in its own subprocess (labels and float16
 probabilities written) and reports its ``ru_maxrss`` side by side with the ratio (goal < 1.2x).
 
-Run: ``python benchmarks/bench_inference_memory.py [--size 256] [--slices 30 300]``.
+Run: ``python benchmarks/bench_inference_memory.py [--size 256] [--slices 30 300]
+[--planes 1024 3072]`` (the planes: as many slices of each as the last plane has voxels in one).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 
-def make_inputs(folder: Path, slices: list[int], size: int) -> Path:
+def make_inputs(folder: Path, stacks: list[tuple[int, int]]) -> Path:
+    """A checkpoint and ``stack_<slices>x<size>.tif`` per ``(slices, size)``."""
     import pytorch_lightning as pl
     import tifffile
     import torch
@@ -37,10 +40,16 @@ def make_inputs(folder: Path, slices: list[int], size: int) -> Path:
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                 "pytorch-lightning_version": pl.__version__}, ckpt)  # fmt: skip
     rng = np.random.default_rng(0)
-    for n in slices:
-        with tifffile.TiffWriter(folder / f"stack_{n}.tif", imagej=True) as tif:
-            for _ in range(n):  # page by page: the generator never holds the whole stack either
-                tif.write(rng.integers(0, 255, (size, size), dtype=np.uint8), contiguous=True)
+    for n, size in stacks:
+        path = folder / f"stack_{n}x{size}.tif"
+        # A z-stack (pages written one by one were read as channels), filled slice by slice:
+        # the generator never holds the whole stack either.
+        stack = tifffile.memmap(path, shape=(n, size, size), dtype=np.uint8, imagej=True,
+                                metadata={"axes": "ZYX"})  # fmt: skip
+        for z in range(n):
+            stack[z] = rng.integers(0, 255, (size, size), dtype=np.uint8)
+        stack.flush()
+        del stack
     return ckpt
 
 
@@ -69,29 +78,39 @@ def main() -> None:
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--slices", type=int, nargs="+", default=[30, 300])
+    parser.add_argument("--planes", type=int, nargs="*", default=[1024, 3072])
     args = parser.parse_args()
     if args.child:
         return child(*args.child)
+    stacks = [(n, args.size) for n in args.slices]
+    if args.planes:
+        stacks += [(max(1, round(args.planes[-1] ** 2 / p**2)), p) for p in args.planes]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        ckpt = make_inputs(folder, args.slices, args.size)
-        for n in args.slices:
-            cmd = [sys.executable, __file__, "--child", str(folder / f"stack_{n}.tif"), str(ckpt),
-                   str(folder / f"out_{n}")]  # fmt: skip
+        ckpt = make_inputs(folder, stacks)
+        for n, size in stacks:
+            name = f"stack_{n}x{size}"
+            cmd = [sys.executable, __file__, "--child", str(folder / f"{name}.tif"), str(ckpt),
+                   str(folder / f"out_{name}")]  # fmt: skip
             run = subprocess.run(cmd, capture_output=True, text=True)
             if run.returncode:
-                raise SystemExit(f"{n} slices failed:\n{run.stderr}")
-            results[n] = json.loads(run.stdout.strip().splitlines()[-1])
-    print(f"predict (unet_small_2d, random weights) on {args.size}x{args.size} uint8 stacks, "
-          "labels + float16 probabilities written")  # fmt: skip
-    print(f"{'slices':>7}{'input MiB':>11}{'seconds':>9}{'peak RSS MiB':>14}")
-    for n, r in results.items():
-        mib = n * args.size**2 / 2**20
-        print(f"{n:>7}{mib:>11.1f}{r['seconds']:>9.1f}{r['peak_rss_mib']:>14.0f}")
-    first, last = results[args.slices[0]], results[args.slices[-1]]
-    ratio = last["peak_rss_mib"] / first["peak_rss_mib"]
-    print(f"peak RSS {args.slices[-1]} / {args.slices[0]} slices: {ratio:.2f}x (goal < 1.2x)")
+                raise SystemExit(f"{name} failed:\n{run.stderr}")
+            results[(n, size)] = json.loads(run.stdout.strip().splitlines()[-1])
+    print("predict (unet_small_2d, random weights) on uint8 stacks, labels + float16 "
+          "probabilities written")  # fmt: skip
+    print(f"{'slices':>7}{'plane':>7}{'input MiB':>11}{'seconds':>9}{'peak RSS MiB':>14}")
+    for (n, size), r in results.items():
+        mib = n * size**2 / 2**20
+        print(f"{n:>7}{size:>7}{mib:>11.1f}{r['seconds']:>9.1f}{r['peak_rss_mib']:>14.0f}")
+
+    def ratio(small: tuple[int, int], big: tuple[int, int], what: str) -> None:
+        value = results[big]["peak_rss_mib"] / results[small]["peak_rss_mib"]
+        print(f"peak RSS {what}: {value:.2f}x (goal < 1.2x)")
+
+    ratio(stacks[0], stacks[len(args.slices) - 1], f"{args.slices[-1]} / {args.slices[0]} slices")
+    if args.planes:
+        ratio(stacks[len(args.slices)], stacks[-1], f"{args.planes[-1]}² / {args.planes[0]}² plane")
 
 
 if __name__ == "__main__":

@@ -108,21 +108,22 @@ def test_interrupt_cleans_up_and_writes_the_summary(tmp_path, ckpt, monkeypatch)
     for name in ("a", "b"):
         write_volume(tmp_path / "in" / f"{name}.tif", Volume(stack((6, 40, 48))))
     out = tmp_path / "out"
-    real_write, calls = slabs_module.SlabWriter.write, []
+    real_write, calls = slabs_module.SlabWriter.write_box, []
 
     def interrupted_write(self, *args, **kwargs):  # Ctrl-C (or SIGTERM) in the middle of a.tif
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 2:  # a.tif's second block of three
             raise KeyboardInterrupt
         return real_write(self, *args, **kwargs)
 
-    monkeypatch.setattr(slabs_module.SlabWriter, "write", interrupted_write)
+    monkeypatch.setattr(slabs_module.SlabWriter, "write_box", interrupted_write)
     with pytest.raises(KeyboardInterrupt):
-        predict(config(input=tmp_path / "in", output_dir=out, checkpoint=ckpt, batch_size=1))
+        predict(config(input=tmp_path / "in", output_dir=out, checkpoint=ckpt, batch_size=1,
+                       block_size="[2,40,48]"))  # fmt: skip
     summary = json.loads((out / "predict_summary.json").read_text())
     assert summary["interrupted"] and [e["status"] for e in summary["files"]] == ["interrupted"]
     assert not (out / "a_labels.tif").exists() and leftovers(out) == []
-    monkeypatch.setattr(slabs_module.SlabWriter, "write", real_write)
+    monkeypatch.setattr(slabs_module.SlabWriter, "write_box", real_write)
     assert predict(config(input=tmp_path / "in", output_dir=out, checkpoint=ckpt))["ok"] == 2
 
 

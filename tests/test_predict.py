@@ -14,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from unet_seg.config import config_dir
-from unet_seg.inference import predict_file as predict_module
+from unet_seg.inference import blockwise
 from unet_seg.inference.predict import predict
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
@@ -164,7 +164,7 @@ def test_exception_mid_file_leaves_no_partial_output(tmp_path, rng, ckpt_2d, mon
             raise RuntimeError("disk full")
         return probs.argmax(0).astype(np.uint8)
 
-    monkeypatch.setattr(predict_module, "probabilities_to_labels", failing)
+    monkeypatch.setattr(blockwise, "probabilities_to_labels", failing)  # in the 2nd z-slab
     out = tmp_path / "out"
     summary = predict(config(input=image, output_dir=out, checkpoint=ckpt_2d, batch_size=1,
                              **{"outputs.probabilities": True}))  # fmt: skip

@@ -1,4 +1,4 @@
-"""Pictures made by the pipeline: predict's ``<stem>_preview.png`` from the streamed labels and
+"""Pictures made by the pipeline: predict's ``<stem>_preview.png`` from the written labels and
 evaluate's ``report.html`` (``curves.png`` is checked in test_train)."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from test_predict import config as predict_config
 
 from unet_seg.config import config_dir
 from unet_seg.evaluation.evaluate import evaluate
-from unet_seg.inference import predict_file as predict_module
+from unet_seg.inference import preview_output
 from unet_seg.inference.predict import predict
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.viz.figures import PANEL_PX
-from unet_seg.viz.previews import PreviewCollector
+from unet_seg.viz.previews import SlicePreview
 
 
 @pytest.fixture(scope="module")
@@ -28,34 +28,35 @@ def ckpt_2d(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def collectors(monkeypatch) -> list[PreviewCollector]:
-    """The preview collectors predict makes, kept for a look at what they chose."""
-    made: list[PreviewCollector] = []
+def previews(monkeypatch) -> list[SlicePreview]:
+    """The previews predict draws, kept for a look at what they chose."""
+    made: list[SlicePreview] = []
 
-    class Recording(PreviewCollector):
+    class Recording(SlicePreview):
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr(predict_module, "PreviewCollector", Recording)
+    monkeypatch.setattr(preview_output, "SlicePreview", Recording)
     return made
 
 
 @pytest.mark.parametrize("slice_axis", [0, 1])
-def test_preview_comes_from_the_streamed_labels(tmp_path, rng, ckpt_2d, collectors, slice_axis):
+def test_preview_comes_from_the_written_labels(tmp_path, rng, ckpt_2d, previews, slice_axis):
     image = write_volume(tmp_path / "in" / "s.tif", Volume(stack(rng, (6, 5, 40))))
     out = tmp_path / "out"
     options = {"input": image, "output_dir": out, "checkpoint": ckpt_2d, "slice_axis": slice_axis,
-               "outputs.instances": True}  # fmt: skip
+               "outputs.instances": True, "block_size": "[2,3,16]"}  # fmt: skip
     (entry,) = predict(predict_config(**options))["files"]
     assert entry["status"] == "ok" and entry["preview"] == str(out / "s_preview.png")
+    assert entry["blocks"]["total"] > 1  # the counts are summed over blocks
     assert str(out / "s_preview.png") not in entry["outputs"]  # outputs are volumes
-    (collector,) = collectors
-    depth = (6, 5)[slice_axis]
-    assert collector.shape[0] == depth and len(collector.chosen()) == 4
+    (preview,) = previews
     labels = read_volume(out / "s_labels.tif").array
-    for z in collector.chosen():  # what it kept is the written label map, in its orientation
-        np.testing.assert_array_equal(collector._kept[z], np.take(labels, z, axis=slice_axis))
+    depth = (6, 5)[slice_axis]
+    assert preview.shape[0] == depth and len(preview.chosen()) == 4
+    planes = np.moveaxis(labels, slice_axis, 0).reshape(depth, -1)
+    np.testing.assert_array_equal(preview.foreground, np.count_nonzero(planes, axis=1))
     with Image.open(out / "s_preview.png") as png:  # 4 slices x (image, labels, instances)
         assert png.format == "PNG" and png.size == (4 * PANEL_PX, 3 * PANEL_PX)
     # The preview is an output: a rerun skips the file while all are there.

@@ -1,4 +1,5 @@
-"""Prediction previews chosen from a streamed label map (unet_seg.viz.previews)."""
+"""Prediction previews: slices chosen from per-slice foreground counts, read back strided
+(unet_seg.viz.previews)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from PIL import Image
 
 from unet_seg.viz.figures import PANEL_PX
-from unet_seg.viz.previews import PreviewCollector
+from unet_seg.viz.previews import SlicePreview, plane_reader
 
 
 def label_stack(depth: int = 20, size: int = 40) -> np.ndarray:
@@ -19,21 +20,17 @@ def label_stack(depth: int = 20, size: int = 40) -> np.ndarray:
     return labels
 
 
-def stream(collector: PreviewCollector, labels: np.ndarray, slab: int) -> None:
-    for z0 in range(0, len(labels), slab):
-        collector.add(z0, labels[z0 : z0 + slab])
+def counts(labels: np.ndarray) -> np.ndarray:
+    return np.count_nonzero(labels.reshape(len(labels), -1), axis=1)
 
 
-@pytest.mark.parametrize("slab", [1, 3, 7, 20])
-def test_choice_does_not_depend_on_the_slab_size(slab):
+def test_the_fullest_slice_and_evenly_spread_ones_are_chosen():
     labels = label_stack()
-    collector = PreviewCollector(labels.shape, num_slices=4)
-    stream(collector, labels, slab)
     # The fullest slice (13) and three of the evenly spread slices [2, 7, 12, 17].
-    assert collector.chosen() == [2, 7, 12, 13]
-    # Only the slices it may show are kept: the spread and the fullest so far.
-    assert set(collector._kept) <= {2, 7, 12, 13, 17}
-    np.testing.assert_array_equal(collector._kept[13], labels[13])
+    assert SlicePreview(labels.shape, counts(labels), num_slices=4).chosen() == [2, 7, 12, 13]
+    ties = np.zeros(20, int)
+    ties[[5, 9]] = 3  # equals: the first, as a stream in z order would keep it
+    assert SlicePreview(labels.shape, ties, num_slices=2).chosen() == [5, 15]
 
 
 def test_preview_png_has_a_panel_per_slice_and_row(tmp_path):
@@ -45,36 +42,42 @@ def test_preview_png_has_a_panel_per_slice_and_row(tmp_path):
         reads.append(z)
         return image[z]
 
-    collector = PreviewCollector(labels.shape, num_slices=3)
-    stream(collector, labels, 4)
-    path = collector.write(tmp_path / "s_preview.png", read_image, title="s.tif")
-    assert sorted(reads) == collector.chosen()  # the image is read for the shown slices only
+    preview = SlicePreview(labels.shape, counts(labels), num_slices=3)
+    path = preview.write(tmp_path / "s_preview.png", read_image, plane_reader(labels))
+    assert sorted(reads) == preview.chosen()  # the image is read for the shown slices only
     with Image.open(path) as png:
         assert png.format == "PNG" and png.size == (3 * PANEL_PX, 2 * PANEL_PX)  # image, labels
         assert png.mode == "P"  # 256 colours: a third of the bytes of RGB for noisy images
-    path = collector.write(tmp_path / "i_preview.png", read_image, lambda z: labels[z] * 7)
+    path = preview.write(tmp_path / "i_preview.png", read_image, plane_reader(labels),
+                         lambda z: labels[z] * 7)  # fmt: skip
     with Image.open(path) as png:
         assert png.size == (3 * PANEL_PX, 3 * PANEL_PX)  # a third row: instances
 
 
-def test_a_2d_image_is_one_column_and_large_slices_are_strided(tmp_path):
-    labels = np.zeros((1, 1500, 900), np.uint8)
-    labels[0, 100:200, 100:300] = 2
-    collector = PreviewCollector(labels.shape, num_slices=4)
-    collector.add(0, labels)
-    assert collector.chosen() == [0] and collector._kept[0].shape == (500, 300)  # stride 3
-    path = collector.write(tmp_path / "p.png", lambda z: labels[z].astype(float))
+def test_a_2d_image_is_one_column_and_large_planes_are_read_strided(tmp_path):
+    labels = np.zeros((1500, 900), np.uint8)
+    labels[100:200, 100:300] = 2
+    preview = SlicePreview((1, *labels.shape), [int((labels > 0).sum())], num_slices=4)
+    assert preview.chosen() == [0] and preview.step == 3
+    read = plane_reader(labels, step=preview.step)
+    assert read(0).shape == (500, 300)  # stride 3
+    np.testing.assert_array_equal(read(0), labels[::3, ::3])
+    path = preview.write(tmp_path / "p.png", lambda z: read(z).astype(float), read)
     with Image.open(path) as png:
         assert png.size == (PANEL_PX, 2 * PANEL_PX)
 
 
+def test_planes_across_any_axis_and_of_a_channel():
+    volume = np.arange(2 * 4 * 5 * 6).reshape(2, 4, 5, 6)
+    np.testing.assert_array_equal(plane_reader(volume[0], axis=1)(3), volume[0, :, 3, :])
+    np.testing.assert_array_equal(
+        plane_reader(volume, axis=2, step=2, lead=(1,))(4), volume[1, ::2, ::2, 4]
+    )
+
+
 def test_empty_prediction_shows_the_spread_and_bad_use_is_refused():
-    collector = PreviewCollector((9, 8, 8), num_slices=3)
-    collector.add(0, np.zeros((9, 8, 8), np.uint8))
-    assert collector.chosen() == [1, 4, 7]
+    assert SlicePreview((9, 8, 8), np.zeros(9), num_slices=3).chosen() == [1, 4, 7]
     with pytest.raises(ValueError, match="Z, Y, X"):
-        PreviewCollector((8, 8), 3)
-    partial = PreviewCollector((9, 8, 8), num_slices=3)
-    partial.add(0, np.ones((2, 8, 8), np.uint8))  # rows 2.. never streamed
-    with pytest.raises(ValueError, match="never streamed"):
-        partial.figure(lambda z: np.zeros((8, 8)))
+        SlicePreview((8, 8), [0] * 8, 3)
+    with pytest.raises(ValueError, match="9 counts"):
+        SlicePreview((8, 8, 8), [0] * 9, 3)

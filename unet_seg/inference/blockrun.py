@@ -28,6 +28,7 @@ from unet_seg.inference.inputs import input_layout
 from unet_seg.inference.instance_blocks import finish_instances
 from unet_seg.inference.mask import load_mask
 from unet_seg.inference.postprocess import label_dtype
+from unet_seg.inference.preview_output import foreground_counts, write_preview
 from unet_seg.inference.stitch import StitchOptions
 from unet_seg.inference.tiling import plan_tiles
 from unet_seg.io.limits import check_voxels
@@ -122,14 +123,20 @@ def prepare_outputs(
     return outputs, label_store
 
 
-def stitch_options(instances: Any, volume: ZarrVolume) -> StitchOptions:
-    """The per-block instance options of the prediction's ``instances`` options."""
+def stitch_options(instances: Any, volume: Any, layout: Any = None) -> StitchOptions:
+    """The per-block instance options of the prediction's ``instances`` options; the spacing
+    in the tiling's ``(Z, Y, X)`` order (the slice axis first) when ``layout`` is given."""
     if instances.needs_probabilities:  # blocks keep only their class map so far
         raise UsageError(
             f"instances.method={instances.method} is not available for zarr inputs (block-wise) "
             "yet; use instances.method=cc or distance"
         )
     spacing = tuple(volume.spacing) if instances.anisotropic else None
+    if spacing is not None and layout is not None:
+        spacing = spacing[-layout.spatial_dims :]
+        if layout.spatial_dims == 3:  # blocks label their labels in the tiling's order
+            rest = [s for a, s in enumerate(spacing) if a != layout.slice_axis]
+            spacing = (spacing[layout.slice_axis], *rest)
     if spacing is not None and len(spacing) == 2:
         spacing = (1.0, *spacing)
     split = instances.method == "distance"
@@ -198,28 +205,7 @@ def predict_blockwise(
         options.batch_size, options.blend, load_mask(block.mask, volume, layout, shape),
         stitch_options(options.instances, volume) if "instances" in targets else None,
     )  # fmt: skip
-    todo = [i for i in range(len(blocks)) if i not in done]
-    counts = {"total": len(blocks), "computed": 0, "skipped": len(done), "failed": 0}
-    failed: list[tuple[int, tuple, str]] = []
-    errors: list[BaseException] = []
-    bar = tqdm(
-        total=len(blocks), initial=len(done), desc=f"blocks {Path(path).name}", unit="block",
-        disable=None if options.progress is None else not options.progress,
-    )  # fmt: skip
-    with bar:
-        for index, result in engine.map(run_block, job, todo):
-            if isinstance(result, BaseException):
-                position = blocks.block(index).position
-                failed.append((index, position, f"{type(result).__name__}: {result}"))
-                errors.append(result)
-                log.error("%s: block %d at %s failed: %s", path, index, position, result)
-                counts["failed"] += 1
-            else:
-                counts["computed" if result["status"] == "computed" else "skipped"] += 1
-            bar.update()
-    if failed:
-        give_up_if_hopeless(path, errors, outputs)
-        raise BlockFailures(path, failed, counts)
+    counts = run_blocks(path, job, engine, done, options.progress)
     objects = None
     if "instances" in targets:
         min_size = options.instances.min_size
@@ -231,6 +217,9 @@ def predict_blockwise(
     scratch = outputs.pop("instances_local", None)
     if scratch is not None:
         outputs["instances"] = final
+    foreground = None
+    if "preview" in targets and "labels" in outputs:  # the records go at commit
+        foreground = foreground_counts(outputs["labels"].records_of().values(), shape[0])
     committed: list[Path] = []
     for output in outputs.values():  # last, so an interrupted run finds all partial stores
         try:
@@ -245,6 +234,12 @@ def predict_blockwise(
             register_label_image(path, output.path.name, output.ome["version"])
     if scratch is not None:
         scratch.abort()  # the local ids, once the final ones are in place
+    if foreground is not None:
+        instances = ZarrVolume(targets["instances"]) if "instances" in targets else None
+        write_preview(targets["preview"], foreground, layout, volume, ZarrVolume(targets["labels"]),
+                      instances, options.preview_slices, Path(path).name)  # fmt: skip
+    elif "preview" in targets:
+        log.info("%s: no preview without the labels output", path)
     seconds = time.perf_counter() - start
     return {
         "shape": list(volume.shape),
@@ -255,3 +250,38 @@ def predict_blockwise(
         "seconds": round(seconds, 3),
         "voxels_per_second": round(float(np.prod(spatial)) / seconds, 1) if seconds else None,
     }
+
+
+def run_blocks(
+    path: Path, job: BlockJob, engine: Any, done: set[int], progress: bool | None
+) -> dict:
+    """Run the blocks of ``job`` not in ``done`` on ``engine`` under a tqdm bar; returns the
+    counts ``{total, computed, skipped, failed}``.
+
+    Raises:
+        BlockFailures: after all other blocks finished, when some block failed.
+    """
+    blocks = job.blocks
+    todo = [i for i in range(len(blocks)) if i not in done]
+    counts = {"total": len(blocks), "computed": 0, "skipped": len(done), "failed": 0}
+    failed: list[tuple[int, tuple, str]] = []
+    errors: list[BaseException] = []
+    bar = tqdm(
+        total=len(blocks), initial=len(done), desc=f"blocks {Path(path).name}", unit="block",
+        disable=None if progress is None else not progress,
+    )  # fmt: skip
+    with bar:
+        for index, result in engine.map(run_block, job, todo):
+            if isinstance(result, BaseException):
+                position = blocks.block(index).position
+                failed.append((index, position, f"{type(result).__name__}: {result}"))
+                errors.append(result)
+                log.error("%s: block %d at %s failed: %s", path, index, position, result)
+                counts["failed"] += 1
+            else:
+                counts["computed" if result["status"] == "computed" else "skipped"] += 1
+            bar.update()
+    if failed:
+        give_up_if_hopeless(path, errors, job.outputs)
+        raise BlockFailures(path, failed, counts)
+    return counts

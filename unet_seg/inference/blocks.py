@@ -165,12 +165,14 @@ def predict_block(
     run_batch: Callable[[np.ndarray], np.ndarray],
     batch_size: int = 4,
     blend_mode: str = "gaussian",
+    progress: bool | None = False,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Predict one block: yields ``(z0, (K, n, Y, X))`` slabs covering its write region, where
-    ``Y, X`` is the block's plane. ``read`` takes ``(z, y, x)`` slices inside its read region."""
+    ``Y, X`` is the block's plane. ``read`` takes ``(z, y, x)`` slices inside its read region;
+    ``progress``: a tqdm bar over the block's windows (``None``: only on a TTY)."""
     return iter_tiled_predictions(
         read, blocks.volume_shape, blocks.tiles, run_batch, batch_size, blend_mode,
-        progress=False, region=block.write,
+        progress=progress, region=block.write,
     )  # fmt: skip
 
 

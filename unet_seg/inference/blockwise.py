@@ -94,6 +94,7 @@ class BlockJob:
     blend: str = "gaussian"
     mask: ForegroundMask | None = None
     instances: StitchOptions | None = None  # local ids go to outputs["instances_local"]
+    progress: bool | None = False  # a bar over each block's windows: in-process runs only
 
 
 def file_box(layout: Layout, box: tuple[slice, ...]) -> tuple[slice, ...]:
@@ -142,7 +143,10 @@ def run_block(job: BlockJob, index: int) -> dict:
         read = region_view(loaded, block.read)
         runner = runner_for(job.runner)
         z_start = block.write[0][0]
-        for z0, slab in predict_block(read, job.blocks, block, runner, job.batch_size, job.blend):
+        slabs = predict_block(
+            read, job.blocks, block, runner, job.batch_size, job.blend, job.progress
+        )
+        for z0, slab in slabs:
             rows = slice(z0 - z_start, z0 - z_start + slab.shape[1])
             labels[rows] = probabilities_to_labels(slab)
             if probs is not None:
@@ -155,6 +159,8 @@ def run_block(job: BlockJob, index: int) -> dict:
         stored = store_probabilities(probs, dtype) if dtype != "float32" else probs
         job.outputs["probabilities"].write(target, file_order(job.layout, stored))
     info = block_info(block, status, time.perf_counter() - start)
+    # Per slice of the tiling's Z: what the preview picks its slices by, without the labels.
+    info["foreground"] = np.count_nonzero(labels.reshape(len(labels), -1), axis=1).tolist()
     if job.instances is not None:
         ids, info["instances"] = local_instances(labels, job.instances)
         job.outputs["instances_local"].write(target, file_order(job.layout, ids))

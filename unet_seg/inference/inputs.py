@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from unet_seg.io import LazyVolume
+from unet_seg.io import LazyVolume, open_volume
 from unet_seg.io.colour import COLOUR_KINDS, to_luminance
 from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.normalization import scale_to_unit
@@ -130,3 +131,16 @@ class LuminanceView:
     def __getitem__(self, index: object) -> np.ndarray:
         index = index if isinstance(index, tuple) else (index,)
         return to_luminance(self.volume[(slice(None), *index)], self.kind)[0]
+
+
+def open_input(path: Path, model: SegmentationNetwork, options: Any) -> tuple[Any, Any, Layout]:
+    """``(volume, source, layout)``: the lazily opened file, what the model reads of it (the
+    volume, or its luminance for a colour image and a one-channel model) and how it reads it.
+    ``options``: :class:`~unet_seg.inference.options.PredictOptions` (``max_voxels``,
+    ``slice_axis``)."""
+    volume = open_volume(path, max_voxels=options.max_voxels)
+    kind = volume.metadata.get("channels")
+    layout = input_layout(path, volume.shape, model, options.slice_axis, kind)
+    if layout.luminance is None:
+        return volume, volume, layout
+    return volume, LuminanceView(volume, kind), replace(layout, channels=False, luminance=None)

@@ -43,8 +43,9 @@ def is_output(path: Path, out_dir: Path) -> bool:
 
 
 def scratch_path(path: Path, kind: str = "labels", suffix: str | None = None) -> Path:
-    """A hidden temporary name beside ``path`` for what only instances need: the label map
-    (``kind="labels"``) or the seeded watershed's probability maps (``"seeds"``, ``.tif``)."""
+    """A hidden temporary name beside ``path`` for a scratch output that is never renamed: the
+    label map only the preview needs (``kind="labels"``), the blocks' local instance ids
+    (``"instances"``) or the seeded watershed's probability maps (``"seeds"``)."""
     suffix = suffix or format_suffix(path)
     return path.with_name(f".{path.name}.{kind}-{uuid.uuid4().hex[:8]}{suffix}")
 

@@ -20,10 +20,11 @@ from tqdm.auto import tqdm
 from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.inference.blockrun import LABEL_NAMES, BlockFailures, BlockOptions
 from unet_seg.inference.engine import make_engine
+from unet_seg.inference.inputs import open_input
 from unet_seg.inference.instance_methods import stored_tuning
 from unet_seg.inference.options import PredictOptions
 from unet_seg.inference.outputs import is_complete, is_output, plan_outputs
-from unet_seg.inference.predict_file import open_input, predict_file
+from unet_seg.inference.predict_file import predict_file
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.io.atomic import write_error, write_json_atomic
 from unet_seg.io.files import find_files, format_suffix, is_directory_format
@@ -65,13 +66,14 @@ def _normalization(cfg: Any, stored: dict) -> dict:
 
 
 def _chunked_targets(path: Path, targets: dict[str, Path], outputs: dict) -> dict[str, Path]:
-    """Targets of a zarr input: no preview (not drawn block-wise yet); with
-    ``outputs.into_input`` the label images go into the input's ``labels/`` group."""
+    """Targets of a zarr input: a preview only with the labels (it is drawn from their store);
+    with ``outputs.into_input`` the label images go into the input's ``labels/`` group (the
+    preview stays in the output folder)."""
     if not is_directory_format(path):
         if outputs.get("into_input"):
             raise UsageError(f"{path}: outputs.into_input needs an .ome.zarr input")
         return targets
-    targets = {k: v for k, v in targets.items() if k != "preview"}
+    targets = {k: v for k, v in targets.items() if k != "preview" or "labels" in targets}
     if outputs.get("into_input"):
         if format_suffix(path) != ".ome.zarr":
             raise UsageError(f"{path}: outputs.into_input needs an .ome.zarr input")
@@ -91,6 +93,7 @@ def _complete(path: Path, targets: dict, model: SegmentationNetwork, options: An
             return all(
                 ZarrVolume(t).shape == ((classes, *spatial) if k == "probabilities" else spatial)
                 for k, t in targets.items()
+                if k != "preview"  # a PNG, there (checked above): its size is free
             )
         except (OSError, ValueError):  # a foreign or broken store: predict again
             return False

@@ -1,8 +1,20 @@
-"""One file through the model: read lazily -> tiles -> model -> blend -> post-process -> write.
+"""One file through the model, block by block: read lazily -> blocks -> write -> instances.
 
-TIFF, NIfTI and PNG inputs stream slabs of whole planes through :class:`SlabWriter`; zarr and
-OME-Zarr inputs run block by block (:mod:`unet_seg.inference.blockrun`). Instances and the
-preview are made from what was written.
+Every input runs the block path (:mod:`unet_seg.inference.blocks`), so memory is bounded by a
+block (:func:`~unet_seg.inference.blocks.default_block_shape`), not by the y-x plane or the
+volume. Zarr and OME-Zarr inputs write zarr stores, resumably, on any engine
+(:mod:`unet_seg.inference.blockrun`). TIFF, NIfTI and PNG inputs run in this process: blocks
+read their input region lazily (memory-mapped TIFF and ``.nii``, compressed TIFF page by page,
+``.nii.gz`` through nibabel's proxy) and write the region they own straight into the
+memory-mapped output files (:mod:`unet_seg.inference.file_outputs`); an error or an interrupt
+removes every partial file, and a killed run's are swept by :mod:`unet_seg.io.sweep`.
+
+Instances (``cc``, ``distance``) are labelled per block into a hidden scratch file, stitched
+across block faces and relabelled into the final file (:mod:`unet_seg.inference.stitch`):
+memory is a block and the merge table. ``seeded`` still runs its watershed on the whole
+volume's float16 foreground and interior maps (a scratch file) until it runs block by block.
+The preview is drawn from what was written, a few strided planes
+(:mod:`unet_seg.inference.preview_output`).
 """
 
 from __future__ import annotations
@@ -10,32 +22,38 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from unet_seg.inference.blockrun import BlockOptions, predict_blockwise
-from unet_seg.inference.inputs import Layout, LuminanceView, input_layout, region_reader
-from unet_seg.inference.instance_methods import InstanceOptions, from_class_map, seeded_from
+from unet_seg.inference.blockrun import (
+    BlockFailures,
+    BlockOptions,
+    predict_blockwise,
+    run_blocks,
+    stitch_options,
+)
+from unet_seg.inference.blocks import MAX_BLOCK_VOXELS, default_block_shape, plan_blocks
+from unet_seg.inference.blockwise import BlockJob, RunnerSpec, register_runner
+from unet_seg.inference.engine import InProcess
+from unet_seg.inference.file_outputs import FileOutput, ProbabilityOutput
+from unet_seg.inference.inputs import open_input
+from unet_seg.inference.instance_blocks import finish_instances
+from unet_seg.inference.instance_methods import InstanceOptions, seeded_from
+from unet_seg.inference.mask import load_mask
 from unet_seg.inference.options import PredictOptions
 from unet_seg.inference.outputs import scratch_path
-from unet_seg.inference.postprocess import (
-    label_dtype,
-    probabilities_to_labels,
-    store_probabilities,
-)
+from unet_seg.inference.postprocess import label_dtype
+from unet_seg.inference.preview_output import foreground_counts, write_preview
 from unet_seg.inference.runner import ModelRunner
-from unet_seg.inference.seeded import foreground_and_interior
-from unet_seg.inference.stream import iter_tiled_predictions
-from unet_seg.inference.tiling import plan_tiles
-from unet_seg.io import Volume, open_volume, read_volume, write_volume
+from unet_seg.inference.stream import restrict_plan
+from unet_seg.inference.tiling import TilePlan, plan_tiles
+from unet_seg.io import open_volume
 from unet_seg.io.files import format_suffix, is_directory_format
 from unet_seg.io.slabs import SlabWriter
 from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.normalization import percentile_range, percentiles
-from unet_seg.viz.previews import PreviewCollector, plane_reader
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +63,20 @@ def _probability_dtype(wanted: str, suffix: str) -> str:
     return "float32" if wanted == "float16" and suffix.startswith(".nii") else wanted
 
 
-def open_input(
-    path: Path, model: SegmentationNetwork, options: PredictOptions
-) -> tuple[Any, Any, Layout]:
-    """``(volume, source, layout)``: the opened file, what the model reads of it (the volume, or
-    its luminance for a colour image and a one-channel model) and how it reads it."""
-    volume = open_volume(path, max_voxels=options.max_voxels)
-    kind = volume.metadata.get("channels")
-    layout = input_layout(path, volume.shape, model, options.slice_axis, kind)
-    if layout.luminance is None:
-        return volume, volume, layout
-    return volume, LuminanceView(volume, kind), replace(layout, channels=False, luminance=None)
+def file_block_shape(tiles: TilePlan, batch_size: int) -> tuple[int, int, int]:
+    """Blocks for a file (no chunks to respect): a few windows per axis in plane
+    (:func:`~unet_seg.inference.blocks.default_block_shape`) and, for a 2D network, as many
+    slices as fill one batch of windows: the memory of a slab of the streamed prediction, with
+    a plane of at most a few windows whatever the file's plane."""
+    depth, height, width = default_block_shape(tiles, (1, 1, 1))
+    if tiles.axes[0].in_size > 1:
+        return (depth, height, width)
+    plane = restrict_plan(tiles, ((0, 1), (0, height), (0, width)))
+    per_slice = len(plane.axes[1].starts) * len(plane.axes[2].starts)
+    slices = max(1, min(tiles.axes[0].size, -(-batch_size // per_slice)))
+    while slices > 1 and slices * height * width > MAX_BLOCK_VOXELS:
+        slices -= 1
+    return (slices, height, width)
 
 
 def predict_file(
@@ -68,16 +89,29 @@ def predict_file(
     block: BlockOptions | None = None,
     engine: Any = None,
 ) -> dict:
-    """Predict one file into ``targets``; returns its summary entry (shape, seconds, voxels/s).
+    """Predict one file into ``targets``; returns its summary entry (shape, blocks, seconds,
+    voxels/s).
 
-    ``norm``: the ``{low, high}`` percentiles to normalise with (those of training). Zarr and
-    OME-Zarr inputs run block by block (:mod:`unet_seg.inference.blockrun`) on ``engine``
-    (in-process by default) with ``block`` options, and their entry counts the blocks.
+    ``norm``: the ``{low, high}`` percentiles to normalise with (those of training). ``block``:
+    block size, foreground mask (and for zarr inputs the runner and the resolution level). Zarr
+    and OME-Zarr inputs run on ``engine`` (in-process by default), files in this process.
     """
     if is_directory_format(path):
         if block is None:
             raise ValueError(f"{path}: zarr inputs need block options (BlockOptions)")
         return predict_blockwise(path, targets, model, runner, options, norm, block, engine)
+    return _predict_into_files(path, targets, model, runner, options, norm, block)
+
+
+def _predict_into_files(
+    path: Path,
+    targets: dict[str, Path],
+    model: SegmentationNetwork,
+    runner: ModelRunner,
+    options: PredictOptions,
+    norm: dict,
+    block: BlockOptions | None,
+) -> dict:
     start = time.perf_counter()
     volume, source, layout = open_input(path, model, options)
     if source is not volume:
@@ -86,106 +120,104 @@ def predict_file(
                     path, kind)  # fmt: skip
     lo, hi = percentile_range(source, *percentiles(norm))
     shape = layout.volume_shape(source.shape)
-    plan = plan_tiles(model, shape, options.tile_for(model.spatial_dims), options.overlap)
     spatial = layout.spatial_shape(source.shape)
     classes = int(model.num_classes)
-    reader = region_reader(source, layout, lo, hi)
-    slices = iter_tiled_predictions(
-        reader, shape, plan, runner, options.batch_size, options.blend, options.progress
-    )
-    preview = PreviewCollector(shape, options.preview_slices) if "preview" in targets else None
+    tiles = plan_tiles(model, shape, options.tile_for(model.spatial_dims), options.overlap)
+    size = None if block is None else block.block_size
+    blocks = plan_blocks(tiles, size or file_block_shape(tiles, options.batch_size))
+    spec = RunnerSpec(f"<in-process runner {id(runner)}>") if block is None else block.runner
+    register_runner(spec, runner)  # the model is loaded already
     instances = options.instances
-    # Instances come from the whole label map, so it is written even if not asked for; the
-    # seeded watershed also needs the foreground and interior probabilities: a scratch file too.
-    label_target = targets.get("labels") or targets.get("instances")
-    label_path = label_target if "labels" in targets else None
-    if label_path is None and "instances" in targets:
-        label_path = scratch_path(label_target)
-    seed_path = None
-    if "instances" in targets and instances.needs_probabilities:
-        seed_path = scratch_path(targets["instances"], "seeds", ".tif")
-    with ExitStack() as stack:
-        writers = {}
-        if label_path is not None:
-            writers["labels"] = stack.enter_context(
-                SlabWriter(label_path, spatial, label_dtype(classes), volume, layout.spatial_dims)
-            )
-        if seed_path is not None:  # float16: thresholds need no more, and it halves the file
-            writers["seeds"] = stack.enter_context(
-                SlabWriter(seed_path, (2, *spatial), "float16", volume, layout.spatial_dims)
-            )
-        if "probabilities" in targets:
-            dtype = _probability_dtype(options.probability_dtype, format_suffix(path))
-            writers["probabilities"] = stack.enter_context(
-                SlabWriter(targets["probabilities"], (classes, *spatial), dtype, volume,
-                           layout.spatial_dims)
-            )  # fmt: skip
-        for z0, probs in slices:
-            labels = probabilities_to_labels(probs)
-            if "labels" in writers:
-                writers["labels"].write(z0, labels, layout.slice_axis)
-            if preview is not None:
-                preview.add(z0, labels)  # keeps only the few slices it will show
-            if "probabilities" in writers:
-                dtype = writers["probabilities"].dtype.name
-                stored = store_probabilities(probs, dtype) if dtype != "float32" else probs
-                writers["probabilities"].write(z0, stored, layout.slice_axis)
-            if "seeds" in writers:
-                maps = foreground_and_interior(
-                    probs, instances.background_class, instances.interior_class
+    seeded = "instances" in targets and instances.needs_probabilities
+    stitch = None
+    if "instances" in targets and not seeded:
+        stitch = stitch_options(instances, volume, layout)
+    engine = InProcess()  # the output files are memory maps of this process
+    scratch: list[SlabWriter] = []  # never renamed: removed whatever happens
+    try:
+        with ExitStack() as stack:  # the outputs: renamed on success, removed on any exception
+
+            def output(target: Path, shape: tuple, dtype: Any, keep: bool = True) -> SlabWriter:
+                writer = SlabWriter(target, shape, dtype, volume, layout.spatial_dims)
+                (stack.enter_context if keep else scratch.append)(writer)
+                return writer
+
+            outputs: dict[str, Any] = {}
+            if "labels" in targets or "preview" in targets:  # the preview reads the labels
+                keep = "labels" in targets
+                target = targets.get("labels") or scratch_path(targets["preview"], "labels", ".tif")
+                outputs["labels"] = FileOutput(output(target, spatial, label_dtype(classes), keep))
+            stored = seeds = None
+            if "probabilities" in targets:
+                dtype = _probability_dtype(options.probability_dtype, format_suffix(path))
+                stored = output(targets["probabilities"], (classes, *spatial), dtype)
+            if seeded:  # float16: thresholds need no more, and it halves the file
+                seeds_path = scratch_path(targets["instances"], "seeds", ".tif")
+                seeds = output(seeds_path, (2, *spatial), "float16", keep=False)
+            if stored is not None or seeds is not None:
+                outputs["probabilities"] = ProbabilityOutput(stored, seeds, instances)
+            if stitch is not None:
+                local = scratch_path(targets["instances"], "instances", ".tif")
+                outputs["instances_local"] = FileOutput(output(local, spatial, np.uint32, False))
+            mask = load_mask(None if block is None else block.mask, volume, layout, shape)
+            job = BlockJob(source, layout, lo, hi, blocks, outputs, spec, classes, "float32",
+                           options.batch_size, options.blend, mask, stitch,
+                           progress=options.progress)  # fmt: skip
+            counts = run_blocks(path, job, engine, set(), options.progress)
+            objects = None
+            if stitch is not None:
+                final = lambda target, dtype, key: FileOutput(output(target, spatial, dtype))  # noqa: E731
+                _, objects, failed = finish_instances(
+                    job, targets["instances"], engine, instances.min_size, final, {}
                 )
-                writers["seeds"].write(z0, np.stack(maps).astype(np.float16), layout.slice_axis)
-    if "instances" in targets:
-        try:
-            _write_instances(label_path, seed_path, targets["instances"], volume, instances)
-        finally:
-            if "labels" not in targets:
-                label_path.unlink(missing_ok=True)
-            if seed_path is not None:
-                seed_path.unlink(missing_ok=True)
-    if preview is not None:
-        plane = (slice(0, shape[1]), slice(0, shape[2]))
-        read_image = lambda z: reader((slice(z, z + 1), *plane))[0, 0]  # noqa: E731  (channel 0)
-        _write_preview(preview, targets, read_image, layout.slice_axis, path.name)
+                if failed:
+                    raise BlockFailures(path, failed, {**counts, "failed": len(failed)})
+            elif seeded:
+                objects = _seeded_instances(seeds, targets["instances"], instances, output)
+        if "preview" in targets:
+            foreground = foreground_counts(outputs["labels"].infos.values(), shape[0])
+            _preview(targets, foreground, layout, source, outputs["labels"], options, path.name)
+    finally:
+        for writer in scratch:
+            writer.abort()
     seconds = time.perf_counter() - start
-    voxels = int(np.prod(spatial))
     return {
         "shape": list(volume.shape),
-        "tiles": plan.num_windows,
+        "tiles": tiles.num_windows,
+        "blocks": counts,
+        "block_shape": list(blocks.block_shape),
+        **({"instances": objects} if objects is not None else {}),
         "seconds": round(seconds, 3),
-        "voxels_per_second": round(voxels / seconds, 1) if seconds > 0 else None,
+        "voxels_per_second": round(float(np.prod(spatial)) / seconds, 1) if seconds else None,
     }
 
 
-def _write_instances(
-    label_path: Path, seed_path: Path | None, target: Path, volume: Any, options: InstanceOptions
-) -> None:
-    """Instances over the whole volume (in 3D for a stack predicted slice by slice): from the
-    label map, or for ``seeded`` from the ``(2, *spatial)`` foreground and interior maps at
-    ``seed_path``. This step holds the whole map in memory, unlike the tiled prediction."""
-    labels = read_volume(label_path)
-    if options.needs_probabilities:
-        maps = read_volume(seed_path).array
-        inst = seeded_from(maps[0], maps[1], options)
-    else:
-        spacing = volume.spacing[-labels.array.ndim :]
-        inst = from_class_map(labels.array, options, spacing)
-    dtype = np.uint16 if inst.max() < 2**16 else np.uint32
-    write_volume(
-        target,
-        Volume(inst.astype(dtype), labels.affine, labels.spacing, labels.metadata),
-    )
+def _seeded_instances(
+    seeds: SlabWriter, target: Path, options: InstanceOptions, output: Any
+) -> int:
+    """``seeded`` instances from the ``(2, *spatial)`` foreground and interior maps: the one
+    step that still holds the whole volume (its maps and ids) in memory."""
+    maps = np.asarray(seeds.array)
+    ids = seeded_from(maps[0], maps[1], options)
+    dtype = np.uint16 if ids.max(initial=0) < 2**16 else np.uint32
+    writer = output(target, ids.shape, dtype)
+    writer.write_box(tuple(slice(None) for _ in ids.shape), ids.astype(dtype))
+    return int(ids.max(initial=0))
 
 
-def _write_preview(
-    preview: PreviewCollector, targets: dict[str, Path], read_image: Any, axis: int, title: str
-) -> None:
-    """``<stem>_preview.png``, with the instances when they were written. A preview that cannot
-    be drawn is logged; the file's outputs stand."""
-    try:
-        read_instances = None
+def _preview(
+    targets: dict[str, Path], foreground: np.ndarray, layout: Any, source: Any,
+    labels: FileOutput, options: PredictOptions, title: str,
+) -> None:  # fmt: skip
+    """The preview from the written outputs (the labels' scratch file when they were not
+    asked for, which is still open)."""
+    with ExitStack() as stack:
+        if "labels" in targets:
+            written = stack.enter_context(open_volume(targets["labels"]))
+        else:
+            written = labels.writer.array
+        ids = None
         if "instances" in targets:
-            read_instances = plane_reader(open_volume(targets["instances"]), axis)
-        preview.write(targets["preview"], read_image, read_instances, title)
-    except Exception as err:  # a picture is not worth failing the prediction for
-        log.warning("%s: no preview: %s", targets["preview"], err)
+            ids = stack.enter_context(open_volume(targets["instances"]))
+        write_preview(targets["preview"], foreground, layout, source, written, ids,
+                      options.preview_slices, title)  # fmt: skip

@@ -1,8 +1,9 @@
-"""Writing an output volume slab by slab, so that a prediction never holds it whole in memory.
+"""Writing an output volume slab by slab or block by block, so that a prediction never holds it
+whole in memory.
 
-The output is an array on disk (a memmap) that slabs of z-rows are written into. Data go to a
-hidden temporary file in the target directory that is renamed when complete; an exception
-removes it. The file's blocks are reserved on disk before the first write
+The output is an array on disk (a memmap) that slabs of z-rows or boxes are written into. Data
+go to a hidden temporary file in the target directory that is renamed when complete; an
+exception removes it. The file's blocks are reserved on disk before the first write
 (:func:`~unet_seg.io.atomic.allocate`): a memmap written on a full disk would otherwise kill the
 process with SIGBUS; now a full disk is an :class:`~unet_seg.errors.OutputWriteError` naming the
 file, before any work. The temporary file is locked while it is written and fsynced before the
@@ -116,6 +117,16 @@ class SlabWriter:
         index[axis] = slice(z0, z0 + block.shape[-3 + axis])
         self.array[(Ellipsis, *index)] = block
         self._release()
+
+    def write_box(self, box: tuple[slice, ...], data: np.ndarray) -> None:
+        """Write ``data`` ``(*lead, *box)`` into the spatial ``box`` (the file's axis order, all
+        leading axes): how a block writes the output region it owns."""
+        self.array[(Ellipsis, *box)] = data
+        self._release()
+
+    def read_box(self, box: tuple[slice, ...]) -> np.ndarray:
+        """The data written so far in the spatial ``box`` (all leading axes)."""
+        return np.array(self.array[(Ellipsis, *box)])
 
     def _release(self) -> None:
         """Write the dirty pages out and drop them from memory: a memmap's written pages would

@@ -1,16 +1,16 @@
-"""``<stem>_preview.png``: a few slices of a prediction, chosen while it streams out.
+"""``<stem>_preview.png``: a few slices of a prediction, drawn from what was written.
 
-Prediction yields its label map in z-slabs; :class:`PreviewCollector` sees each slab once and
-keeps only the label slices it may show (subsampled): slices spread evenly over the depth, fixed
-in advance, and the slice with the most foreground so far. The image (and instances, written
-after the label map) are read for the chosen slices only when the preview is drawn, so the whole
-volume is never in memory.
+Prediction counts the foreground voxels of every slice as its blocks finish (a number per
+slice, whatever the volume's size). :class:`SlicePreview` picks the slices to show from those
+counts (slices spread evenly over the depth and the slice with the most foreground), and only
+those slices of the image, the labels (and instances) are read back, strided to at most
+:data:`MAX_SIDE` pixels a side, so the whole volume or even a whole plane is never in memory.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,96 +30,97 @@ from unet_seg.viz.overlays import (
 
 MAX_SIDE = 512  # pixels kept per slice side: enough for a 256-pixel panel, bounded for any size
 
+PlaneReader = Callable[[int], np.ndarray]  # slice index -> its (Y, X) plane, already strided
 
-class PreviewCollector:
-    """Chooses and keeps up to ``num_slices`` label slices of a ``(Z, Y, X)`` map fed by slabs.
+
+class SlicePreview:
+    """Chooses up to ``num_slices`` slices of a ``(Z, Y, X)`` label map and draws them.
 
     Args:
-        shape: ``(Z, Y, X)`` of the label map as streamed (a 2D image is ``(1, Y, X)``).
+        shape: ``(Z, Y, X)`` of the label map (a 2D image is ``(1, Y, X)``).
+        foreground: ``(Z,)`` foreground voxels per slice.
         num_slices: panels per row of the preview.
-        max_side: longest kept side; larger slices are strided.
+        max_side: longest side drawn; readers stride planes by :attr:`step`.
     """
 
     def __init__(
-        self, shape: tuple[int, int, int], num_slices: int = 4, max_side: int = MAX_SIDE
+        self,
+        shape: Sequence[int],
+        foreground: Sequence[int],
+        num_slices: int = 4,
+        max_side: int = MAX_SIDE,
     ) -> None:
-        if len(shape) != 3 or num_slices < 1:
-            raise ValueError(f"expected a (Z, Y, X) shape and num_slices >= 1, got {shape}")
+        if len(shape) != 3 or num_slices < 1 or len(foreground) != shape[0]:
+            raise ValueError(
+                f"expected a (Z, Y, X) shape, Z foreground counts and num_slices >= 1, got "
+                f"{tuple(shape)}, {len(foreground)} counts and {num_slices}"
+            )
         self.shape, self.num_slices = tuple(int(s) for s in shape), num_slices
-        self.step = subsample_step(shape, max_side)
-        self._spread = spread(self.shape[0], num_slices)
-        self._kept: dict[int, np.ndarray] = {}
-        self._best: tuple[int, int] = (-1, -1)  # (foreground voxels, z) of the fullest slice
-
-    def add(self, z0: int, labels: np.ndarray) -> None:
-        """Look at rows ``z0 .. z0 + n - 1``: ``labels`` ``(n, Y, X)`` class indices."""
-        counts = np.count_nonzero(labels.reshape(len(labels), -1), axis=1)
-        for i, count in enumerate(counts):
-            z = z0 + i
-            better = count > self._best[0]
-            if z in self._spread or better:
-                self._kept[z] = np.array(labels[i, :: self.step, :: self.step])
-            if better:
-                if self._best[1] not in self._spread:
-                    self._kept.pop(self._best[1], None)
-                self._best = (int(count), z)
+        self.foreground = np.asarray(foreground, dtype=np.int64)
+        self.step = subsample_step(self.shape, max_side)
 
     def chosen(self) -> list[int]:
-        """The slices the preview shows, in order: the fullest slice and evenly spread ones."""
-        if self._best[0] <= 0:  # nothing found anywhere: the spread alone
-            return list(self._spread)
-        others = [z for z in self._spread if z != self._best[1]]
-        return sorted([self._best[1], *others][: self.num_slices])
+        """The slices shown, in order: the fullest slice (the first of equals) and evenly spread
+        ones; the spread alone when nothing was found."""
+        spread_slices = spread(self.shape[0], self.num_slices)
+        if self.foreground.max(initial=0) <= 0:
+            return spread_slices
+        best = int(np.argmax(self.foreground))
+        others = [z for z in spread_slices if z != best]
+        return sorted([best, *others][: self.num_slices])
 
     def figure(
         self,
-        read_image: Callable[[int], np.ndarray],
-        read_instances: Callable[[int], np.ndarray] | None = None,
+        read_image: PlaneReader,
+        read_labels: PlaneReader,
+        read_instances: PlaneReader | None = None,
         title: str = "",
     ) -> Figure:
         """The preview figure: per chosen slice a column of image, labels (and instances).
 
-        ``read_image(z)`` and ``read_instances(z)`` return slice ``z`` ``(Y, X)`` in full size.
+        The readers return slice ``z`` strided by :attr:`step` (see :func:`plane_reader`).
         """
         chosen = self.chosen()
-        missing = [z for z in chosen if z not in self._kept]
-        if missing:
-            raise ValueError(f"preview slices {missing} were never streamed (shape {self.shape})")
-        images = [np.asarray(read_image(z))[:: self.step, :: self.step] for z in chosen]
+        images = [np.asarray(read_image(z), dtype=np.float32) for z in chosen]
         lo, hi = display_range(np.stack(images))
         where = (lambda z: f"slice {z}") if self.shape[0] > 1 else (lambda z: "")
-        rows: list[list[tuple[str, np.ndarray]]] = [[], []]
         grays = [to_gray(image, lo, hi) for image in images]
+        rows: list[list[tuple[str, np.ndarray]]] = [[], []]
         for z, gray in zip(chosen, grays, strict=True):
             rows[0].append((f"image {where(z)}", gray))
-            rows[1].append((f"labels {where(z)}", composite(gray, class_rgba(self._kept[z]))))
+            labels = np.asarray(read_labels(z))
+            rows[1].append((f"labels {where(z)}", composite(gray, class_rgba(labels))))
         if read_instances is not None:
             rows.append([])
             for z, gray in zip(chosen, grays, strict=True):
-                ids = np.asarray(read_instances(z))[:: self.step, :: self.step]
+                ids = np.asarray(read_instances(z))
                 rows[2].append((f"instances {where(z)}", composite(gray, instance_rgba(ids))))
         return image_grid(rows, title=title)
 
     def write(
         self,
         path: str | os.PathLike,
-        read_image: Callable[[int], np.ndarray],
-        read_instances: Callable[[int], np.ndarray] | None = None,
+        read_image: PlaneReader,
+        read_labels: PlaneReader,
+        read_instances: PlaneReader | None = None,
         title: str = "",
     ) -> Path:
         """Draw the preview (:meth:`figure`) and write it to ``path`` atomically."""
-        return save_png(self.figure(read_image, read_instances, title), path, palette=True)
+        figure = self.figure(read_image, read_labels, read_instances, title)
+        return save_png(figure, path, palette=True)
 
 
-def plane_reader(volume: Any, axis: int = 0) -> Callable[[int], np.ndarray]:
-    """``z -> (A, B)``: plane ``z`` across spatial ``axis`` of a ``(Y, X)`` or ``(Z, Y, X)``
-    label volume (a lazy volume reads that plane only); a 2D volume is its own plane 0."""
+def plane_reader(volume: Any, axis: int = 0, step: int = 1, lead: tuple = ()) -> PlaneReader:
+    """``z -> (A, B)``: plane ``z`` across spatial ``axis`` of a ``(*lead, Y, X)`` or
+    ``(*lead, Z, Y, X)`` volume, strided by ``step`` in plane; ``lead`` indexes the axes before
+    the spatial ones (e.g. ``(0,)``: the first channel). A lazy volume reads that plane only; a
+    2D volume is its own plane 0."""
+    spatial = len(volume.shape) - len(lead)
 
     def read(z: int) -> np.ndarray:
-        if volume.ndim == 2:
-            return np.asarray(volume[...])
-        index: list[Any] = [slice(None)] * 3
-        index[axis] = int(z)
-        return np.asarray(volume[tuple(index)])
+        index: list[Any] = [slice(None, None, step)] * spatial
+        if spatial == 3:
+            index[axis] = int(z)
+        return np.asarray(volume[(*lead, *index)])
 
     return read
