@@ -19,15 +19,14 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from unet_seg.errors import UsageError
 from unet_seg.inference.blocks import plan_blocks
 from unet_seg.inference.blockwise import BlockJob, RunnerSpec, register_runner, run_block
 from unet_seg.inference.engine import InProcess
 from unet_seg.inference.inputs import input_layout
-from unet_seg.inference.instance_blocks import finish_instances
+from unet_seg.inference.instance_blocks import SCRATCH_PREFIX, finish_instances, scratch_outputs
 from unet_seg.inference.mask import load_mask
 from unet_seg.inference.postprocess import label_dtype
-from unet_seg.inference.stitch import StitchOptions
+from unet_seg.inference.stitch import StitchOptions, stitch_options_of
 from unet_seg.inference.tiling import plan_tiles
 from unet_seg.io.zarr import ZarrVolume
 from unet_seg.io.zarr_output import ZarrOutput, register_label_image
@@ -98,27 +97,15 @@ def prepare_outputs(
             {**key, "dtype": dtype}, volume.zarr_format,
         )  # fmt: skip
     if "instances" in targets:
-        scratch = targets["instances"].with_name(f"{targets['instances'].name}.local")
         stitch = stitch_options(options.instances, volume)
-        outputs["instances_local"] = label_store(
-            scratch, np.uint32, {**key, "instances": repr(stitch)}, as_ome=False
-        )
+        outputs.update(scratch_outputs(targets["instances"], stitch, spatial, chunks, key,
+                                       volume.zarr_format))  # fmt: skip
     return outputs, label_store
 
 
 def stitch_options(instances: Any, volume: ZarrVolume) -> StitchOptions:
     """The per-block instance options of the prediction's ``instances`` options."""
-    if instances.needs_probabilities:  # blocks keep only their class map so far
-        raise UsageError(
-            f"instances.method={instances.method} is not available for zarr inputs (block-wise) "
-            "yet; use instances.method=cc or distance"
-        )
-    spacing = tuple(volume.spacing) if instances.anisotropic else None
-    if spacing is not None and len(spacing) == 2:
-        spacing = (1.0, *spacing)
-    split = instances.method == "distance"
-    return StitchOptions(instances.foreground_class, split, instances.min_distance,
-                         instances.min_size, spacing)  # fmt: skip
+    return stitch_options_of(instances, volume.spacing)
 
 
 @dataclass(frozen=True)
@@ -204,15 +191,15 @@ def predict_blockwise(
         )
         if failed:
             raise BlockFailures(path, failed, {**counts, "failed": len(failed)})
-    scratch = outputs.pop("instances_local", None)
-    if scratch is not None:
+    scratch = [outputs.pop(n) for n in list(outputs) if n.startswith(SCRATCH_PREFIX)]
+    if scratch:
         outputs["instances"] = final
     for output in outputs.values():  # last, so an interrupted run finds all partial stores
         output.commit()
         if output.path.parent == Path(path) / "labels" and output.ome is not None:
             register_label_image(path, output.path.name, output.ome["version"])
-    if scratch is not None:
-        scratch.abort()  # the local ids, once the final ones are in place
+    for store in scratch:  # the local ids and maps, once the final ids are in place
+        store.abort()
     seconds = time.perf_counter() - start
     return {
         "shape": list(volume.shape),

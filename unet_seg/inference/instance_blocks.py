@@ -1,15 +1,19 @@
-"""The block-wise instance pass: stitch the blocks' local ids, then relabel block by block.
+"""The block-wise instance passes after the prediction: stitch, (flood,) relabel block by block.
 
-Runs after every block has written its local instance ids (``outputs["instances_local"]``, a
-hidden scratch store). The merge table needs one face at a time; the relabel pass is one more
-set of block tasks on the same engine, recorded per block like the prediction, so an
-interrupted run resumes there too.
+Runs after every block has written its first-pass scratch stores (:func:`~unet_seg.inference.
+stitch.local_outputs` writes them, :func:`scratch_outputs` makes them). ``cc``: the merge table
+of the local components, then the relabel pass. ``distance`` / ``seeded``: the components (and
+seeds) are stitched, every block floods its region with a halo (:mod:`unet_seg.inference.flood`,
+recorded per block in one more scratch store), the keys are numbered, and the relabel pass
+writes the result. Each pass is a set of block tasks on the same engine, recorded per block like
+the prediction, so an interrupted run resumes in the pass it stopped in and redoes nothing else.
+Stitching holds one face at a time and the tables; a flood task one block's halo region.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +22,38 @@ import numpy as np
 
 from unet_seg.inference.blocks import BlockPlan
 from unet_seg.inference.blockwise import BlockJob, block_info, file_box
+from unet_seg.inference.flood import FloodJob, flood_block, key_table
 from unet_seg.inference.inputs import Layout
-from unet_seg.inference.stitch import MergeTable, face_boxes, merge_table, neighbour_faces
+from unet_seg.inference.stitch import (
+    MergeTable,
+    StitchOptions,
+    face_boxes,
+    merge_table,
+    neighbour_faces,
+)
 from unet_seg.io.zarr_output import ZarrOutput
+
+SCRATCH_PREFIX = "instances_"  # job.outputs entries that are scratch: removed after the commit
+
+
+def scratch_outputs(
+    target: Path, options: StitchOptions, spatial: tuple[int, ...], chunks: tuple[int, ...],
+    fingerprint: dict, zarr_format: int,
+) -> dict[str, ZarrOutput]:  # fmt: skip
+    """The hidden first-pass stores beside the instance output ``target``: local component ids,
+    and for ``seeded`` local seed ids and the float16 foreground / interior maps ``(2,
+    *spatial)`` (what predict_file keeps for a file)."""
+    key = {**fingerprint, "instances": repr(options)}
+
+    def store(suffix: str, shape: tuple, dtype: Any, chunk: tuple) -> ZarrOutput:
+        path = target.with_name(f"{target.name}.{suffix}")
+        return ZarrOutput(path, shape, dtype, chunk, None, True, key, zarr_format)
+
+    outputs = {"instances_local": store("local", spatial, np.uint32, chunks)}
+    if options.seeded:
+        outputs["instances_seeds"] = store("seeds", spatial, np.uint32, chunks)
+        outputs["instances_maps"] = store("maps", (2, *spatial), np.float16, (1, *chunks))
+    return outputs
 
 
 @dataclass
@@ -49,26 +82,74 @@ def _faces(blocks: BlockPlan, layout: Layout, local: ZarrOutput) -> Iterator[tup
         yield a, b, local.read(file_box(layout, box_a)), local.read(file_box(layout, box_b))
 
 
+def _stitched(job: BlockJob, name: str, record: str, min_size: int) -> MergeTable:
+    """The merge table of the local ids in ``job.outputs[name]`` (summaries under ``record``)."""
+    store = job.outputs[name]
+    summaries = {i: r[record] for i, r in store.records_of().items()}
+    return merge_table(job.blocks, summaries, _faces(job.blocks, job.layout, store), min_size)
+
+
+def _run_blocks(engine: Any, fn: Callable, job: Any, todo: list[int], blocks: BlockPlan) -> list:
+    """Run ``fn(job, index)`` for ``todo`` on ``engine``; the failed ``(index, position,
+    error)``."""
+    failed = []
+    for index, result in engine.map(fn, job, todo):
+        if isinstance(result, BaseException):
+            position = blocks.block(index).position
+            failed.append((index, position, f"{type(result).__name__}: {result}"))
+    return failed
+
+
+def flood_pass(
+    job: BlockJob, components: MergeTable, engine: Any
+) -> tuple[ZarrOutput, MergeTable, list]:
+    """Flood the blocks not yet recorded; returns the store of their keyed local ids (added to
+    ``job.outputs`` as scratch), the table of the keys and the failed blocks."""
+    local, options = job.outputs["instances_local"], job.instances
+    path = local.path.with_name(local.path.name.removesuffix(".local") + ".flooded")
+    flooded = ZarrOutput(path, local.shape, np.uint32, local.chunks, None, True,
+                         {**local.fingerprint, "pass": "flood"}, local.zarr_format)  # fmt: skip
+    job.outputs["instances_flooded"] = flooded
+    flood = FloodJob(job.layout, job.blocks, options, local, components, flooded)
+    if options.seeded:
+        flood.seeds = job.outputs["instances_seeds"]
+        flood.seed_table = _stitched(job, "instances_seeds", "seeds", 0)
+        flood.maps = job.outputs["instances_maps"]
+    done = flooded.open()
+    todo = [i for i in range(len(job.blocks)) if i not in done]
+    failed = _run_blocks(engine, flood_block, flood, todo, job.blocks)
+    if failed:
+        return flooded, MergeTable(np.zeros(1, np.int64), np.zeros(1, np.int64), 0), failed
+    floods = {i: r["flood"] for i, r in flooded.records_of().items()}
+    table = key_table(floods, len(job.blocks), options.min_size if options.seeded else 0)
+    return flooded, table, []
+
+
 def finish_instances(
     job: BlockJob, target: Path, engine: Any, min_size: int, store: Any, key: dict
-) -> tuple[ZarrOutput, int, list]:
-    """Stitch and relabel into the instance store at ``target`` (not yet committed).
+) -> tuple[ZarrOutput | None, int, list]:
+    """Stitch (and flood) and relabel into the instance store at ``target`` (not committed).
 
     ``store(path, dtype, key)`` makes a label-image :class:`ZarrOutput` like the labels output.
-    Returns the store, the number of objects and the failed relabel blocks ``(index,
-    position, error)``.
+    Returns the store (None if a flood block failed), the number of objects and the failed
+    blocks ``(index, position, error)``. Scratch stores it adds join ``job.outputs`` under
+    :data:`SCRATCH_PREFIX` names, for the caller to remove after the commit.
     """
-    local = job.outputs["instances_local"]
-    summaries = {i: r["instances"] for i, r in local.records_of().items()}
-    table = merge_table(job.blocks, summaries, _faces(job.blocks, job.layout, local), min_size)
+    options = job.instances
+    # seeded drops small objects after the flood; the others drop small components first.
+    components = _stitched(job, "instances_local", "instances", 0 if options.seeded else min_size)
+    source, table = job.outputs["instances_local"], components
+    if options.method != "cc":
+        source, table, failed = flood_pass(job, components, engine)
+        if failed:
+            return None, 0, failed
     dtype = np.uint16 if table.count < 2**16 else np.uint32
-    final = store(target, dtype, {**key, "objects": table.count, "min_size": min_size})
+    final = store(
+        target,
+        dtype,
+        {**key, "objects": table.count, "min_size": min_size, "instances": repr(options)},
+    )
     done = final.open()
-    relabel = RelabelJob(job.layout, job.blocks, local, final, table)
-    failed = []
+    relabel = RelabelJob(job.layout, job.blocks, source, final, table)
     todo = [i for i in range(len(job.blocks)) if i not in done]
-    for index, result in engine.map(relabel_block, relabel, todo):
-        if isinstance(result, BaseException):
-            position = job.blocks.block(index).position
-            failed.append((index, position, f"{type(result).__name__}: {result}"))
-    return final, table.count, failed
+    return final, table.count, _run_blocks(engine, relabel_block, relabel, todo, job.blocks)
