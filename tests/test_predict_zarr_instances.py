@@ -12,6 +12,7 @@ from unet_seg.inference.predict import predict
 from unet_seg.inference.tune_checkpoint import store_tuning
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.io.zarr import open_zarr
+from unet_seg.io.zarr_output import write_zarr
 
 # What unet-seg-tune would store: predict uses it for every instances.* left null.
 TUNED = {"method": "seeded", "roles": {"background_class": 0, "interior_class": 1},
@@ -106,3 +107,24 @@ def test_interrupted_flood_pass_resumes_only_the_missing_blocks(
     assert entry["status"] == "ok" and calls == [5]  # the prediction and the other floods kept
     assert entry["blocks"] == {"total": 16, "computed": 0, "skipped": 16, "failed": 0}
     np.testing.assert_array_equal(blocked_instances(tmp_path), seeded_blocked[1])
+
+
+def test_seeded_2d_image_equals_the_file_path(tmp_path):
+    """A 2D image (one slice for the tiling): maps and ids go through the (Y, X) file boxes."""
+    model = {**TINY_3D, "spatial_dims": 2}
+    ckpt = save_checkpoint(tmp_path / "model2d.ckpt", model, seed=3)
+    image = np.random.default_rng(5).integers(0, 4000, (70, 61)).astype(np.uint16)
+    seeded = {"instances.method": "seeded", "instances.seed_threshold": 0.6, "instances.halo": 100}
+    write_zarr(tmp_path / "raw.zarr", image, chunks=(16, 16))
+    outputs = {"outputs.instances": "true", **seeded}
+    cfg = config(input=tmp_path / "raw.zarr", output_dir=tmp_path / "out", checkpoint=ckpt,
+                 tile_size=32, block_size="[1,32,32]", **outputs)  # fmt: skip
+    entry = predict(cfg)["files"][0]
+    write_volume(tmp_path / "ref" / "raw.tif", Volume(image))
+    ref = config(input=tmp_path / "ref" / "raw.tif", output_dir=tmp_path / "ref", checkpoint=ckpt,
+                 tile_size=32, **outputs)  # fmt: skip
+    predict(ref)
+    expected = read_volume(tmp_path / "ref" / "raw_instances.tif").array
+    assert entry["status"] == "ok" and entry["blocks"]["total"] == 6
+    assert entry["instances"] == expected.max() > 3
+    np.testing.assert_array_equal(open_zarr(tmp_path / "out" / "raw_instances.zarr")[...], expected)
