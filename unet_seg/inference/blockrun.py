@@ -187,7 +187,7 @@ def predict_blockwise(
     if "instances" in targets:
         min_size = options.instances.min_size
         final, objects, failed = finish_instances(
-            job, targets["instances"], engine, min_size, label_store, key
+            job, targets["instances"], engine, min_size, label_store, key, options.progress
         )
         if failed:
             raise BlockFailures(path, failed, {**counts, "failed": len(failed)})

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from unet_seg.inference.blocks import BlockPlan
 from unet_seg.inference.blockwise import BlockJob, block_info, file_box
@@ -89,19 +90,24 @@ def _stitched(job: BlockJob, name: str, record: str, min_size: int) -> MergeTabl
     return merge_table(job.blocks, summaries, _faces(job.blocks, job.layout, store), min_size)
 
 
-def _run_blocks(engine: Any, fn: Callable, job: Any, todo: list[int], blocks: BlockPlan) -> list:
+def _run_blocks(engine: Any, fn: Callable, job: Any, todo: list[int], blocks: BlockPlan,
+                desc: str, progress: bool | None) -> list:  # fmt: skip
     """Run ``fn(job, index)`` for ``todo`` on ``engine``; the failed ``(index, position,
     error)``."""
     failed = []
-    for index, result in engine.map(fn, job, todo):
-        if isinstance(result, BaseException):
-            position = blocks.block(index).position
-            failed.append((index, position, f"{type(result).__name__}: {result}"))
+    bar = tqdm(total=len(blocks), initial=len(blocks) - len(todo), desc=desc, unit="block",
+               disable=None if progress is None else not progress)  # fmt: skip
+    with bar:
+        for index, result in engine.map(fn, job, todo):
+            if isinstance(result, BaseException):
+                position = blocks.block(index).position
+                failed.append((index, position, f"{type(result).__name__}: {result}"))
+            bar.update()
     return failed
 
 
 def flood_pass(
-    job: BlockJob, components: MergeTable, engine: Any
+    job: BlockJob, components: MergeTable, engine: Any, progress: bool | None = None
 ) -> tuple[ZarrOutput, MergeTable, list]:
     """Flood the blocks not yet recorded; returns the store of their keyed local ids (added to
     ``job.outputs`` as scratch), the table of the keys and the failed blocks."""
@@ -117,7 +123,7 @@ def flood_pass(
         flood.maps = job.outputs["instances_maps"]
     done = flooded.open()
     todo = [i for i in range(len(job.blocks)) if i not in done]
-    failed = _run_blocks(engine, flood_block, flood, todo, job.blocks)
+    failed = _run_blocks(engine, flood_block, flood, todo, job.blocks, "flood", progress)
     if failed:
         return flooded, MergeTable(np.zeros(1, np.int64), np.zeros(1, np.int64), 0), failed
     floods = {i: r["flood"] for i, r in flooded.records_of().items()}
@@ -126,11 +132,13 @@ def flood_pass(
 
 
 def finish_instances(
-    job: BlockJob, target: Path, engine: Any, min_size: int, store: Any, key: dict
-) -> tuple[ZarrOutput | None, int, list]:
+    job: BlockJob, target: Path, engine: Any, min_size: int, store: Any, key: dict,
+    progress: bool | None = None,
+) -> tuple[ZarrOutput | None, int, list]:  # fmt: skip
     """Stitch (and flood) and relabel into the instance store at ``target`` (not committed).
 
-    ``store(path, dtype, key)`` makes a label-image :class:`ZarrOutput` like the labels output.
+    ``store(path, dtype, key)`` makes a label-image :class:`ZarrOutput` like the labels output;
+    ``progress``: bars for the flood and relabel passes (None: on a terminal).
     Returns the store (None if a flood block failed), the number of objects and the failed
     blocks ``(index, position, error)``. Scratch stores it adds join ``job.outputs`` under
     :data:`SCRATCH_PREFIX` names, for the caller to remove after the commit.
@@ -140,7 +148,7 @@ def finish_instances(
     components = _stitched(job, "instances_local", "instances", 0 if options.seeded else min_size)
     source, table = job.outputs["instances_local"], components
     if options.method != "cc":
-        source, table, failed = flood_pass(job, components, engine)
+        source, table, failed = flood_pass(job, components, engine, progress)
         if failed:
             return None, 0, failed
     dtype = np.uint16 if table.count < 2**16 else np.uint32
@@ -152,4 +160,5 @@ def finish_instances(
     done = final.open()
     relabel = RelabelJob(job.layout, job.blocks, source, final, table)
     todo = [i for i in range(len(job.blocks)) if i not in done]
-    return final, table.count, _run_blocks(engine, relabel_block, relabel, todo, job.blocks)
+    failed = _run_blocks(engine, relabel_block, relabel, todo, job.blocks, "instances", progress)
+    return final, table.count, failed
