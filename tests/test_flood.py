@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from unet_seg.errors import UsageError
 from unet_seg.inference import instance_blocks
 from unet_seg.inference.blocks import plan_blocks
 from unet_seg.inference.engine import InProcess
@@ -164,3 +165,6 @@ def test_halo_region_is_clipped_at_the_volume_and_scaled_by_spacing():
     )  # fmt: skip
     options = StitchOptions(spacing=(2.0, 0.5, 0.5), halo=8)
     assert options.halo_voxels() == (2, 8, 8)
+    assert stitch_options_of(InstanceOptions(min_distance=10), None).halo == 40  # automatic
+    with pytest.raises(UsageError, match="instances.halo"):
+        InstanceOptions(halo=-1)

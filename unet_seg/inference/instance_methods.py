@@ -61,6 +61,8 @@ class InstanceOptions:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise UsageError(f"instances.method must be one of {METHODS}, got {self.method!r}")
+        if self.halo < 0:
+            raise UsageError(f"instances.halo must be >= 0 voxels (0: automatic), got {self.halo}")
         for name in ("foreground_threshold", "seed_threshold"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UsageError(f"instances.{name} must be in [0, 1), got {getattr(self, name)}")
