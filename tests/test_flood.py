@@ -166,5 +166,5 @@ def test_halo_region_is_clipped_at_the_volume_and_scaled_by_spacing():
     options = StitchOptions(spacing=(2.0, 0.5, 0.5), halo=8)
     assert options.halo_voxels() == (2, 8, 8)
     assert stitch_options_of(InstanceOptions(min_distance=10), None).halo == 40  # automatic
-    with pytest.raises(UsageError, match="instances.halo"):
+    with pytest.raises(UsageError, match=r"instances\.halo"):
         InstanceOptions(halo=-1)
