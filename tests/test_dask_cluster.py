@@ -84,6 +84,21 @@ def test_two_workers_equal_in_process_and_stitch_like_scipy(
     np.testing.assert_array_equal(instances, expected)
 
 
+@pytest.mark.slow  # two predictions of 27 blocks each, ~30 s on 2 cores
+def test_seeded_instances_on_two_workers_equal_in_process(tmp_path, scheduler, ckpt, data):
+    """The flood pass runs on the workers too, each block with its halo of maps and seeds."""
+    seeded = ["outputs.instances=true", "instances.method=seeded", "instances.seed_threshold=0.7",
+              "instances.halo=6"]  # fmt: skip
+    results = []
+    for name, address in (("inproc", None), ("cluster", scheduler)):
+        source = make_input(tmp_path / name, data)
+        entry = predict(config(overrides(source, tmp_path / name / "out", ckpt, address) + seeded))
+        assert entry["files"][0]["status"] == "ok"
+        results.append(open_zarr(tmp_path / name / "out" / "raw_instances.ome.zarr")[...])
+    assert results[0].max() > 3
+    np.testing.assert_array_equal(results[1], results[0])
+
+
 def _fail_block(index: int) -> None:
     """Run on every worker: block ``index`` raises (a lost GPU, a bad node...)."""
     from unet_seg.inference import blockwise

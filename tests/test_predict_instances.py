@@ -48,7 +48,9 @@ def in_memory_probabilities(array: np.ndarray, checkpoint) -> np.ndarray:
     return predict_tiled(norm, model, ModelRunner(model, "cpu"), tile_size=512)
 
 
-def test_seeded_instances_equal_the_in_memory_watershed(tmp_path, rng, ckpt_3class):
+# One block; several blocks with a halo wider than the image (every flood sees whole objects).
+@pytest.mark.parametrize("blocking", [{}, {"block_size": "[1,16,24]", "instances.halo": 100}])
+def test_seeded_instances_equal_the_in_memory_watershed(tmp_path, rng, ckpt_3class, blocking):
     array = blobs(rng, (3, 40, 52))
     image = write_volume(tmp_path / "s.tif", Volume(array, spacing=(2.0, 0.5, 0.5)))
     probs = in_memory_probabilities(array, ckpt_3class)
@@ -61,9 +63,10 @@ def test_seeded_instances_equal_the_in_memory_watershed(tmp_path, rng, ckpt_3cla
     assert expected.max() >= 3  # the comparison means something
     overrides = {f"instances.{k}": v for k, v in chosen.items()}
     summary = predict(config(input=image, output_dir=tmp_path / "out", checkpoint=ckpt_3class,
-                             **overrides, **{"outputs.labels": False,
+                             **overrides, **blocking, **{"outputs.labels": False,
                                              "outputs.instances": True}))  # fmt: skip
     assert summary["ok"] == 1 and summary["instances"]["method"] == "seeded"
+    assert (summary["files"][0]["blocks"]["total"] > 1) == bool(blocking)
     # Only the instances: the label map and the probability maps were scratch files.
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "predict_summary.json", "s_instances.tif", "s_preview.png"

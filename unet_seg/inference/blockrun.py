@@ -20,16 +20,16 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from unet_seg.errors import OutputWriteError, UsageError
+from unet_seg.errors import OutputWriteError
 from unet_seg.inference.blocks import plan_blocks
 from unet_seg.inference.blockwise import BlockJob, RunnerSpec, register_runner, run_block
 from unet_seg.inference.engine import InProcess
 from unet_seg.inference.inputs import input_layout
-from unet_seg.inference.instance_blocks import finish_instances
+from unet_seg.inference.instance_blocks import SCRATCH_PREFIX, finish_instances, scratch_outputs
 from unet_seg.inference.mask import load_mask
 from unet_seg.inference.postprocess import label_dtype
 from unet_seg.inference.preview_output import foreground_counts, write_preview
-from unet_seg.inference.stitch import StitchOptions
+from unet_seg.inference.stitch import StitchOptions, stitch_options_of
 from unet_seg.inference.tiling import plan_tiles
 from unet_seg.io.limits import check_voxels
 from unet_seg.io.zarr import ZarrVolume
@@ -94,10 +94,10 @@ def _ome_of(volume: ZarrVolume) -> dict | None:
 
 def prepare_outputs(
     volume: ZarrVolume, targets: dict[str, Path], spatial: tuple, classes: int, options: Any,
-    key: dict,
+    key: dict, stitch: StitchOptions | None = None,
 ) -> tuple[dict[str, ZarrOutput], Any]:  # fmt: skip
-    """The labels / probabilities (/ local instance ids) stores, chunked like the input's
-    spatial axes, and a maker of further label stores alike."""
+    """The labels / probabilities (/ with ``stitch``: the instance passes' scratch) stores,
+    chunked like the input's spatial axes, and a maker of further label stores alike."""
     chunks = volume.chunks[-len(spatial) :]
     ome = _ome_of(volume)
 
@@ -114,34 +114,22 @@ def prepare_outputs(
             targets["probabilities"], (classes, *spatial), dtype, (1, *chunks), ome, False,
             {**key, "dtype": dtype}, volume.zarr_format,
         )  # fmt: skip
-    if "instances" in targets:
-        scratch = targets["instances"].with_name(f"{targets['instances'].name}.local")
-        stitch = stitch_options(options.instances, volume)
-        outputs["instances_local"] = label_store(
-            scratch, np.uint32, {**key, "instances": repr(stitch)}, as_ome=False
-        )
+    if stitch is not None:
+        outputs.update(scratch_outputs(targets["instances"], stitch, spatial, chunks, key,
+                                       volume.zarr_format))  # fmt: skip
     return outputs, label_store
 
 
 def stitch_options(instances: Any, volume: Any, layout: Any = None) -> StitchOptions:
     """The per-block instance options of the prediction's ``instances`` options; the spacing
     in the tiling's ``(Z, Y, X)`` order (the slice axis first) when ``layout`` is given."""
-    if instances.needs_probabilities:  # blocks keep only their class map so far
-        raise UsageError(
-            f"instances.method={instances.method} is not available for zarr inputs (block-wise) "
-            "yet; use instances.method=cc or distance"
-        )
-    spacing = tuple(volume.spacing) if instances.anisotropic else None
-    if spacing is not None and layout is not None:
+    spacing = tuple(volume.spacing)
+    if layout is not None:
         spacing = spacing[-layout.spatial_dims :]
         if layout.spatial_dims == 3:  # blocks label their labels in the tiling's order
             rest = [s for a, s in enumerate(spacing) if a != layout.slice_axis]
             spacing = (spacing[layout.slice_axis], *rest)
-    if spacing is not None and len(spacing) == 2:
-        spacing = (1.0, *spacing)
-    split = instances.method == "distance"
-    return StitchOptions(instances.foreground_class, split, instances.min_distance,
-                         instances.min_size, spacing)  # fmt: skip
+    return stitch_options_of(instances, spacing)
 
 
 @dataclass(frozen=True)
@@ -193,7 +181,8 @@ def predict_blockwise(
         "checkpoint": _checkpoint_id(block.runner.checkpoint), "tta": block.runner.tta,
         "blend": options.blend, "cpu_bf16": block.runner.cpu_bf16,
     }  # fmt: skip
-    outputs, label_store = prepare_outputs(volume, targets, spatial, classes, options, key)
+    stitch = stitch_options(options.instances, volume, layout) if "instances" in targets else None
+    outputs, label_store = prepare_outputs(volume, targets, spatial, classes, options, key, stitch)
     try:
         done = set.intersection(*[o.open() for o in outputs.values()])
     except OutputWriteError as err:
@@ -203,19 +192,19 @@ def predict_blockwise(
     job = BlockJob(
         volume, layout, lo, hi, blocks, outputs, block.runner, classes, options.probability_dtype,
         options.batch_size, options.blend, load_mask(block.mask, volume, layout, shape),
-        stitch_options(options.instances, volume) if "instances" in targets else None,
+        stitch,
     )  # fmt: skip
     counts = run_blocks(path, job, engine, done, options.progress)
     objects = None
     if "instances" in targets:
         min_size = options.instances.min_size
         final, objects, failed = finish_instances(
-            job, targets["instances"], engine, min_size, label_store, key
+            job, targets["instances"], engine, min_size, label_store, key, options.progress
         )
         if failed:
             raise BlockFailures(path, failed, {**counts, "failed": len(failed)})
-    scratch = outputs.pop("instances_local", None)
-    if scratch is not None:
+    scratch = [outputs.pop(n) for n in list(outputs) if n.startswith(SCRATCH_PREFIX)]
+    if scratch:
         outputs["instances"] = final
     foreground = None
     if "preview" in targets and "labels" in outputs:  # the records go at commit
@@ -225,15 +214,15 @@ def predict_blockwise(
         try:
             committed.append(output.commit())
         except OutputWriteError:  # a full disk: no half of the file's outputs stays
-            for done_output in [*outputs.values(), *([scratch] if scratch else [])]:
+            for done_output in [*outputs.values(), *scratch]:
                 done_output.abort()
             for store in committed:
                 shutil.rmtree(store, ignore_errors=True)
             raise
         if output.path.parent == Path(path) / "labels" and output.ome is not None:
             register_label_image(path, output.path.name, output.ome["version"])
-    if scratch is not None:
-        scratch.abort()  # the local ids, once the final ones are in place
+    for store in scratch:  # the local ids and maps, once the final ids are in place
+        store.abort()
     if foreground is not None:
         instances = ZarrVolume(targets["instances"]) if "instances" in targets else None
         write_preview(targets["preview"], foreground, layout, volume, ZarrVolume(targets["labels"]),

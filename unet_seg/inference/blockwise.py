@@ -22,7 +22,8 @@ from unet_seg.inference.inputs import Layout, region_reader
 from unet_seg.inference.mask import ForegroundMask
 from unet_seg.inference.postprocess import probabilities_to_labels, store_probabilities
 from unet_seg.inference.runner import ModelRunner
-from unet_seg.inference.stitch import StitchOptions, local_instances
+from unet_seg.inference.seeded import foreground_and_interior
+from unet_seg.inference.stitch import StitchOptions, local_outputs
 from unet_seg.models.checkpoint import load_model
 
 
@@ -93,7 +94,7 @@ class BlockJob:
     batch_size: int = 4
     blend: str = "gaussian"
     mask: ForegroundMask | None = None
-    instances: StitchOptions | None = None  # local ids go to outputs["instances_local"]
+    instances: StitchOptions | None = None  # what stitch.local_outputs names, to outputs
     progress: bool | None = False  # a bar over each block's windows: in-process runs only
 
 
@@ -111,6 +112,14 @@ def file_order(layout: Layout, data: np.ndarray) -> np.ndarray:
     if layout.spatial_dims == 2:
         return data[..., 0, :, :]
     return np.moveaxis(data, -3, -3 + layout.slice_axis)
+
+
+def tiling_order(layout: Layout, data: np.ndarray) -> np.ndarray:
+    """``(*lead, *spatial)`` data read from a file box back in the tiling's ``(Z, Y, X)`` order
+    (the inverse of :func:`file_order`)."""
+    if layout.spatial_dims == 2:
+        return data[..., None, :, :]
+    return np.moveaxis(data, -3 + layout.slice_axis, -3)
 
 
 def block_info(block: Block, status: str, seconds: float) -> dict:
@@ -131,6 +140,9 @@ def run_block(job: BlockJob, index: int) -> dict:
     box = block.write_box
     labels = np.zeros(block.shape, np.uint8 if job.num_classes <= 256 else np.uint16)
     probs = None
+    maps = None  # seeded instances: the foreground and interior maps, as predict_file keeps them
+    if job.instances is not None and job.instances.seeded:
+        maps = np.zeros((2, *block.shape), np.float16)
     if "probabilities" in job.outputs:
         probs = np.zeros((job.num_classes, *block.shape), np.float32)
     if job.mask is not None and not job.mask.any_in(block.write):
@@ -151,6 +163,9 @@ def run_block(job: BlockJob, index: int) -> dict:
             labels[rows] = probabilities_to_labels(slab)
             if probs is not None:
                 probs[:, rows] = slab
+            if maps is not None:
+                roles = job.instances.background_class, job.instances.interior_class
+                maps[:, rows] = np.stack(foreground_and_interior(slab, *roles))
     target = file_box(job.layout, box)
     if "labels" in job.outputs:
         job.outputs["labels"].write(target, file_order(job.layout, labels))
@@ -162,8 +177,10 @@ def run_block(job: BlockJob, index: int) -> dict:
     # Per slice of the tiling's Z: what the preview picks its slices by, without the labels.
     info["foreground"] = np.count_nonzero(labels.reshape(len(labels), -1), axis=1).tolist()
     if job.instances is not None:
-        ids, info["instances"] = local_instances(labels, job.instances)
-        job.outputs["instances_local"].write(target, file_order(job.layout, ids))
+        arrays, summaries = local_outputs(labels, maps, job.instances)
+        info.update(summaries)
+        for name, data in arrays.items():
+            job.outputs[name].write(target, file_order(job.layout, data))
     for output in job.outputs.values():  # only after every chunk of the block is written
         output.record(index, info)
     return info

@@ -14,9 +14,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from unet_seg.inference.instance_methods import InstanceOptions
-from unet_seg.inference.postprocess import store_probabilities
-from unet_seg.inference.seeded import foreground_and_interior
 from unet_seg.io.slabs import SlabWriter
 
 Box = Sequence[slice]  # a box in the file's spatial axis order
@@ -29,7 +26,7 @@ class FileOutput:
     ome = None  # not an OME-Zarr image: no pyramid, no labels/ group
 
     def __init__(self, writer: SlabWriter) -> None:
-        self.writer, self.path = writer, writer.path
+        self.writer, self.path, self.shape = writer, writer.path, writer.shape
         self.infos: dict[int, dict] = {}
 
     def open(self) -> set[int]:
@@ -51,34 +48,3 @@ class FileOutput:
     def abort(self) -> None:
         """Drop the partial file (a failed input leaves nothing)."""
         self.writer.abort()
-
-
-class ProbabilityOutput(FileOutput):
-    """Float32 block probabilities ``(K, *box)``, stored in ``stored``'s dtype (uint8: times 255,
-    float16) and/or, for the seeded watershed, as the float16 ``(2, *box)`` foreground and
-    interior maps in ``seeds`` (:func:`~unet_seg.inference.seeded.foreground_and_interior`)."""
-
-    def __init__(
-        self, stored: SlabWriter | None, seeds: SlabWriter | None, instances: InstanceOptions
-    ) -> None:
-        if stored is None and seeds is None:
-            raise ValueError("a probability output needs a file to write: stored or seeds")
-        super().__init__(stored or seeds)
-        self.stored, self.seeds, self.instances = stored, seeds, instances
-
-    def write(self, box: Box, data: np.ndarray) -> None:
-        box = tuple(box)
-        if self.stored is not None:
-            dtype = self.stored.dtype.name
-            stored = data if dtype == "float32" else store_probabilities(data, dtype)
-            self.stored.write_box(box, stored)
-        if self.seeds is not None:
-            maps = foreground_and_interior(
-                data, self.instances.background_class, self.instances.interior_class
-            )
-            self.seeds.write_box(box, np.stack(maps).astype(np.float16))
-
-    def abort(self) -> None:
-        for writer in (self.stored, self.seeds):
-            if writer is not None:
-                writer.abort()

@@ -1,26 +1,78 @@
-"""The block-wise instance pass: stitch the blocks' local ids, then relabel block by block.
+"""The block-wise instance passes after the prediction: stitch, (flood,) relabel block by block.
 
-Runs after every block has written its local instance ids (``outputs["instances_local"]``, a
-hidden scratch store). The merge table needs one face at a time; the relabel pass is one more
-set of block tasks on the same engine, recorded per block like the prediction, so an
-interrupted run resumes there too.
+Runs after every block has written its first-pass scratch stores (:func:`~unet_seg.inference.
+stitch.local_outputs` writes them, :func:`scratch_outputs` makes them). ``cc``: the merge table
+of the local components, then the relabel pass. ``distance`` / ``seeded``: the components (and
+seeds) are stitched, every block floods its region with a halo (:mod:`unet_seg.inference.flood`,
+recorded per block in one more scratch store), the keys are numbered, and the relabel pass
+writes the result. Each pass is a set of block tasks on the same engine, recorded per block like
+the prediction, so an interrupted run resumes in the pass it stopped in and redoes nothing else.
+Stitching holds one face at a time and the tables; a flood task one block's halo region.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from unet_seg.inference.blocks import BlockPlan
 from unet_seg.inference.blockwise import BlockJob, block_info, file_box
+from unet_seg.inference.flood import FloodJob, flood_block, key_table
 from unet_seg.inference.inputs import Layout
-from unet_seg.inference.stitch import MergeTable, face_boxes, merge_table, neighbour_faces
+from unet_seg.inference.stitch import (
+    MergeTable,
+    StitchOptions,
+    face_boxes,
+    merge_table,
+    neighbour_faces,
+)
 from unet_seg.io.zarr_output import ZarrOutput
+
+SCRATCH_PREFIX = "instances_"  # job.outputs entries that are scratch: removed after the commit
+ScratchMaker = Callable[[str, tuple, Any], Any]  # (suffix, shape, dtype) -> an output store
+
+
+def scratch_specs(options: StitchOptions, spatial: tuple[int, ...]) -> list[tuple]:
+    """The first pass's scratch outputs as ``(name, suffix, shape, dtype)``: local component
+    ids, and for ``seeded`` local seed ids and the float16 foreground / interior maps
+    ``(2, *spatial)``."""
+    specs = [("instances_local", "local", spatial, np.uint32)]
+    if options.seeded:
+        specs.append(("instances_seeds", "seeds", spatial, np.uint32))
+        specs.append(("instances_maps", "maps", (2, *spatial), np.float16))
+    return specs
+
+
+def scratch_outputs(
+    target: Path, options: StitchOptions, spatial: tuple[int, ...], chunks: tuple[int, ...],
+    fingerprint: dict, zarr_format: int,
+) -> dict[str, ZarrOutput]:  # fmt: skip
+    """The hidden first-pass stores (:func:`scratch_specs`) beside the zarr instance output
+    ``target``."""
+    key = {**fingerprint, "instances": repr(options)}
+    outputs = {}
+    for name, suffix, shape, dtype in scratch_specs(options, spatial):
+        path = target.with_name(f"{target.name}.{suffix}")
+        chunk = chunks if len(shape) == len(spatial) else (1, *chunks)
+        outputs[name] = ZarrOutput(path, shape, dtype, chunk, None, True, key, zarr_format)
+    return outputs
+
+
+def _zarr_scratch(local: ZarrOutput) -> ScratchMaker:
+    """Makes further scratch stores like the zarr store ``local``."""
+
+    def make(suffix: str, shape: tuple[int, ...], dtype: Any) -> ZarrOutput:
+        path = local.path.with_name(local.path.name.removesuffix(".local") + f".{suffix}")
+        return ZarrOutput(path, shape, dtype, local.chunks, None, True,
+                          {**local.fingerprint, "pass": suffix}, local.zarr_format)  # fmt: skip
+
+    return make
 
 
 @dataclass
@@ -49,26 +101,84 @@ def _faces(blocks: BlockPlan, layout: Layout, local: ZarrOutput) -> Iterator[tup
         yield a, b, local.read(file_box(layout, box_a)), local.read(file_box(layout, box_b))
 
 
-def finish_instances(
-    job: BlockJob, target: Path, engine: Any, min_size: int, store: Any, key: dict
-) -> tuple[ZarrOutput, int, list]:
-    """Stitch and relabel into the instance store at ``target`` (not yet committed).
+def _stitched(job: BlockJob, name: str, record: str, min_size: int) -> MergeTable:
+    """The merge table of the local ids in ``job.outputs[name]`` (summaries under ``record``)."""
+    store = job.outputs[name]
+    summaries = {i: r[record] for i, r in store.records_of().items()}
+    return merge_table(job.blocks, summaries, _faces(job.blocks, job.layout, store), min_size)
 
-    ``store(path, dtype, key)`` makes a label-image :class:`ZarrOutput` like the labels output.
-    Returns the store, the number of objects and the failed relabel blocks ``(index,
-    position, error)``.
-    """
-    local = job.outputs["instances_local"]
-    summaries = {i: r["instances"] for i, r in local.records_of().items()}
-    table = merge_table(job.blocks, summaries, _faces(job.blocks, job.layout, local), min_size)
-    dtype = np.uint16 if table.count < 2**16 else np.uint32
-    final = store(target, dtype, {**key, "objects": table.count, "min_size": min_size})
-    done = final.open()
-    relabel = RelabelJob(job.layout, job.blocks, local, final, table)
+
+def _run_blocks(engine: Any, fn: Callable, job: Any, todo: list[int], blocks: BlockPlan,
+                desc: str, progress: bool | None) -> list:  # fmt: skip
+    """Run ``fn(job, index)`` for ``todo`` on ``engine``; the failed ``(index, position,
+    error)``."""
     failed = []
+    bar = tqdm(total=len(blocks), initial=len(blocks) - len(todo), desc=desc, unit="block",
+               disable=None if progress is None else not progress)  # fmt: skip
+    with bar:
+        for index, result in engine.map(fn, job, todo):
+            if isinstance(result, BaseException):
+                position = blocks.block(index).position
+                failed.append((index, position, f"{type(result).__name__}: {result}"))
+            bar.update()
+    return failed
+
+
+def flood_pass(
+    job: BlockJob, components: MergeTable, engine: Any, progress: bool | None = None,
+    scratch: ScratchMaker | None = None,
+) -> tuple[Any, MergeTable, list]:  # fmt: skip
+    """Flood the blocks not yet recorded; returns the store of their keyed local ids (added to
+    ``job.outputs`` as scratch, made by ``scratch``: by default a zarr store beside the local
+    ids), the table of the keys and the failed blocks."""
+    local, options = job.outputs["instances_local"], job.instances
+    scratch = scratch or _zarr_scratch(local)
+    flooded = scratch("flooded", local.shape, np.uint32)
+    job.outputs["instances_flooded"] = flooded
+    flood = FloodJob(job.layout, job.blocks, options, local, components, flooded)
+    if options.seeded:
+        flood.seeds = job.outputs["instances_seeds"]
+        flood.seed_table = _stitched(job, "instances_seeds", "seeds", 0)
+        flood.maps = job.outputs["instances_maps"]
+    done = flooded.open()
     todo = [i for i in range(len(job.blocks)) if i not in done]
-    for index, result in engine.map(relabel_block, relabel, todo):
-        if isinstance(result, BaseException):
-            position = job.blocks.block(index).position
-            failed.append((index, position, f"{type(result).__name__}: {result}"))
+    failed = _run_blocks(engine, flood_block, flood, todo, job.blocks, "flood", progress)
+    if failed:
+        return flooded, MergeTable(np.zeros(1, np.int64), np.zeros(1, np.int64), 0), failed
+    floods = {i: r["flood"] for i, r in flooded.records_of().items()}
+    table = key_table(floods, len(job.blocks), options.min_size if options.seeded else 0)
+    return flooded, table, []
+
+
+def finish_instances(
+    job: BlockJob, target: Path, engine: Any, min_size: int, store: Any, key: dict,
+    progress: bool | None = None, scratch: ScratchMaker | None = None,
+) -> tuple[Any, int, list]:  # fmt: skip
+    """Stitch (and flood) and relabel into the instance store at ``target`` (not committed).
+
+    ``store(path, dtype, key)`` makes a label-image :class:`ZarrOutput` like the labels output;
+    ``progress``: bars for the flood and relabel passes (None: on a terminal); ``scratch``:
+    makes the flood pass's scratch output (default: a zarr store).
+    Returns the store (None if a flood block failed), the number of objects and the failed
+    blocks ``(index, position, error)``. Scratch stores it adds join ``job.outputs`` under
+    :data:`SCRATCH_PREFIX` names, for the caller to remove after the commit.
+    """
+    options = job.instances
+    # seeded drops small objects after the flood; the others drop small components first.
+    components = _stitched(job, "instances_local", "instances", 0 if options.seeded else min_size)
+    source, table = job.outputs["instances_local"], components
+    if options.method != "cc":
+        source, table, failed = flood_pass(job, components, engine, progress, scratch)
+        if failed:
+            return None, 0, failed
+    dtype = np.uint16 if table.count < 2**16 else np.uint32
+    final = store(
+        target,
+        dtype,
+        {**key, "objects": table.count, "min_size": min_size, "instances": repr(options)},
+    )
+    done = final.open()
+    relabel = RelabelJob(job.layout, job.blocks, source, final, table)
+    todo = [i for i in range(len(job.blocks)) if i not in done]
+    failed = _run_blocks(engine, relabel_block, relabel, todo, job.blocks, "instances", progress)
     return final, table.count, failed

@@ -43,7 +43,7 @@ class InstanceOptions:
     ``foreground_class``: the class whose voxels are objects (``cc``, ``distance``);
     ``background_class`` / ``interior_class``: ``seeded`` floods ``1 - p[background_class]`` from
     seeds of ``p[interior_class]``; ``anisotropic``: distances in physical units, from the
-    input's voxel spacing.
+    input's voxel spacing; ``halo``: see :mod:`unet_seg.inference.flood`.
     """
 
     method: str = "distance"  # what predict did before the seeded watershed existed
@@ -55,10 +55,14 @@ class InstanceOptions:
     foreground_threshold: float = 0.5
     seed_threshold: float = 0.5
     anisotropic: bool = True
+    # zarr inputs (block-wise): voxels a block's watershed reads around its region; 0: automatic
+    halo: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise UsageError(f"instances.method must be one of {METHODS}, got {self.method!r}")
+        if self.halo < 0:
+            raise UsageError(f"instances.halo must be >= 0 voxels (0: automatic), got {self.halo}")
         for name in ("foreground_threshold", "seed_threshold"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UsageError(f"instances.{name} must be in [0, 1), got {getattr(self, name)}")

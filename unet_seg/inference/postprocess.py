@@ -60,8 +60,28 @@ def instance_labels(
     seeds[tuple(peaks.T)] = True
     # Neighbouring maxima on a plateau become one seed, not several.
     markers, _ = ndi.label(seeds, structure=np.ones((3,) * mask.ndim))
-    labels = watershed(-distance, markers, mask=mask)
+    labels = watershed_by_component(-distance, markers, mask)
     missed = mask & (labels == 0)  # components without a maximum keep their own label
     if missed.any():
         labels[missed] = components[missed] + labels.max()
     return relabel_sequential(labels)[0].astype(np.int32)
+
+
+def watershed_by_component(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``watershed(image, markers, mask=mask)`` run on each connected component of ``mask`` by
+    itself (``(*spatial)`` each; unreached mask voxels stay 0).
+
+    Components never meet, so this is the one watershed, except where equal values tie: the
+    queue then orders them by the heap's history, which over the whole array depends on every
+    other component. Component by component the result of a component depends on it alone, so a
+    block that holds the whole component gets the whole volume's result exactly
+    (:mod:`unet_seg.inference.flood`).
+    """
+    components, _ = ndi.label(mask)
+    out = np.zeros(mask.shape, markers.dtype)
+    for number, box in enumerate(ndi.find_objects(components), start=1):
+        own = components[box] == number
+        seeds = np.where(own, markers[box], 0)
+        if seeds.any():
+            out[box][own] = watershed(image[box], seeds, mask=own)[own]
+    return out

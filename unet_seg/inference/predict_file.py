@@ -9,10 +9,11 @@ read their input region lazily (memory-mapped TIFF and ``.nii``, compressed TIFF
 memory-mapped output files (:mod:`unet_seg.inference.file_outputs`); an error or an interrupt
 removes every partial file, and a killed run's are swept by :mod:`unet_seg.io.sweep`.
 
-Instances (``cc``, ``distance``) are labelled per block into a hidden scratch file, stitched
-across block faces and relabelled into the final file (:mod:`unet_seg.inference.stitch`):
-memory is a block and the merge table. ``seeded`` still runs its watershed on the whole
-volume's float16 foreground and interior maps (a scratch file) until it runs block by block.
+Instances take the passes of zarr inputs (:mod:`unet_seg.inference.instance_blocks`): blocks
+label their components (and seeds, and keep the float16 foreground / interior maps) into
+hidden scratch files, which are stitched across block faces, flooded per block with a halo
+(``distance``, ``seeded``) and relabelled into the final file: memory is a block (plus its
+halo) and the merge tables.
 The preview is drawn from what was written, a few strided planes
 (:mod:`unet_seg.inference.preview_output`).
 """
@@ -37,10 +38,9 @@ from unet_seg.inference.blockrun import (
 from unet_seg.inference.blocks import MAX_BLOCK_VOXELS, default_block_shape, plan_blocks
 from unet_seg.inference.blockwise import BlockJob, RunnerSpec, register_runner
 from unet_seg.inference.engine import InProcess
-from unet_seg.inference.file_outputs import FileOutput, ProbabilityOutput
+from unet_seg.inference.file_outputs import FileOutput
 from unet_seg.inference.inputs import open_input
-from unet_seg.inference.instance_blocks import finish_instances
-from unet_seg.inference.instance_methods import InstanceOptions, seeded_from
+from unet_seg.inference.instance_blocks import finish_instances, scratch_specs
 from unet_seg.inference.mask import load_mask
 from unet_seg.inference.options import PredictOptions
 from unet_seg.inference.outputs import scratch_path
@@ -127,53 +127,50 @@ def _predict_into_files(
     blocks = plan_blocks(tiles, size or file_block_shape(tiles, options.batch_size))
     spec = RunnerSpec(f"<in-process runner {id(runner)}>") if block is None else block.runner
     register_runner(spec, runner)  # the model is loaded already
-    instances = options.instances
-    seeded = "instances" in targets and instances.needs_probabilities
     stitch = None
-    if "instances" in targets and not seeded:
-        stitch = stitch_options(instances, volume, layout)
+    if "instances" in targets:
+        stitch = stitch_options(options.instances, volume, layout)
+    probability_dtype = _probability_dtype(options.probability_dtype, format_suffix(path))
     engine = InProcess()  # the output files are memory maps of this process
     scratch: list[SlabWriter] = []  # never renamed: removed whatever happens
     try:
         with ExitStack() as stack:  # the outputs: renamed on success, removed on any exception
 
-            def output(target: Path, shape: tuple, dtype: Any, keep: bool = True) -> SlabWriter:
+            def output(target: Path, shape: tuple, dtype: Any, keep: bool = True) -> FileOutput:
                 writer = SlabWriter(target, shape, dtype, volume, layout.spatial_dims)
                 (stack.enter_context if keep else scratch.append)(writer)
-                return writer
+                return FileOutput(writer)
+
+            def scratch_output(suffix: str, shape: tuple, dtype: Any) -> FileOutput:
+                target = scratch_path(targets["instances"], suffix, ".tif")
+                return output(target, shape, dtype, keep=False)
 
             outputs: dict[str, Any] = {}
             if "labels" in targets or "preview" in targets:  # the preview reads the labels
                 keep = "labels" in targets
                 target = targets.get("labels") or scratch_path(targets["preview"], "labels", ".tif")
-                outputs["labels"] = FileOutput(output(target, spatial, label_dtype(classes), keep))
-            stored = seeds = None
+                outputs["labels"] = output(target, spatial, label_dtype(classes), keep)
             if "probabilities" in targets:
-                dtype = _probability_dtype(options.probability_dtype, format_suffix(path))
-                stored = output(targets["probabilities"], (classes, *spatial), dtype)
-            if seeded:  # float16: thresholds need no more, and it halves the file
-                seeds_path = scratch_path(targets["instances"], "seeds", ".tif")
-                seeds = output(seeds_path, (2, *spatial), "float16", keep=False)
-            if stored is not None or seeds is not None:
-                outputs["probabilities"] = ProbabilityOutput(stored, seeds, instances)
+                shape_k = (classes, *spatial)
+                outputs["probabilities"] = output(targets["probabilities"], shape_k,
+                                                  probability_dtype)  # fmt: skip
             if stitch is not None:
-                local = scratch_path(targets["instances"], "instances", ".tif")
-                outputs["instances_local"] = FileOutput(output(local, spatial, np.uint32, False))
+                for name, suffix, part_shape, dtype in scratch_specs(stitch, spatial):
+                    outputs[name] = scratch_output(suffix, part_shape, dtype)
             mask = load_mask(None if block is None else block.mask, volume, layout, shape)
-            job = BlockJob(source, layout, lo, hi, blocks, outputs, spec, classes, "float32",
-                           options.batch_size, options.blend, mask, stitch,
+            job = BlockJob(source, layout, lo, hi, blocks, outputs, spec, classes,
+                           probability_dtype, options.batch_size, options.blend, mask, stitch,
                            progress=options.progress)  # fmt: skip
             counts = run_blocks(path, job, engine, set(), options.progress)
             objects = None
             if stitch is not None:
-                final = lambda target, dtype, key: FileOutput(output(target, spatial, dtype))  # noqa: E731
+                final = lambda target, dtype, key: output(target, spatial, dtype)  # noqa: E731
                 _, objects, failed = finish_instances(
-                    job, targets["instances"], engine, instances.min_size, final, {}
-                )
+                    job, targets["instances"], engine, options.instances.min_size, final, {},
+                    options.progress, scratch_output,
+                )  # fmt: skip
                 if failed:
                     raise BlockFailures(path, failed, {**counts, "failed": len(failed)})
-            elif seeded:
-                objects = _seeded_instances(seeds, targets["instances"], instances, output)
         if "preview" in targets:
             foreground = foreground_counts(outputs["labels"].infos.values(), shape[0])
             _preview(targets, foreground, layout, source, outputs["labels"], options, path.name)
@@ -190,19 +187,6 @@ def _predict_into_files(
         "seconds": round(seconds, 3),
         "voxels_per_second": round(float(np.prod(spatial)) / seconds, 1) if seconds else None,
     }
-
-
-def _seeded_instances(
-    seeds: SlabWriter, target: Path, options: InstanceOptions, output: Any
-) -> int:
-    """``seeded`` instances from the ``(2, *spatial)`` foreground and interior maps: the one
-    step that still holds the whole volume (its maps and ids) in memory."""
-    maps = np.asarray(seeds.array)
-    ids = seeded_from(maps[0], maps[1], options)
-    dtype = np.uint16 if ids.max(initial=0) < 2**16 else np.uint32
-    writer = output(target, ids.shape, dtype)
-    writer.write_box(tuple(slice(None) for _ in ids.shape), ids.astype(dtype))
-    return int(ids.max(initial=0))
 
 
 def _preview(

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.segmentation import relabel_sequential, watershed
+from skimage.segmentation import relabel_sequential
+
+from unet_seg.inference.postprocess import watershed_by_component
 
 
 def foreground_and_interior(
@@ -60,9 +62,11 @@ def seeded_watershed(
     for name, value in (("foreground", foreground_threshold), ("seed", seed_threshold)):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name} threshold must be in [0, 1), got {value}")
-    mask = foreground > foreground_threshold
-    seeds, count = ndi.label(mask & (interior > seed_threshold))
-    labels = watershed(1.0 - interior, seeds, mask=mask) if count else np.zeros(mask.shape, int)
+    mask, seed_mask = object_and_seed_masks(
+        foreground, interior, foreground_threshold, seed_threshold
+    )
+    seeds, _ = ndi.label(seed_mask)
+    labels = flood(interior, seeds, mask)
     unseeded = mask & (labels == 0)
     if unseeded.any():
         orphans, _ = ndi.label(unseeded)
@@ -72,3 +76,19 @@ def seeded_watershed(
         small[0] = False
         labels = np.where(small[labels], 0, labels)
     return relabel_sequential(labels)[0].astype(np.int32)
+
+
+def object_and_seed_masks(
+    foreground: np.ndarray, interior: np.ndarray, foreground_threshold: float, seed_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The object voxels ``foreground > foreground_threshold`` and, among them, the seed voxels
+    ``interior > seed_threshold``: bool ``(*spatial)`` each (compared in the maps' own dtype, so
+    a float16 scratch map gives the same masks wherever it is read)."""
+    mask = foreground > foreground_threshold
+    return mask, mask & (interior > seed_threshold)
+
+
+def flood(interior: np.ndarray, seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Grow the labelled ``seeds`` (any integer ids, 0 = none) over ``mask`` by a watershed on
+    ``1 - interior``; ``(*spatial)`` each. Mask voxels no seed reaches stay 0."""
+    return watershed_by_component(1.0 - interior, seeds, mask)

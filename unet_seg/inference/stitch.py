@@ -1,7 +1,8 @@
 """Instances of any size: labelled per block, merged across block faces, relabelled.
 
-1. Each block labels the objects of its own write region (:func:`local_instances`), stores the
-   local ids ``1..n`` and records, per id, its size and its first voxel in raster order.
+1. Each block labels the connected components of its own write region (:func:`local_instances`),
+   stores the local ids ``1..n`` and records, per id, its size and its first voxel in raster
+   order.
 2. :func:`merge_table`: block ``b``'s ids become global by an offset (the ids of the blocks
    before it); the two voxel planes on either side of every face between neighbouring blocks
    give the pairs of ids that touch; the connected components of that graph
@@ -9,53 +10,127 @@
 3. Objects are numbered ``1..N`` in the raster order of their first voxel, which is how
    ``scipy.ndimage.label`` numbers them, so connected-components mode equals
    ``scipy.ndimage.label`` on the whole label map exactly; objects smaller than ``min_size``
-   voxels (counted over all their blocks) become 0. :func:`relabel_block` applies the table.
+   voxels (counted over all their blocks) become 0. :meth:`MergeTable.relabel` applies the table.
 
-With ``split`` (watershed of touching objects) each block splits its own objects; the split is
-then the block's, and objects cut by a face are joined across it where they touch.
+``distance`` and ``seeded`` split touching objects by a watershed, which no face can stitch: the
+components (and for ``seeded`` the seeds) are stitched like this first, then every block floods
+its region from those global seeds with a halo around it (:mod:`unet_seg.inference.flood`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage as ndi
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from unet_seg.inference.postprocess import instance_labels
+from unet_seg.inference.seeded import object_and_seed_masks
+
+DEFAULT_HALO = 32  # voxels; objects and clusters of touching ones up to this across are exact
 
 
 @dataclass(frozen=True)
 class StitchOptions:
+    """The block-wise instance options (``instances.*`` of ``conf/predict.yaml``).
+
+    ``spacing``: ``(Z, Y, X)`` voxel size for the distance transform and the halo, or None.
+    ``halo``: voxels (of the finest axis) a block's flood reads beyond its write region.
+    """
+
+    method: str = "cc"
     foreground_class: int = 1
-    split: bool = False
     min_distance: int = 5
     min_size: int = 0
-    spacing: tuple[float, ...] | None = None  # (Z, Y, X) distances for the watershed
+    spacing: tuple[float, ...] | None = None
+    background_class: int = 0
+    interior_class: int = 1
+    foreground_threshold: float = 0.5
+    seed_threshold: float = 0.5
+    halo: int = DEFAULT_HALO
+
+    @property
+    def seeded(self) -> bool:
+        """Blocks keep the foreground and interior maps and label their seeds."""
+        return self.method == "seeded"
+
+    def halo_voxels(self) -> tuple[int, int, int]:
+        """The halo along ``(Z, Y, X)``: ``halo`` voxels of the finest axis, as many voxels of
+        each axis as cover the same physical distance."""
+        if self.spacing is None:
+            return (self.halo,) * 3
+        finest = min(self.spacing)
+        return tuple(math.ceil(self.halo * finest / s) for s in self.spacing)
 
 
-def local_instances(labels: np.ndarray, options: StitchOptions) -> tuple[np.ndarray, dict]:
-    """Objects of one block's ``(Z, Y, X)`` class map: uint32 ids ``1..n`` and a summary
-    ``{count, sizes, first}`` (``first``: each id's first voxel, block raster order)."""
-    mask = labels == options.foreground_class
-    ids = instance_labels(mask, options.split, options.min_distance, 0, options.spacing).astype(
-        np.uint32
-    )
+def stitch_options_of(instances: Any, spacing: Sequence[float] | None) -> StitchOptions:
+    """Block-wise options from the prediction's :class:`~unet_seg.inference.instance_methods.
+    InstanceOptions` and the file's spatial ``spacing`` (``(Y, X)`` or ``(Z, Y, X)``)."""
+    spacing = tuple(float(s) for s in spacing) if instances.anisotropic and spacing else None
+    if spacing is not None and len(spacing) == 2:
+        spacing = (1.0, *spacing)
+    halo = int(instances.halo) if instances.halo else default_halo(instances)
+    return StitchOptions(
+        instances.method, instances.foreground_class, instances.min_distance, instances.min_size,
+        spacing, instances.background_class, instances.interior_class,
+        float(instances.foreground_threshold), float(instances.seed_threshold), halo,
+    )  # fmt: skip
+
+
+def default_halo(instances: Any) -> int:
+    """:data:`DEFAULT_HALO`, or more for a ``distance`` watershed whose seeds stand far apart
+    (objects then are about ``2 * min_distance`` across)."""
+    return max(DEFAULT_HALO, 4 * int(instances.min_distance))
+
+
+def components(mask: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Connected components (face connectivity) of a block's bool ``(Z, Y, X)`` mask: uint32
+    ids ``1..n`` and a summary ``{count, sizes, first}`` (``first``: each id's first voxel,
+    block raster order)."""
+    ids, count = ndi.label(mask)
+    ids = ids.astype(np.uint32)
     flat = ids.ravel()
     values, first = np.unique(flat, return_index=True)
     sizes = np.bincount(flat)[values]
     keep = values > 0
-    return ids, {
-        "count": int(values[keep].max()) if keep.any() else 0,
-        "sizes": sizes[keep].tolist(),
-        "first": first[keep].tolist(),
-    }
+    return ids, {"count": int(count), "sizes": sizes[keep].tolist(), "first": first[keep].tolist()}
 
 
-def _global_raster(first: Sequence[int], block_shape: Sequence[int], origin: Sequence[int],
+def local_instances(labels: np.ndarray, options: StitchOptions) -> tuple[np.ndarray, dict]:
+    """The components of ``options.foreground_class`` in one block's ``(Z, Y, X)`` class map."""
+    return components(labels == options.foreground_class)
+
+
+def local_outputs(
+    labels: np.ndarray, maps: np.ndarray | None, options: StitchOptions
+) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """What a block stores for the instance passes, and the summaries it records.
+
+    ``labels``: the block's ``(Z, Y, X)`` class map; ``maps``: for ``seeded``, its float16
+    foreground and interior probabilities ``(2, Z, Y, X)``. Returns ``({store name: array},
+    {record key: summary})``: ``instances_local`` holds the components of the objects' voxels
+    (the class, or ``foreground > foreground_threshold`` for ``seeded``), and for ``seeded``
+    ``instances_seeds`` the components of the seeds and ``instances_maps`` the maps.
+    """
+    if not options.seeded:
+        ids, summary = local_instances(labels, options)
+        return {"instances_local": ids}, {"instances": summary}
+    if maps is None:
+        raise ValueError("seeded instances need the foreground and interior maps of the block")
+    mask, seed_mask = object_and_seed_masks(
+        maps[0], maps[1], options.foreground_threshold, options.seed_threshold
+    )
+    ids, summary = components(mask)
+    seeds, seed_summary = components(seed_mask)
+    arrays = {"instances_local": ids, "instances_seeds": seeds, "instances_maps": maps}
+    return arrays, {"instances": summary, "seeds": seed_summary}
+
+
+def global_raster(first: Sequence[int], block_shape: Sequence[int], origin: Sequence[int],
                    volume_shape: Sequence[int]) -> np.ndarray:  # fmt: skip
     """Raster indices in the volume of raster indices inside a block at ``origin``."""
     local = np.unravel_index(np.asarray(first, dtype=np.int64), tuple(block_shape))
@@ -123,7 +198,7 @@ def merge_table(
         slots = offsets[index] + 1 + np.arange(info["count"])
         origin = [a for a, _ in block.write]
         sizes[slots] = info["sizes"]
-        first[slots] = _global_raster(info["first"], block.shape, origin, volume_shape)
+        first[slots] = global_raster(info["first"], block.shape, origin, volume_shape)
     object_size = np.bincount(component, weights=sizes).astype(np.int64)
     object_first = np.full(component.max() + 1, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(object_first, component, first)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 from unet_seg.io.atomic import write_error, write_json_atomic
 from unet_seg.io.zarr import NGFF_UNITS, SPACE_UNIT, commit_dir
 
+_ABORT_TRIES, _ABORT_SETTLE_S = 20, 0.02
 RECORDS = ".unet_seg_blocks"  # inside the partial store; removed at commit
 PYRAMID_MAX_LEVELS = 4  # a small pyramid: napari opens any zoom without a big extra cost
 PYRAMID_MIN_PLANE = 256  # no level smaller than this in y and x
@@ -152,7 +154,14 @@ class ZarrOutput:
         return self.path
 
     def abort(self) -> None:
-        shutil.rmtree(self.partial, ignore_errors=True)
+        """Remove the partial store. A zarr write that failed (a full disk) may leave writes of
+        its other chunks in flight on zarr's event loop, which recreate folders after a first
+        removal: remove again until the store stays gone for a moment."""
+        for _ in range(_ABORT_TRIES):
+            shutil.rmtree(self.partial, ignore_errors=True)
+            time.sleep(_ABORT_SETTLE_S)
+            if not self.partial.exists():
+                return
 
     def _array(self):
         array = self.__dict__.get("_open_array")
