@@ -6,9 +6,9 @@ subprocess, so that ``ru_maxrss`` is its own peak:
 
 - ``monai``: ``monai.inferers.sliding_window_inference``, roi (64, 128, 128), overlap 0.25,
   gaussian blending, batch 1, on the whole volume in memory.
-- ``ours``: ``unet_seg.inference.stream`` streamed slab by slab from a TIFF on disk (as
-  ``unet-seg-predict`` runs), overlap 0.25 and gaussian blending as MONAI; the variants are
-  listed in ``RUNS``.
+- ``ours``: ``unet-seg-predict``'s path (``predict_file``): block by block from a TIFF on disk
+  into a float32 probability TIFF, overlap 0.25 and gaussian blending as MONAI; the variants
+  are listed in ``RUNS``.
 
 "mean p1" is the mean foreground probability, which must agree between the methods.
 
@@ -68,27 +68,30 @@ def run_monai(path: Path, batch: int, channels_last: bool) -> dict:
 
 
 def run_ours(path: Path, batch: int, tile: list[int] | None, bf16: bool) -> dict:
-    from unet_seg.inference.inputs import input_layout, region_reader
-    from unet_seg.inference.options import DEFAULT_TILE
+    """``unet-seg-predict``'s own path (:func:`~unet_seg.inference.predict_file.predict_file`):
+    blocks read lazily from the TIFF, float32 probabilities written into a memory-mapped TIFF."""
+    import tifffile
+
+    from unet_seg.inference.options import PredictOptions
+    from unet_seg.inference.predict_file import predict_file
     from unet_seg.inference.runner import ModelRunner
-    from unet_seg.inference.stream import iter_tiled_predictions
-    from unet_seg.inference.tiling import plan_tiles
-    from unet_seg.io import open_volume
-    from unet_seg.normalization import percentile_range
 
     model = build_model()
-    volume = open_volume(path)
-    layout = input_layout(path, volume.shape, model)
+    options = PredictOptions(
+        tile_size=tuple(tile) if tile else None, overlap=0.25, batch_size=batch,
+        probability_dtype="float32", progress=False,
+    )  # fmt: skip
+    target = path.with_name(f"probs-{time.monotonic_ns()}.tif")
     start = time.perf_counter()
-    lo, hi = percentile_range(volume, 1.0, 99.8)
-    plan = plan_tiles(model, SHAPE, tile or DEFAULT_TILE[3], 0.25)
-    runner = ModelRunner(model, "cpu", cpu_bf16=bf16)
-    slabs = iter_tiled_predictions(
-        region_reader(volume, layout, lo, hi), SHAPE, plan, runner, batch, progress=False
-    )
-    foreground = sum(float(p[1].sum()) for _, p in slabs) / np.prod(SHAPE)
-    return {"seconds": time.perf_counter() - start, "foreground": foreground,
-            "windows": plan.num_windows, "tile_in": [a.in_size for a in plan.axes]}  # fmt: skip
+    entry = predict_file(path, {"probabilities": target}, model, ModelRunner(model, "cpu",
+                         cpu_bf16=bf16), options, {"low": 1.0, "high": 99.8})  # fmt: skip
+    seconds = time.perf_counter() - start
+    with tifffile.TiffFile(target) as tif:  # page by page: no memory map to count in the RSS
+        pages = tif.pages[len(tif.pages) // 2 :]  # the second channel's slices
+        foreground = sum(float(p.asarray().sum(dtype=np.float64)) for p in pages) / np.prod(SHAPE)
+    target.unlink()
+    return {"seconds": seconds, "foreground": foreground, "windows": entry["tiles"],
+            "blocks": entry["blocks"]["total"]}  # fmt: skip
 
 
 # (label, method, options): MONAI as usually called and with our memory format; ours with the

@@ -13,11 +13,12 @@ One run prints, each as a ratio:
 
 Inputs are seeded noise written as OME-Zarr, models random-weight small U-Nets (3D same-padding
 for the throughput runs, 2D for the memory runs); each measurement runs in its own process.
-Timings leave out what a run pays once, not per block: starting the cluster and loading the
-model on each worker (warmed before the clock starts). On a shared
+Timings leave out what a run pays once, not per block: starting the cluster, loading the
+model on each worker and the first forward pass of each window shape (one untimed warm-up run
+of the same volume before the timed one). On a shared
 machine, run under ``flock /tmp/unet-bench.lock`` and quote the load it prints.
 
-Run: ``python benchmarks/bench_scale.py [--shape 48 192 192] [--quick]``.
+Run: ``python benchmarks/bench_scale.py [--shape 64 192 192] [--quick]``.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def child(args: argparse.Namespace) -> None:
         spec = BlockOptions.from_config(cfg).runner
         with Client(cluster) as client:  # imports and model on every worker, before the clock
             client.run(lambda: runner_for(spec) and None)
+    if args.warm:  # steady state: every worker has run each window shape once (oneDNN set-up)
+        predict(config(Path(args.source), Path(args.out) / "warm", Path(args.ckpt), **extra))
     start = time.perf_counter()
     summary = predict(cfg)
     seconds = time.perf_counter() - start
@@ -122,10 +125,10 @@ def child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def measure(source, out, ckpt, workers=0, threads=2, **extra) -> dict:
+def measure(source, out, ckpt, workers=0, threads=2, warm=False, **extra) -> dict:
     cmd = [sys.executable, __file__, "--child", "--source", str(source), "--out", str(out),
            "--ckpt", str(ckpt), "--workers", str(workers), "--threads", str(threads),
-           "--extra", json.dumps(extra)]  # fmt: skip
+           "--extra", json.dumps(extra), *(["--warm"] if warm else [])]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -171,7 +174,7 @@ def resume_after_kill(source, out, ckpt, block) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", type=int, nargs=3, default=[48, 192, 192])
+    parser.add_argument("--shape", type=int, nargs=3, default=[64, 192, 192])
     parser.add_argument("--block", type=int, nargs=3, default=[16, 96, 96])
     parser.add_argument("--quick", action="store_true", help="smaller planes for the memory test")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -179,6 +182,7 @@ def main() -> None:
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -194,10 +198,10 @@ def main() -> None:
     common = {"block_size": list(block), "tile_size": 48, "outputs": {"probabilities": True},
               "probability_dtype": "float32"}  # fmt: skip
     runs = {
-        "in-process, 2 threads": measure(source, tmp / "a", ckpt3, 0, 2, **common),
-        "dask 2 workers x 1 thread": measure(source, tmp / "b", ckpt3, 2, 1, **common),
-        "dask 1 worker x 1 thread": measure(source, tmp / "c", ckpt3, 1, 1, **common),
-        "dask 1 worker x 2 threads": measure(source, tmp / "d", ckpt3, 1, 2, **common),
+        "in-process, 2 threads": measure(source, tmp / "a", ckpt3, 0, 2, True, **common),
+        "dask 2 workers x 1 thread": measure(source, tmp / "b", ckpt3, 2, 1, True, **common),
+        "dask 1 worker x 1 thread": measure(source, tmp / "c", ckpt3, 1, 1, True, **common),
+        "dask 1 worker x 2 threads": measure(source, tmp / "d", ckpt3, 1, 2, True, **common),
     }
     blocks = runs["in-process, 2 threads"]["entry"]["blocks"]["total"]
     print(f"\nvolume {tuple(args.shape)}, {blocks} blocks of {block}, 3D same-padding U-Net")
