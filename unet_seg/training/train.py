@@ -98,6 +98,28 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def fit_interruptible(
+    trainer: pl.Trainer, module: Any, datamodule: Any, ckpt_path: str | None, output_dir: Path
+) -> None:
+    """``trainer.fit``, with Ctrl-C and SIGTERM turned into ``KeyboardInterrupt``.
+
+    Lightning stops an interrupted fit with ``SystemExit``: ``SIGTERMException`` (whose code is
+    0, so a killed run would exit as if it had succeeded) or ``sys.exit(1)`` after Ctrl-C. Both
+    mark the trainer interrupted; re-raised as ``KeyboardInterrupt``, the CLI exits 130 and
+    nothing is published. The state at the interruption is kept by the ``on_interrupt``
+    callback (``checkpoints/interrupted.ckpt``) for ``ckpt_path=``.
+    """
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        saved = output_dir / "checkpoints" / "interrupted.ckpt"
+        if saved.is_file():
+            log.warning("interrupted: resume with ckpt_path=%s", saved)
+        raise KeyboardInterrupt from None
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, validate the best checkpoint, write ``metrics.json``, publish the best checkpoint.
 
@@ -120,7 +142,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger=loggers or False,
     )
     # weights_only=True explicitly: torch's default yields to TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1.
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    fit_interruptible(trainer, module, datamodule, cfg.get("ckpt_path"), output_dir)
     if trainer.is_global_zero:
         # Before validating the best checkpoint, whose figures would log as one more epoch.
         write_training_curves(trainer, output_dir, str(cfg.get("name") or ""))
