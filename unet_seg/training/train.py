@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import OnExceptionCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from unet_seg.config import plain
@@ -99,7 +100,7 @@ def is_multirun() -> bool:
 
 
 def fit_interruptible(
-    trainer: pl.Trainer, module: Any, datamodule: Any, ckpt_path: str | None, output_dir: Path
+    trainer: pl.Trainer, module: Any, datamodule: Any, ckpt_path: str | None
 ) -> None:
     """``trainer.fit``, with Ctrl-C and SIGTERM turned into ``KeyboardInterrupt``.
 
@@ -110,13 +111,14 @@ def fit_interruptible(
     callback (``checkpoints/interrupted.ckpt``) for ``ckpt_path=``.
     """
     try:
+        # weights_only=True explicitly: the default yields to TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1.
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
         if not trainer.interrupted:
             raise
-        saved = output_dir / "checkpoints" / "interrupted.ckpt"
-        if saved.is_file():
-            log.warning("interrupted: resume with ckpt_path=%s", saved)
+        for callback in trainer.callbacks:  # where the config put it, not a second copy
+            if isinstance(callback, OnExceptionCheckpoint) and Path(callback.ckpt_path).is_file():
+                log.warning("interrupted: resume with ckpt_path=%s", callback.ckpt_path)
         raise KeyboardInterrupt from None
 
 
@@ -141,8 +143,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks=instantiate_group(cfg.get("callbacks")),
         logger=loggers or False,
     )
-    # weights_only=True explicitly: torch's default yields to TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1.
-    fit_interruptible(trainer, module, datamodule, cfg.get("ckpt_path"), output_dir)
+    fit_interruptible(trainer, module, datamodule, cfg.get("ckpt_path"))
     if trainer.is_global_zero:
         # Before validating the best checkpoint, whose figures would log as one more epoch.
         write_training_curves(trainer, output_dir, str(cfg.get("name") or ""))
