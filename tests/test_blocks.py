@@ -88,6 +88,17 @@ def test_default_block_shape_is_chunk_aligned_and_bounded():
     assert default_block_shape(tiles3d, max_voxels=1000) == (10, 10, 10)
 
 
+def test_default_blocks_split_an_axis_evenly_without_slivers():
+    # Same padding, tile 96 over 256: windows at 0, 53, 107, 160, so 4 steps want 212 voxels.
+    tiles = plan_tiles(small_unet(3, "same"), (64, 256, 256), 96)
+    assert default_block_shape(tiles) == (64, 256, 256)  # not 212 + 44: one block per axis
+    long = plan_tiles(small_unet(3, "same"), (64, 256, 1000), 96)
+    shape = default_block_shape(long)
+    blocks = -(-1000 // shape[2])
+    assert blocks > 1 and blocks * shape[2] - 1000 < shape[2] / 4  # near-equal blocks
+    assert default_block_shape(long, chunks=(64, 64, 64))[2] % 64 == 0
+
+
 def test_region_outside_the_volume_is_rejected():
     model = small_unet(2, "same")
     tiles = plan_tiles(model, (1, 20, 20), 8)

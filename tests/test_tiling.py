@@ -191,9 +191,29 @@ def test_plan_rejects_bad_arguments():
 
 def test_sliding_window_starts_are_spread_evenly():
     plan = plan_tiles(SameNet(2), (1, 300, 50), 128, overlap=0.25)
-    # At most 96 voxels apart, as few windows as that allows, the last one flush with the edge.
-    assert plan.axes[1].starts == (0, 86, 172) and plan.axes[2].starts == (0,)
+    # 3 windows of 128 cover 300; 124 is the smallest that still needs only 3 (120 steps by 88:
+    # 4), at most 92 voxels apart, the last one flush with the edge.
+    assert plan.axes[1].out_size == 124 and plan.axes[1].starts == (0, 88, 176)
+    assert plan.axes[2].starts == (0,)
     assert plan.axes[2].in_size == 52  # a 50-voxel axis needs the next size divisible by 4
+
+
+@pytest.mark.parametrize("size", [37, 100, 256, 300, 517, 1000])
+@pytest.mark.parametrize("overlap", [0.25, 0.5])
+def test_same_padding_windows_shrink_without_adding_windows(size, overlap):
+    model = SameNet(2)
+    fitted = plan_tiles(model, (1, size, 8), 96, overlap=overlap).axes[1]
+    # What the 96-voxel window would need, by the same step rule:
+    step = int(96 * (1 - overlap)) // 4 * 4
+    count = 1 if size <= 96 else -(-(size - 96) // step) + 1
+    assert len(fitted.starts) == count and fitted.out_size <= min(96, -(-size // 4) * 4)
+    assert fitted.starts[0] == 0 and fitted.starts[-1] + fitted.out_size >= size  # covered
+    gaps = np.diff(fitted.starts)
+    assert np.all(fitted.out_size - gaps >= overlap * fitted.out_size - 4)  # overlap kept
+    if fitted.out_size > 4:  # and one period smaller would need another window
+        smaller = fitted.out_size - 4
+        step = round(smaller * (1 - overlap)) // 4 * 4
+        assert size > smaller and -(-(size - smaller) // step) + 1 > count
 
 
 def test_tta_averages_the_eight_views_of_the_square(rng):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 
@@ -117,3 +119,22 @@ def test_center_crop_takes_the_middle() -> None:
     assert center_crop(x, (2, 2)).flatten().tolist() == [14.0, 15.0, 20.0, 21.0]
     with pytest.raises(ValueError):
         center_crop(x, (8, 8))
+
+
+@pytest.mark.parametrize(
+    ("spatial_dims", "padding", "norm", "size"),
+    [(2, "valid", None, 44), (2, "same", "batch", 24), (3, "valid", "instance", 44),
+     (3, "same", None, 16)],
+)  # fmt: skip
+def test_inference_without_concatenation_equals_the_concatenating_forward(
+    spatial_dims: int, padding: str, norm: str | None, size: int
+) -> None:
+    torch.manual_seed(0)
+    model = UNet(spatial_dims, 2, 3, features=(4, 8, 16), padding=padding, norm=norm).eval()
+    x = torch.randn(2, 2, *(size,) * spatial_dims)
+    reference = model(x).detach()  # autograd on: conv over torch.cat([skip, up])
+    with torch.inference_mode(), mock.patch.object(torch, "cat", wraps=torch.cat) as cat:
+        lean = model(x)  # the split kernel, no concatenated tensor
+    assert cat.call_count == 0
+    assert lean.shape == reference.shape
+    torch.testing.assert_close(lean, reference, rtol=1e-5, atol=1e-5)

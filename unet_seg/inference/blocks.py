@@ -110,7 +110,8 @@ def default_block_shape(
     max_voxels: int = MAX_BLOCK_VOXELS,
 ) -> tuple[int, int, int]:
     """A block shape for ``tiles``: multiples of ``chunks`` (the output's ``(Z, Y, X)`` chunks;
-    default 1), about :data:`WINDOWS_PER_BLOCK_AXIS` window steps along each network axis, one
+    default 1), about :data:`WINDOWS_PER_BLOCK_AXIS` window steps along each network axis (the
+    axis split into blocks of equal size nearest to that), one
     chunk along the slice axis of a 2D network (as many slices as fit when there are no chunks),
     and at most ``max_voxels`` (blocks shrink by a chunk along their longest axis until they
     fit, never below one chunk)."""
@@ -121,8 +122,11 @@ def default_block_shape(
     shape = []
     for axis, chunk in zip(tiles.axes, chunks, strict=True):
         wanted = chunk if axis.in_size == 1 else WINDOWS_PER_BLOCK_AXIS * _step(axis)
-        whole = -(-axis.size // chunk) * chunk
-        shape.append(min(-(-wanted // chunk) * chunk, whole))
+        whole, per_block = -(-axis.size // chunk), -(-wanted // chunk)  # in chunks
+        # Blocks of equal size closest to the wanted one: a 256-voxel axis with 212 wanted is
+        # one block, not 212 + 44 (a sliver whose windows all run twice).
+        count = max(1, int(whole / per_block + 0.5))
+        shape.append(-(-whole // count) * chunk)
     while math.prod(shape) > max_voxels:
         axis = max(range(3), key=lambda a: shape[a] if shape[a] > chunks[a] else 0)
         if shape[axis] <= chunks[axis]:

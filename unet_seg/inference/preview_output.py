@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from unet_seg.inference.inputs import Layout
-from unet_seg.viz.previews import SlicePreview, plane_reader
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,9 @@ def write_preview(
     is shown), ``labels`` and ``instances`` (``(*spatial)``, lazily indexable). A preview that
     cannot be drawn is logged; the file's outputs stand."""
     try:
+        # matplotlib (~30 MB) is imported only when a preview is drawn, not with predict.
+        from unet_seg.viz.previews import SlicePreview, plane_reader
+
         shape = replace(layout, channels=False).volume_shape(labels.shape)
         preview = SlicePreview(shape, counts, num_slices)
         axis, step = layout.slice_axis, preview.step

@@ -98,10 +98,19 @@ class _RowAccumulator:
         """Remove and return the finished rows before ``end``: ``(z0, (K, n, Y, X))``."""
         n = end - self.z0
         out = self.probs[:, :n]
-        out = np.array(out if self.weight is None else out / self.weights[:n], dtype=np.float32)
+        if self.weight is not None:  # normalise in place: these rows are never added to again
+            np.divide(out, self.weights[:n], out=out)
         z0, self.z0 = self.z0, end
         self.probs, self.weights = self.probs[:, n:], self.weights[n:]
         return z0, out
+
+
+def _mirrored(raw: np.ndarray, indices: Sequence[np.ndarray]) -> np.ndarray:
+    """``raw[:, z, y, x]`` at the (mirrored) ``indices`` per axis: a view where no axis is
+    mirrored (the indices are ``0 .. n - 1``), a copy otherwise."""
+    if all(np.array_equal(i, np.arange(n)) for i, n in zip(indices, raw.shape[1:], strict=True)):
+        return raw
+    return raw[np.ix_(range(raw.shape[0]), *indices)]
 
 
 def iter_tiled_predictions(
@@ -161,7 +170,7 @@ def iter_tiled_predictions(
             )
             z_min, z_max = int(z_idx.min()), int(z_idx.max()) + 1
             raw = np.asarray(read_region((slice(z_min, z_max), *plane)), dtype=np.float32)
-            slab = raw[np.ix_(range(raw.shape[0]), z_idx - z_min, y_idx, x_idx)]
+            slab = _mirrored(raw, (z_idx - z_min, y_idx, x_idx))
             del raw
             windows = [(z, y, x) for z in group for y in ay.starts for x in ax.starts]
             for b in range(0, len(windows), batch_size):

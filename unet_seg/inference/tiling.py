@@ -147,16 +147,51 @@ def plan_tiles(
     in_sizes = valid_input_sizes(model, [w + m for w, m in zip(wanted, margins, strict=True)])
     out_sizes = model.output_shape(in_sizes)
     blend = overlap > 0 and not any(margins)
+    if blend:
+        in_sizes = out_sizes = _fitted_windows(model, net_shape, in_sizes, overlap)
     axes = [AxisPlan(int(volume_shape[0]), 1, 1, 0, tuple(range(volume_shape[0])))] * (3 - dims)
     for axis, (size, t_in, t_out) in enumerate(zip(net_shape, in_sizes, out_sizes, strict=True)):
         period = _period(model, in_sizes, axis)
         # Overlap-tile abuts output tiles; a sliding window steps by (1 - overlap) of a window.
         # Both round the step down to a multiple of the period where the window allows it.
-        step = max(1, round(t_out * (1 - overlap))) if blend else t_out
-        step = step - step % period if step >= period else step
+        step = _blend_step(t_out, overlap, period) if blend else _down_to(t_out, period)
         starts = _spread_starts(size, t_out, step) if blend else _starts(size, t_out, step, period)
         axes.append(AxisPlan(size, t_in, t_out, (t_in - t_out) // 2, starts))
     return TilePlan(tuple(axes), blend)
+
+
+def _down_to(step: int, period: int) -> int:
+    """``step`` rounded down to a multiple of ``period`` where it is at least one period."""
+    return step - step % period if step >= period else step
+
+
+def _blend_step(window: int, overlap: float, period: int) -> int:
+    """A sliding window's step: ``(1 - overlap)`` of it, down to a multiple of ``period``."""
+    return _down_to(max(1, round(window * (1 - overlap))), period)
+
+
+def _window_count(size: int, window: int, step: int) -> int:
+    return 1 if size <= window else -(-(size - window) // step) + 1
+
+
+def _fitted_windows(
+    model: SegmentationNetwork, shape: Sequence[int], windows: Sequence[int], overlap: float
+) -> tuple[int, ...]:
+    """Same-padding windows shrunk, per axis, to the smallest valid size that needs no more
+    windows than ``windows`` to cover ``shape``: less computed and less memory for the same
+    window count, with at least the asked overlap. (A 256-voxel axis takes 4 windows of 96
+    or of 80; 80 computes a third less.)"""
+    sizes = list(windows)
+    for axis, size in enumerate(shape):
+        period = _period(model, sizes, axis)
+        count = _window_count(size, sizes[axis], _blend_step(sizes[axis], overlap, period))
+        while sizes[axis] > period:
+            smaller = [*sizes[:axis], sizes[axis] - period, *sizes[axis + 1 :]]
+            step = _blend_step(smaller[axis], overlap, period)
+            if not _fits(model, smaller) or _window_count(size, smaller[axis], step) > count:
+                break
+            sizes = smaller
+    return tuple(sizes)
 
 
 def importance_map(shape: Sequence[int], mode: str = "gaussian", sigma_scale: float = 0.125):

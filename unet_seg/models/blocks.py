@@ -144,4 +144,27 @@ class UpBlock(nn.Module):
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)
         skip = center_crop(skip, x.shape[2:])
-        return self.conv(torch.cat([skip, x], dim=1))
+        first = self.conv[0]
+        if torch.is_grad_enabled() or first._forward_hooks or first._forward_pre_hooks:
+            # Training needs the concatenation for autograd; a hook on the first conv
+            # (a shape trace, a feature probe) must see the input it documents.
+            return self.conv(torch.cat([skip, x], dim=1))
+        return self._conv_without_concat(skip, x)
+
+    def _conv_without_concat(self, skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        """``self.conv(cat([skip, up]))`` without the concatenated tensor, for inference.
+
+        A convolution over concatenated channels is the sum of the convolutions of each part
+        with its slice of the kernel, so the first conv runs on ``up`` (which is then freed)
+        and adds the ``skip`` part: at full resolution the peak is 3 feature maps instead of
+        6 (skip, up, their concatenation, two conv outputs), the largest share of a window's
+        memory. Equal to the concatenating path up to float summation order.
+        """
+        first, *rest = self.conv
+        weight, skip_channels = first.weight, skip.shape[1]
+        out = first._conv_forward(up, weight[:, skip_channels:], first.bias)
+        del up
+        out += first._conv_forward(skip, weight[:, :skip_channels], None)
+        for layer in rest:
+            out = layer(out)
+        return out
