@@ -75,6 +75,30 @@ def test_full_disk_is_a_named_error_and_the_batch_goes_on(tmp_path, ckpt, monkey
     assert leftovers(out) == []
 
 
+def test_an_io_error_while_writing_is_a_named_error_not_a_crash(tmp_path, ckpt, monkeypatch):
+    # Outputs are written with pwrite, not through a memory map: a refused write (a failing
+    # disk, a vanished network share) used to be a SIGBUS that killed the whole batch.
+    write_volume(tmp_path / "in" / "bad.tif", Volume(stack((4, 64, 64))))
+    write_volume(tmp_path / "in" / "good.tif", Volume(stack(seed=1)))
+    real = os.pwrite
+
+    def failing_for_bad(fd, data, offset):
+        if "bad_labels" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", failing_for_bad)
+    out = tmp_path / "out"
+    summary = predict(config(input=tmp_path / "in", output_dir=out, checkpoint=ckpt))
+    status = {Path(e["input"]).name: e for e in summary["files"]}
+    assert status["bad.tif"]["status"] == "failed" and status["good.tif"]["status"] == "ok"
+    assert status["bad.tif"]["error"] == (
+        f"OutputWriteError: {out / 'bad_labels.tif'}: cannot write the output: Input/output error"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["good_labels.tif", "predict_summary.json"]
+    assert leftovers(out) == []
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path: Path):
     """A 1 MiB tmpfs (root and a working ``mount`` only), unmounted afterwards."""

@@ -301,3 +301,17 @@ def test_cpu_bfloat16_and_memory_formats_stay_close_to_float32(rng, spatial_dims
     np.testing.assert_allclose(fast, plain, atol=1e-5)
     np.testing.assert_allclose(bf16, plain, atol=0.05)
     assert not np.array_equal(bf16, plain)  # really computed in bfloat16
+
+
+def test_default_tile_of_same_padding_3d_networks_is_sized_by_memory():
+    from unet_seg.inference.options import DEFAULT_TILE, SAME_3D_WINDOW_BUDGET, default_tile
+
+    same = UNet(3, 1, 2, (16, 32, 64), padding="same", norm=None)
+    assert default_tile(same, (64, 256, 256)) == (64, 48, 48)  # z close to the cube: whole
+    assert default_tile(same, (512, 512, 512)) == (52, 53, 53)  # a cube within the budget
+    assert 16 * np.prod((52, 53, 53)) <= SAME_3D_WINDOW_BUDGET
+    wide = UNet(3, 1, 2, (32, 64, 128), padding="same", norm=None)  # twice the features
+    assert default_tile(wide, (512, 512, 512)) == (41, 42, 42)
+    valid = UNet(3, 1, 2, (16, 32, 64), padding="valid", norm=None)
+    assert default_tile(valid, (64, 256, 256)) == DEFAULT_TILE[3]  # margins favour big tiles
+    assert default_tile(UNet(2, 1, 2, (16, 32)), (1, 512, 512)) == DEFAULT_TILE[2]

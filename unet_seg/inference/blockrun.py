@@ -171,7 +171,7 @@ def predict_blockwise(
     lo, hi = percentile_range(volume, *percentiles(norm))
     shape = layout.volume_shape(volume.shape)
     spatial = volume.shape[1:] if layout.channels else volume.shape
-    tiles = plan_tiles(model, shape, options.tile_for(model.spatial_dims), options.overlap)
+    tiles = plan_tiles(model, shape, options.tile_for(model, shape), options.overlap)
     chunks = tiling_chunks(volume.chunks[-len(spatial) :], layout)
     blocks = plan_blocks(tiles, block.block_size, chunks)
     classes = int(model.num_classes)

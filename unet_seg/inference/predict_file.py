@@ -122,7 +122,7 @@ def _predict_into_files(
     shape = layout.volume_shape(source.shape)
     spatial = layout.spatial_shape(source.shape)
     classes = int(model.num_classes)
-    tiles = plan_tiles(model, shape, options.tile_for(model.spatial_dims), options.overlap)
+    tiles = plan_tiles(model, shape, options.tile_for(model, shape), options.overlap)
     size = None if block is None else block.block_size
     blocks = plan_blocks(tiles, size or file_block_shape(tiles, options.batch_size))
     spec = RunnerSpec(f"<in-process runner {id(runner)}>") if block is None else block.runner

@@ -23,7 +23,7 @@ from unet_seg.data.boundary import objects_of
 from unet_seg.data.datamodule import SegmentationDataModule
 from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.inference.instance_methods import METHODS, TUNED_KEY
-from unet_seg.inference.options import DEFAULT_TILE
+from unet_seg.inference.options import default_tile
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
 from unet_seg.inference.tuning import tune
@@ -44,8 +44,10 @@ def class_roles(target: str, object_class: int) -> dict[str, int]:
 
 
 def predict_region(image: np.ndarray, model, runner: ModelRunner, tile) -> np.ndarray:
-    """``(C, *spatial)`` normalised image -> ``(K, *spatial)`` probabilities."""
+    """``(C, *spatial)`` normalised image -> ``(K, *spatial)`` probabilities (``tile``: None
+    picks predict's default)."""
     volume = image[:, None] if image.ndim == 3 and model.spatial_dims == 2 else image
+    tile = tile or default_tile(model, volume.shape[1:])  # as predict
     probs = predict_tiled(volume, model, runner, tile)
     return probs[:, 0] if volume is not image else probs
 
@@ -71,7 +73,7 @@ def tune_checkpoint(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str,
     regions = SegmentationDataModule(**data).validation_regions()
     truths = [objects_of(r.label, object_class, r.instances) for r in regions]
     runner = ModelRunner(model, cfg.get("device", "auto"), bool(cfg.get("tta", False)))
-    tile = cfg.get("tile_size") or DEFAULT_TILE[model.spatial_dims]  # as predict
+    tile = cfg.get("tile_size")
     probs = [predict_region(r.image, model, runner, tile) for r in regions]
     methods = tuple(cfg.get("methods") or METHODS)
     log.info("tuning %s on %d validation images", ", ".join(methods), len(regions))

@@ -1,18 +1,19 @@
 """Writing an output volume slab by slab or block by block, so that a prediction never holds it
 whole in memory.
 
-The output is an array on disk (a memmap) that slabs of z-rows or boxes are written into. Data
-go to a hidden temporary file in the target directory that is renamed when complete; an
-exception removes it. The file's blocks are reserved on disk before the first write
-(:func:`~unet_seg.io.atomic.allocate`): a memmap written on a full disk would otherwise kill the
-process with SIGBUS; now a full disk is an :class:`~unet_seg.errors.OutputWriteError` naming the
-file, before any work. The temporary file is locked while it is written and fsynced before the
-rename (:mod:`unet_seg.io.atomic`). Per format:
+The output is an array on disk that slabs of z-rows or boxes are written into with ``pwrite``
+(:class:`~unet_seg.io.file_array.FileArray`, not a memory map: a refused write through a map is
+a SIGBUS that kills the process, through ``pwrite`` it is an
+:class:`~unet_seg.errors.OutputWriteError` naming the file). Data go to a hidden temporary file
+in the target directory that is renamed when complete; an exception removes it. The file's
+blocks are reserved on disk before the first write (:func:`~unet_seg.io.atomic.allocate`), so a
+full disk is reported before any work. The temporary file is locked while it is written and
+fsynced before the rename (:mod:`unet_seg.io.atomic`). Per format:
 
-- TIFF: an uncompressed ``tifffile.memmap`` with the spacing stored as :mod:`unet_seg.io.tiff`
+- TIFF: uncompressed and contiguous, with the spacing stored as :mod:`unet_seg.io.tiff`
   writes it.
-- NIfTI: ``.nii`` is memory-mapped behind the header (:func:`unet_seg.io.nifti.header_bytes`);
-  ``.nii.gz`` is written to a raw memmap and gzip-streamed behind the header at commit, chunk by
+- NIfTI: ``.nii`` data sit behind the header (:func:`unet_seg.io.nifti.header_bytes`);
+  ``.nii.gz`` is written to a raw file and gzip-streamed behind the header at commit, chunk by
   chunk. The input's header (affine, units, description) is kept.
 - PNG: 2D only, small, held in memory and written at commit.
 """
@@ -20,7 +21,6 @@ rename (:mod:`unet_seg.io.atomic`). Per format:
 from __future__ import annotations
 
 import gzip
-import mmap
 import os
 import shutil
 import uuid
@@ -31,6 +31,7 @@ import numpy as np
 
 from unet_seg.io import nifti, tiff
 from unet_seg.io.atomic import allocate, commit_rename, lock, write_error
+from unet_seg.io.file_array import FileArray
 from unet_seg.io.files import format_suffix
 from unet_seg.io.volume import Volume
 from unet_seg.io.volumes import write_volume
@@ -84,8 +85,8 @@ class SlabWriter:
         if self.suffix in (".tif", ".tiff"):
             spacing = tuple(self.geometry.spacing)[-self.spatial_dims :]
             unit = (self.geometry.metadata or {}).get("unit")
-            self.array = tiff.create_memmap(self.tmp, self.shape, self.dtype, spacing, unit)
-            self._hold(self.tmp, os.path.getsize(self.tmp))
+            offset = tiff.create_empty(self.tmp, self.shape, self.dtype, spacing, unit)
+            self._hold(self.tmp, os.path.getsize(self.tmp), offset)
             return
         header = nifti.header_bytes(nifti.slab_header(self.shape, self.dtype, self.geometry))
         self._header = header
@@ -94,14 +95,15 @@ class SlabWriter:
         offset = len(header) if self.suffix == ".nii" else 0
         with open(target, "wb") as f:
             f.write(header if self.suffix == ".nii" else b"")
-        self._hold(target, offset + int(np.prod(self.shape)) * self.dtype.itemsize)
-        self.array = np.memmap(target, self.dtype, "r+", offset, self.shape)
+        self._hold(target, offset + int(np.prod(self.shape)) * self.dtype.itemsize, offset)
 
-    def _hold(self, file: Path, size: int) -> None:
-        """Lock ``file`` for as long as this writer lives and reserve its ``size`` bytes."""
+    def _hold(self, file: Path, size: int, offset: int) -> None:
+        """Lock ``file`` for as long as this writer lives, reserve its ``size`` bytes and
+        address its data from byte ``offset`` on."""
         self._fd = os.open(file, os.O_RDWR)
         lock(self._fd)
         allocate(self._fd, size, self.path)
+        self.array = FileArray(self._fd, offset, self.shape, self.dtype)
 
     def write(self, z0: int, block: np.ndarray, axis: int = 0) -> None:
         """Write rows ``z0 .. z0 + n - 1`` along spatial ``axis`` (0: z, 1: y, 2: x).
@@ -110,31 +112,28 @@ class SlabWriter:
         their order (how a 2D model sliced along ``axis`` sees the volume); ``n == 1`` in 2D.
         """
         if self.spatial_dims == 2:
-            self.array[...] = block[..., 0, :, :]
+            self.write_box((slice(None), slice(None)), block[..., 0, :, :])
             return
         block = np.moveaxis(block, -3, -3 + axis)
         index = [slice(None)] * 3
         index[axis] = slice(z0, z0 + block.shape[-3 + axis])
-        self.array[(Ellipsis, *index)] = block
-        self._release()
+        self.write_box(tuple(index), block)
 
     def write_box(self, box: tuple[slice, ...], data: np.ndarray) -> None:
         """Write ``data`` ``(*lead, *box)`` into the spatial ``box`` (the file's axis order, all
-        leading axes): how a block writes the output region it owns."""
-        self.array[(Ellipsis, *box)] = data
-        self._release()
+        leading axes): how a block writes the output region it owns.
+
+        Raises:
+            OutputWriteError: the disk refused the data; names ``path``.
+        """
+        try:
+            self.array[(Ellipsis, *box)] = data
+        except OSError as err:
+            raise write_error(self.path, err) from err
 
     def read_box(self, box: tuple[slice, ...]) -> np.ndarray:
         """The data written so far in the spatial ``box`` (all leading axes)."""
         return np.array(self.array[(Ellipsis, *box)])
-
-    def _release(self) -> None:
-        """Write the dirty pages out and drop them from memory: a memmap's written pages would
-        otherwise stay resident and the process would grow with the output volume."""
-        mm = getattr(self.array, "_mmap", None)
-        if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-            self.array.flush()
-            mm.madvise(mmap.MADV_DONTNEED)
 
     def commit(self) -> Path:
         """Finish the file and move it to ``path`` (on failure nothing is left behind).
@@ -155,7 +154,6 @@ class SlabWriter:
         if self.suffix == ".png":
             write_volume(self.path, Volume(self.array, spacing=self.geometry.spacing[-2:]))
             return self.path
-        self.array.flush()
         del self.array
         if self.suffix == ".nii.gz":
             with open(self._raw, "rb") as raw, gzip.open(self.tmp, "wb", compresslevel=1) as out:

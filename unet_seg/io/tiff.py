@@ -182,9 +182,13 @@ def write_tiff(tmp: Path, volume: Volume) -> None:
     tifffile.imwrite(tmp, array, compression="zlib", **options)
 
 
-def create_memmap(
+def create_empty(
     tmp: Path, shape: tuple[int, ...], dtype: np.dtype, spacing: tuple[float, ...], unit: str | None
-) -> np.memmap:
-    """An uncompressed TIFF at ``tmp`` of ``shape`` (``spacing``: its spatial axes), mapped."""
+) -> int:
+    """Create an uncompressed TIFF at ``tmp`` of ``shape`` (``spacing``: its spatial axes) with
+    its image data contiguous and unwritten; returns the byte offset of the data."""
     options = write_options(len(shape), dtype, spacing, unit)
-    return tifffile.memmap(tmp, shape=shape, dtype=dtype, **options)
+    mapped = tifffile.memmap(tmp, shape=shape, dtype=dtype, **options)
+    offset = int(mapped.offset)
+    del mapped  # only the layout is wanted: the data are written with pwrite
+    return offset
