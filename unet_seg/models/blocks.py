@@ -142,24 +142,26 @@ class UpBlock(nn.Module):
         self.conv = ConvBlock(spatial_dims, in_channels, out_channels, padding, norm, kernel_size)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = self.up(x)
-        skip = center_crop(skip, x.shape[2:])
         first = self.conv[0]
         if torch.is_grad_enabled() or first._forward_hooks or first._forward_pre_hooks:
             # Training needs the concatenation for autograd; a hook on the first conv
             # (a shape trace, a feature probe) must see the input it documents.
-            return self.conv(torch.cat([skip, x], dim=1))
-        return self._conv_without_concat(skip, x)
+            x = self.up(x)
+            return self.conv(torch.cat([center_crop(skip, x.shape[2:]), x], dim=1))
+        return self._conv_without_concat(x, skip)
 
-    def _conv_without_concat(self, skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-        """``self.conv(cat([skip, up]))`` without the concatenated tensor, for inference.
+    def _conv_without_concat(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """``self.conv(cat([skip, up(x)]))`` without the concatenated tensor, for inference.
 
         A convolution over concatenated channels is the sum of the convolutions of each part
-        with its slice of the kernel, so the first conv runs on ``up`` (which is then freed)
-        and adds the ``skip`` part: at full resolution the peak is 3 feature maps instead of
-        6 (skip, up, their concatenation, two conv outputs), the largest share of a window's
-        memory. Equal to the concatenating path up to float summation order.
+        with its slice of the kernel, so the first conv runs on the up-convolved ``x`` (freed
+        right after: this frame holds its only reference) and adds the ``skip`` part: at full
+        resolution the peak is 3 feature maps instead of 6 (skip, up, their concatenation, two
+        conv outputs), the largest share of a window's memory. Equal to the concatenating path
+        up to float summation order.
         """
+        up = self.up(x)
+        skip = center_crop(skip, up.shape[2:])
         first, *rest = self.conv
         weight, skip_channels = first.weight, skip.shape[1]
         out = first._conv_forward(up, weight[:, skip_channels:], first.bias)
