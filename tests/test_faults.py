@@ -51,17 +51,23 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob(".*") if TEMPORARY_NAMES.match(p.name))
 
 
+def failing_for(output_name: str, real, error: OSError):
+    """``real`` (an ``os`` call taking a file descriptor first) raising ``error`` for the open
+    files whose path contains ``output_name``."""
+
+    def call(fd, *args):
+        if output_name in os.readlink(f"/proc/self/fd/{fd}"):
+            raise error
+        return real(fd, *args)
+
+    return call
+
+
 def test_full_disk_is_a_named_error_and_the_batch_goes_on(tmp_path, ckpt, monkeypatch):
     write_volume(tmp_path / "in" / "big.tif", Volume(stack((4, 64, 64))))
     write_volume(tmp_path / "in" / "small.tif", Volume(stack(seed=1)))
-    real = os.posix_fallocate
-
-    def full_for_big(fd, offset, length):  # the disk has room for the small file only
-        if "big_labels" in os.readlink(f"/proc/self/fd/{fd}"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(fd, offset, length)
-
-    monkeypatch.setattr(os, "posix_fallocate", full_for_big)
+    full = OSError(errno.ENOSPC, "No space left on device")  # room for the small file only
+    monkeypatch.setattr(os, "posix_fallocate", failing_for("big_labels", os.posix_fallocate, full))
     out = tmp_path / "out"
     summary = predict(config(input=tmp_path / "in", output_dir=out, checkpoint=ckpt))
     status = {Path(e["input"]).name: e for e in summary["files"]}
@@ -80,14 +86,8 @@ def test_an_io_error_while_writing_is_a_named_error_not_a_crash(tmp_path, ckpt, 
     # disk, a vanished network share) used to be a SIGBUS that killed the whole batch.
     write_volume(tmp_path / "in" / "bad.tif", Volume(stack((4, 64, 64))))
     write_volume(tmp_path / "in" / "good.tif", Volume(stack(seed=1)))
-    real = os.pwrite
-
-    def failing_for_bad(fd, data, offset):
-        if "bad_labels" in os.readlink(f"/proc/self/fd/{fd}"):
-            raise OSError(errno.EIO, "Input/output error")
-        return real(fd, data, offset)
-
-    monkeypatch.setattr(os, "pwrite", failing_for_bad)
+    eio = OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(os, "pwrite", failing_for("bad_labels", os.pwrite, eio))
     out = tmp_path / "out"
     summary = predict(config(input=tmp_path / "in", output_dir=out, checkpoint=ckpt))
     status = {Path(e["input"]).name: e for e in summary["files"]}
