@@ -10,6 +10,7 @@ process (:func:`runner_for`), never sent with a task.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -48,20 +49,51 @@ def register_runner(spec: RunnerSpec, runner: ModelRunner) -> None:
         _RUNNERS[spec] = runner
 
 
+def _current_worker():
+    """The Dask worker of this process, or ``None`` (in-process, or Dask not installed).
+
+    Inside a task ``get_worker`` says; in a ``client.run`` call (which warms workers up, outside
+    any task) the process's only worker does, so a runner cached there is the worker's too.
+    """
+    try:
+        from distributed import get_worker
+        from distributed.worker import Worker
+    except ImportError:
+        return None
+    try:
+        return get_worker()
+    except ValueError:
+        workers = list(getattr(Worker, "_instances", ()))
+        return workers[0] if len(workers) == 1 else None
+
+
+def _worker_number(name: object) -> int:
+    """A worker's number from its name: ``3``, ``"3"``, ``"SLURMCluster-12-3"`` (the last
+    integer: dask-jobqueue's process index within its job), else a stable hash of the name."""
+    if isinstance(name, int):
+        return name
+    digits = re.findall(r"\d+", str(name))
+    return int(digits[-1]) if digits else sum(map(ord, str(name)))
+
+
 def _worker_device(device: str) -> str:
     """``auto`` on a Dask worker with GPUs: the GPU of the worker's number (one GPU each)."""
     import torch
 
     if device != "auto" or not torch.cuda.is_available():
         return device
-    try:
-        from distributed import get_worker
-
-        name = get_worker().name
-    except (ImportError, ValueError):
+    worker = _current_worker()
+    if worker is None:
         return device
-    number = name if isinstance(name, int) else sum(map(ord, str(name)))
-    return f"cuda:{number % torch.cuda.device_count()}"
+    return f"cuda:{_worker_number(worker.name) % torch.cuda.device_count()}"
+
+
+def _worker_threads() -> int | None:
+    """The thread count of the Dask worker running this code (``None`` in-process)."""
+    worker = _current_worker()
+    if worker is None:
+        return None
+    return max(1, int(getattr(getattr(worker, "state", worker), "nthreads", 1)))
 
 
 def runner_for(spec: RunnerSpec) -> ModelRunner:
@@ -71,7 +103,11 @@ def runner_for(spec: RunnerSpec) -> ModelRunner:
         if runner is None:
             model, _ = load_model(spec.checkpoint)
             device = _worker_device(spec.device)
-            runner = ModelRunner(model, device, spec.tta, spec.amp, spec.cpu_bf16)
+            # A Dask worker's threads share this runner: one forward pass at a time on all of
+            # its cores (ModelRunner's threads), instead of one-thread passes side by side.
+            runner = ModelRunner(
+                model, device, spec.tta, spec.amp, spec.cpu_bf16, threads=_worker_threads()
+            )
             _RUNNERS[spec] = runner
         return runner
 
