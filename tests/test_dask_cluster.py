@@ -84,27 +84,17 @@ def test_two_workers_equal_in_process_and_stitch_like_scipy(
     np.testing.assert_array_equal(instances, expected)
 
 
-def _runner_threads(ckpt: str) -> int | None:
-    from unet_seg.inference.blockwise import RunnerSpec, runner_for
+def _found_worker() -> bool:
+    from unet_seg.inference.blockwise import _current_worker
 
-    return runner_for(RunnerSpec(str(ckpt), device="cpu")).threads
+    return _current_worker() is not None
 
 
-def test_two_threads_of_one_worker_take_turns_and_equal_in_process(
-    tmp_path, ckpt, data, in_process
-):
-    """``threads_per_worker=2``: the worker's runner has both threads (one pass at a time)."""
-    source = make_input(tmp_path, data)
-    with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
-    ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
-        entry = predict(
-            config(overrides(source, tmp_path / "out", ckpt, cluster.scheduler_address))
-        )
-        assert list(client.run(_runner_threads, ckpt).values()) == [2]
-    assert entry["files"][0]["status"] == "ok"
-    labels = open_zarr(tmp_path / "out" / "raw_labels.ome.zarr")[...]
-    np.testing.assert_array_equal(labels, in_process)
+def test_a_client_run_warm_up_finds_its_worker(scheduler):
+    """Outside a task ``get_worker`` fails; a runner cached there must still be the worker's
+    (its GPU pinning), so the process's worker is found in ``client.run`` too."""
+    with distributed.Client(scheduler) as client:
+        assert list(client.run(_found_worker).values()) == [True, True]
 
 
 @pytest.mark.slow  # two predictions of 27 blocks each, ~30 s on 2 cores

@@ -88,14 +88,6 @@ def _worker_device(device: str) -> str:
     return f"cuda:{_worker_number(worker.name) % torch.cuda.device_count()}"
 
 
-def _worker_threads() -> int | None:
-    """The thread count of the Dask worker running this code (``None`` in-process)."""
-    worker = _current_worker()
-    if worker is None:
-        return None
-    return max(1, int(getattr(getattr(worker, "state", worker), "nthreads", 1)))
-
-
 def runner_for(spec: RunnerSpec) -> ModelRunner:
     """The runner of ``spec`` in this process, loading the checkpoint the first time only."""
     with _RUNNERS_LOCK:
@@ -103,11 +95,7 @@ def runner_for(spec: RunnerSpec) -> ModelRunner:
         if runner is None:
             model, _ = load_model(spec.checkpoint)
             device = _worker_device(spec.device)
-            # A Dask worker's threads share this runner: one forward pass at a time on all of
-            # its cores (ModelRunner's threads), instead of one-thread passes side by side.
-            runner = ModelRunner(
-                model, device, spec.tta, spec.amp, spec.cpu_bf16, threads=_worker_threads()
-            )
+            runner = ModelRunner(model, device, spec.tta, spec.amp, spec.cpu_bf16)
             _RUNNERS[spec] = runner
         return runner
 

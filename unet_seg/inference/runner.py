@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -75,23 +74,13 @@ class ModelRunner:
         softmax: turn logits into probabilities (off: raw outputs, for tests and regression nets).
         channels_last: channels-last memory format (NHWC / NDHWC), in which oneDNN's CPU
             convolutions ran 1.3-1.6x faster in our benchmarks; ``"auto"``: on the CPU.
-        threads: for a runner that several threads share (a Dask worker with
-            ``threads_per_worker > 1``): each call sets torch's intra-op threads of the calling
-            thread to ``threads`` and holds a lock, so one batch at a time runs on all the
-            worker's cores while the other threads read, blend and write. Without it, each
-            thread runs its own one-thread forward pass, and those passes compete for the GIL
-            and the caches. ``None``: no lock, torch's threads as they are.
     """
 
     def __init__(
         self, model: nn.Module, device: str | torch.device | None = "auto", tta: bool = False,
         amp: bool = True, cpu_bf16: bool = False, softmax: bool = True,
-        channels_last: bool | str = "auto", threads: int | None = None,
+        channels_last: bool | str = "auto",
     ) -> None:  # fmt: skip
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be at least 1, got {threads}")
-        self.threads = threads
-        self._turn = threading.Lock() if threads is not None else nullcontext()
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.spatial_dims = int(model.spatial_dims)
@@ -111,16 +100,10 @@ class ModelRunner:
         self.memory_format = last if channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
 
+    @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         if batch.ndim != 5:
             raise ValueError(f"expected tiles (B, C, Z, Y, X), got shape {batch.shape}")
-        with self._turn:
-            if self.threads is not None and torch.get_num_threads() != self.threads:
-                torch.set_num_threads(self.threads)  # the calling thread's OpenMP team
-            return self._forward(batch)
-
-    @torch.inference_mode()
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         if self.spatial_dims == 2:
             if x.shape[2] != 1:
