@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from unet_seg.inference.allocator import reuse_freed_memory
 from unet_seg.inference.blocks import Block, BlockPlan, predict_block, region_view
 from unet_seg.inference.inputs import Layout, region_reader
 from unet_seg.inference.mask import ForegroundMask
@@ -89,10 +90,12 @@ def _worker_device(device: str) -> str:
 
 
 def runner_for(spec: RunnerSpec) -> ModelRunner:
-    """The runner of ``spec`` in this process, loading the checkpoint the first time only."""
+    """The runner of ``spec`` in this process, loading the checkpoint the first time only (and
+    then letting malloc reuse freed tensors, where a Dask nanny stopped it)."""
     with _RUNNERS_LOCK:
         runner = _RUNNERS.get(spec)
         if runner is None:
+            reuse_freed_memory()
             model, _ = load_model(spec.checkpoint)
             device = _worker_device(spec.device)
             runner = ModelRunner(model, device, spec.tta, spec.amp, spec.cpu_bf16)
