@@ -78,6 +78,7 @@ def predict_args(files: Path, **overrides: str) -> list[str]:
         ("summary", ["input_size=100"], 2, "input size 100 on axis 0 does not fit"),
         ("summary", ["model=nope"], 2, "Available options in 'model': unet_paper"),
         ("train", ["data=nope", "paths.runs_dir={files}/runs"], 2, "Could not find 'data/nope'"),
+        ("predict", ["cluster=address"], 2, "cluster=address needs cluster.address=tcp://"),
         ("predict", ["outputs.instances=true", "instances.method=magic"], 2,
          "instances.method must be one of"),
         ("tune", ["checkpoint={files}/missing.ckpt"], 2, "missing.ckpt not found"),

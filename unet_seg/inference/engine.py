@@ -22,6 +22,8 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from unet_seg.errors import UsageError
+
 log = logging.getLogger(__name__)
 JOBQUEUE_CLASSES = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster"}
 CLUSTER_KINDS = ("none", "local", "address", *JOBQUEUE_CLASSES)
@@ -142,6 +144,18 @@ class DaskEngine:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+def check_cluster(cfg: Any) -> None:
+    """Raise :class:`UsageError` for a ``cluster`` config that cannot start, before any input is
+    read (a TIFF-only batch runs in-process and would otherwise never notice)."""
+    if cfg is None:
+        return
+    kind = str(cfg.get("kind", "none"))
+    if kind not in CLUSTER_KINDS:
+        raise UsageError(f"cluster.kind must be one of {', '.join(CLUSTER_KINDS)}, got {kind!r}")
+    if kind == "address" and not cfg.get("address"):  # '???' reads as None
+        raise UsageError("cluster=address needs cluster.address=tcp://host:port")
 
 
 def make_engine(cfg: Any) -> InProcess | DaskEngine:

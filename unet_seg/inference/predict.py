@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.inference.blockrun import LABEL_NAMES, BlockFailures, BlockOptions
-from unet_seg.inference.engine import make_engine
+from unet_seg.inference.engine import check_cluster, make_engine
 from unet_seg.inference.inputs import open_input
 from unet_seg.inference.instance_methods import stored_tuning
 from unet_seg.inference.options import PredictOptions
@@ -113,6 +113,8 @@ def predict(cfg: Any) -> dict:
         UsageError: two inputs would write the same output, or no output is enabled.
     """
     started = time.time()
+    cluster = cfg.get("cluster") or {"kind": "none"}
+    check_cluster(cluster)
     model, stored = _load_model(cfg.checkpoint)
     norm = _normalization(cfg, stored)
     tuned = stored_tuning(cfg.checkpoint) if cfg.outputs.get("instances") else None
@@ -140,7 +142,11 @@ def predict(cfg: Any) -> dict:
     )
     block = BlockOptions.from_config(cfg)
     # Dask (when configured) starts only for chunked inputs, which run block by block.
-    engine = make_engine(cfg.get("cluster")) if any(map(is_directory_format, files)) else None
+    chunked = any(map(is_directory_format, files))
+    if not chunked and str(cluster.get("kind", "none")) != "none":
+        log.warning("cluster.kind=%s serves zarr / OME-Zarr inputs; these files run in-process "
+                    "(unet-seg-convert makes OME-Zarr of them)", cluster.get("kind"))  # fmt: skip
+    engine = make_engine(cluster) if chunked else None
     try:
         for path in bar:
             targets = plan[path]
