@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from unet_seg.inference import postprocess
 from unet_seg.inference.postprocess import (
     instance_labels,
     probabilities_to_labels,
@@ -19,6 +20,15 @@ def disks(shape, centres, radius):
         dist2 = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
         mask |= dist2 <= radius**2
     return mask
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 5, 6), (2, 9, 4), (300, 1, 3), (2, 0, 4), (4, 5)])
+def test_labels_in_row_chunks_equal_one_argmax(monkeypatch, shape):
+    monkeypatch.setattr(postprocess, "ARGMAX_CHUNK_VOXELS", 7)  # many chunks, one partial
+    probs = np.random.default_rng(1).integers(0, 3, shape).astype(np.float32)  # many ties
+    labels = probabilities_to_labels(probs)
+    np.testing.assert_array_equal(labels, probs.argmax(axis=0))
+    assert labels.dtype == (np.uint8 if shape[0] <= 256 else np.uint16)
 
 
 def test_labels_and_stored_probabilities():

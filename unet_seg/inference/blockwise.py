@@ -170,11 +170,11 @@ def run_block(job: BlockJob, index: int) -> dict:
     maps = None  # seeded instances: the foreground and interior maps, as predict_file keeps them
     if job.instances is not None and job.instances.seeded:
         maps = np.zeros((2, *block.shape), np.float16)
-    if "probabilities" in job.outputs:
-        probs = np.zeros((job.num_classes, *block.shape), np.float32)
+    want_probs = "probabilities" in job.outputs
     if job.mask is not None and not job.mask.any_in(block.write):
         status = "skipped"
-        if probs is not None:
+        if want_probs:
+            probs = np.zeros((job.num_classes, *block.shape), np.float32)
             probs[0] = 1.0
     else:
         status = "computed"
@@ -188,7 +188,11 @@ def run_block(job: BlockJob, index: int) -> dict:
         for z0, slab in slabs:
             rows = slice(z0 - z_start, z0 - z_start + slab.shape[1])
             labels[rows] = probabilities_to_labels(slab)
-            if probs is not None:
+            if want_probs and slab.shape[1] == len(labels):  # one slab is the block: no copy
+                probs = slab
+            elif want_probs:
+                if probs is None:
+                    probs = np.empty((job.num_classes, *block.shape), np.float32)
                 probs[:, rows] = slab
             if maps is not None:
                 roles = job.instances.background_class, job.instances.interior_class
