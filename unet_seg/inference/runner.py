@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from unet_seg.models.blocks import onednn_convolutions
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"``/``None`` picks CUDA when available, else the CPU."""
@@ -116,7 +118,9 @@ class ModelRunner:
         )
         total = None
         for view in self.views:
-            with autocast:
+            # Autocast works on aten's convolution, which the oneDNN path goes around.
+            convolutions = onednn_convolutions() if self.autocast_dtype is None else nullcontext()
+            with autocast, convolutions:
                 logits = self.model(view.apply(x).contiguous(memory_format=self.memory_format))
             probs = logits.float().softmax(dim=1) if self.softmax else logits.float()
             probs = view.undo(probs)
