@@ -34,15 +34,20 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from unet_seg.config import config_dir
+from unet_seg.evaluation.metrics import rand_error, variation_of_information
+from unet_seg.inference.instance_methods import resolve, segment
 from unet_seg.inference.runner import tta_views
+from unet_seg.inference.tuning import tune
 from unet_seg.models import shapes
 from unet_seg.models.blocks import center_crop
 from unet_seg.normalization import normalize_percentile
-from unet_seg.training.metrics import SegmentationMetrics
+from unet_seg.training.metrics import SegmentationMetrics, segments
 from unet_seg.training.module import SegmentationModule
 from unet_seg.training.train import build_datamodule, build_module
 
 HELD_OUT = range(25, 30)
+TUNE = range(22, 25)  # training sections on which the instance post-processing is tuned
+CELLS = {"foreground_class": 0, "background_class": 1, "interior_class": 0}  # class 0 = cell
 
 
 class CroppedSameNet(nn.Module):
@@ -88,24 +93,57 @@ def fit(cfg, module: SegmentationModule, minutes: float, workdir: Path) -> float
 
 
 @torch.no_grad()
+def section_probabilities(
+    model: nn.Module, image: np.ndarray, trim: int, depth: int, tta: bool = False
+) -> torch.Tensor:
+    """``(2, H, W)`` softmax of one whole section (mirror padding by ``trim / 2``); ``tta``:
+    averaged over the 8 dihedral views (:func:`tta_views`)."""
+    model.eval()
+    size = image.shape
+    full = [shapes.smallest_valid_size(s + trim, depth) for s in size]
+    pads = [(trim // 2, f - s - trim // 2) for s, f in zip(size, full, strict=True)]
+    x = torch.from_numpy(np.pad(image, pads, mode="reflect"))[None, None]
+    views = tta_views(2, tta)
+    probs = sum(view.undo(model(view.apply(x)).softmax(1)) for view in views) / len(views)
+    return probs[0, :, : size[0], : size[1]]
+
+
 def score(
     model: nn.Module, images: np.ndarray, labels: np.ndarray, trim: int, depth: int,
     tta: bool = False,
 ) -> dict:  # fmt: skip
-    """Whole-section prediction (mirror padding by ``trim / 2``) and the held-out figures;
-    ``tta``: softmax averaged over the 8 dihedral views (:func:`tta_views`)."""
-    model.eval()
+    """The held-out figures of the class map (argmax; its cell components are the segments)."""
     metrics = SegmentationMetrics(num_classes=2, region_class=0)  # cells are the segments
     for image, label in zip(images, labels, strict=True):
-        size = image.shape
-        full = [shapes.smallest_valid_size(s + trim, depth) for s in size]
-        pads = [(trim // 2, f - s - trim // 2) for s, f in zip(size, full, strict=True)]
-        x = torch.from_numpy(np.pad(image, pads, mode="reflect"))[None, None]
-        views = tta_views(2, tta)
-        probs = sum(view.undo(model(view.apply(x)).softmax(1)) for view in views) / len(views)
-        pred = probs.argmax(1)[0, : size[0], : size[1]]
+        pred = section_probabilities(model, image, trim, depth, tta).argmax(0)
         metrics.update(pred[None], torch.from_numpy(label)[None])
     return metrics.compute()
+
+
+def score_tuned(
+    model: nn.Module, tune_set: tuple[np.ndarray, np.ndarray], images: np.ndarray,
+    labels: np.ndarray, trim: int, depth: int,
+) -> dict:  # fmt: skip
+    """Rand error and VI of the cells from the instance post-processing (``cc``, ``distance``,
+    ``seeded``) tuned for Rand error on ``tune_set`` (training sections: the held-out ones
+    choose nothing)."""
+
+    def probabilities(sections: np.ndarray) -> list[np.ndarray]:
+        return [section_probabilities(model, s, trim, depth).numpy() for s in sections]
+
+    tune_truths = [segments(label == 0) for label in tune_set[1]]
+    tuned = tune(probabilities(tune_set[0]), tune_truths, CELLS, objective="rand_error",
+                 progress=False)  # fmt: skip
+    options = resolve(tuned)
+    preds = [segment(p, options) for p in probabilities(images)]
+    truths = [segments(label == 0) for label in labels]
+    pairs = list(zip(preds, truths, strict=True))
+    return {
+        "method": tuned["method"], "params": tuned["methods"][tuned["method"]],
+        "tune_rand_error": tuned["score"],
+        "rand_error": float(np.mean([rand_error(p, t) for p, t in pairs])),
+        "vi": float(np.mean([variation_of_information(p, t) for p, t in pairs])),
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -127,8 +165,11 @@ def main() -> None:
     norm = cfg.normalization
     images = tifffile.imread(cfg.data.images)[list(HELD_OUT)].astype(np.float32)
     images = np.stack([normalize_percentile(i, norm.low, norm.high) for i in images])
-    raw = tifffile.imread(cfg.data.labels)[list(HELD_OUT)]
-    labels = np.where(raw == 0, 1, 0).astype(np.int64)  # 0 = membrane -> class 1 (data config)
+    all_labels = tifffile.imread(cfg.data.labels)
+    labels = np.where(all_labels[list(HELD_OUT)] == 0, 1, 0).astype(np.int64)  # 0 = membrane
+    tune_images = tifffile.imread(cfg.data.images)[list(TUNE)].astype(np.float32)
+    tune_set = (np.stack([normalize_percentile(i, norm.low, norm.high) for i in tune_images]),
+                np.where(all_labels[list(TUNE)] == 0, 1, 0).astype(np.int64))  # fmt: skip
     threads = torch.get_num_threads()
     print(f"ISBI 2012 from {isbi}: train sections 0-24, score whole sections {HELD_OUT[0]}-"
           f"{HELD_OUT[-1]}; {args.minutes:g} min per model, {threads} threads")  # fmt: skip
@@ -146,10 +187,18 @@ def main() -> None:
         params = sum(p.numel() for p in module.model.parameters())
         print(f"{name}: {params:,} parameters, training ...")
         seconds = fit(cfg, module, args.minutes, workdir / name.split()[0])
+        torch.save(module.state_dict(), workdir / f"{name.split()[0]}.pt")  # to score again
         figures = score(module.model, images, labels, trim, depth)
         results[name] = {"parameters": params, "train_seconds": round(seconds, 1), **figures}
         tta = score(module.model, images, labels, trim, depth, tta=True)
         results[f"{name} + TTA"] = {"parameters": params, "train_seconds": round(seconds, 1), **tta}
+        tuned = score_tuned(module.model, tune_set, images, labels, trim, depth)
+        print(
+            f"  tuned on sections {TUNE[0]}-{TUNE[-1]} for Rand error: {tuned['method']} "
+            f"{tuned['params']} (Rand error there {tuned['tune_rand_error']:.4f})"
+        )
+        results[f"{name} + tuned cells"] = {**results[name], "rand_error": tuned["rand_error"],
+                                            "vi": tuned["vi"], "tuned": tuned}  # fmt: skip
 
     print(f"\nheld-out sections {HELD_OUT[0]}-{HELD_OUT[-1]}, {args.minutes:g} min training each")
     print(

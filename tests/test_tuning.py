@@ -7,6 +7,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from unet_seg.evaluation.instances import match_all, pool, scores
+from unet_seg.evaluation.metrics import rand_error
 from unet_seg.inference.instance_methods import InstanceOptions, resolve, segment
 from unet_seg.inference.tuning import candidates, median_object_size, tune
 
@@ -63,6 +64,10 @@ def test_candidate_grid_scales_with_object_size() -> None:
     assert {g["min_size"] for g in grid} == {0, 7, 14, 29, 50}
     assert max(g["min_distance"] for g in grid) == 7  # the radius of a disc of 144 pixels
     assert len(candidates("seeded", median, 2)) == 5 * 7 * 5
+    membranes = candidates("seeded", median, 2, "rand_error")
+    assert len(membranes) == 6 * 9 * 5
+    assert {g["foreground_threshold"] for g in membranes} == {0.0, 0.3, 0.4, 0.5, 0.6, 0.7}
+    assert max(g["seed_threshold"] for g in membranes) == 0.98
     with pytest.raises(ValueError, match="method"):
         candidates("magic", median, 2)
 
@@ -90,3 +95,24 @@ def test_rand_error_objective(rng) -> None:
     assert result["objective"] == "rand_error" and 0 <= result["score"] < result["scores"]["cc"]
     with pytest.raises(ValueError, match="objective"):
         tune(probs, truths, ROLES, objective="dice")
+
+
+def test_membrane_tuning_fills_the_image_with_cells() -> None:
+    """Cells between membranes predicted thicker than drawn: every voxel of a cell the
+    prediction calls membrane counts as a segment of its own, so Rand error wants cells that
+    tile the image (foreground threshold 0), not thresholded ones."""
+    truth = np.zeros((48, 48), np.int32)
+    for i, (r, c) in enumerate([(0, 0), (0, 24), (24, 0), (24, 24)]):
+        truth[r + 1 : r + 23, c + 1 : c + 23] = i + 1  # true membranes: 2 px between cells
+    membrane = np.zeros(truth.shape, np.float32)
+    for line in (0, 23, 24, 47):
+        membrane[max(0, line - 3) : line + 4, :] = 0.9
+        membrane[:, max(0, line - 3) : line + 4] = 0.9  # predicted: 7 px wide
+    probs = np.stack([1 - membrane, membrane])  # class 0 = cell, as in ISBI
+    roles = {"foreground_class": 0, "background_class": 1, "interior_class": 0}
+    result = tune([probs], [truth], roles, methods=("seeded",), objective="rand_error",
+                  progress=False)  # fmt: skip
+    assert result["methods"]["seeded"]["foreground_threshold"] == 0.0
+    assert result["score"] == pytest.approx(0.0, abs=1e-9)  # the four cells, exactly
+    thresholded = resolve(result, {"foreground_threshold": 0.3})
+    assert rand_error(segment(probs, thresholded), truth) > 0.2

@@ -37,18 +37,30 @@ def median_object_size(truths: Sequence[np.ndarray]) -> float:
     return float(np.median(sizes)) if sizes.size else 1.0
 
 
-def candidates(method: str, median_size: float, ndim: int) -> list[dict[str, Any]]:
-    """The parameter grid of ``method`` for objects of ``median_size`` voxels in ``ndim`` D."""
+# Rand error scores cells that tile the image, every predicted background voxel being a
+# segment of its own: a foreground threshold of 0 lets the watershed give every voxel to a cell
+# (the membranes become the lines where cells meet), and near-certain seeds keep a faint gap in
+# a membrane from joining two cells.
+FILL_THRESHOLD = 0.0
+MEMBRANE_SEED_THRESHOLDS = (0.95, 0.98)
+
+
+def candidates(
+    method: str, median_size: float, ndim: int, objective: str = "ap"
+) -> list[dict[str, Any]]:
+    """The parameter grid of ``method`` for objects of ``median_size`` voxels in ``ndim`` D
+    (for ``objective="rand_error"`` also filling the image and near-certain seeds)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    membranes = objective == "rand_error"
     sizes = sorted({round(f * median_size) for f in SIZE_FRACTIONS})
     radius = (median_size / (math.pi if ndim == 2 else 4 / 3 * math.pi)) ** (1 / ndim)
     distances = sorted({max(1, round(f * radius)) for f in RADIUS_FRACTIONS})
     values = {
         "min_size": sizes,
         "min_distance": distances,
-        "foreground_threshold": list(THRESHOLDS),
-        "seed_threshold": list(SEED_THRESHOLDS),
+        "foreground_threshold": [FILL_THRESHOLD] * membranes + list(THRESHOLDS),
+        "seed_threshold": list(SEED_THRESHOLDS) + list(MEMBRANE_SEED_THRESHOLDS) * membranes,
     }
     names = METHOD_PARAMS[method]
     grid = itertools.product(*(values[n] for n in names))
@@ -98,7 +110,7 @@ def tune(
     spacings = spacings or [None] * len(truths)
     median = median_object_size(truths)
     ndim = truths[0].ndim
-    grids = {m: candidates(m, median, ndim) for m in methods}
+    grids = {m: candidates(m, median, ndim, objective) for m in methods}
     bar = tqdm(total=sum(map(len, grids.values())), desc="tune", unit="setting",
                disable=None if progress is None else not progress)  # fmt: skip
     best: dict[str, tuple[float, dict]] = {}
