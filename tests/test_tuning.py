@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 from unet_seg.evaluation.instances import match_all, pool, scores
 from unet_seg.evaluation.metrics import rand_error
 from unet_seg.inference.instance_methods import InstanceOptions, resolve, segment
-from unet_seg.inference.tuning import candidates, median_object_size, tune
+from unet_seg.inference.tuning import candidates, median_object_size, plateau_centre, tune
 
 ROLES = {"foreground_class": 1, "background_class": 0, "interior_class": 1}
 
@@ -116,3 +116,32 @@ def test_membrane_tuning_fills_the_image_with_cells() -> None:
     assert result["score"] == pytest.approx(0.0, abs=1e-9)  # the four cells, exactly
     thresholded = resolve(result, {"foreground_threshold": 0.3})
     assert rand_error(segment(probs, thresholded), truth) > 0.2
+
+
+def test_plateau_centre_takes_the_middle_of_a_tie() -> None:
+    seeds = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    tied = [{"seed_threshold": s, "min_size": m} for m in (10, 20, 30) for s in seeds]
+    assert plateau_centre(tied) == {"seed_threshold": 0.6, "min_size": 20}
+    assert plateau_centre([{"min_size": 5}]) == {"min_size": 5}
+    # Two middles: the first one tried.
+    assert plateau_centre([{"t": 0.3}, {"t": 0.4}]) == {"t": 0.3}
+    with pytest.raises(ValueError, match="no settings"):
+        plateau_centre([])
+
+
+def test_tied_seed_thresholds_resolve_to_the_middle() -> None:
+    """Two separated objects whose interiors are certain: every seed threshold gives the same
+    objects, and the tuning keeps the middle one, not the lowest, which would be the first to
+    merge touching objects the validation images happen not to contain."""
+    truth = np.zeros((40, 40), np.int32)
+    truth[4:16, 4:16], truth[22:36, 20:34] = 1, 2
+    interior = np.zeros(truth.shape, np.float32)
+    interior[6:14, 6:14] = interior[24:34, 22:32] = 0.99
+    background = (truth == 0).astype(np.float32) * 0.98 + 0.01
+    probs = np.stack([background, interior * (1 - background), np.zeros_like(background)])
+    probs[2] = 1 - probs[0] - probs[1]
+    result = tune([probs], [truth], ROLES, methods=("seeded",), progress=False)
+    chosen = result["methods"]["seeded"]
+    assert result["score"] == pytest.approx(1.0)
+    assert chosen["seed_threshold"] == 0.6  # the middle of 0.3..0.9, all tied
+    assert chosen["foreground_threshold"] == 0.5  # the middle of 0.3..0.7

@@ -6,6 +6,11 @@ AP over IoU 0.5:0.95 pooled over all validation objects (``objective="ap"``), or
 foreground-restricted Rand error (``"rand_error"``, for membrane data whose segments are cells).
 Sizes and distances in the grid scale with the median size of the true objects, so the same grid
 serves small nuclei and large cells.
+
+A few validation objects often give the same segmentation, hence the same score, for a whole
+range of settings (every seed threshold between 0.3 and 0.9, say). The tie goes to the setting in
+the middle of that range (:func:`plateau_centre`), the one farthest from where the score changes,
+rather than to the first one tried, which sits on the edge of it.
 """
 
 from __future__ import annotations
@@ -67,6 +72,26 @@ def candidates(
     return [dict(zip(names, combo, strict=True)) for combo in grid]
 
 
+TIE = 1e-12  # scores closer than this are the same segmentation's, not a better one
+
+
+def plateau_centre(tied: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The setting among ``tied`` (equally scored settings of one method's grid, each a
+    ``{name: value}`` with the same names) nearest the middle of them all.
+
+    Per parameter, each setting's value is ranked among the values the tied settings take,
+    scaled to [0, 1]; the setting with the smallest sum of squared distances from the mean
+    rank wins (the first of equals, in the order of ``tied``)."""
+    if not tied:
+        raise ValueError("no settings to choose from")
+    distance = np.zeros(len(tied))
+    for name in tied[0]:
+        levels = sorted({t[name] for t in tied})
+        rank = np.array([levels.index(t[name]) for t in tied]) / max(len(levels) - 1, 1)
+        distance += (rank - rank.mean()) ** 2
+    return dict(tied[int(np.argmin(distance))])
+
+
 def score(predictions: Sequence[np.ndarray], truths: Sequence[np.ndarray], objective: str) -> float:
     """The objective of predicted against true label images; higher is better for both (the
     Rand error is negated)."""
@@ -116,14 +141,16 @@ def tune(
     best: dict[str, tuple[float, dict]] = {}
     with bar:
         for method, grid in grids.items():
+            values = []
             for params in grid:
                 full = InstanceOptions(method, **roles, **params)
                 predictions = [segment(p, full, s)
                                for p, s in zip(probabilities, spacings, strict=True)]  # fmt: skip
-                value = score(predictions, truths, objective)
-                if method not in best or value > best[method][0]:
-                    best[method] = (value, params)
+                values.append(score(predictions, truths, objective))
                 bar.update()
+            top = max(values)
+            tied = [params for params, v in zip(grid, values, strict=True) if v >= top - TIE]
+            best[method] = (top, plateau_centre(tied))
     chosen = max(best, key=lambda m: best[m][0])
     sign = 1.0 if objective == "ap" else -1.0
     return {
