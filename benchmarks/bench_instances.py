@@ -19,7 +19,8 @@ by mean AP 0.5:0.95):
   ``cc`` and + ``distance``.
 
 Figures on the test split: AP@0.5 and mean AP@0.5:0.95 pooled over all test objects, Rand error
-(foreground-restricted, adapted) and VI per image, averaged.
+(foreground-restricted, adapted) and VI per image, averaged, and what the unmatched objects are
+(merges, splits, missed, extra; :mod:`unet_seg.evaluation.error_kinds`), summed.
 
     flock /tmp/unet-bench.lock python benchmarks/bench_instances.py --budget 600
 """
@@ -44,6 +45,7 @@ from scipy import ndimage as ndi
 from unet_seg.config import config_dir
 from unet_seg.data import samples
 from unet_seg.data.boundary import objects_of
+from unet_seg.evaluation.error_kinds import ErrorKinds, error_kinds
 from unet_seg.evaluation.instances import match_all, pool, scores
 from unet_seg.evaluation.metrics import rand_error, variation_of_information
 from unet_seg.inference.instance_methods import resolve, segment
@@ -208,7 +210,9 @@ def probabilities(model, images: list[np.ndarray]) -> list[np.ndarray]:
 
 def figures(probs: list[np.ndarray], truths: list[np.ndarray], params: dict) -> dict:
     preds = [segment(p, params) for p in probs]
-    inst = scores(pool(match_all(p, t) for p, t in zip(preds, truths, strict=True)))
+    pairs = list(zip(preds, truths, strict=True))
+    inst = scores(pool(match_all(p, t) for p, t in pairs))
+    kinds = sum((error_kinds(p, t) for p, t in pairs), ErrorKinds(0, 0, 0, 0))
     rand = [rand_error(p, t) for p, t in zip(preds, truths, strict=True)]
     vi = [variation_of_information(p, t) for p, t in zip(preds, truths, strict=True)]
     return {
@@ -216,6 +220,7 @@ def figures(probs: list[np.ndarray], truths: list[np.ndarray], params: dict) -> 
         "ap": inst["ap"],
         "rand_error": float(np.nanmean(rand)),
         "vi": float(np.nanmean(vi)),
+        **kinds.row(),
     }
 
 
@@ -251,12 +256,16 @@ def run_dataset(data: Dataset, workdir: Path, budget: float) -> dict[str, dict]:
 
 def report(name: str, results: dict[str, dict]) -> None:
     print(f"\n{name}: test split")
-    print(f"{'line':28s} {'AP@0.5':>7s} {'mAP':>7s} {'rand err':>9s} {'VI':>7s}  tuned")
+    kinds = ErrorKinds.kinds()
+    print(
+        f"{'line':28s} {'AP@0.5':>7s} {'mAP':>7s} {'rand err':>9s} {'VI':>7s} "
+        + " ".join(f"{k:>6s}" for k in kinds) + "  tuned"
+    )  # fmt: skip
     for line, r in results.items():
         print(
-            f"{line:28s} {r['ap50']:7.3f} {r['ap']:7.3f} {r['rand_error']:9.4f} {r['vi']:7.3f}"
-            f"  {r['params']}"
-        )
+            f"{line:28s} {r['ap50']:7.3f} {r['ap']:7.3f} {r['rand_error']:9.4f} {r['vi']:7.3f} "
+            + " ".join(f"{r[k]:6d}" for k in kinds) + f"  {r['params']}"
+        )  # fmt: skip
     ours = results["ours boundary + seeded"]
     others = {k: v for k, v in results.items() if k != "ours boundary + seeded"}
     best = max(others, key=lambda k: others[k]["ap50"])

@@ -87,6 +87,10 @@ def test_folder_evaluation_writes_csv_and_json(tmp_path):
     assert a["segments"] == "components" and b["segments"] == "instances"
     # gt object 1 (4 px) vs predicted halves 1 and 3 (IoU 0.5 each): one match at 0.5, none above.
     assert b["ap50"] == pytest.approx(2 / 3) and b["ap75"] == pytest.approx(1 / 4)
+    # ... and is one split (a half matched at IoU 0.5 does not make it a found object only).
+    assert [b[k] for k in ("merges", "splits", "missed", "extra")] == [0, 1, 0, 0]
+    for kind in ("merges", "splits", "missed", "extra"):
+        assert summary["pooled"][kind] == a[kind] + b[kind]
     assert summary["mean"]["pixel_error"] == pytest.approx(3 / 32)
     assert summary["pooled"]["dice_1"] == pytest.approx(2 * 13 / (2 * 13 + 3))
     # Objects pooled over both files at 0.5: TP 2 + 2, FP 0 + 1 (b's second half), FN 0.

@@ -2,7 +2,8 @@
 
 Files pair up by key: the name without its format suffix and without ``pred_suffix`` /
 ``gt_suffix`` (``stack_labels.tif`` in both folders is key ``stack``). Segments for Rand error,
-VI and the instance figures (AP, precision/recall/F1, panoptic quality) are the instance files
+VI and the instance figures (AP, precision/recall/F1, panoptic quality, and the counts of merges,
+splits, missed and extra objects: :mod:`unet_seg.evaluation.error_kinds`) are the instance files
 (``*_instances``) where both folders have them, else the connected components of
 ``foreground_class``. Overall figures are the mean over files and, pooled over every voxel or
 object at once, Dice/IoU and the instance figures. ``evaluate(cfg)`` runs ``unet-seg-evaluate``;
@@ -24,7 +25,15 @@ from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
 from unet_seg.errors import InputNotFoundError, UsageError
-from unet_seg.evaluation.instances import AP_THRESHOLDS, MatchCounts, match_all, pool, scores
+from unet_seg.evaluation.error_kinds import ErrorKinds, kinds_of
+from unet_seg.evaluation.instances import (
+    AP_THRESHOLDS,
+    MatchCounts,
+    matches_of,
+    overlaps,
+    pool,
+    scores,
+)
 from unet_seg.evaluation.metrics import (
     confusion_counts,
     dice_iou,
@@ -129,8 +138,10 @@ def pair_figures(
         gt_instances = ndi.label(gt == foreground_class)[0]
     row["rand_error"] = rand_error(pred_instances, gt_instances)
     row["vi"] = variation_of_information(pred_instances, gt_instances)
-    matches = match_all(pred_instances, gt_instances)
+    table = overlaps(pred_instances, gt_instances)
+    matches = matches_of(table)
     row.update(scores(matches))
+    row.update(kinds_of(table).row())
     return row, counts, matches
 
 
@@ -208,6 +219,7 @@ def evaluate(cfg: Any) -> dict:
     pooled |= {f"iou_{k}": float(iou[k]) for k in range(num_classes)}
     if matches:  # every object of every file counts once
         pooled |= scores(pool(matches))
+        pooled |= {kind: sum(r[kind] for r in rows) for kind in ErrorKinds.kinds()}
     summary = {
         "pred_dir": str(pred_dir),
         "gt_dir": str(gt_dir),

@@ -42,6 +42,8 @@ class Overlaps:
         true_index, pred_index: ``(P,)`` int64 object indices (0-based, in sorted id order) of
             the ``P`` pairs that share at least one voxel.
         iou: ``(P,)`` float64 intersection over union of each pair.
+        intersection: ``(P,)`` int64 voxels each pair shares.
+        true_area, pred_area: ``(n_true,)`` / ``(n_pred,)`` int64 voxels of each object.
     """
 
     n_true: int
@@ -49,6 +51,9 @@ class Overlaps:
     true_index: np.ndarray
     pred_index: np.ndarray
     iou: np.ndarray
+    intersection: np.ndarray
+    true_area: np.ndarray
+    pred_area: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,9 @@ def overlaps(pred: np.ndarray, gt: np.ndarray) -> Overlaps:
     keys, inter = np.unique(ti * max(len(pred_ids), 1) + pi, return_counts=True)
     ti, pi = np.divmod(keys, max(len(pred_ids), 1))
     union = true_area[ti] + pred_area[pi] - inter
-    return Overlaps(len(true_ids), len(pred_ids), ti, pi, inter / union)
+    return Overlaps(
+        len(true_ids), len(pred_ids), ti, pi, inter / union, inter, true_area, pred_area
+    )
 
 
 def _assign(true_index: np.ndarray, pred_index: np.ndarray, iou: np.ndarray) -> np.ndarray:
@@ -163,14 +170,24 @@ def _assign(true_index: np.ndarray, pred_index: np.ndarray, iou: np.ndarray) -> 
     return keep
 
 
-def match_counts(table: Overlaps, threshold: float) -> MatchCounts:
-    """TP, FP, FN and the matched IoU sum at one IoU ``threshold`` (in ``(0, 1]``)."""
+def matched_pairs(table: Overlaps, threshold: float) -> np.ndarray:
+    """Boolean ``(P,)``: which of the table's pairs the matching at IoU ``threshold`` (in
+    ``(0, 1]``) keeps."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"IoU threshold must be in (0, 1], got {threshold}")
     eligible = table.iou >= threshold
-    kept = _assign(table.true_index[eligible], table.pred_index[eligible], table.iou[eligible])
+    kept = np.zeros(len(table.iou), bool)
+    kept[eligible] = _assign(
+        table.true_index[eligible], table.pred_index[eligible], table.iou[eligible]
+    )
+    return kept
+
+
+def match_counts(table: Overlaps, threshold: float) -> MatchCounts:
+    """TP, FP, FN and the matched IoU sum at one IoU ``threshold`` (in ``(0, 1]``)."""
+    kept = matched_pairs(table, threshold)
     tp = int(kept.sum())
-    iou_sum = float(table.iou[eligible][kept].sum())
+    iou_sum = float(table.iou[kept].sum())
     return MatchCounts(tp, table.n_pred - tp, table.n_true - tp, iou_sum)
 
 
@@ -179,7 +196,13 @@ def match_all(
 ) -> dict[float, MatchCounts]:
     """``{threshold: MatchCounts}`` of two label images ``(*spatial)``; 0.5 is always included
     (the precision, recall, F1 and PQ threshold)."""
-    table = overlaps(pred, gt)
+    return matches_of(overlaps(pred, gt), thresholds)
+
+
+def matches_of(
+    table: Overlaps, thresholds: Sequence[float] = AP_THRESHOLDS
+) -> dict[float, MatchCounts]:
+    """:func:`match_all` from the overlapping pairs of a prediction and its truth."""
     wanted = sorted({float(t) for t in thresholds} | {0.5})
     return {t: match_counts(table, t) for t in wanted}
 

@@ -1,0 +1,77 @@
+"""What kind of mistake each unmatched object is: merged, split, missed or extra.
+
+AP says how many objects were found; these counts say why the others were not, in the terms of
+the nuclei benchmarks (Caicedo et al. 2019, "Evaluation of deep learning strategies for nucleus
+segmentation in fluorescence images"). An object *holds* another when more than half of the other
+lies inside it (so each object is held by at most one of the other image). At IoU 0.5:
+
+- ``merges``: predicted objects that hold two or more true objects (touching objects joined);
+- ``splits``: true objects that hold two or more predicted objects (one object cut in pieces);
+- ``missed``: unmatched true objects that are neither split nor held by a merge;
+- ``extra``: unmatched predicted objects that are neither merges nor pieces of a split.
+
+Swapping prediction and truth swaps ``merges`` with ``splits`` and ``missed`` with ``extra``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from unet_seg.evaluation.instances import Overlaps, matched_pairs, overlaps
+
+MATCH_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class ErrorKinds:
+    """Counts of each kind of mistake; they add up over images (pooled counts)."""
+
+    merges: int
+    splits: int
+    missed: int
+    extra: int
+
+    def __add__(self, other: ErrorKinds) -> ErrorKinds:
+        mine, theirs = self.row(), other.row()
+        return ErrorKinds(**{kind: mine[kind] + theirs[kind] for kind in mine})
+
+    @staticmethod
+    def kinds() -> tuple[str, ...]:
+        """The names of the counts, in their order."""
+        return tuple(f.name for f in fields(ErrorKinds))
+
+    def row(self) -> dict[str, int]:
+        """``{"merges": .., "splits": .., "missed": .., "extra": ..}``."""
+        return asdict(self)
+
+
+def error_kinds(pred: np.ndarray, gt: np.ndarray) -> ErrorKinds:
+    """The mistakes of predicted object ids against true ones, label images ``(*spatial)`` of the
+    same shape (0 = background)."""
+    return kinds_of(overlaps(pred, gt))
+
+
+def kinds_of(table: Overlaps) -> ErrorKinds:
+    """:func:`error_kinds` from the overlapping pairs of a prediction and its truth."""
+    ti, pi, inter = table.true_index, table.pred_index, table.intersection
+    pred_holds = 2 * inter > table.true_area[ti]  # more than half the true object in the pred
+    true_holds = 2 * inter > table.pred_area[pi]
+    merging = np.bincount(pi[pred_holds], minlength=table.n_pred) >= 2
+    splitting = np.bincount(ti[true_holds], minlength=table.n_true) >= 2
+    merged_true = np.zeros(table.n_true, bool)
+    merged_true[ti[pred_holds & merging[pi]]] = True
+    piece_pred = np.zeros(table.n_pred, bool)
+    piece_pred[pi[true_holds & splitting[ti]]] = True
+    matched = matched_pairs(table, MATCH_IOU)  # the pairs AP@0.5 counts as found
+    true_found = np.zeros(table.n_true, bool)
+    true_found[ti[matched]] = True
+    pred_found = np.zeros(table.n_pred, bool)
+    pred_found[pi[matched]] = True
+    return ErrorKinds(
+        merges=int(merging.sum()),
+        splits=int(splitting.sum()),
+        missed=int((~true_found & ~merged_true & ~splitting).sum()),
+        extra=int((~pred_found & ~merging & ~piece_pred).sum()),
+    )
