@@ -63,9 +63,9 @@ def test_candidate_grid_scales_with_object_size() -> None:
     grid = candidates("distance", median, 2)
     assert {g["min_size"] for g in grid} == {0, 7, 14, 29, 50}
     assert max(g["min_distance"] for g in grid) == 7  # the radius of a disc of 144 pixels
-    assert len(candidates("seeded", median, 2)) == 5 * 7 * 5
+    assert len(candidates("seeded", median, 2)) == 5 * 8 * 5
     membranes = candidates("seeded", median, 2, "rand_error")
-    assert len(membranes) == 6 * 9 * 5
+    assert len(membranes) == 6 * 10 * 5
     assert {g["foreground_threshold"] for g in membranes} == {0.0, 0.3, 0.4, 0.5, 0.6, 0.7}
     assert max(g["seed_threshold"] for g in membranes) == 0.98
     with pytest.raises(ValueError, match="method"):
@@ -143,5 +143,27 @@ def test_tied_seed_thresholds_resolve_to_the_middle() -> None:
     result = tune([probs], [truth], ROLES, methods=("seeded",), progress=False)
     chosen = result["methods"]["seeded"]
     assert result["score"] == pytest.approx(1.0)
-    assert chosen["seed_threshold"] == 0.6  # the middle of 0.3..0.9, all tied
+    # The middle of 0.0, 0.3, ..., 0.9, all tied (0.5 and 0.6 equally: the first tried).
+    assert chosen["seed_threshold"] == 0.5
     assert chosen["foreground_threshold"] == 0.5  # the middle of 0.3..0.7
+
+
+def test_seeds_that_split_objects_are_switched_off() -> None:
+    """Long objects whose interior dips in the middle (as a cell's does at an organelle): every
+    seed threshold the dip falls under cuts each object in two, and threshold 0 (each foreground
+    component one object) is the one that finds them."""
+    truth = np.zeros((40, 48), np.int32)
+    truth[4:16, 4:40], truth[24:36, 8:44] = 1, 2
+    interior = np.zeros(truth.shape, np.float32)
+    for row, left in ((4, 4), (24, 8)):
+        interior[row + 2 : row + 10, left + 2 : left + 14] = 0.95
+        interior[row + 2 : row + 10, left + 22 : left + 34] = 0.95
+        interior[row + 2 : row + 10, left + 14 : left + 22] = 0.05  # the dip
+    background = (truth == 0).astype(np.float32) * 0.98 + 0.01
+    probs = np.stack([background, interior * (1 - background), np.zeros_like(background)])
+    probs[2] = 1 - probs[0] - probs[1]
+    result = tune([probs], [truth], ROLES, methods=("seeded",), progress=False)
+    assert result["methods"]["seeded"]["seed_threshold"] == 0.0
+    assert result["score"] == pytest.approx(1.0)
+    split = resolve(result, {"seed_threshold": 0.3})
+    assert segment(probs, split).max() == 4
