@@ -47,8 +47,8 @@ from scipy import ndimage as ndi
 from unet_seg.config import config_dir
 from unet_seg.data import samples
 from unet_seg.data.boundary import objects_of
-from unet_seg.evaluation.error_kinds import ErrorKinds, error_kinds
-from unet_seg.evaluation.instances import match_all, pool, scores
+from unet_seg.evaluation.error_kinds import ErrorKinds, kinds_of
+from unet_seg.evaluation.instances import matches_of, overlaps, pool, scores
 from unet_seg.evaluation.metrics import rand_error, variation_of_information
 from unet_seg.inference.instance_methods import resolve, segment
 from unet_seg.inference.runner import ModelRunner
@@ -213,10 +213,11 @@ def probabilities(model, images: list[np.ndarray]) -> list[np.ndarray]:
 def figures(probs: list[np.ndarray], truths: list[np.ndarray], params: dict) -> dict:
     preds = [segment(p, params) for p in probs]
     pairs = list(zip(preds, truths, strict=True))
-    inst = scores(pool(match_all(p, t) for p, t in pairs))
-    kinds = sum((error_kinds(p, t) for p, t in pairs), ErrorKinds(0, 0, 0, 0))
-    rand = [rand_error(p, t) for p, t in zip(preds, truths, strict=True)]
-    vi = [variation_of_information(p, t) for p, t in zip(preds, truths, strict=True)]
+    tables = [overlaps(p, t) for p, t in pairs]  # matching and error kinds share them
+    inst = scores(pool(matches_of(table) for table in tables))
+    kinds = sum((kinds_of(table) for table in tables), ErrorKinds())
+    rand = [rand_error(p, t) for p, t in pairs]
+    vi = [variation_of_information(p, t) for p, t in pairs]
     return {
         "ap50": inst["ap50"],
         "ap": inst["ap"],

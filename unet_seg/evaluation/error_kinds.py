@@ -28,10 +28,10 @@ MATCH_IOU = 0.5
 class ErrorKinds:
     """Counts of each kind of mistake; they add up over images (pooled counts)."""
 
-    merges: int
-    splits: int
-    missed: int
-    extra: int
+    merges: int = 0
+    splits: int = 0
+    missed: int = 0
+    extra: int = 0
 
     def __add__(self, other: ErrorKinds) -> ErrorKinds:
         mine, theirs = self.row(), other.row()
@@ -58,20 +58,21 @@ def kinds_of(table: Overlaps) -> ErrorKinds:
     ti, pi, inter = table.true_index, table.pred_index, table.intersection
     pred_holds = 2 * inter > table.true_area[ti]  # more than half the true object in the pred
     true_holds = 2 * inter > table.pred_area[pi]
-    merging = np.bincount(pi[pred_holds], minlength=table.n_pred) >= 2
-    splitting = np.bincount(ti[true_holds], minlength=table.n_true) >= 2
-    merged_true = np.zeros(table.n_true, bool)
-    merged_true[ti[pred_holds & merging[pi]]] = True
-    piece_pred = np.zeros(table.n_pred, bool)
-    piece_pred[pi[true_holds & splitting[ti]]] = True
+    merging = _per_object(pi[pred_holds], table.n_pred) >= 2
+    splitting = _per_object(ti[true_holds], table.n_true) >= 2
+    merged_true = _per_object(ti[pred_holds & merging[pi]], table.n_true) > 0
+    piece_pred = _per_object(pi[true_holds & splitting[ti]], table.n_pred) > 0
     matched = matched_pairs(table, MATCH_IOU)  # the pairs AP@0.5 counts as found
-    true_found = np.zeros(table.n_true, bool)
-    true_found[ti[matched]] = True
-    pred_found = np.zeros(table.n_pred, bool)
-    pred_found[pi[matched]] = True
+    true_found = _per_object(ti[matched], table.n_true) > 0
+    pred_found = _per_object(pi[matched], table.n_pred) > 0
     return ErrorKinds(
         merges=int(merging.sum()),
         splits=int(splitting.sum()),
         missed=int((~true_found & ~merged_true & ~splitting).sum()),
         extra=int((~pred_found & ~merging & ~piece_pred).sum()),
     )
+
+
+def _per_object(indices: np.ndarray, count: int) -> np.ndarray:
+    """How many of ``indices`` (object indices of pairs) name each of ``count`` objects."""
+    return np.bincount(indices, minlength=count)
