@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -76,7 +77,11 @@ def test_outputs_keep_format_shape_and_geometry(tmp_path, rng, ckpt_2d, name, sh
     entry = summary["files"][0]
     assert entry["shape"] == list(shape) and entry["voxels_per_second"] > 0
     source = read_volume(image)
-    for path in entry["outputs"]:
+    volumes = [p for p in entry["outputs"] if not p.endswith(".csv")]
+    tables = [p for p in entry["outputs"] if p.endswith(".csv")]
+    assert len(volumes) == 3
+    assert [Path(p).name for p in tables] == [name.split(".")[0] + "_objects.csv"]
+    for path in volumes:
         back = read_volume(path)
         assert back.array.shape[-len(shape) :] == shape
         assert back.spacing[-len(shape) :] == pytest.approx(source.spacing)
@@ -87,6 +92,15 @@ def test_outputs_keep_format_shape_and_geometry(tmp_path, rng, ckpt_2d, name, sh
     # The label map is the argmax of the stored probabilities (uint8, ties aside).
     agree = (probs[1] > probs[0]) == (labels == 1)
     assert agree.mean() > 0.99
+    # One table row per instance, sized in the file's own physical units.
+    instances = read_volume(volumes[2]).array
+    with open(tables[0], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(int(r["label"]) for r in rows) == sorted(set(np.unique(instances)) - {0})
+    for r in rows:
+        voxels = int((instances == int(r["label"])).sum())
+        assert int(r["voxels"]) == voxels
+        assert float(r["physical_size"]) == pytest.approx(voxels * np.prod(source.spacing))
     assert json.loads((out / "predict_summary.json").read_text())["ok"] == 1
     assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".hydra"]
 

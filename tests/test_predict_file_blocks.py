@@ -4,6 +4,7 @@ bounded by a block rather than by the y-x plane."""
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from scipy import ndimage as ndi
+from skimage.measure import regionprops
 from test_predict import TINY_2D, config, save_checkpoint, stack
 from test_predict_zarr import TINY_3D, make_input
 
@@ -85,6 +87,20 @@ def test_cc_instances_stitched_across_blocks_equal_scipy_label(tmp_path, rng, ck
     faces += [(instances[:, y - 1], instances[:, y]) for y in (16, 32, 48)]
     faces += [(instances[:, :, x - 1], instances[:, :, x]) for x in (16, 32, 48, 64)]
     assert count > 100 and sum(int(((a == b) & (a > 0)).sum()) for a, b in faces) > 10
+    # the objects' table, measured block by block: regionprops of the whole image
+    with open(out / "s_objects.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    raw = read_volume(image).array
+    props = regionprops(instances, intensity_image=raw)
+    assert [int(r["label"]) for r in table] == [p.label for p in props]
+    for row, prop in zip(table, props, strict=True):
+        assert int(row["voxels"]) == prop.area
+        centroid = [float(row[f"centroid_{a}"]) for a in "zyx"]
+        assert centroid == pytest.approx(prop.centroid, rel=1e-12)
+        starts = [int(row[f"bbox_{a}_start"]) for a in "zyx"]
+        stops = [int(row[f"bbox_{a}_stop"]) for a in "zyx"]
+        assert (*starts, *stops) == prop.bbox
+        assert float(row["mean_intensity"]) == pytest.approx(prop.intensity_mean, rel=1e-12)
 
 
 def test_instances_alone_leave_no_scratch_file(tmp_path, rng, ckpt_2d):
@@ -95,10 +111,20 @@ def test_instances_alone_leave_no_scratch_file(tmp_path, rng, ckpt_2d):
                              "outputs.instances": True}))  # fmt: skip
     assert summary["ok"] == 1, summary["files"]
     assert sorted(p.name for p in out.iterdir()) == [
-        "predict_summary.json", "s_instances.tif", "s_preview.png"
+        "predict_summary.json", "s_instances.tif", "s_objects.csv", "s_preview.png"
     ]  # fmt: skip
     with Image.open(out / "s_preview.png") as png:  # image, labels (from scratch), instances
         assert png.size[1] > png.size[0] * 3 // 4 // 4 * 3
+
+
+def test_objects_table_can_be_switched_off_and_needs_instances(tmp_path, rng, ckpt_2d):
+    image = write_volume(tmp_path / "in" / "s.tif", Volume(stack(rng, (2, 30, 30))))
+    for name, outputs in (("off", {"outputs.instances": True, "outputs.objects": False}),
+                          ("alone", {"outputs.objects": True})):  # fmt: skip
+        out = tmp_path / name
+        summary = predict(config(input=image, output_dir=out, checkpoint=ckpt_2d, tile_size=16,
+                                 **outputs))  # fmt: skip
+        assert summary["ok"] == 1 and not list(out.glob("*_objects.csv"))
 
 
 def test_zarr_input_gets_a_preview_and_is_skipped_when_complete(tmp_path):

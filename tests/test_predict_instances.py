@@ -3,6 +3,8 @@ post-processing from the checkpoint unless overridden."""
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -67,13 +69,17 @@ def test_seeded_instances_equal_the_in_memory_watershed(tmp_path, rng, ckpt_3cla
                                              "outputs.instances": True}))  # fmt: skip
     assert summary["ok"] == 1 and summary["instances"]["method"] == "seeded"
     assert (summary["files"][0]["blocks"]["total"] > 1) == bool(blocking)
-    # Only the instances: the label map and the probability maps were scratch files.
+    # Only the instances and their table: the label and probability maps were scratch files.
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "predict_summary.json", "s_instances.tif", "s_preview.png"
+        "predict_summary.json", "s_instances.tif", "s_objects.csv", "s_preview.png"
     ]  # fmt: skip
     written = read_volume(tmp_path / "out" / "s_instances.tif")
     assert written.spacing == pytest.approx((2.0, 0.5, 0.5))
     np.testing.assert_array_equal(written.array, expected)
+    with open(tmp_path / "out" / "s_objects.csv", newline="") as handle:
+        sizes = {int(r["label"]): int(r["voxels"]) for r in csv.DictReader(handle)}
+    counts = np.bincount(expected.ravel())
+    assert sizes == {label: int(counts[label]) for label in np.flatnonzero(counts) if label}
 
 
 def test_tuned_values_are_used_unless_overridden(tmp_path, rng):

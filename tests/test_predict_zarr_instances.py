@@ -3,6 +3,8 @@ whole-volume instances, tuned parameters honoured, an interrupted flood pass res
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 from test_predict_zarr import SCALE, TINY_3D, config, make_input, save_checkpoint
@@ -56,20 +58,36 @@ def blocked_instances(tmp_path):
 
 @pytest.fixture(scope="module")
 def seeded_blocked(tmp_path_factory, data, tuned_ckpt):
-    """``(summary entry, instances)`` of the tuned seeded run, block by block."""
+    """``(summary entry, instances, output folder)`` of the tuned seeded run, block by block."""
     tmp = tmp_path_factory.mktemp("seeded")
     entry = predict(blocked_config(tmp, data, tuned_ckpt, **WHOLE))["files"][0]
     assert not list((tmp / "out").glob(".*"))  # no scratch or partial store left
-    return entry, blocked_instances(tmp)
+    return entry, blocked_instances(tmp), tmp / "out"
 
 
 def test_seeded_from_tuned_checkpoint_equals_the_file_path(tmp_path, data, tuned_ckpt,
                                                            seeded_blocked):  # fmt: skip
-    entry, out = seeded_blocked
+    entry, out, out_dir = seeded_blocked
     assert entry["status"] == "ok" and entry["blocks"]["total"] == 2 * 4 * 2
     expected = whole_volume_instances(tmp_path, data, tuned_ckpt)
     assert entry["instances"] == expected.max() > 3
     np.testing.assert_array_equal(out, expected)
+    # the objects' tables: measured over 16 blocks of the zarr store, and over the whole file
+    blocked, whole = (table(d / "raw_objects.csv") for d in (out_dir, tmp_path / "ref"))
+    assert blocked.keys() == whole.keys() and len(blocked["label"]) == expected.max()
+    for column, values in whole.items():
+        if column == "physical_size":  # the spacing, stored by TIFF and by OME-Zarr
+            np.testing.assert_allclose(blocked[column], values, rtol=1e-6)
+        else:
+            np.testing.assert_array_equal(blocked[column], values, err_msg=column)
+    np.testing.assert_array_equal(whole["voxels"], np.bincount(expected.ravel())[1:])
+
+
+def table(path):
+    """A ``_objects.csv`` as ``{column: float array}``."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    return {name: np.array([float(r[k]) for r in rows[1:]]) for k, name in enumerate(rows[0])}
 
 
 @pytest.mark.slow
@@ -109,6 +127,33 @@ def test_interrupted_flood_pass_resumes_only_the_missing_blocks(
     assert entry["status"] == "ok" and calls == [5]  # the prediction and the other floods kept
     assert entry["blocks"] == {"total": 16, "computed": 0, "skipped": 16, "failed": 0}
     np.testing.assert_array_equal(blocked_instances(tmp_path), seeded_blocked[1])
+
+
+def test_interrupted_relabel_pass_keeps_the_measured_blocks(
+    tmp_path, data, tuned_ckpt, seeded_blocked, monkeypatch
+):
+    """The objects' table of a rerun after a failed relabel block: the blocks recorded before
+    (with their measurements) are not redone, and the table is the uninterrupted run's."""
+    original, calls, failures = instance_blocks.relabel_block, [], []
+
+    def failing(job, index):
+        calls.append(index)
+        if index == 9 and not failures:
+            failures.append(index)
+            raise RuntimeError("simulated worker failure")
+        return original(job, index)
+
+    monkeypatch.setattr(instance_blocks, "relabel_block", failing)
+    cfg = blocked_config(tmp_path, data, tuned_ckpt, **WHOLE)
+    assert predict(cfg)["files"][0]["status"] == "failed"
+    assert not list((tmp_path / "out").glob("*_objects.csv"))
+    calls.clear()
+    assert predict(cfg)["files"][0]["status"] == "ok" and calls == [9]
+    resumed = table(tmp_path / "out" / "raw_objects.csv")
+    uninterrupted = table(seeded_blocked[2] / "raw_objects.csv")
+    assert resumed.keys() == uninterrupted.keys()
+    for column, values in uninterrupted.items():
+        np.testing.assert_array_equal(resumed[column], values, err_msg=column)
 
 
 def test_seeded_2d_image_equals_the_file_path(tmp_path):

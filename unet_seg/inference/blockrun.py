@@ -25,8 +25,14 @@ from unet_seg.inference.blocks import plan_blocks
 from unet_seg.inference.blockwise import BlockJob, RunnerSpec, register_runner, run_block
 from unet_seg.inference.engine import InProcess
 from unet_seg.inference.inputs import input_layout
-from unet_seg.inference.instance_blocks import SCRATCH_PREFIX, finish_instances, scratch_outputs
+from unet_seg.inference.instance_blocks import (
+    SCRATCH_PREFIX,
+    finish_instances,
+    measured_objects,
+    scratch_outputs,
+)
 from unet_seg.inference.mask import load_mask
+from unet_seg.inference.object_table import write_object_table
 from unet_seg.inference.postprocess import label_dtype
 from unet_seg.inference.preview_output import foreground_counts, write_preview
 from unet_seg.inference.stitch import StitchOptions, stitch_options_of
@@ -195,14 +201,18 @@ def predict_blockwise(
         stitch,
     )  # fmt: skip
     counts = run_blocks(path, job, engine, done, options.progress)
-    objects = None
+    objects = measured = None
     if "instances" in targets:
         min_size = options.instances.min_size
+        image = volume if "objects" in targets else None
         final, objects, failed = finish_instances(
-            job, targets["instances"], engine, min_size, label_store, key, options.progress
-        )
+            job, targets["instances"], engine, min_size, label_store, key, options.progress,
+            image=image,
+        )  # fmt: skip
         if failed:
             raise BlockFailures(path, failed, {**counts, "failed": len(failed)})
+        if image is not None:  # the records go at commit
+            measured = measured_objects(final, len(spatial))
     scratch = [outputs.pop(n) for n in list(outputs) if n.startswith(SCRATCH_PREFIX)]
     if scratch:
         outputs["instances"] = final
@@ -223,6 +233,8 @@ def predict_blockwise(
             register_label_image(path, output.path.name, output.ome["version"])
     for store in scratch:  # the local ids and maps, once the final ids are in place
         store.abort()
+    if measured is not None:
+        write_object_table(targets["objects"], measured, tuple(volume.spacing)[-len(spatial) :])
     if foreground is not None:
         instances = ZarrVolume(targets["instances"]) if "instances" in targets else None
         write_preview(targets["preview"], foreground, layout, volume, ZarrVolume(targets["labels"]),

@@ -25,6 +25,7 @@ from unet_seg.inference.blocks import BlockPlan
 from unet_seg.inference.blockwise import BlockJob, block_info, file_box
 from unet_seg.inference.flood import FloodJob, flood_block, key_table
 from unet_seg.inference.inputs import Layout
+from unet_seg.inference.object_table import Measurements, combine, measure
 from unet_seg.inference.stitch import (
     MergeTable,
     StitchOptions,
@@ -77,22 +78,48 @@ def _zarr_scratch(local: ZarrOutput) -> ScratchMaker:
 
 @dataclass
 class RelabelJob:
+    """The relabel pass; with ``image`` (the input the network saw, channels first if
+    ``layout.channels``) every block also measures its objects (:mod:`~unet_seg.inference.
+    object_table`) into its record."""
+
     layout: Layout
     blocks: BlockPlan
     local: ZarrOutput
     final: ZarrOutput
     table: MergeTable
+    image: Any = None
+
+
+def read_image(image: Any, layout: Layout, box: tuple[slice, ...]) -> np.ndarray:
+    """The ``(C, *box)`` input voxels of the file box ``box`` (C = 1 without a channel axis)."""
+    if layout.channels:
+        return np.asarray(image[(slice(None), *box)])
+    return np.asarray(image[tuple(box)])[None]
 
 
 def relabel_block(job: RelabelJob, index: int) -> dict:
-    """Write block ``index``'s global instance ids and record it."""
+    """Write block ``index``'s global instance ids and record it (with its objects'
+    measurements when the job has an image)."""
     start = time.perf_counter()
     block = job.blocks.block(index)
     box = file_box(job.layout, block.write_box)
-    job.final.write(box, job.table.relabel(index, job.local.read(box)))
+    ids = job.table.relabel(index, job.local.read(box))
+    job.final.write(box, ids)
     info = block_info(block, "computed", time.perf_counter() - start)
+    if job.image is not None:
+        origin = [s.start for s in box]
+        info["objects"] = measure(ids, origin, read_image(job.image, job.layout, box)).to_record()
     job.final.record(index, info)
     return info
+
+
+def measured_objects(final: Any, ndim: int) -> Measurements:
+    """The whole objects' measurements from the relabel records of ``final`` (read before the
+    store is committed, which removes its records)."""
+    records = [r["objects"] for r in final.records_of().values() if "objects" in r]
+    parts = [Measurements.from_record(r, ndim) for r in records]
+    channels = parts[0].intensity_sums.shape[0] if parts else 0
+    return combine(parts, ndim, channels)
 
 
 def _faces(blocks: BlockPlan, layout: Layout, local: ZarrOutput) -> Iterator[tuple]:
@@ -152,13 +179,14 @@ def flood_pass(
 
 def finish_instances(
     job: BlockJob, target: Path, engine: Any, min_size: int, store: Any, key: dict,
-    progress: bool | None = None, scratch: ScratchMaker | None = None,
+    progress: bool | None = None, scratch: ScratchMaker | None = None, image: Any = None,
 ) -> tuple[Any, int, list]:  # fmt: skip
     """Stitch (and flood) and relabel into the instance store at ``target`` (not committed).
 
     ``store(path, dtype, key)`` makes a label-image :class:`ZarrOutput` like the labels output;
     ``progress``: bars for the flood and relabel passes (None: on a terminal); ``scratch``:
-    makes the flood pass's scratch output (default: a zarr store).
+    makes the flood pass's scratch output (default: a zarr store); ``image``: the input, for
+    the objects' measurements in the relabel records (:func:`measured_objects`), or None.
     Returns the store (None if a flood block failed), the number of objects and the failed
     blocks ``(index, position, error)``. Scratch stores it adds join ``job.outputs`` under
     :data:`SCRATCH_PREFIX` names, for the caller to remove after the commit.
@@ -175,10 +203,11 @@ def finish_instances(
     final = store(
         target,
         dtype,
-        {**key, "objects": table.count, "min_size": min_size, "instances": repr(options)},
-    )
+        {**key, "objects": table.count, "min_size": min_size, "instances": repr(options),
+         "measured": image is not None},
+    )  # fmt: skip
     done = final.open()
-    relabel = RelabelJob(job.layout, job.blocks, source, final, table)
+    relabel = RelabelJob(job.layout, job.blocks, source, final, table, image)
     todo = [i for i in range(len(job.blocks)) if i not in done]
     failed = _run_blocks(engine, relabel_block, relabel, todo, job.blocks, "instances", progress)
     return final, table.count, failed

@@ -20,19 +20,24 @@ from unet_seg.errors import UsageError
 from unet_seg.io import open_volume
 from unet_seg.io.files import format_suffix, output_path, stem
 
-OUTPUT_ENDINGS = ("_labels", "_probs", "_instances", "_preview")
+OUTPUT_ENDINGS = ("_labels", "_probs", "_instances", "_objects", "_preview")
 
 
 def output_paths(path: Path, out_dir: Path, outputs: dict) -> dict[str, Path]:
-    """Output file per enabled kind (``labels``, ``probabilities``, ``instances``, ``preview``)."""
+    """Output file per enabled kind (``labels``, ``probabilities``, ``instances``, ``preview``;
+    ``objects``, the instances' table, only with ``instances``)."""
     suffix = format_suffix(path)
     names = {
         "labels": output_path(path, out_dir, "_labels"),
         "probabilities": output_path(path, out_dir, "_probs", ".tif" if suffix == ".png" else None),
         "instances": output_path(path, out_dir, "_instances"),
+        "objects": output_path(path, out_dir, "_objects", ".csv"),
         "preview": output_path(path, out_dir, "_preview", ".png"),
     }
-    return {kind: name for kind, name in names.items() if outputs.get(kind)}
+    enabled = {kind for kind in names if outputs.get(kind)}
+    if "instances" not in enabled:
+        enabled.discard("objects")
+    return {kind: name for kind, name in names.items() if kind in enabled}
 
 
 def is_output(path: Path, out_dir: Path) -> bool:
@@ -79,7 +84,7 @@ def is_complete(targets: dict[str, Path], spatial: tuple[int, ...], classes: int
     """Every output exists and opens with its expected shape (``spatial``; probabilities
     ``(classes, *spatial)``): a partial or foreign file under an output's name is not skipped."""
     for kind, target in targets.items():
-        if kind == "preview":  # a picture of the outputs, not one of them: its size is free
+        if kind in ("preview", "objects"):  # a picture, a table: no shape to check
             if not target.is_file():
                 return False
             continue

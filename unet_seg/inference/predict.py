@@ -93,7 +93,7 @@ def _complete(path: Path, targets: dict, model: SegmentationNetwork, options: An
             return all(
                 ZarrVolume(t).shape == ((classes, *spatial) if k == "probabilities" else spatial)
                 for k, t in targets.items()
-                if k != "preview"  # a PNG, there (checked above): its size is free
+                if k not in ("preview", "objects")  # a PNG, a CSV (there, checked above)
             )
         except (OSError, ValueError):  # a foreign or broken store: predict again
             return False
@@ -124,7 +124,7 @@ def predict(cfg: Any) -> dict:
                  tuned.get("objective"), tuned.get("score", float("nan")))  # fmt: skip
     out_dir = Path(cfg.output_dir)
     outputs = dict(cfg.outputs)
-    if not any(on for kind, on in outputs.items() if kind != "preview"):
+    if not any(outputs.get(kind) for kind in ("labels", "probabilities", "instances")):
         raise UsageError("no outputs enabled (outputs.labels/probabilities/instances)")
     # Our own outputs are not inputs, e.g. when output_dir is the input folder.
     files = [f for f in find_files(cfg.input) if not is_output(f, out_dir)]

@@ -40,8 +40,9 @@ from unet_seg.inference.blockwise import BlockJob, RunnerSpec, register_runner
 from unet_seg.inference.engine import InProcess
 from unet_seg.inference.file_outputs import FileOutput
 from unet_seg.inference.inputs import open_input
-from unet_seg.inference.instance_blocks import finish_instances, scratch_specs
+from unet_seg.inference.instance_blocks import finish_instances, measured_objects, scratch_specs
 from unet_seg.inference.mask import load_mask
+from unet_seg.inference.object_table import write_object_table
 from unet_seg.inference.options import PredictOptions
 from unet_seg.inference.outputs import scratch_path
 from unet_seg.inference.postprocess import label_dtype
@@ -162,15 +163,20 @@ def _predict_into_files(
                            probability_dtype, options.batch_size, options.blend, mask, stitch,
                            progress=options.progress)  # fmt: skip
             counts = run_blocks(path, job, engine, set(), options.progress)
-            objects = None
+            objects = measured = None
             if stitch is not None:
                 final = lambda target, dtype, key: output(target, spatial, dtype)  # noqa: E731
-                _, objects, failed = finish_instances(
+                image = source if "objects" in targets else None
+                written, objects, failed = finish_instances(
                     job, targets["instances"], engine, options.instances.min_size, final, {},
-                    options.progress, scratch_output,
+                    options.progress, scratch_output, image,
                 )  # fmt: skip
                 if failed:
                     raise BlockFailures(path, failed, {**counts, "failed": len(failed)})
+                if image is not None:
+                    measured = measured_objects(written, len(spatial))
+        if measured is not None:  # after the instances are in place under their name
+            write_object_table(targets["objects"], measured, volume.spacing[-len(spatial) :])
         if "preview" in targets:
             foreground = foreground_counts(outputs["labels"].infos.values(), shape[0])
             _preview(targets, foreground, layout, source, outputs["labels"], options, path.name)
