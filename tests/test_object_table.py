@@ -29,21 +29,23 @@ def label_image(rng, shape, fill=0.2):
     return np.where(ids > 0, ids * 3 + 7, 0)
 
 
+@pytest.mark.parametrize("offset", [0, 1 << 40])  # narrow id range: a lookup; wide: a sort
 @pytest.mark.parametrize("shape", [(40, 50), (12, 30, 26)])
-def test_measurements_are_regionprops(rng, shape):
-    ids = label_image(rng, shape)
+def test_measurements_are_regionprops(rng, shape, offset):
+    small = label_image(rng, shape)
+    ids = np.where(small > 0, small.astype(np.int64) + offset, 0)  # regionprops: small ids
     image = rng.integers(0, 4000, (2, *shape)).astype(np.uint16)
     measured = measure(ids, image=image)
-    props = regionprops(ids)
+    props = regionprops(small)
     assert len(props) > 5
-    np.testing.assert_array_equal(measured.ids, [p.label for p in props])
+    np.testing.assert_array_equal(measured.ids, [p.label + offset for p in props])
     np.testing.assert_array_equal(measured.voxels, [p.area for p in props])
     centroids = measured.coordinate_sums / measured.voxels
     np.testing.assert_allclose(centroids.T, [p.centroid for p in props], rtol=1e-12)
     boxes = np.concatenate([measured.start, measured.stop]).T
     np.testing.assert_array_equal(boxes, [p.bbox for p in props])
     for c in range(2):
-        means = [image[c][ids == p.label].mean() for p in props]
+        means = [image[c][small == p.label].mean() for p in props]
         np.testing.assert_allclose(measured.intensity_sums[c] / measured.voxels, means)
 
 
