@@ -193,3 +193,12 @@ def test_a_header_claiming_a_huge_image_is_refused_before_allocating(tmp_path: P
              "png_grey": ("field", 0, 2**31 - 1)}  # fmt: skip
     for name, mutation in cases.items():
         assert check_damaged_file(name, mutation) == "named error", name
+
+
+@pytest.mark.parametrize("value", [3, 0x80, 0xFF])
+def test_a_png_chunk_longer_than_the_file_is_refused_before_allocating(value: int) -> None:
+    # Byte 33 of the sample is the high byte of the IDAT chunk's length (found by the thorough
+    # run): a 568-byte file then declares a chunk of up to 4 GB, which PIL allocated.
+    data = mutate("png_grey", ("flip", [(33 / len(SAMPLES["png_grey"][1]), value)]))
+    assert data[37:41] == b"IDAT"
+    assert check_damaged_file("png_grey", ("flip", [(33 / len(data), value)])) == "named error"

@@ -13,13 +13,40 @@ import numpy as np
 
 from unet_seg.io.colour import channel_kind
 from unet_seg.io.lazy import InMemoryVolume
-from unet_seg.io.limits import check_deflated
+from unet_seg.io.limits import check_deflated, check_stored
 from unet_seg.io.volume import Volume
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def check_png_chunks(path: Path) -> None:
+    """``ValueError`` if a chunk declares more bytes than the file holds after it.
+
+    Readers allocate a chunk's declared length before reading it, so one damaged length field
+    in a 500-byte file asks for up to 4 GB. Only the 8-byte chunk headers are read.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if f.read(8) != PNG_SIGNATURE:
+            return  # not a PNG: the reader names the problem
+        position = 8
+        while position + 8 <= size:
+            f.seek(position)
+            header = f.read(8)
+            length = int.from_bytes(header[:4], "big")
+            kind = header[4:].decode("latin-1")
+            check_stored(path, length + 4, size - position - 8, f"PNG chunk {kind!r} and its CRC")
+            if kind == "IEND":
+                return
+            position += 12 + length
 
 
 def check_png_header(path: Path) -> None:
-    """``ValueError`` if the width x height x bands in the header cannot fit the file."""
+    """``ValueError`` if a chunk's length runs past the end of the file, or the width x height x
+    bands in the header cannot fit the file."""
     from PIL import Image
+
+    check_png_chunks(path)
 
     with Image.open(path) as image:
         width, height = image.size
