@@ -21,12 +21,13 @@ Run: ``python benchmarks/bench_inference_2d.py [--slices N] [--batch B] [--chunk
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from unet_seg.peak_memory import peak_rss_mib
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "isbi2012" / "test-volume.tif"
 FEATURES = (32, 64, 128, 256)
@@ -112,7 +113,7 @@ def main() -> None:
             seconds[method] += time.perf_counter() - start
         order = order[1:] + order[:1]
     result = {m: np.concatenate(p) for m, p in probs.items()}
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()
     print(f"2D inference, {source}, {image.shape}, UNet features {FEATURES} (same padding, "
           f"1.93 M parameters), batch {args.batch}, torch threads {torch.get_num_threads()}, "
           f"round-robin over {args.chunk}-slice chunks, peak RSS {peak:.0f} MiB")  # fmt: skip

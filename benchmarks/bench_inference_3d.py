@@ -2,7 +2,7 @@
 
 A 64x256x256 volume (synthetic, seeded), a small same-padding 3D U-Net (features 16, 32, 64;
 random weights: speed and memory do not depend on them). Each method runs once, in its own
-subprocess, so that ``ru_maxrss`` is its own peak:
+subprocess, so that its peak RSS (``VmHWM``, see ``unet_seg.peak_memory``) is its own:
 
 - ``monai``: ``monai.inferers.sliding_window_inference``, roi (64, 128, 128), overlap 0.25,
   gaussian blending, batch 1, on the whole volume in memory.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from unet_seg.peak_memory import peak_rss_mib
 
 SHAPE = (64, 256, 256)
 FEATURES = (16, 32, 64)
@@ -115,7 +116,7 @@ def child(args: argparse.Namespace) -> None:
         result = run_monai(path, args.batch, args.channels_last)
     else:
         result = run_ours(path, args.batch, args.tile, args.bf16)
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(result))
 
 

@@ -4,7 +4,8 @@ and (``--planes``) on a 1024^2 vs a 3072^2 plane of the same voxels: nor with th
 Writes two uncompressed TIFF stacks of ``--size`` x ``--size`` slices (seeded noise) and a tiny
 checkpoint of ``conf/model/unet_small_2d.yaml`` (random weights) into a temporary folder, then
 runs ``unet_seg.inference.predict.predict`` on each in its own subprocess (labels and float16
-probabilities written) and reports its ``ru_maxrss`` side by side with the ratio (goal < 1.2x).
+probabilities written) and reports its peak RSS (``VmHWM``: its own, not its parent's) side
+by side with the ratio (goal < 1.2x).
 
 Run: ``python benchmarks/bench_inference_memory.py [--size 256] [--slices 30 300]
 [--planes 1024 3072]`` (the planes: as many slices of each as the last plane has voxels in one).
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from unet_seg.peak_memory import peak_rss_mib
 
 
 def make_inputs(folder: Path, stacks: list[tuple[int, int]]) -> Path:
@@ -69,7 +71,7 @@ def child(stack: str, ckpt: str, out: str) -> None:
     summary = predict(cfg)
     if summary["failed"]:
         raise SystemExit(json.dumps(summary["files"]))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()
     print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss_mib": peak}))
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -35,6 +34,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from unet_seg.peak_memory import peak_rss_mib
 
 MODEL_3D = {"spatial_dims": 3, "in_channels": 1, "num_classes": 2, "features": [8, 16, 32],
             "padding": "same", "norm": None, "dropout": 0.0}  # fmt: skip
@@ -116,10 +117,10 @@ def child(args: argparse.Namespace) -> None:
     summary = predict(cfg)
     seconds = time.perf_counter() - start
     result = {"seconds": seconds, "entry": summary["files"][0],
-              "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+              "rss_mb": peak_rss_mib()}  # fmt: skip
     if cluster is not None:
         with Client(cluster) as client:
-            usage = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            usage = client.run(peak_rss_mib)
         result["worker_rss_mb"] = max(usage.values())
         cluster.close()
     print("RESULT " + json.dumps(result))

@@ -7,8 +7,9 @@ contrast, loaded whole (``data.lazy=false``, the in-memory path). Prints the pea
 side by side and the ratio 10x / 1x per path (goal for the lazy path: <= 1.2x), plus the set-up
 time and the time per step.
 
-The memory is the training process's own (``ru_maxrss``; data-loader workers off). On a shared
-machine, run under ``flock /tmp/unet-bench.lock`` and quote the load it prints.
+The memory is the training process's own (``VmHWM``, not counting its parent's pages before
+``exec``; data-loader workers off). On a shared machine, run under
+``flock /tmp/unet-bench.lock`` and quote the load it prints.
 
 Run: ``python benchmarks/bench_train_memory.py [--size 1024] [--images 8] [--factor 10]``.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from unet_seg.peak_memory import peak_rss_mib
 
 MODEL = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [8, 16, 32],
          "padding": "same", "norm": None, "dropout": 0.0}  # fmt: skip
@@ -73,7 +75,7 @@ def child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     trainer.fit(SegmentationModule(model=MODEL), datamodule=data)
     step_s = (time.perf_counter() - start) / args.steps
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_mib()
     print("RESULT " + json.dumps({"rss_mb": rss_mb, "setup_s": setup_s, "step_s": step_s}))
 
 

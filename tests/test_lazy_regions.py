@@ -196,25 +196,31 @@ def test_training_runs_from_an_ome_zarr_training_set(tmp_path):
 
 
 _RSS_CHILD = """
-import resource, sys
+import sys
 from unet_seg.data.datamodule import SegmentationDataModule
+from unet_seg.peak_memory import peak_rss_bytes
 data = SegmentationDataModule(sys.argv[1] + "/images", sys.argv[1] + "/labels", patch_size=[96, 96],
                               batch_size=4, samples_per_epoch=40, foreground_prob=0.5,
                               lazy=sys.argv[2] == "lazy")
 data.setup("fit")
 for batch in data.train_dataloader():
     pass
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(peak_rss_bytes())
 """
 
 
 def _peak_rss(folder: Path, mode: str) -> int:
+    import os
     import subprocess
     import sys
 
     from unet_seg.config import PROJECT_ROOT
 
-    proc = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(folder), mode],
+    # A Dask cluster started earlier in this process leaves its workers' settings in os.environ
+    # (MALLOC_TRIM_THRESHOLD_=65536, one thread each): the child measures without them.
+    leaked = ("MALLOC_", "__DASK_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(leaked)}
+    proc = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(folder), mode], env=env,
                           capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)  # fmt: skip
     return int(proc.stdout.split()[-1])
 

@@ -148,14 +148,15 @@ def test_zarr_input_gets_a_preview_and_is_skipped_when_complete(tmp_path):
 def _peak_rss_mib(image: Path, ckpt: Path, out: Path) -> float:
     """Peak RSS of a fresh process predicting ``image`` (labels and probabilities)."""
     code = (
-        "import json, resource, sys\n"
+        "import json, sys\n"
         "sys.path.insert(0, 'tests')\n"
         "from test_predict import config\n"
         "from unet_seg.inference.predict import predict\n"
+        "from unet_seg.peak_memory import peak_rss_mib\n"
         f"s = predict(config(input={str(image)!r}, output_dir={str(out)!r}, "
         f"checkpoint={str(ckpt)!r}, **{{'outputs.probabilities': True}}))\n"
         "assert s['ok'] == 1, s['files']\n"
-        "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))\n"
+        "print(json.dumps(peak_rss_mib()))\n"
     )
     root = Path(__file__).resolve().parents[1]
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
