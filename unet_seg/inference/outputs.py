@@ -21,6 +21,9 @@ from unet_seg.io import open_volume
 from unet_seg.io.files import format_suffix, output_path, stem
 
 OUTPUT_ENDINGS = ("_labels", "_probs", "_instances", "_objects", "_preview")
+# The outputs that are volumes with a shape to check; the preview (a PNG) and the objects
+# table (a CSV) are only pictures of and notes on them.
+VOLUME_KINDS = ("labels", "probabilities", "instances")
 
 
 def output_paths(path: Path, out_dir: Path, outputs: dict) -> dict[str, Path]:
@@ -84,7 +87,7 @@ def is_complete(targets: dict[str, Path], spatial: tuple[int, ...], classes: int
     """Every output exists and opens with its expected shape (``spatial``; probabilities
     ``(classes, *spatial)``): a partial or foreign file under an output's name is not skipped."""
     for kind, target in targets.items():
-        if kind in ("preview", "objects"):  # a picture, a table: no shape to check
+        if kind not in VOLUME_KINDS:  # a picture, a table: no shape to check
             if not target.is_file():
                 return False
             continue

@@ -23,7 +23,7 @@ from unet_seg.inference.engine import check_cluster, make_engine
 from unet_seg.inference.inputs import open_input
 from unet_seg.inference.instance_methods import stored_tuning
 from unet_seg.inference.options import PredictOptions
-from unet_seg.inference.outputs import is_complete, is_output, plan_outputs
+from unet_seg.inference.outputs import VOLUME_KINDS, is_complete, is_output, plan_outputs
 from unet_seg.inference.predict_file import predict_file
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.io.atomic import write_error, write_json_atomic
@@ -93,7 +93,7 @@ def _complete(path: Path, targets: dict, model: SegmentationNetwork, options: An
             return all(
                 ZarrVolume(t).shape == ((classes, *spatial) if k == "probabilities" else spatial)
                 for k, t in targets.items()
-                if k not in ("preview", "objects")  # a PNG, a CSV (there, checked above)
+                if k in VOLUME_KINDS  # the PNG and the CSV: there, checked above
             )
         except (OSError, ValueError):  # a foreign or broken store: predict again
             return False
@@ -124,7 +124,7 @@ def predict(cfg: Any) -> dict:
                  tuned.get("objective"), tuned.get("score", float("nan")))  # fmt: skip
     out_dir = Path(cfg.output_dir)
     outputs = dict(cfg.outputs)
-    if not any(outputs.get(kind) for kind in ("labels", "probabilities", "instances")):
+    if not any(outputs.get(kind) for kind in VOLUME_KINDS):
         raise UsageError("no outputs enabled (outputs.labels/probabilities/instances)")
     # Our own outputs are not inputs, e.g. when output_dir is the input folder.
     files = [f for f in find_files(cfg.input) if not is_output(f, out_dir)]
