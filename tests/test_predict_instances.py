@@ -102,6 +102,28 @@ def test_tuned_values_are_used_unless_overridden(tmp_path, rng):
     np.testing.assert_array_equal(inst > 0, components > 0)
 
 
+def test_predict_warns_when_tuned_with_the_other_tta(tmp_path, rng, caplog):
+    ckpt = confident_checkpoint(tmp_path / "m.ckpt", 2)
+    tuned = {"objective": "ap", "method": "cc", "score": 0.5, "tta": True,
+             "roles": {"foreground_class": 1, "background_class": 0, "interior_class": 1},
+             "methods": {"cc": {"min_size": 1}}, "scores": {"cc": 0.5}}  # fmt: skip
+    store_tuning(ckpt, tuned)
+    image = write_volume(tmp_path / "s.tif", Volume(blobs(rng, (1, 24, 24))))
+    on = {"outputs.instances": True}
+    with caplog.at_level("WARNING", logger="unet_seg"):
+        predict(config(input=image, output_dir=tmp_path / "a", checkpoint=ckpt, **on))
+    assert "tuned with tta=true, this run predicts with tta=false" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="unet_seg"):
+        predict(config(input=image, output_dir=tmp_path / "b", checkpoint=ckpt, tta=True, **on))
+    assert "tuned with" not in caplog.text
+    del tuned["tta"]  # a tuning stored before it recorded TTA: nothing to compare
+    store_tuning(ckpt, tuned)
+    with caplog.at_level("WARNING", logger="unet_seg"):
+        predict(config(input=image, output_dir=tmp_path / "c", checkpoint=ckpt, **on))
+    assert "tuned with" not in caplog.text
+
+
 def test_bad_instance_method_is_reported(tmp_path, rng):
     ckpt = save_checkpoint(tmp_path / "m.ckpt", TINY_2D)
     image = write_volume(tmp_path / "s.tif", Volume(blobs(rng, (1, 20, 20))))

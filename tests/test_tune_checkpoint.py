@@ -56,10 +56,20 @@ def test_tune_stores_plain_values_that_load_with_weights_only(tmp_path):
     assert result["method"] in ("cc", "seeded") and set(result["methods"]) == {"cc", "seeded"}
     assert result["roles"] == class_roles("boundary", 1)
     assert 0.0 <= result["score"] <= 1.0
+    assert result["tta"] is False  # predicted without TTA, as predict does by default
     loaded = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert loaded[TUNED_KEY] == result == stored_tuning(ckpt)
     assert "state_dict" in loaded  # the rest is kept
     SegmentationModule.load_from_checkpoint(ckpt)  # and Lightning still restores the module
+
+
+def test_tune_records_tta_and_its_probabilities_change(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "model.ckpt", sample_data(tmp_path / "data"))
+    plain = tune_command(config(checkpoint=ckpt, methods="[cc]", output=tmp_path / "a.ckpt"))
+    tta = tune_command(config(checkpoint=ckpt, methods="[cc]", output=tmp_path / "b.ckpt",
+                              tta=True))  # fmt: skip
+    assert plain["tta"] is False and tta["tta"] is True
+    assert stored_tuning(tmp_path / "b.ckpt")["tta"] is True
 
 
 def test_tune_to_another_file_and_with_overridden_data(tmp_path):

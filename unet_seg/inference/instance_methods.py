@@ -13,6 +13,7 @@ defaults of :class:`InstanceOptions`, completed by the values a checkpoint was t
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -25,6 +26,8 @@ from unet_seg.inference.postprocess import instance_labels
 from unet_seg.inference.seeded import foreground_and_interior, seeded_watershed
 from unet_seg.models.checkpoint import read_checkpoint
 from unet_seg.models.exported import is_exported
+
+log = logging.getLogger(__name__)
 
 METHODS = ("cc", "distance", "seeded")
 TUNED_KEY = "instance_postprocessing"  # where unet-seg-tune stores its result in a checkpoint
@@ -79,6 +82,18 @@ def stored_tuning(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
     if is_exported(checkpoint):
         return None
     return read_checkpoint(checkpoint).get(TUNED_KEY)
+
+
+def warn_if_tuned_otherwise(tuned: Mapping[str, Any], tta: bool) -> bool:
+    """Warn (and return True) when the stored tuning was made with the other TTA setting than
+    this run's ``tta``: TTA smooths the probabilities, so the thresholds chosen on one kind may
+    not fit the other. A tuning stored before it recorded its TTA says nothing."""
+    if "tta" not in tuned or bool(tuned["tta"]) == tta:
+        return False
+    log.warning("the instance post-processing was tuned with tta=%s, this run predicts with "
+                "tta=%s: run unet-seg-tune tta=%s for thresholds that fit these probabilities",
+                str(bool(tuned["tta"])).lower(), str(tta).lower(), str(tta).lower())  # fmt: skip
+    return True
 
 
 _TYPES = {f.name: f.type for f in fields(InstanceOptions)}

@@ -21,7 +21,7 @@ from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.inference.blockrun import LABEL_NAMES, BlockFailures, BlockOptions
 from unet_seg.inference.engine import check_cluster, make_engine
 from unet_seg.inference.inputs import open_input
-from unet_seg.inference.instance_methods import stored_tuning
+from unet_seg.inference.instance_methods import stored_tuning, warn_if_tuned_otherwise
 from unet_seg.inference.options import PredictOptions
 from unet_seg.inference.outputs import VOLUME_KINDS, is_complete, is_output, plan_outputs
 from unet_seg.inference.predict_file import predict_file
@@ -122,6 +122,7 @@ def predict(cfg: Any) -> dict:
     if tuned:
         log.info("instances: %s, tuned by unet-seg-tune (%s %.4f)", options.instances.method,
                  tuned.get("objective"), tuned.get("score", float("nan")))  # fmt: skip
+        warn_if_tuned_otherwise(tuned, bool(cfg.tta))
     out_dir = Path(cfg.output_dir)
     outputs = dict(cfg.outputs)
     if not any(outputs.get(kind) for kind in VOLUME_KINDS):

@@ -56,7 +56,8 @@ def tune_checkpoint(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str,
     """Tune ``model`` (the network of ``checkpoint``) on the checkpoint's validation split.
 
     ``cfg``: ``data`` (overrides of the stored data settings), ``methods``, ``objective``,
-    ``tile_size``, ``device``, ``tta``, ``progress``. Returns the tuning result.
+    ``tile_size``, ``device``, ``tta``, ``progress``. Returns the tuning result, with ``"tta"``:
+    whether the validation images were predicted with TTA.
     """
     stored = checkpoint.get("datamodule_hyper_parameters")
     if not stored:
@@ -72,13 +73,17 @@ def tune_checkpoint(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str,
     roles = class_roles(data.get("target", "classes"), object_class)
     regions = SegmentationDataModule(**data).validation_regions()
     truths = [objects_of(r.label, object_class, r.instances) for r in regions]
-    runner = ModelRunner(model, cfg.get("device", "auto"), bool(cfg.get("tta", False)))
+    tta = bool(cfg.get("tta", False))
+    runner = ModelRunner(model, cfg.get("device", "auto"), tta)
     tile = cfg.get("tile_size")
     probs = [predict_region(r.image, model, runner, tile) for r in regions]
     methods = tuple(cfg.get("methods") or METHODS)
     log.info("tuning %s on %d validation images", ", ".join(methods), len(regions))
-    return tune(probs, truths, roles, methods, str(cfg.get("objective", "ap")),
-                [r.spacing for r in regions], cfg.get("progress"))  # fmt: skip
+    result = tune(probs, truths, roles, methods, str(cfg.get("objective", "ap")),
+                  [r.spacing for r in regions], cfg.get("progress"))  # fmt: skip
+    # TTA smooths the probabilities, so the thresholds that fit them differ: predict warns when
+    # it runs with the other setting.
+    return {**result, "tta": tta}
 
 
 def store_tuning(path: str | Path, result: Mapping[str, Any], target: str | Path | None = None):
