@@ -72,6 +72,15 @@ def test_tune_records_tta_and_its_probabilities_change(tmp_path):
     assert stored_tuning(tmp_path / "b.ckpt")["tta"] is True
 
 
+def test_tune_command_line_says_which_predictions_the_values_fit(tmp_path, capsys):
+    from unet_seg.cli import tune as tune_cli
+
+    ckpt = save_checkpoint(tmp_path / "model.ckpt", sample_data(tmp_path / "data"))
+    tune_cli.run(config(checkpoint=ckpt, methods="[cc]", tta=True))
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"unet-seg-tune: cc stored in {ckpt} (for unet-seg-predict tta=true)"
+
+
 def test_tune_to_another_file_and_with_overridden_data(tmp_path):
     data = sample_data(tmp_path / "data")
     ckpt = save_checkpoint(tmp_path / "model.ckpt", {**data, "images": "/moved/away"})

@@ -28,7 +28,9 @@ def run(cfg: DictConfig) -> None:
     for method, params in result["methods"].items():
         mark = "*" if method == result["method"] else " "
         print(f"{mark} {method:9s} {result['objective']} {result['scores'][method]:.4f}  {params}")
-    print(f"{NAME}: {result['method']} stored in {cfg.output or cfg.checkpoint}")
+    with_tta = "tta=true" if result.get("tta") else "tta=false"
+    print(f"{NAME}: {result['method']} stored in {cfg.output or cfg.checkpoint} "
+          f"(for unet-seg-predict {with_tta})")  # fmt: skip
 
 
 def main() -> None:
