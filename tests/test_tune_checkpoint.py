@@ -63,7 +63,7 @@ def test_tune_stores_plain_values_that_load_with_weights_only(tmp_path):
     SegmentationModule.load_from_checkpoint(ckpt)  # and Lightning still restores the module
 
 
-def test_tune_records_tta_and_its_probabilities_change(tmp_path):
+def test_tune_records_whether_it_predicted_with_tta(tmp_path):
     ckpt = save_checkpoint(tmp_path / "model.ckpt", sample_data(tmp_path / "data"))
     plain = tune_command(config(checkpoint=ckpt, methods="[cc]", output=tmp_path / "a.ckpt"))
     tta = tune_command(config(checkpoint=ckpt, methods="[cc]", output=tmp_path / "b.ckpt",
