@@ -100,6 +100,14 @@ def test_tune_needs_data_settings(tmp_path):
         tune_command(config(checkpoint=tmp_path / "none.ckpt"))
 
 
+def test_tune_rejects_an_unknown_method_or_objective_before_reading_data(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "model.ckpt", {**sample_data(tmp_path / "d"), "images": "/x"})
+    with pytest.raises(ValueError, match=r"method must be one of .* got 'foo'"):
+        tune_command(config(checkpoint=ckpt, methods="[cc,foo]"))
+    with pytest.raises(ValueError, match=r"objective must be one of .* got 'bar'"):
+        tune_command(config(checkpoint=ckpt, objective="bar"))
+
+
 def test_class_roles():
     assert class_roles("classes", 0) == {"foreground_class": 0, "background_class": 1,
                                          "interior_class": 0}  # fmt: skip

@@ -26,7 +26,7 @@ from unet_seg.inference.instance_methods import METHODS, TUNED_KEY
 from unet_seg.inference.options import default_tile
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
-from unet_seg.inference.tuning import tune
+from unet_seg.inference.tuning import check_request, tune
 from unet_seg.io.atomic import replace_atomic
 from unet_seg.models.checkpoint import load_model, read_checkpoint
 
@@ -59,6 +59,9 @@ def tune_checkpoint(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str,
     ``tile_size``, ``device``, ``tta``, ``progress``. Returns the tuning result, with ``"tta"``:
     whether the validation images were predicted with TTA.
     """
+    methods = tuple(cfg.get("methods") or METHODS)
+    objective = str(cfg.get("objective", "ap"))
+    check_request(methods, objective)  # before the validation images are predicted
     stored = checkpoint.get("datamodule_hyper_parameters")
     if not stored:
         raise UsageError(
@@ -77,9 +80,8 @@ def tune_checkpoint(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str,
     runner = ModelRunner(model, cfg.get("device", "auto"), tta)
     tile = cfg.get("tile_size")
     probs = [predict_region(r.image, model, runner, tile) for r in regions]
-    methods = tuple(cfg.get("methods") or METHODS)
     log.info("tuning %s on %d validation images", ", ".join(methods), len(regions))
-    result = tune(probs, truths, roles, methods, str(cfg.get("objective", "ap")),
+    result = tune(probs, truths, roles, methods, objective,
                   [r.spacing for r in regions], cfg.get("progress"))  # fmt: skip
     # TTA smooths the probabilities, so the thresholds that fit them differ: predict warns when
     # it runs with the other setting.

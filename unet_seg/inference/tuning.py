@@ -75,6 +75,15 @@ def candidates(
     return [dict(zip(names, combo, strict=True)) for combo in grid]
 
 
+def check_request(methods: Sequence[str], objective: str) -> None:
+    """Raise ValueError for an unknown method or objective (before any image is predicted)."""
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+
+
 TIE = 1e-12  # scores closer than this are the same segmentation's, not a better one
 
 
@@ -134,8 +143,7 @@ def tune(
     if len(probabilities) != len(truths) or not truths:
         raise ValueError(f"need as many probability maps as truths, got {len(probabilities)} "
                          f"and {len(truths)}")  # fmt: skip
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    check_request(methods, objective)
     spacings = spacings or [None] * len(truths)
     median = median_object_size(truths)
     ndim = truths[0].ndim
