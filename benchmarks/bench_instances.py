@@ -213,8 +213,9 @@ def probabilities(model, images: list[np.ndarray], tta: bool = False) -> list[np
     return out
 
 
-def figures(probs: list[np.ndarray], truths: list[np.ndarray], params: dict) -> dict:
-    preds = [segment(p, params) for p in probs]
+def figures(probs: list[np.ndarray], truths: list[np.ndarray], params, segmenter=segment) -> dict:
+    """The test figures of ``segmenter(probs, params)`` (predict's ``segment`` by default)."""
+    preds = [segmenter(p, params) for p in probs]
     pairs = list(zip(preds, truths, strict=True))
     tables = [overlaps(p, t) for p, t in pairs]  # matching and error kinds share them
     inst = scores(pool(matches_of(table) for table in tables))

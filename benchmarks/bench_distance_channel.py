@@ -1,0 +1,283 @@
+"""Does a distance-map channel earn its place? The boundary network of ``bench_instances.py``
+against the same network with a fourth output channel trained on the distance to the object's
+edge, each trained for the same wall-clock budget.
+
+The issue on instances lists the channel as optional, "if it earns its place in the benchmark".
+This script is that measurement; the channel is not part of the package.
+
+- ``boundary``: ``data.target=boundary`` (background, interior, boundary), the ``seeded``
+  watershed tuned on the tune split (as ``bench_instances.py``'s first line).
+- ``boundary + distance``: the same network and target with one more output channel, trained with
+  binary cross-entropy (on top of the class loss) against the Euclidean distance of each interior
+  voxel to the nearest non-interior voxel, clipped at ``--clip`` voxels and divided by it (so
+  touching objects, parted by their boundary class, get separate peaks). Two ways to cut objects
+  from it: the ``seeded`` watershed on its three class channels (does the extra task help the
+  classes?), and seeds from the distance channel: connected components of ``distance > d`` within
+  the foreground, flooded over the foreground on ``1 - distance`` (foreground threshold, ``d`` and
+  the minimum size tuned on the tune split by the same mean-AP search).
+
+Figures on the test split as in ``bench_instances.py``: AP@0.5, mean AP 0.5:0.95, Rand error, VI
+and the error kinds.
+
+    flock /tmp/unet-bench.lock python benchmarks/bench_distance_channel.py --datasets isbi --tta
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import bench_instances as bench
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from scipy import ndimage as ndi
+
+from unet_seg.config import config_dir
+from unet_seg.inference.instance_methods import resolve
+from unet_seg.inference.postprocess import watershed_by_component
+from unet_seg.inference.tuning import (
+    SIZE_FRACTIONS,
+    THRESHOLDS,
+    TIE,
+    median_object_size,
+    plateau_centre,
+    score,
+    tune,
+)
+from unet_seg.training.module import SegmentationModule, crop_to
+from unet_seg.training.train import build_datamodule, build_module, follow_the_data
+
+SEED_DISTANCES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)  # of the clip distance
+INTERIOR = 1  # data.target=boundary's interior class
+
+
+def distance_target(label: torch.Tensor, clip: float) -> torch.Tensor:
+    """``(N, *spatial)`` boundary-target classes -> float32 ``(N, *spatial)`` in [0, 1]: each
+    interior voxel's distance to the nearest non-interior voxel, clipped at ``clip``, / ``clip``."""
+    labels = label.cpu().numpy()
+    dist = [np.minimum(ndi.distance_transform_edt(lab == INTERIOR), clip) / clip for lab in labels]
+    return torch.from_numpy(np.stack(dist).astype(np.float32))
+
+
+class DistanceModule(SegmentationModule):
+    """The segmentation module with one more output channel: the clipped, scaled distance."""
+
+    clip = 16.0
+
+    def _shared_step(self, batch):
+        logits = self(batch["image"])
+        classes, distance = logits[:, :-1], logits[:, -1]
+        out_shape = logits.shape[2:]
+        label = crop_to(batch["label"], out_shape)
+        weight = batch.get("weight")
+        weight = crop_to(weight, out_shape) if weight is not None else None
+        # on the whole patch, then cropped: the distance sees edges beyond the output window
+        target = crop_to(distance_target(batch["label"], self.clip), out_shape)
+        loss = self.loss_fn(classes, label, weight)
+        loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(distance, target)
+        return loss, classes, label
+
+
+class Probabilities(torch.nn.Module):
+    """Class probabilities (softmax) and the distance (sigmoid) of a ``DistanceModule``'s net,
+    for the tiled inference with its own softmax off."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.spatial_dims = net, net.spatial_dims
+        self.output_shape = net.output_shape
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits = self.net(image)
+        return torch.cat([logits[:, :-1].softmax(1), logits[:, -1:].sigmoid()], 1)
+
+
+def train_with_distance(overrides: list[str], workdir: Path, budget: float, clip: float):
+    """As ``bench_instances.train``, with the distance channel; returns a ``Probabilities``."""
+    with initialize_config_dir(version_base="1.3", config_dir=config_dir()):
+        cfg = compose(
+            "train",
+            overrides=[
+                *overrides,
+                f"paths.runs_dir={workdir}",
+                f"output_dir={workdir}",
+                "data.num_workers=0",
+            ],
+        )
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    follow_the_data(cfg, datamodule)
+    classes_only = build_module(cfg)
+    net_config = {**classes_only.hparams.model, "num_classes": cfg.model.num_classes + 1}
+    module = DistanceModule(
+        model=net_config,
+        loss=classes_only.hparams.loss,
+        optimizer=classes_only.optimizer_factory,
+        scheduler=classes_only.scheduler_factory,
+    )
+    module.clip = clip
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=100_000,
+        max_time={"seconds": budget},
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    print(f"    {trainer.current_epoch} epochs, {trainer.global_step} steps")
+    return Probabilities(module.model.eval()).eval()
+
+
+def distance_seeded(
+    probs: np.ndarray, foreground_threshold: float, seed_distance: float, min_size: int
+) -> np.ndarray:
+    """``(4, *spatial)`` (background, interior, boundary, distance) -> object ids ``(*spatial)``."""
+    mask = 1.0 - probs[0] > foreground_threshold
+    distance = probs[-1]
+    seeds, _ = ndi.label(mask & (distance > seed_distance))
+    labels = watershed_by_component(1.0 - distance, seeds, mask)
+    unseeded = mask & (labels == 0)
+    if unseeded.any():
+        orphans, _ = ndi.label(unseeded)
+        labels = np.where(unseeded, orphans + labels.max(), labels)
+    if min_size > 1:
+        small = np.bincount(labels.ravel()) < min_size
+        small[0] = False
+        labels = np.where(small[labels], 0, labels)
+    return labels.astype(np.int32)
+
+
+def tune_distance_seeds(probs: list[np.ndarray], truths: list[np.ndarray]) -> dict:
+    """The ``distance_seeded`` parameters with the best mean AP on the tune split."""
+    median = median_object_size(truths)
+    sizes = sorted({round(f * median) for f in SIZE_FRACTIONS})
+    grid = [
+        {"foreground_threshold": f, "seed_distance": d, "min_size": s}
+        for f in THRESHOLDS
+        for d in SEED_DISTANCES
+        for s in sizes
+    ]
+    values = [score([distance_seeded(p, **g) for p in probs], truths, "ap") for g in grid]
+    top = max(values)
+    return plateau_centre([g for g, v in zip(grid, values, strict=True) if v >= top - TIE])
+
+
+def run_dataset(data: bench.Dataset, workdir: Path, budget: float, tta: bool, clip: float):
+    with initialize_config_dir(version_base="1.3", config_dir=config_dir()):
+        plain = compose(
+            "train",
+            overrides=[*data.overrides, f"paths.runs_dir={workdir}", f"output_dir={workdir}"],
+        )
+    images, truths = bench.tune_split(plain)
+    test_images = [image for image, _ in data.test]
+    test_truths = [truth for _, truth in data.test]
+    overrides = [*data.overrides, *data.boundary]
+    results = {}
+
+    def seeded_line(line: str, tune_probs: list[np.ndarray], test_probs: list[np.ndarray]):
+        tuned = tune(tune_probs, truths, bench.BOUNDARY, methods=("seeded",), progress=False)
+        results[line] = bench.figures(test_probs, test_truths, resolve(tuned))
+        results[line]["params"] = tuned["methods"]["seeded"]
+
+    print(f"  {data.name}: boundary, training {budget:g} s ...")
+    model, _ = bench.train(overrides, workdir / data.name / "boundary", budget)
+    seeded_line(
+        "boundary + seeded",
+        bench.probabilities(model, images, tta),
+        bench.probabilities(model, test_images, tta),
+    )
+
+    print(f"  {data.name}: boundary + distance, training {budget:g} s ...")
+    model = train_with_distance(overrides, workdir / data.name / "distance", budget, clip)
+    tune_probs = probabilities(model, images, tta)
+    test_probs = probabilities(model, test_images, tta)
+    seeded_line("+ distance: seeded", [p[:-1] for p in tune_probs], [p[:-1] for p in test_probs])
+    params = tune_distance_seeds(tune_probs, truths)
+    line = "+ distance: distance seeds"
+    results[line] = bench.figures(
+        test_probs, test_truths, params, lambda probs, p: distance_seeded(probs, **p)
+    )
+    results[line]["params"] = params
+    return results
+
+
+@torch.no_grad()
+def probabilities(model: Probabilities, images: list[np.ndarray], tta: bool) -> list[np.ndarray]:
+    """As ``bench_instances.probabilities``, with the model's own softmax and sigmoid."""
+    runner = bench.ModelRunner(model, "cpu", tta, softmax=False)
+    out = []
+    for image in images:
+        volume = image[:, None] if image.ndim == 3 else image
+        probs = bench.predict_tiled(
+            volume, model, runner, bench.TILE[model.spatial_dims], batch_size=2
+        )
+        out.append(probs[:, 0] if image.ndim == 3 else probs)
+    return out
+
+
+def report(name: str, results: dict[str, dict]) -> None:
+    print(f"\n{name}: test split")
+    kinds = bench.ErrorKinds.kinds()
+    print(
+        f"{'line':28s} {'AP@0.5':>7s} {'mAP':>7s} {'rand err':>9s} {'VI':>7s} "
+        + " ".join(f"{k:>6s}" for k in kinds)
+        + "  tuned"
+    )
+    for line, r in results.items():
+        print(
+            f"{line:28s} {r['ap50']:7.3f} {r['ap']:7.3f} {r['rand_error']:9.4f} {r['vi']:7.3f} "
+            + " ".join(f"{r[k]:6d}" for k in kinds)
+            + f"  {r['params']}"
+        )
+    base = results["boundary + seeded"]
+    best = max((k for k in results if k != "boundary + seeded"), key=lambda k: results[k]["ap50"])
+    print(
+        f"best distance line ({best}) / boundary + seeded: AP@0.5 "
+        f"{bench.ratio(results[best]['ap50'], base['ap50'])}, mAP "
+        f"{bench.ratio(results[best]['ap'], base['ap'])}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=300.0, help="training seconds per network")
+    parser.add_argument(
+        "--datasets", nargs="+", default=["isbi"], choices=["nuclei2d", "nuclei3d", "isbi"]
+    )
+    parser.add_argument("--tta", action="store_true", help="predict with dihedral TTA (8 views)")
+    parser.add_argument("--clip", type=float, default=16.0, help="distance clip, voxels")
+    parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench_distance_"))
+    print(
+        f"{args.budget:g} s training per network, {torch.get_num_threads()} threads, "
+        f"TTA {'on' if args.tta else 'off'}, clip {args.clip:g}, {workdir}"
+    )
+    builders = {"nuclei2d": bench.nuclei2d, "nuclei3d": bench.nuclei3d, "isbi": bench.isbi}
+    everything = {}
+    for name in args.datasets:
+        data = builders[name](workdir)
+        if data is not None:
+            everything[name] = run_dataset(data, workdir, args.budget, args.tta, args.clip)
+            report(name, everything[name])
+    if args.out:
+        args.out.write_text(
+            json.dumps(
+                {"budget": args.budget, "tta": args.tta, "clip": args.clip, **everything}, indent=2
+            )
+            + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
