@@ -151,3 +151,14 @@ def test_console_script_in_a_subprocess() -> None:
         "unet-seg-summary: input size 100 on axis 0 does not fit a 5-level U-Net in valid mode "
         "(every pooled feature map must have an even size); nearest valid sizes: 188"
     ]
+
+
+def test_ctrl_c_before_the_task_reports_errors(tmp_path, monkeypatch, capsys) -> None:
+    # Ctrl-C while the task still imports torch (before reported_errors is active): one line, 130.
+    def interrupted_while_importing(cfg) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tune_cli, "run", interrupted_while_importing)
+    code, err = run_script("tune", ["checkpoint=model.ckpt"], monkeypatch, capsys)
+    assert (code, err) == (130, ["unet-seg-tune: interrupted"])

@@ -24,9 +24,9 @@ from typing import Any, NoReturn
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from unet_seg.cli.exit_codes import EXIT_FAILED, EXIT_USAGE, exit_interrupted
 from unet_seg.errors import UsageError
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 # Set while we force HYDRA_FULL_ERROR, so that processes started meanwhile (DDP workers run
 # the same script) do not take it for the user's wish to see tracebacks.
 _FORCED = "UNET_SEG_FORCED_HYDRA_FULL_ERROR"
@@ -96,8 +96,7 @@ def reported_errors(name: str, cfg: Any) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        exit_interrupted(name)
     except Exception as err:
         if wants_traceback(cfg):
             raise

@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from unet_seg.cli.exit_codes import exit_interrupted
 from unet_seg.config import config_dir
 
 HELP_FLAGS = ("--help", "-h")
@@ -37,9 +38,12 @@ def launch(
     if any(flag in args for flag in HELP_FLAGS):
         print(render_help(command))
         raise SystemExit(0)
-    import hydra
+    try:
+        import hydra
 
-    from unet_seg.cli.errors import run_console_script
+        from unet_seg.cli.errors import run_console_script
 
-    app = hydra.main(version_base="1.3", config_path=config_dir(), config_name=command)(task)
-    run_console_script(name, app)
+        app = hydra.main(version_base="1.3", config_path=config_dir(), config_name=command)(task)
+        run_console_script(name, app)
+    except KeyboardInterrupt:  # before the task's own handler: importing, composing the config
+        exit_interrupted(name)
