@@ -38,7 +38,7 @@ from scipy import ndimage as ndi
 
 from unet_seg.config import config_dir
 from unet_seg.inference.instance_methods import resolve
-from unet_seg.inference.postprocess import watershed_by_component
+from unet_seg.inference.seeded import seeded_watershed
 from unet_seg.inference.tuning import (
     SIZE_FRACTIONS,
     THRESHOLDS,
@@ -141,20 +141,12 @@ def train_with_distance(overrides: list[str], workdir: Path, budget: float, clip
 def distance_seeded(
     probs: np.ndarray, foreground_threshold: float, seed_distance: float, min_size: int
 ) -> np.ndarray:
-    """``(4, *spatial)`` (background, interior, boundary, distance) -> object ids ``(*spatial)``."""
-    mask = 1.0 - probs[0] > foreground_threshold
-    distance = probs[-1]
-    seeds, _ = ndi.label(mask & (distance > seed_distance))
-    labels = watershed_by_component(1.0 - distance, seeds, mask)
-    unseeded = mask & (labels == 0)
-    if unseeded.any():
-        orphans, _ = ndi.label(unseeded)
-        labels = np.where(unseeded, orphans + labels.max(), labels)
-    if min_size > 1:
-        small = np.bincount(labels.ravel()) < min_size
-        small[0] = False
-        labels = np.where(small[labels], 0, labels)
-    return labels.astype(np.int32)
+    """``(4, *spatial)`` (background, interior, boundary, distance) -> object ids ``(*spatial)``:
+    predict's seeded watershed with the distance in place of the interior probability (seeds
+    ``distance > seed_distance``, flooded on ``1 - distance``)."""
+    return seeded_watershed(
+        1.0 - probs[0], probs[-1], foreground_threshold, seed_distance, min_size
+    )
 
 
 def tune_distance_seeds(probs: list[np.ndarray], truths: list[np.ndarray]) -> dict:

@@ -53,13 +53,21 @@ FILL_THRESHOLD = 0.0
 MEMBRANE_SEED_THRESHOLDS = (0.95, 0.98)
 
 
+def check_request(methods: Sequence[str], objective: str) -> None:
+    """Raise ValueError for an unknown method or objective (before any image is predicted)."""
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+
+
 def candidates(
     method: str, median_size: float, ndim: int, objective: str = "ap"
 ) -> list[dict[str, Any]]:
     """The parameter grid of ``method`` for objects of ``median_size`` voxels in ``ndim`` D
     (for ``objective="rand_error"`` also filling the image and near-certain seeds)."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_request((method,), objective)
     membranes = objective == "rand_error"
     sizes = sorted({round(f * median_size) for f in SIZE_FRACTIONS})
     radius = (median_size / (math.pi if ndim == 2 else 4 / 3 * math.pi)) ** (1 / ndim)
@@ -73,15 +81,6 @@ def candidates(
     names = METHOD_PARAMS[method]
     grid = itertools.product(*(values[n] for n in names))
     return [dict(zip(names, combo, strict=True)) for combo in grid]
-
-
-def check_request(methods: Sequence[str], objective: str) -> None:
-    """Raise ValueError for an unknown method or objective (before any image is predicted)."""
-    for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
 
 
 TIE = 1e-12  # scores closer than this are the same segmentation's, not a better one
