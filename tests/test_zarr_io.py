@@ -154,3 +154,20 @@ def test_threshold_mask_on_the_coarsest_level_marks_blocks(tmp_path):
         load_mask({"path": None, "threshold": None}, volume, Layout(False, 3), (2, 600, 520))
         is None
     )
+
+
+@pytest.mark.parametrize("declared", [None, "0.3", 0.4, ["0.4"]])
+def test_a_missing_or_unknown_ngff_version_follows_the_layout(tmp_path, declared):
+    # Found by the zarr fuzzing: a null version made predict write a 0.5 image into a zarr v2
+    # store, which the NGFF validation refused with a pydantic traceback.
+    data = np.arange(2 * 16 * 16, dtype=np.uint16).reshape(2, 16, 16)
+    path = write_zarr(tmp_path / "x.ome.zarr", data, chunks=(1, 16, 16), ome=ome("0.4"))
+    attrs = json.loads((path / ".zattrs").read_text())
+    attrs["multiscales"][0]["version"] = declared
+    (path / ".zattrs").write_text(json.dumps(attrs))
+    volume = open_zarr(path)
+    assert volume.metadata["ome"]["version"] == "0.4"
+    np.testing.assert_array_equal(volume[...], data)
+    out = write_zarr(tmp_path / "y.ome.zarr", data, chunks=(1, 16, 16),
+                     ome={**volume.metadata["ome"], "scale": volume.spacing})  # fmt: skip
+    assert open_zarr(out).metadata["ome"]["version"] == "0.4"

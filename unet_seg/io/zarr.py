@@ -47,16 +47,28 @@ def zarr_suffix(path: str | os.PathLike) -> str:
     raise ValueError(f"{path}: not a zarr path (use {' or '.join(ZARR_SUFFIXES)})")
 
 
+NGFF_VERSIONS = ("0.4", "0.5")  # what the outputs can be written as
+
+
 def multiscales_of(attrs: dict) -> tuple[str, list[dict]] | None:
     """``(version, multiscales)`` of a group's attributes (NGFF 0.4 top level, 0.5 under
-    ``ome``), or None for a group that is no OME-Zarr image."""
+    ``ome``), or None for a group that is no OME-Zarr image.
+
+    The version is one of ``NGFF_VERSIONS``: where the declared one is missing, damaged (null, a
+    number) or older (0.1-0.3, laid out as 0.4), the layout decides, so an output written in the
+    input's version is always one the writer and its validation know."""
     ome = attrs.get("ome")
     if isinstance(ome, dict) and ome.get("multiscales"):
-        return str(ome.get("version", "0.5")), list(ome["multiscales"])
+        return _known(ome.get("version"), "0.5"), list(ome["multiscales"])
     if attrs.get("multiscales"):
         scales = list(attrs["multiscales"])
-        return str(scales[0].get("version", "0.4")), scales
+        first = scales[0] if isinstance(scales[0], dict) else {}
+        return _known(first.get("version"), "0.4"), scales
     return None
+
+
+def _known(declared: object, layout: str) -> str:
+    return declared if declared in NGFF_VERSIONS else layout
 
 
 def _scale_of(transforms: Sequence[dict] | None, ndim: int) -> list[float]:
