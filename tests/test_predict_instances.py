@@ -130,3 +130,26 @@ def test_bad_instance_method_is_reported(tmp_path, rng):
     with pytest.raises(ValueError, match=r"instances\.method"):
         predict(config(input=image, output_dir=tmp_path, checkpoint=ckpt,
                        **{"outputs.instances": True, "instances.method": "magic"}))  # fmt: skip
+
+
+ROLES_READ = [("cc", "foreground_class"), ("distance", "foreground_class"),
+              ("seeded", "interior_class"), ("seeded", "background_class")]  # fmt: skip
+
+
+@pytest.mark.parametrize("method,role", ROLES_READ)
+def test_a_class_the_model_does_not_predict_is_refused_before_predicting(
+    tmp_path, rng, ckpt_3class, method, role
+):
+    image = write_volume(tmp_path / "s.tif", Volume(blobs(rng, (1, 20, 20))))
+    with pytest.raises(
+        ValueError, match=rf"instances\.{role}=3, but the model predicts classes 0\.\.2"
+    ):
+        predict(
+            config(
+                input=image,
+                output_dir=tmp_path / "out",
+                checkpoint=ckpt_3class,
+                **{"outputs.instances": True, "instances.method": method, f"instances.{role}": 3},
+            )
+        )
+    assert not (tmp_path / "out").exists()  # nothing predicted, no folder made

@@ -75,6 +75,17 @@ class InstanceOptions:
         """``seeded`` works on probabilities; the others on the label map."""
         return self.method == "seeded"
 
+    def check_classes(self, num_classes: int) -> None:
+        """Raise UsageError where a class this method reads is not one of the model's
+        ``num_classes`` (``cc`` of a class no voxel has would be silently empty)."""
+        names = ("background_class", "interior_class") if self.needs_probabilities else (
+            "foreground_class",)  # fmt: skip
+        for name in names:
+            value = getattr(self, name)
+            if not 0 <= value < num_classes:
+                raise UsageError(f"instances.{name}={value}, but the model predicts classes "
+                                 f"0..{num_classes - 1}")  # fmt: skip
+
 
 def stored_tuning(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
     """The tuned post-processing stored in a checkpoint by ``unet-seg-tune``, or None (also for

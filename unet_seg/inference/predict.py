@@ -119,6 +119,8 @@ def predict(cfg: Any) -> dict:
     norm = _normalization(cfg, stored)
     tuned = stored_tuning(cfg.checkpoint) if cfg.outputs.get("instances") else None
     options = PredictOptions.from_config(cfg, tuned)
+    if cfg.outputs.get("instances"):
+        options.instances.check_classes(int(model.num_classes))  # before any file is predicted
     if tuned:
         log.info("instances: %s, tuned by unet-seg-tune (%s %.4f)", options.instances.method,
                  tuned.get("objective"), tuned.get("score", float("nan")))  # fmt: skip
