@@ -31,7 +31,6 @@ from pathlib import Path
 
 import bench_instances as bench
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 from scipy import ndimage as ndi
@@ -49,7 +48,7 @@ from unet_seg.inference.tuning import (
     tune,
 )
 from unet_seg.training.module import SegmentationModule, crop_to
-from unet_seg.training.train import build_datamodule, build_module, follow_the_data
+from unet_seg.training.train import build_module
 
 SEED_DISTANCES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)  # of the clip distance
 INTERIOR = 1  # data.target=boundary's interior class
@@ -96,46 +95,23 @@ class Probabilities(torch.nn.Module):
         return torch.cat([logits[:, :-1].softmax(1), logits[:, -1:].sigmoid()], 1)
 
 
-def train_with_distance(overrides: list[str], workdir: Path, budget: float, clip: float):
-    """As ``bench_instances.train``, with the distance channel; returns a ``Probabilities``."""
-    with initialize_config_dir(version_base="1.3", config_dir=config_dir()):
-        cfg = compose(
-            "train",
-            overrides=[
-                *overrides,
-                f"paths.runs_dir={workdir}",
-                f"output_dir={workdir}",
-                "data.num_workers=0",
-            ],
+def distance_module(clip: float):
+    """A ``make_module`` for ``bench_instances.train``: the config's module with one more
+    output channel, trained on the distance clipped at ``clip`` voxels."""
+
+    def make(cfg) -> DistanceModule:
+        classes_only = build_module(cfg)
+        net_config = {**classes_only.hparams.model, "num_classes": cfg.model.num_classes + 1}
+        module = DistanceModule(
+            model=net_config,
+            loss=classes_only.hparams.loss,
+            optimizer=classes_only.optimizer_factory,
+            scheduler=classes_only.scheduler_factory,
         )
-    pl.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg)
-    datamodule.setup("fit")
-    follow_the_data(cfg, datamodule)
-    classes_only = build_module(cfg)
-    net_config = {**classes_only.hparams.model, "num_classes": cfg.model.num_classes + 1}
-    module = DistanceModule(
-        model=net_config,
-        loss=classes_only.hparams.loss,
-        optimizer=classes_only.optimizer_factory,
-        scheduler=classes_only.scheduler_factory,
-    )
-    module.clip = clip
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=100_000,
-        max_time={"seconds": budget},
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-    )
-    trainer.fit(module, datamodule=datamodule)
-    print(f"    {trainer.current_epoch} epochs, {trainer.global_step} steps")
-    return Probabilities(module.model.eval()).eval()
+        module.clip = clip
+        return module
+
+    return make
 
 
 def distance_seeded(
@@ -190,7 +166,10 @@ def run_dataset(data: bench.Dataset, workdir: Path, budget: float, tta: bool, cl
     )
 
     print(f"  {data.name}: boundary + distance, training {budget:g} s ...")
-    model = train_with_distance(overrides, workdir / data.name / "distance", budget, clip)
+    net, _ = bench.train(
+        overrides, workdir / data.name / "distance", budget, make_module=distance_module(clip)
+    )
+    model = Probabilities(net).eval()
     tune_probs = probabilities(model, images, tta)
     test_probs = probabilities(model, test_images, tta)
     seeded_line("+ distance: seeded", [p[:-1] for p in tune_probs], [p[:-1] for p in test_probs])

@@ -157,8 +157,12 @@ def monai_net(spatial_dims: int, num_classes: int, trim: int) -> torch.nn.Module
     return wrapped
 
 
-def train(overrides: list[str], workdir: Path, budget: float, monai: bool = False):
-    """Train for ``budget`` seconds; returns ``(model in eval mode, tune images, tune truths)``."""
+def train(
+    overrides: list[str], workdir: Path, budget: float, monai: bool = False,
+    make_module=build_module,
+):  # fmt: skip
+    """Train for ``budget`` seconds; returns ``(network in eval mode, config)``. ``make_module``
+    builds the Lightning module from the config (``build_module``: predict's own)."""
     with initialize_config_dir(version_base="1.3", config_dir=config_dir()):
         cfg = compose(
             "train",
@@ -173,7 +177,7 @@ def train(overrides: list[str], workdir: Path, budget: float, monai: bool = Fals
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")  # reading and weighting stay out of the budget
     follow_the_data(cfg, datamodule)  # 3 classes for the boundary target
-    module = build_module(cfg)
+    module = make_module(cfg)
     if monai:
         patch = list(cfg.data.patch_size)
         trim = patch[0] - module.model.output_shape(patch)[0]
