@@ -170,8 +170,8 @@ def run_dataset(data: bench.Dataset, workdir: Path, budget: float, tta: bool, cl
         overrides, workdir / data.name / "distance", budget, make_module=distance_module(clip)
     )
     model = Probabilities(net).eval()
-    tune_probs = probabilities(model, images, tta)
-    test_probs = probabilities(model, test_images, tta)
+    tune_probs = bench.probabilities(model, images, tta, softmax=False)
+    test_probs = bench.probabilities(model, test_images, tta, softmax=False)
     seeded_line("+ distance: seeded", [p[:-1] for p in tune_probs], [p[:-1] for p in test_probs])
     params = tune_distance_seeds(tune_probs, truths)
     line = "+ distance: distance seeds"
@@ -182,34 +182,8 @@ def run_dataset(data: bench.Dataset, workdir: Path, budget: float, tta: bool, cl
     return results
 
 
-@torch.no_grad()
-def probabilities(model: Probabilities, images: list[np.ndarray], tta: bool) -> list[np.ndarray]:
-    """As ``bench_instances.probabilities``, with the model's own softmax and sigmoid."""
-    runner = bench.ModelRunner(model, "cpu", tta, softmax=False)
-    out = []
-    for image in images:
-        volume = image[:, None] if image.ndim == 3 else image
-        probs = bench.predict_tiled(
-            volume, model, runner, bench.TILE[model.spatial_dims], batch_size=2
-        )
-        out.append(probs[:, 0] if image.ndim == 3 else probs)
-    return out
-
-
 def report(name: str, results: dict[str, dict]) -> None:
-    print(f"\n{name}: test split")
-    kinds = bench.ErrorKinds.kinds()
-    print(
-        f"{'line':28s} {'AP@0.5':>7s} {'mAP':>7s} {'rand err':>9s} {'VI':>7s} "
-        + " ".join(f"{k:>6s}" for k in kinds)
-        + "  tuned"
-    )
-    for line, r in results.items():
-        print(
-            f"{line:28s} {r['ap50']:7.3f} {r['ap']:7.3f} {r['rand_error']:9.4f} {r['vi']:7.3f} "
-            + " ".join(f"{r[k]:6d}" for k in kinds)
-            + f"  {r['params']}"
-        )
+    bench.print_table(name, results)
     base = results["boundary + seeded"]
     best = max((k for k in results if k != "boundary + seeded"), key=lambda k: results[k]["ap50"])
     print(
@@ -222,9 +196,7 @@ def report(name: str, results: dict[str, dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=300.0, help="training seconds per network")
-    parser.add_argument(
-        "--datasets", nargs="+", default=["isbi"], choices=["nuclei2d", "nuclei3d", "isbi"]
-    )
+    parser.add_argument("--datasets", nargs="+", default=["isbi"], choices=list(bench.DATASETS))
     parser.add_argument("--tta", action="store_true", help="predict with dihedral TTA (8 views)")
     parser.add_argument("--clip", type=float, default=16.0, help="distance clip, voxels")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
@@ -234,10 +206,9 @@ def main() -> None:
         f"{args.budget:g} s training per network, {torch.get_num_threads()} threads, "
         f"TTA {'on' if args.tta else 'off'}, clip {args.clip:g}, {workdir}"
     )
-    builders = {"nuclei2d": bench.nuclei2d, "nuclei3d": bench.nuclei3d, "isbi": bench.isbi}
     everything = {}
     for name in args.datasets:
-        data = builders[name](workdir)
+        data = bench.DATASETS[name](workdir)
         if data is not None:
             everything[name] = run_dataset(data, workdir, args.budget, args.tta, args.clip)
             report(name, everything[name])

@@ -207,8 +207,12 @@ def tune_split(cfg) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 
 @torch.no_grad()
-def probabilities(model, images: list[np.ndarray], tta: bool = False) -> list[np.ndarray]:
-    runner = ModelRunner(model, "cpu", tta)
+def probabilities(
+    model, images: list[np.ndarray], tta: bool = False, softmax: bool = True
+) -> list[np.ndarray]:
+    """Per ``(C, *spatial)`` image its tiled prediction ``(K, *spatial)`` (``softmax=False``: the
+    model's own outputs, for a model that makes its probabilities itself)."""
+    runner = ModelRunner(model, "cpu", tta, softmax=softmax)
     out = []
     for image in images:
         volume = image[:, None] if image.ndim == 3 else image  # a 2D image is one slice
@@ -265,7 +269,8 @@ def run_dataset(data: Dataset, workdir: Path, budget: float, tta: bool = False) 
     return results
 
 
-def report(name: str, results: dict[str, dict]) -> None:
+def print_table(name: str, results: dict[str, dict]) -> None:
+    """One row of test figures, error kinds and tuned parameters per line."""
     print(f"\n{name}: test split")
     kinds = ErrorKinds.kinds()
     print(
@@ -277,6 +282,10 @@ def report(name: str, results: dict[str, dict]) -> None:
             f"{line:28s} {r['ap50']:7.3f} {r['ap']:7.3f} {r['rand_error']:9.4f} {r['vi']:7.3f} "
             + " ".join(f"{r[k]:6d}" for k in kinds) + f"  {r['params']}"
         )  # fmt: skip
+
+
+def report(name: str, results: dict[str, dict]) -> None:
+    print_table(name, results)
     ours = results["ours boundary + seeded"]
     others = {k: v for k, v in results.items() if k != "ours boundary + seeded"}
     best = max(others, key=lambda k: others[k]["ap50"])
@@ -296,14 +305,17 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.3f}" if b > 0 else "n/a (0 in the denominator)"
 
 
+DATASETS = {"nuclei2d": nuclei2d, "nuclei3d": nuclei3d, "isbi": isbi}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds per network")
     parser.add_argument(
         "--datasets",
         nargs="+",
-        default=["nuclei2d", "nuclei3d", "isbi"],
-        choices=["nuclei2d", "nuclei3d", "isbi"],
+        default=list(DATASETS),
+        choices=list(DATASETS),
     )
     parser.add_argument(
         "--tta",
@@ -317,10 +329,9 @@ def main() -> None:
         f"{args.budget:g} s training per network, {torch.get_num_threads()} threads, "
         f"TTA {'on' if args.tta else 'off'}, {workdir}"
     )
-    builders = {"nuclei2d": nuclei2d, "nuclei3d": nuclei3d, "isbi": isbi}
     everything = {}
     for name in args.datasets:
-        data = builders[name](workdir)
+        data = DATASETS[name](workdir)
         if data is not None:
             everything[name] = run_dataset(data, workdir, args.budget, args.tta)
             report(name, everything[name])
