@@ -117,9 +117,10 @@ def predict(cfg: Any) -> dict:
     check_cluster(cluster)
     model, stored = _load_model(cfg.checkpoint)
     norm = _normalization(cfg, stored)
-    tuned = stored_tuning(cfg.checkpoint) if cfg.outputs.get("instances") else None
+    instances = bool(cfg.outputs.get("instances"))
+    tuned = stored_tuning(cfg.checkpoint) if instances else None
     options = PredictOptions.from_config(cfg, tuned)
-    if cfg.outputs.get("instances"):
+    if instances:
         options.instances.check_classes(int(model.num_classes))  # before any file is predicted
     if tuned:
         log.info("instances: %s, tuned by unet-seg-tune (%s %.4f)", options.instances.method,
