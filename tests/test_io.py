@@ -177,6 +177,20 @@ def test_truncated_file(tmp_path, rng, name):
         read_volume(path)
 
 
+@pytest.mark.parametrize("tile", [None, (16, 16)])
+def test_bit_packed_masks_read_whole_and_truncated_ones_fail(tmp_path, rng, tile):
+    """1-bit TIFFs (masks from ImageJ, Fiji, scanners) pack 8 pixels a byte: not truncated."""
+    mask = rng.random((3, 33, 37)) > 0.5  # rows of 37 bits end mid-byte
+    path = tmp_path / "mask.tif"
+    tifffile.imwrite(path, mask, tile=tile)
+    assert tifffile.TiffFile(path).pages[0].bitspersample == 1
+    np.testing.assert_array_equal(read_volume(path).array, mask)
+    np.testing.assert_array_equal(open_volume(path)[...], mask)
+    path.write_bytes(path.read_bytes()[:-300])
+    with pytest.raises(ValueError, match=r"mask\.tif"):
+        read_volume(path)
+
+
 def test_truncated_file_read_lazily_says_what_is_wrong(tmp_path, rng):
     path = write_volume(tmp_path / "cut.tif", _random(rng, (4, 32, 32), "uint8"))
     path.write_bytes(path.read_bytes()[:300])

@@ -62,7 +62,8 @@ def check_tiff_data(tif: tifffile.TiffFile) -> None:
     hold fewer bytes than their shape needs, or deflated pages more than they can hold."""
     path, size = tif.filehandle.path, tif.filehandle.size
     series = tif.series[0]
-    if series.dataoffset is not None:  # one contiguous block: checked at once (ImageJ stacks)
+    packed = int(tif.pages[0].bitspersample) % 8 != 0  # bits, not bytes, per sample
+    if series.dataoffset is not None and not packed:  # one contiguous block (ImageJ stacks)
         check_stored(path, series.dataoffset + series.nbytes, size, "image data")
         return
     for page in tif.pages:
@@ -71,11 +72,24 @@ def check_tiff_data(tif: tifffile.TiffFile) -> None:
         for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
             check_stored(path, int(offset) + int(count), size, "image data")
             stored += int(count)
-        needed = declared_bytes(key.shape, key.dtype)
+        needed = page_bytes(key)
         if key.compression == 1:
             check_stored(path, needed, stored, "uncompressed pixels in a page")
         elif key.compression in _DEFLATE:
             check_deflated(path, needed, stored)
+
+
+def page_bytes(page: tifffile.TiffPage | tifffile.TiffFrame) -> int:
+    """Bytes the pixels of one page take on disk uncompressed: rows are padded to whole bytes,
+    so bit-packed pages (1-bit masks, 4- or 12-bit data) need fewer than their decoded array."""
+    bits = int(page.bitspersample)
+    if bits == 8 * np.dtype(page.dtype).itemsize:
+        return declared_bytes(page.shape, page.dtype)
+    samples = int(page.samplesperpixel)
+    rows = int(page.imagedepth) * int(page.imagelength)
+    if int(page.planarconfig) == 2:  # PLANARCONFIG.SEPARATE: one plane a sample
+        return samples * rows * -(-int(page.imagewidth) * bits // 8)
+    return rows * -(-int(page.imagewidth) * samples * bits // 8)
 
 
 def tiff_layout(tif: tifffile.TiffFile) -> tuple[tuple[int, ...], np.dtype, str, int | None]:
