@@ -66,6 +66,10 @@ class InstanceOptions:
             raise UsageError(f"instances.method must be one of {METHODS}, got {self.method!r}")
         if self.halo < 0:
             raise UsageError(f"instances.halo must be >= 0 voxels (0: automatic), got {self.halo}")
+        if self.min_size < 0:
+            raise UsageError(f"instances.min_size must be >= 0 voxels, got {self.min_size}")
+        if self.min_distance < 1:
+            raise UsageError(f"instances.min_distance must be >= 1 voxel, got {self.min_distance}")
         for name in ("foreground_threshold", "seed_threshold"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UsageError(f"instances.{name} must be in [0, 1), got {getattr(self, name)}")
