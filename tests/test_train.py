@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,16 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
     assert len(runs) == 1
     summary = json.loads(runs[0].read_text())
     assert summary["global_step"] == 2 and summary["best_checkpoint"]
+
+
+def test_only_lightnings_healthy_run_noise_is_silenced() -> None:
+    from pytorch_lightning.utilities import rank_zero_warn
+
+    from unet_seg.training.train import lightning_noise_silenced
+
+    with pytest.warns(UserWarning, match="something real") as caught, lightning_noise_silenced():
+        rank_zero_warn('.fit(ckpt_path="last") is set, but there is no last checkpoint available.')
+        rank_zero_warn("`.fit(ckpt_path=None)` was called without a model.")
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", UserWarning, stacklevel=1)
+        warnings.warn("something real", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something real"]

@@ -11,7 +11,10 @@ it beats the model published there, and never from a debug run (``unet_seg.train
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +102,18 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+@contextlib.contextmanager
+def lightning_noise_silenced() -> Iterator[None]:
+    """Silence the warnings Lightning prints on every healthy run, and only those."""
+    with warnings.catch_warnings():
+        # With an OnExceptionCheckpoint, Lightning reads a fresh run's ckpt_path=None as "last"
+        # and warns twice that no last checkpoint exists.
+        warnings.filterwarnings("ignore", message=r".*ckpt_path=(None|\"last\")")
+        # Lightning's own use of a torch pytree API that torch 2.13 deprecates.
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        yield
+
+
 def fit_interruptible(
     trainer: pl.Trainer, module: Any, datamodule: Any, ckpt_path: str | None
 ) -> None:
@@ -111,8 +126,10 @@ def fit_interruptible(
     callback (``checkpoints/interrupted.ckpt``) for ``ckpt_path=``.
     """
     try:
-        # weights_only=True explicitly: the default yields to TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1.
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with lightning_noise_silenced():
+            # weights_only=True explicitly: the default yields to
+            # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1.
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
         if not trainer.interrupted:
             raise
@@ -153,9 +170,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = checkpoint.best_model_path if checkpoint is not None else ""
     if best and cfg.get("validate_best", True):
         # The last epoch's figures are not the best's; report those of the published model.
-        results = trainer.validate(
-            module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
-        )
+        with lightning_noise_silenced():
+            results = trainer.validate(
+                module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+            )
         metrics.update({k: float(v) for k, v in results[0].items()})
 
     if trainer.is_global_zero:
