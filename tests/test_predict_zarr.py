@@ -77,6 +77,36 @@ def test_ome_zarr_blocks_in_process_equal_the_tiff_path(tmp_path, ckpt_3d, volum
     assert written["files"][0]["blocks"]["total"] == 12
 
 
+def write_ome_zarr_py(path, data, axes):
+    """An OME-Zarr as ome-zarr-py writes it (its own pyramid; scale 1 at full resolution)."""
+    import zarr
+    from ome_zarr.io import parse_url
+    from ome_zarr.writer import write_image
+
+    write_image(data, zarr.group(store=parse_url(str(path), mode="w").store), axes=axes)
+    return path
+
+
+def test_grey_ome_zarr_with_t_and_c_axes_of_one_equals_plain_zyx(tmp_path, ckpt_3d, volume_data):
+    """bioformats2raw and most converters write 5D ``tczyx`` even for one grey channel."""
+    five = write_ome_zarr_py(tmp_path / "five.ome.zarr", volume_data[None, None], "tczyx")
+    plain = make_input(tmp_path, volume_data)
+    for source in (five, plain):
+        summary = predict(config(input=source, output_dir=tmp_path / "out", checkpoint=ckpt_3d,
+                                 tile_size=16, block_size="[8,32,32]"))  # fmt: skip
+        assert summary["files"][0]["status"] == "ok", summary
+    labels = open_zarr(tmp_path / "out" / "five_labels.ome.zarr")
+    assert labels.shape == volume_data.shape and labels.metadata["axes"] == "ZYX"
+    expected = open_zarr(tmp_path / "out" / "raw_labels.ome.zarr")[...]
+    np.testing.assert_array_equal(labels[...], expected)
+
+    two = write_ome_zarr_py(tmp_path / "two.ome.zarr", np.stack([volume_data] * 2), "czyx")
+    summary = predict(config(input=two, output_dir=tmp_path / "out", checkpoint=ckpt_3d,
+                             tile_size=16))  # fmt: skip
+    assert summary["files"][0]["status"] == "failed"
+    assert "2 separate channels" in summary["files"][0]["error"]
+
+
 def test_failed_block_is_reported_and_a_rerun_computes_only_the_rest(
     tmp_path, ckpt_3d, volume_data, monkeypatch
 ):

@@ -173,7 +173,8 @@ def predict_blockwise(
     engine = engine or InProcess()
     volume = ZarrVolume(path, block.input_level)
     check_voxels(path, volume.shape, options.max_voxels)  # a header can claim any size
-    layout = input_layout(path, volume.shape, model, options.slice_axis)
+    axes = volume.metadata.get("axes")
+    layout = input_layout(path, volume.shape, model, options.slice_axis, axes=axes)
     lo, hi = percentile_range(volume, *percentiles(norm))
     shape = layout.volume_shape(volume.shape)
     spatial = volume.shape[1:] if layout.channels else volume.shape

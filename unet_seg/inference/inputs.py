@@ -49,6 +49,7 @@ def input_layout(
     model: SegmentationNetwork,
     slice_axis: int = 0,
     channel_kind: str | None = None,
+    axes: str | None = None,
 ) -> Layout:
     """Check that an array of ``shape`` fits ``model`` and say how; ``ValueError`` names ``path``.
 
@@ -56,16 +57,20 @@ def input_layout(
     ``slice_axis``), a 3D model ``(Z, Y, X)`` volumes; models with ``C > 1`` input channels take
     the same with a leading channel axis of size ``C``. ``channel_kind`` is the reader's
     ``metadata["channels"]``: a one-channel model sees colour as luminance and refuses
-    separate channels (:mod:`unet_seg.io.colour`).
+    separate channels (:mod:`unet_seg.io.colour`). ``axes``: the reader's ``metadata["axes"]``
+    (``"CZYX"``, ...); a declared channel axis of length 1 (OME-Zarr's ``c`` of a grey image)
+    is the one input channel of a one-channel model.
     """
-    if int(model.in_channels) == 1 and channel_kind is not None:
-        if channel_kind not in COLOUR_KINDS:
-            raise ValueError(
-                f"{path}: {shape[0]} separate channels (shape {shape}), but the model takes one: "
-                "save the channel to segment as its own file"
-            )
-        plain = input_layout(path, shape[1:], model, slice_axis)
-        return Layout(True, plain.spatial_dims, plain.slice_axis, channel_kind)
+    declared = channel_kind is not None or (axes or "").startswith("C")
+    if int(model.in_channels) == 1 and declared:
+        if channel_kind in COLOUR_KINDS or shape[0] == 1:
+            plain = input_layout(path, shape[1:], model, slice_axis)
+            luminance = channel_kind if channel_kind in COLOUR_KINDS else None
+            return Layout(True, plain.spatial_dims, plain.slice_axis, luminance)
+        raise ValueError(
+            f"{path}: {shape[0]} separate channels (shape {shape}), but the model takes one: "
+            "save the channel to segment as its own file"
+        )
     channels = int(model.in_channels) > 1
     spatial = len(shape) - int(channels)
     allowed = (2, 3) if model.spatial_dims == 2 else (3,)
@@ -140,7 +145,8 @@ def open_input(path: Path, model: SegmentationNetwork, options: Any) -> tuple[An
     ``slice_axis``)."""
     volume = open_volume(path, max_voxels=options.max_voxels)
     kind = volume.metadata.get("channels")
-    layout = input_layout(path, volume.shape, model, options.slice_axis, kind)
+    axes = volume.metadata.get("axes")
+    layout = input_layout(path, volume.shape, model, options.slice_axis, kind, axes)
     if layout.luminance is None:
         return volume, volume, layout
     return volume, LuminanceView(volume, kind), replace(layout, channels=False, luminance=None)
