@@ -118,6 +118,29 @@ def test_file_without_objects_is_null_in_json_and_left_out_of_the_mean(tmp_path)
     assert empty["rand_error"] is None and empty["vi"] is None
 
 
+def test_label_maps_score_255_masks_and_a_boundary_models_classes(tmp_path):
+    """0/255 truth and a boundary model's 0/1/2 labels (2: boundary, part of the object)."""
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    boundary_pred = PRED * np.array([[1, 1, 2, 1]] * 4)  # some object voxels predicted boundary
+    write_volume(pred_dir / "a_labels.tif", Volume(boundary_pred.astype(np.uint8)))
+    write_volume(gt_dir / "a_labels.tif", Volume((GT * 255).astype(np.uint8)))
+    unmapped = evaluate(config(pred_dir=pred_dir, gt_dir=gt_dir, report=False, progress=False))
+    assert "gt_label_map" in unmapped["failed"][0]["error"]  # the error says how to fix it
+    maps = {"gt_label_map": "{0:0,255:1}", "pred_label_map": "{0:0,1:1,2:1}"}
+    summary = evaluate(config(pred_dir=pred_dir, gt_dir=gt_dir, report=False, progress=False,
+                              **maps))  # fmt: skip
+    (row,) = summary["files"]
+    expected, _ = evaluate_pair(PRED, GT, num_classes=2)
+    assert row["dice_1"] == pytest.approx(expected["dice_1"]) == pytest.approx(10 / 13)
+    assert row["ap"] == pytest.approx(expected["ap"])
+    partial = {**maps, "gt_label_map": "{255:1}"}  # 0 not listed
+    partial = evaluate(config(pred_dir=pred_dir, gt_dir=gt_dir, report=False, progress=False,
+                              **partial))  # fmt: skip
+    assert "label values [0] are not in label_map" in partial["failed"][0]["error"]
+    with pytest.raises(ValueError, match="gt_label_map must map"):
+        evaluate(config(pred_dir=pred_dir, gt_dir=gt_dir, gt_label_map="[255]"))
+
+
 def test_missing_predictions_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder"):
         evaluate(config(pred_dir=tmp_path / "none", gt_dir=tmp_path))

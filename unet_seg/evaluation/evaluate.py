@@ -17,13 +17,16 @@ import csv
 import io
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
+from unet_seg.data.labels import map_labels
 from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.evaluation.error_kinds import ErrorKinds, kinds_of
 from unet_seg.evaluation.instances import (
@@ -72,12 +75,16 @@ def _keyed(folder: Path, suffix: str) -> dict[str, Path]:
     return files
 
 
-def _integers(path: Path, num_classes: int | None = None) -> np.ndarray:
-    """The labels of ``path`` as int64; float files are accepted when every value is integral.
+def _integers(
+    path: Path, num_classes: int | None = None, label_map: Mapping[Any, int] | None = None
+) -> np.ndarray:
+    """The labels of ``path`` as int64, stored values mapped to classes by ``label_map`` (e.g.
+    ``{255: 1}`` for 0/255 masks; :func:`~unet_seg.data.labels.map_labels`); float files are
+    accepted when every value is integral.
 
     Raises:
-        ValueError: naming the file and the offending values (not integers, or outside
-            ``0..num_classes - 1`` when ``num_classes`` is given).
+        ValueError: naming the file and the offending values (not integers, not in
+            ``label_map``, or outside ``0..num_classes - 1`` when ``num_classes`` is given).
     """
     array = read_volume(path, finite=False).array
     if np.issubdtype(array.dtype, np.floating):
@@ -89,16 +96,31 @@ def _integers(path: Path, num_classes: int | None = None) -> np.ndarray:
             )
     elif not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
         raise ValueError(f"{path}: expected integer labels, got dtype {array.dtype}")
-    labels = array.astype(np.int64)
+    labels = map_labels(array, label_map, path)
     if num_classes is not None:
         values = np.unique(labels)
         outside = values[(values < 0) | (values >= num_classes)]
         if outside.size:
             raise ValueError(
                 f"{path}: label values {outside[:10].tolist()} are outside the classes "
-                f"0..{num_classes - 1} (num_classes={num_classes})"
+                f"0..{num_classes - 1} (num_classes={num_classes}); map stored values to classes "
+                "with gt_label_map / pred_label_map, e.g. {0: 0, 255: 1} for 0/255 masks, "
+                "{0: 0, 1: 1, 2: 1} for the labels of a data.target=boundary model"
             )
     return labels
+
+
+def _label_map(cfg: Any, key: str) -> dict[Any, int] | None:
+    """``cfg[key]`` as a plain ``{stored value: class}`` dict; None when unset."""
+    value = cfg.get(key)
+    if value is None:
+        return None
+    value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    if not isinstance(value, dict) or not all(
+        isinstance(c, int) and not isinstance(c, bool) for c in value.values()
+    ):
+        raise UsageError(f"{key} must map stored label values to class numbers, got {value!r}")
+    return value
 
 
 def evaluate_pair(
@@ -181,6 +203,7 @@ def evaluate(cfg: Any) -> dict:
     if not preds:
         raise InputNotFoundError(f"{pred_dir}: no predictions named *{cfg.pred_suffix}.<format>")
     num_classes = int(cfg.num_classes)
+    label_maps = {side: _label_map(cfg, f"{side}_label_map") for side in ("pred", "gt")}
     report = ReportBuilder(int(cfg.get("report_slices", 3))) if cfg.get("report") else None
     image_dir = Path(cfg.get("image_dir") or gt_dir)
     images = _keyed(image_dir, cfg.get("image_suffix") or "") if report is not None else {}
@@ -192,7 +215,8 @@ def evaluate(cfg: Any) -> dict:
             if key not in gts:
                 raise FileNotFoundError(f"no ground truth {key}{cfg.gt_suffix}.* in {gt_dir}")
             instances = key in pred_inst and key in gt_inst
-            pred, gt = _integers(pred_path, num_classes), _integers(gts[key], num_classes)
+            pred = _integers(pred_path, num_classes, label_maps["pred"])
+            gt = _integers(gts[key], num_classes, label_maps["gt"])
             row, counts, match = pair_figures(
                 pred, gt, num_classes, int(cfg.foreground_class),
                 _integers(pred_inst[key]) if instances else None,
