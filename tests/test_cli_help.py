@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from unet_seg.cli.launch import render_help
 from unet_seg.config import config_dir
 
-COMMANDS = ("train", "predict", "evaluate", "summary", "export", "tune")
+COMMANDS = ("train", "predict", "evaluate", "summary", "export", "tune", "convert")
 
 
 def test_help_imports_neither_torch_nor_lightning_nor_hydra():
@@ -46,7 +46,7 @@ def test_help_imports_neither_torch_nor_lightning_nor_hydra():
         assert "${" not in text  # every interpolation resolved
 
 
-@pytest.mark.parametrize("command", ["train", "predict"])
+@pytest.mark.parametrize("command", ["train", "predict", "convert"])
 def test_hydra_renders_the_same_help(command, monkeypatch, capsys):
     import hydra
 

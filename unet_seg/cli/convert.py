@@ -11,19 +11,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from unet_seg.cli.errors import reported_errors, run_console_script
-from unet_seg.config import config_dir
-from unet_seg.errors import UsageError
-from unet_seg.io.convert import convert_to_ome_zarr
+from unet_seg.cli.launch import launch
 
 NAME = "unet-seg-convert"
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="convert")
 def run(cfg: DictConfig) -> None:
+    from unet_seg.cli.errors import reported_errors
+    from unet_seg.errors import UsageError
+    from unet_seg.io.convert import convert_to_ome_zarr  # heavy imports only for work
+
     with reported_errors(NAME, cfg):
         target = Path(cfg.output)
         if target.exists() and not cfg.overwrite:
@@ -35,7 +34,7 @@ def run(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The ``unet-seg-convert`` console script."""
-    run_console_script(NAME, run)
+    launch("convert", NAME, run)
 
 
 if __name__ == "__main__":
