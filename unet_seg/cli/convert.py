@@ -28,7 +28,9 @@ def run(cfg: DictConfig) -> None:
         if target.exists() and not cfg.overwrite:
             raise UsageError(f"{target} exists (overwrite=true to replace it)")
         chunks = None if cfg.chunks is None else [int(c) for c in cfg.chunks]
-        path = convert_to_ome_zarr(cfg.input, target, chunks, str(cfg.ngff_version))
+        path = convert_to_ome_zarr(
+            cfg.input, target, chunks, str(cfg.ngff_version), cfg.get("progress")
+        )
     print(f"{NAME}: {cfg.input} -> {path}")
 
 

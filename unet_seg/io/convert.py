@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from unet_seg.errors import OutputWriteError
 from unet_seg.io.files import find_files, is_directory_format
@@ -58,11 +59,13 @@ def convert_to_ome_zarr(
     target: str | os.PathLike,
     chunks: Sequence[int] | None = None,
     version: str = "0.5",
+    progress: bool | None = None,
 ) -> Path:
     """Write ``source`` as an OME-Zarr image at ``target`` (``.ome.zarr``); returns ``target``.
 
     ``chunks``: of the ``(C?, z?, y, x)`` array (default: one channel, 64 slices, 256 x 256).
-    An interrupted conversion resumes at the chunk row it stopped at.
+    An interrupted conversion resumes at the chunk row it stopped at. ``progress``: a bar over
+    the chunk rows (None: on a terminal only).
     """
     target = Path(target)
     if not target.name.lower().endswith(".ome.zarr"):
@@ -81,7 +84,7 @@ def convert_to_ome_zarr(
                      fingerprint=key, zarr_format=3)  # fmt: skip
     done = out.open()
     try:
-        _convert_rows(volume, out, chunks, done)
+        _convert_rows(volume, out, chunks, done, progress)
         return out.commit()
     except OutputWriteError as err:  # a full disk: what is written stays, to resume with room
         raise OutputWriteError(
@@ -89,10 +92,16 @@ def convert_to_ome_zarr(
         ) from err
 
 
-def _convert_rows(volume: LazyVolume, out: ZarrOutput, chunks: Sequence[int], done: set) -> None:
+def _convert_rows(
+    volume: LazyVolume, out: ZarrOutput, chunks: Sequence[int], done: set, progress: bool | None
+) -> None:
     # Rows of chunks over every axis but x: memory is one row, whatever the volume's size.
     grid = [range(0, s, c) for s, c in zip(volume.shape[:-1], chunks[:-1], strict=True)]
-    for row, starts in enumerate(np.ndindex(*[len(g) for g in grid])):
+    rows = enumerate(np.ndindex(*[len(g) for g in grid]))
+    total = int(np.prod([len(g) for g in grid]))
+    bar = tqdm(rows, total=total, desc="convert", unit="row",
+               disable=None if progress is None else not progress)  # fmt: skip
+    for row, starts in bar:
         if row in done:
             continue
         box = tuple(
