@@ -78,6 +78,8 @@ def predict_args(files: Path, **overrides: str) -> list[str]:
         ("summary", ["input_size=100"], 2, "input size 100 on axis 0 does not fit"),
         ("summary", ["model=nope"], 2, "Available options in 'model': unet_paper"),
         ("train", ["data=nope", "paths.runs_dir={files}/runs"], 2, "Could not find 'data/nope'"),
+        ("train", ["trainer.max_epochs=abc", "paths.runs_dir={files}/runs"], 2,
+         "trainer.max_epochs must be a whole number >= -1, got 'abc'"),
         ("predict", ["cluster=address"], 2, "cluster=address needs cluster.address=tcp://"),
         ("predict", ["outputs.instances=true", "instances.method=magic"], 2,
          "instances.method must be one of"),

@@ -28,6 +28,7 @@ from pytorch_lightning.callbacks import OnExceptionCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from unet_seg.config import plain
+from unet_seg.errors import UsageError
 from unet_seg.io.atomic import write_json_atomic
 from unet_seg.training.module import SegmentationModule
 from unet_seg.training.publish import debug_reason, publish_if_better
@@ -88,10 +89,29 @@ def write_training_curves(trainer: pl.Trainer, output_dir: Path, title: str) -> 
     return None
 
 
+# Trainer options Lightning takes as whole numbers (-1: unlimited where it allows it); it checks
+# some only deep inside fit, with a bare AssertionError.
+TRAINER_INTEGERS = {"max_epochs": -1, "min_epochs": 0, "max_steps": -1, "min_steps": 0,
+                    "num_nodes": 1, "accumulate_grad_batches": 1, "log_every_n_steps": 0,
+                    "check_val_every_n_epoch": 1, "num_sanity_val_steps": -1}  # fmt: skip
+
+
+def check_trainer_numbers(trainer_cfg: DictConfig) -> None:
+    """``UsageError`` naming ``trainer.<key>`` where one of :data:`TRAINER_INTEGERS` is not a
+    whole number at or above its least value (None leaves Lightning's default)."""
+    for key, least in TRAINER_INTEGERS.items():
+        value = trainer_cfg.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise UsageError(f"trainer.{key} must be a whole number >= {least}, got {value!r}")
+
+
 def trainer_config(cfg: DictConfig) -> DictConfig:
     """``cfg.trainer``, with synchronised batch norm turned off where there is no CUDA: it needs
     CUDA, and ``trainer=ddp`` on CPU processes (gloo) would fail with it."""
     trainer_cfg = cfg.trainer.copy()
+    check_trainer_numbers(trainer_cfg)
     if trainer_cfg.get("sync_batchnorm") and not torch.cuda.is_available():
         log.warning("no CUDA device: training without synchronised batch norm")
         trainer_cfg.sync_batchnorm = False
