@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 
 from unet_seg.config import config_dir
 from unet_seg.export.run import export
 from unet_seg.inference.predict import predict
+from unet_seg.inference.tune_checkpoint import store_tuning
 from unet_seg.io import read_volume
 from unet_seg.training.module import SegmentationModule
 
@@ -100,3 +105,27 @@ def test_predict_with_an_onnx_file_runs_without_lightning(tmp_path, samples_dir,
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "stack_labels.tif").is_file()
+
+
+def test_exports_carry_the_tuned_instance_postprocessing(tmp_path, samples_dir, models):
+    tuned_ckpt = shutil.copy(models["ckpt"], tmp_path / "tuned.ckpt")
+    tuned = {"objective": "ap", "method": "cc", "score": 0.5, "tta": False,
+             "roles": {"foreground_class": 1, "background_class": 0, "interior_class": 1},
+             "methods": {"cc": {"min_size": 10**9}}, "scores": {"cc": 0.5}}  # fmt: skip
+    store_tuning(tuned_ckpt, tuned)
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("export", overrides=[f"checkpoint={tuned_ckpt}", f"output_dir={tmp_path}",
+                                           "format=all"])  # fmt: skip
+    export(cfg)
+    on = {"outputs.instances": True}
+    for suffix in (".pt", ".onnx"):
+        out = tmp_path / suffix[1:]
+        summary = run_predict(tmp_path / f"tuned{suffix}", out, samples_dir, **on)
+        assert summary["instances"]["method"] == "cc"
+        assert summary["instances"]["min_size"] == 10**9
+        assert read_volume(out / "stack_instances.tif").array.max() == 0  # all too small
+    untuned = run_predict(models["onnx"], tmp_path / "untuned", samples_dir, **on)
+    assert untuned["instances"]["method"] == "distance"  # predict's default without a tuning
+    with zipfile.ZipFile(tmp_path / "tuned.bioimageio.zip") as package:
+        rdf = yaml.safe_load(package.read("rdf.yaml"))
+    assert rdf["config"]["unet_seg"]["instance_postprocessing"] == json.loads(json.dumps(tuned))

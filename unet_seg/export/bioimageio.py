@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -126,7 +127,9 @@ def _axes(model, info: PackageInfo):
     return in_axes, out_axes, spatial_ids
 
 
-def build_description(model, normalization, info: PackageInfo, files: Mapping[str, Path]):
+def build_description(
+    model, normalization, info: PackageInfo, files: Mapping[str, Path], tuning=None
+):
     """The ``bioimageio.spec`` ``ModelDescr`` of ``model`` over the staged ``files``."""
     from bioimageio.spec.model import v0_5 as bio
 
@@ -170,7 +173,7 @@ def build_description(model, normalization, info: PackageInfo, files: Mapping[st
         covers=[bio.FileDescr(source=files["cover"])],
         documentation=bio.FileDescr(source=files["readme"]),
         inputs=[inputs], outputs=[outputs], weights=weights,
-        config={"unet_seg": network_metadata(model, normalization)},
+        config={"unet_seg": network_metadata(model, normalization, tuning)},
     )  # fmt: skip
 
 
@@ -196,11 +199,14 @@ def export_bioimageio(
     path: str | os.PathLike,
     info: PackageInfo,
     image: np.ndarray | None = None,
+    tuning: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the bioimage.io package of ``model`` to ``path`` (a ``.zip``, atomically).
 
     ``image``: the test input's source (``(*spatial)`` or ``(C, *spatial)``); random blobs if
-    ``None``. ``ValueError`` if ``bioimageio.spec`` finds the package invalid.
+    ``None``; ``tuning``: the checkpoint's tuned instance post-processing, kept in the
+    package's ``config.unet_seg``. ``ValueError`` if ``bioimageio.spec`` finds the package
+    invalid.
     """
     from bioimageio.spec import save_bioimageio_package
 
@@ -225,7 +231,7 @@ def export_bioimageio(
         np.save(files["test_out"], outputs)
         write_cover(files["cover"], inputs, outputs)
         write_readme(files["readme"], model, norm, info)
-        description = build_description(model, norm, info, files)
+        description = build_description(model, norm, info, files, tuning)
         return replace_atomic(
             lambda tmp: save_bioimageio_package(description, output_path=tmp), path
         )

@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,9 +35,13 @@ def dynamic_axes(spatial_dims: int) -> dict[str, dict[int, str]]:
 
 
 def export_onnx(
-    model: torch.nn.Module, normalization: Mapping[str, float] | None, path: str | os.PathLike
+    model: torch.nn.Module,
+    normalization: Mapping[str, float] | None,
+    path: str | os.PathLike,
+    tuning: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` (a ``UNet``) as ONNX to ``path``, atomically, checked by ``onnx.checker``."""
+    """Write ``model`` (a ``UNet``) as ONNX to ``path``, atomically, checked by ``onnx.checker``;
+    ``tuning``: the checkpoint's tuned instance post-processing, kept in the metadata."""
     import onnx
 
     model = traceable_copy(model)
@@ -49,7 +54,7 @@ def export_onnx(
         )  # fmt: skip
     proto = onnx.load_from_string(buffer.getvalue())
     onnx.helper.set_model_props(
-        proto, {METADATA_KEY: json.dumps(network_metadata(model, normalization))}
+        proto, {METADATA_KEY: json.dumps(network_metadata(model, normalization, tuning))}
     )
     proto.doc_string = "unet-seg U-Net: (N, C, *spatial) float32 -> (N, K, *spatial_out) logits"
     onnx.checker.check_model(proto)

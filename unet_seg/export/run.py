@@ -9,7 +9,8 @@ from typing import Any
 from unet_seg.export.bioimageio import PackageInfo, export_bioimageio
 from unet_seg.export.onnx import export_onnx
 from unet_seg.export.torchscript import export_torchscript
-from unet_seg.models.checkpoint import load_model
+from unet_seg.models.checkpoint import load_model, read_checkpoint
+from unet_seg.models.exported import TUNED_KEY
 
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx", "bioimageio")
@@ -44,15 +45,16 @@ def export(cfg: Any) -> dict[str, Path]:
     if unknown:
         raise ValueError(f"format must be one of {', '.join(FORMATS)} or all, got {cfg.format!r}")
     model, norm = _load_checkpoint(cfg.checkpoint)
+    tuning = read_checkpoint(cfg.checkpoint).get(TUNED_KEY)  # predict uses it, as with the .ckpt
     name = cfg.name or export_name(cfg.checkpoint)
     out_dir = Path(cfg.output_dir)
     written = {}
     for fmt in formats:
         target = out_dir / f"{name}{SUFFIXES[fmt]}"
         if fmt == "torchscript":
-            export_torchscript(model, norm, target)
+            export_torchscript(model, norm, target, tuning)
         elif fmt == "onnx":
-            export_onnx(model, norm, target)
+            export_onnx(model, norm, target, tuning)
         else:
             bio = cfg.bioimageio
             info = PackageInfo(
@@ -60,7 +62,7 @@ def export(cfg: Any) -> dict[str, Path]:
                 license=str(bio.license), tags=list(bio.tags),
                 class_names=list(bio.class_names) if bio.class_names else None,
             )  # fmt: skip
-            export_bioimageio(model, norm, target, info, _test_image(bio.test_image))
+            export_bioimageio(model, norm, target, info, _test_image(bio.test_image), tuning)
         log.info("%s: wrote %s", fmt, target)
         written[fmt] = target
     return written

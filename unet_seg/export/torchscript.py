@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,14 +21,18 @@ from unet_seg.models.exported import TORCHSCRIPT_EXTRA, network_metadata
 
 
 def export_torchscript(
-    model: torch.nn.Module, normalization: Mapping[str, float] | None, path: str | os.PathLike
+    model: torch.nn.Module,
+    normalization: Mapping[str, float] | None,
+    path: str | os.PathLike,
+    tuning: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` (a ``UNet``) as TorchScript to ``path`` (atomically); returns ``path``.
 
-    The archive's ``unet_seg.json`` extra file holds :func:`network_metadata`.
+    The archive's ``unet_seg.json`` extra file holds :func:`network_metadata` (with ``tuning``,
+    the checkpoint's tuned instance post-processing).
     """
     model = traceable_copy(model)
     with quiet_tracing(), torch.no_grad():
         traced = torch.jit.trace(model, example_input(model), check_trace=False)
-    extra = {TORCHSCRIPT_EXTRA: json.dumps(network_metadata(model, normalization))}
+    extra = {TORCHSCRIPT_EXTRA: json.dumps(network_metadata(model, normalization, tuning))}
     return replace_atomic(lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra), path)

@@ -25,12 +25,12 @@ from unet_seg.errors import UsageError
 from unet_seg.inference.postprocess import instance_labels
 from unet_seg.inference.seeded import foreground_and_interior, seeded_watershed
 from unet_seg.models.checkpoint import read_checkpoint
-from unet_seg.models.exported import is_exported
+from unet_seg.models.exported import TUNED_KEY, is_exported
 
 log = logging.getLogger(__name__)
 
 METHODS = ("cc", "distance", "seeded")
-TUNED_KEY = "instance_postprocessing"  # where unet-seg-tune stores its result in a checkpoint
+# TUNED_KEY: where unet-seg-tune stores its result in a checkpoint (and exports carry it)
 # The options each method reads, besides the class roles (what the tuning searches).
 METHOD_PARAMS = {
     "cc": ("min_size",),
@@ -91,11 +91,16 @@ class InstanceOptions:
                                  f"0..{num_classes - 1}")  # fmt: skip
 
 
-def stored_tuning(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
-    """The tuned post-processing stored in a checkpoint by ``unet-seg-tune``, or None (also for
-    an exported ``.onnx`` / ``.pt`` network, which does not carry it)."""
+def stored_tuning(checkpoint: str | os.PathLike, model: Any = None) -> dict[str, Any] | None:
+    """The tuned post-processing stored in a checkpoint by ``unet-seg-tune``, or None. For an
+    exported ``.onnx`` / ``.pt`` network, what its export carried over (``model``: the loaded
+    network, whose metadata hold it; None: the file is read for it)."""
     if is_exported(checkpoint):
-        return None
+        if model is None:
+            from unet_seg.models.exported import load_exported
+
+            model = load_exported(checkpoint)[0]
+        return getattr(model, "tuning", None)
     return read_checkpoint(checkpoint).get(TUNED_KEY)
 
 

@@ -118,7 +118,7 @@ def predict(cfg: Any) -> dict:
     model, stored = _load_model(cfg.checkpoint)
     norm = _normalization(cfg, stored)
     instances = bool(cfg.outputs.get("instances"))
-    tuned = stored_tuning(cfg.checkpoint) if instances else None
+    tuned = stored_tuning(cfg.checkpoint, model) if instances else None
     options = PredictOptions.from_config(cfg, tuned)
     if instances:
         options.instances.check_classes(int(model.num_classes))  # before any file is predicted

@@ -2,9 +2,11 @@
 
 An exported file carries, next to its weights, a small JSON record under :data:`METADATA_KEY`:
 the size arithmetic (``spatial_dims``, ``depth``, ``padding``, ``pooled_axes``), the channels and
-classes, and the intensity percentiles the training data were normalised with. The adapters below
-read it back and satisfy the ``SegmentationNetwork`` protocol (``spatial_dims``, ``in_channels``,
-``num_classes``, ``output_shape``), so tiling and batch prediction treat them like a ``UNet``.
+classes, the intensity percentiles the training data were normalised with and, when the
+checkpoint was tuned by ``unet-seg-tune``, its instance post-processing (:data:`TUNED_KEY`).
+The adapters below read it back and satisfy the ``SegmentationNetwork`` protocol
+(``spatial_dims``, ``in_channels``, ``num_classes``, ``output_shape``), so tiling and batch
+prediction treat them like a ``UNet``.
 Both return logits ``(N, num_classes, *output_shape(spatial))``, as the ``UNet`` does.
 """
 
@@ -25,13 +27,17 @@ METADATA_KEY = "unet_seg"  # ONNX metadata_props key; TorchScript extra file "un
 TORCHSCRIPT_EXTRA = f"{METADATA_KEY}.json"
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".torchscript")
 ONNX_SUFFIXES = (".onnx",)
+TUNED_KEY = "instance_postprocessing"  # unet-seg-tune's result, in checkpoints and exports
 _REQUIRED = ("spatial_dims", "in_channels", "num_classes", "depth", "padding", "pooled_axes")
 
 
-def network_metadata(model: Any, normalization: Mapping[str, float] | None) -> dict[str, Any]:
-    """The record an exported file carries for ``model`` (a ``UNet``) and its percentiles."""
+def network_metadata(
+    model: Any, normalization: Mapping[str, float] | None, tuning: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The record an exported file carries for ``model`` (a ``UNet``), its percentiles and its
+    checkpoint's tuned instance post-processing (plain JSON values), if any."""
     norm = dict(normalization or {})
-    return {
+    record = {
         "format": 1,
         "spatial_dims": int(model.spatial_dims),
         "in_channels": int(model.in_channels),
@@ -45,6 +51,9 @@ def network_metadata(model: Any, normalization: Mapping[str, float] | None) -> d
             "high": float(norm.get("high", 99.8)),
         },
     }
+    if tuning:
+        record[TUNED_KEY] = json.loads(json.dumps(dict(tuning)))  # plain, as JSON keeps it
+    return record
 
 
 def _check_metadata(meta: Mapping[str, Any], path: Path) -> dict[str, Any]:
@@ -73,6 +82,11 @@ class ExportedNetwork(nn.Module):
     @property
     def normalization(self) -> dict[str, float]:
         return dict(self.metadata.get("normalization") or {})
+
+    @property
+    def tuning(self) -> dict[str, Any] | None:
+        """The checkpoint's tuned instance post-processing the export carries, or None."""
+        return self.metadata.get(TUNED_KEY)
 
     def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         """Spatial output shape for a spatial ``input_shape``; ``ValueError`` if it does not fit."""
