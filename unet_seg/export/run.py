@@ -9,7 +9,7 @@ from typing import Any
 from unet_seg.export.bioimageio import PackageInfo, export_bioimageio
 from unet_seg.export.onnx import export_onnx
 from unet_seg.export.torchscript import export_torchscript
-from unet_seg.models.checkpoint import load_model, read_checkpoint
+from unet_seg.models.checkpoint import network_from_checkpoint, read_checkpoint
 from unet_seg.models.exported import TUNED_KEY
 
 log = logging.getLogger(__name__)
@@ -24,9 +24,12 @@ def export_name(checkpoint: str | Path) -> str:
 
 
 def _load_checkpoint(checkpoint: str | Path):
+    """``(network, percentiles, tuning)`` of a training checkpoint, read once; ``tuning``:
+    unet-seg-tune's result (None if untuned), which predict uses as with the ``.ckpt``."""
     if Path(checkpoint).suffix != ".ckpt":
         raise ValueError(f"{checkpoint}: export needs a training checkpoint (.ckpt)")
-    return load_model(checkpoint)
+    content = read_checkpoint(checkpoint)
+    return (*network_from_checkpoint(content, checkpoint), content.get(TUNED_KEY))
 
 
 def _test_image(path: str | None):
@@ -44,8 +47,7 @@ def export(cfg: Any) -> dict[str, Path]:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"format must be one of {', '.join(FORMATS)} or all, got {cfg.format!r}")
-    model, norm = _load_checkpoint(cfg.checkpoint)
-    tuning = read_checkpoint(cfg.checkpoint).get(TUNED_KEY)  # predict uses it, as with the .ckpt
+    model, norm, tuning = _load_checkpoint(cfg.checkpoint)
     name = cfg.name or export_name(cfg.checkpoint)
     out_dir = Path(cfg.output_dir)
     written = {}

@@ -97,10 +97,9 @@ def _convert_rows(
 ) -> None:
     # Rows of chunks over every axis but x: memory is one row, whatever the volume's size.
     grid = [range(0, s, c) for s, c in zip(volume.shape[:-1], chunks[:-1], strict=True)]
-    rows = enumerate(np.ndindex(*[len(g) for g in grid]))
-    total = int(np.prod([len(g) for g in grid]))
-    bar = tqdm(rows, total=total, desc="convert", unit="row",
-               disable=None if progress is None else not progress)  # fmt: skip
+    counts = [len(g) for g in grid]
+    bar = tqdm(enumerate(np.ndindex(*counts)), total=int(np.prod(counts)), desc="convert",
+               unit="row", disable=None if progress is None else not progress)  # fmt: skip
     for row, starts in bar:
         if row in done:
             continue

@@ -54,7 +54,14 @@ def load_model(path: str | os.PathLike) -> tuple[SegmentationNetwork, dict[str, 
     """
     if is_exported(path):
         return load_exported(path)
-    content = read_checkpoint(path)
+    return network_from_checkpoint(read_checkpoint(path), path)
+
+
+def network_from_checkpoint(
+    content: Mapping[str, Any], path: str | os.PathLike
+) -> tuple[SegmentationNetwork, dict[str, float]]:
+    """:func:`load_model` for checkpoint ``content`` already read from ``path`` (for the
+    messages), so a caller that needs more of it reads the file once."""
     hparams = content.get("hyper_parameters") or {}
     state = content.get("state_dict") or {}
     if not isinstance(hparams.get("model"), Mapping):
