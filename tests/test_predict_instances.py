@@ -82,7 +82,7 @@ def test_seeded_instances_equal_the_in_memory_watershed(tmp_path, rng, ckpt_3cla
     assert sizes == {label: int(counts[label]) for label in np.flatnonzero(counts) if label}
 
 
-def test_tuned_values_are_used_unless_overridden(tmp_path, rng):
+def test_tuned_values_are_used_unless_overridden(tmp_path, rng, monkeypatch):
     ckpt = confident_checkpoint(tmp_path / "m.ckpt", 2)
     tuned = {"objective": "ap", "method": "cc", "score": 0.5,
              "roles": {"foreground_class": 1, "background_class": 0, "interior_class": 1},
@@ -90,8 +90,12 @@ def test_tuned_values_are_used_unless_overridden(tmp_path, rng):
     store_tuning(ckpt, tuned)
     image = write_volume(tmp_path / "s.tif", Volume(blobs(rng, (2, 40, 52))))
     on = {"outputs.instances": True}
+    reads = []
+    monkeypatch.setattr(torch, "load", lambda *a, _load=torch.load, **k: reads.append(a[0])
+                        or _load(*a, **k))  # fmt: skip
     summary = predict(config(input=image, output_dir=tmp_path / "a", checkpoint=ckpt, **on))
     assert summary["instances"]["method"] == "cc" and summary["instances"]["min_size"] == 10**9
+    assert reads == [ckpt]  # the network and its tuning come from one read of the file
     assert read_volume(tmp_path / "a" / "s_instances.tif").array.max() == 0  # all too small
     predict(config(input=image, output_dir=tmp_path / "b", checkpoint=ckpt,
                    **on, **{"instances.min_size": 0}))  # fmt: skip

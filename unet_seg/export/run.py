@@ -9,8 +9,7 @@ from typing import Any
 from unet_seg.export.bioimageio import PackageInfo, export_bioimageio
 from unet_seg.export.onnx import export_onnx
 from unet_seg.export.torchscript import export_torchscript
-from unet_seg.models.checkpoint import network_from_checkpoint, read_checkpoint
-from unet_seg.models.exported import TUNED_KEY
+from unet_seg.models.checkpoint import load_model_and_tuning
 
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx", "bioimageio")
@@ -28,8 +27,7 @@ def _load_checkpoint(checkpoint: str | Path):
     unet-seg-tune's result (None if untuned), which predict uses as with the ``.ckpt``."""
     if Path(checkpoint).suffix != ".ckpt":
         raise ValueError(f"{checkpoint}: export needs a training checkpoint (.ckpt)")
-    content = read_checkpoint(checkpoint)
-    return (*network_from_checkpoint(content, checkpoint), content.get(TUNED_KEY))
+    return load_model_and_tuning(checkpoint)
 
 
 def _test_image(path: str | None):

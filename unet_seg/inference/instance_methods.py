@@ -91,16 +91,13 @@ class InstanceOptions:
                                  f"0..{num_classes - 1}")  # fmt: skip
 
 
-def stored_tuning(checkpoint: str | os.PathLike, model: Any = None) -> dict[str, Any] | None:
-    """The tuned post-processing stored in a checkpoint by ``unet-seg-tune``, or None. For an
-    exported ``.onnx`` / ``.pt`` network, what its export carried over (``model``: the loaded
-    network, whose metadata hold it; None: the file is read for it)."""
+def stored_tuning(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
+    """The tuned post-processing stored in a checkpoint by ``unet-seg-tune``, or None; for an
+    exported ``.onnx`` / ``.pt`` network, what its export carried over."""
     if is_exported(checkpoint):
-        if model is None:
-            from unet_seg.models.exported import load_exported
+        from unet_seg.models.exported import load_exported
 
-            model = load_exported(checkpoint)[0]
-        return getattr(model, "tuning", None)
+        return getattr(load_exported(checkpoint)[0], "tuning", None)
     return read_checkpoint(checkpoint).get(TUNED_KEY)
 
 

@@ -21,7 +21,7 @@ from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.inference.blockrun import LABEL_NAMES, BlockFailures, BlockOptions
 from unet_seg.inference.engine import check_cluster, make_engine
 from unet_seg.inference.inputs import open_input
-from unet_seg.inference.instance_methods import stored_tuning, warn_if_tuned_otherwise
+from unet_seg.inference.instance_methods import warn_if_tuned_otherwise
 from unet_seg.inference.options import PredictOptions
 from unet_seg.inference.outputs import VOLUME_KINDS, is_complete, is_output, plan_outputs
 from unet_seg.inference.predict_file import predict_file
@@ -31,16 +31,16 @@ from unet_seg.io.files import find_files, format_suffix, is_directory_format
 from unet_seg.io.sweep import sweep_stale_temporaries
 from unet_seg.io.zarr import ZarrVolume
 from unet_seg.io.zarr_output import label_group_path
-from unet_seg.models.checkpoint import load_model
+from unet_seg.models.checkpoint import load_model_and_tuning
 from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.normalization import percentiles
 
 log = logging.getLogger(__name__)
 
 
-def _load_model(checkpoint: str) -> tuple[SegmentationNetwork, dict]:
+def _load_model(checkpoint: str) -> tuple[SegmentationNetwork, dict, dict | None]:
     try:
-        return load_model(checkpoint)
+        return load_model_and_tuning(checkpoint)
     except FileNotFoundError as err:
         raise InputNotFoundError(
             f"{err}: train the sample model first with `unet-seg-train experiment=sample_2d`, "
@@ -115,10 +115,10 @@ def predict(cfg: Any) -> dict:
     started = time.time()
     cluster = cfg.get("cluster") or {"kind": "none"}
     check_cluster(cluster)
-    model, stored = _load_model(cfg.checkpoint)
+    model, stored, tuning = _load_model(cfg.checkpoint)
     norm = _normalization(cfg, stored)
     instances = bool(cfg.outputs.get("instances"))
-    tuned = stored_tuning(cfg.checkpoint, model) if instances else None
+    tuned = tuning if instances else None
     options = PredictOptions.from_config(cfg, tuned)
     if instances:
         options.instances.check_classes(int(model.num_classes))  # before any file is predicted

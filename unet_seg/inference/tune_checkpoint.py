@@ -28,7 +28,7 @@ from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
 from unet_seg.inference.tuning import check_request, tune
 from unet_seg.io.atomic import replace_atomic
-from unet_seg.models.checkpoint import load_model, read_checkpoint
+from unet_seg.models.checkpoint import network_from_checkpoint, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def tune_command(cfg: Any) -> dict[str, Any]:
         checkpoint = read_checkpoint(cfg.checkpoint)
     except FileNotFoundError as err:
         raise InputNotFoundError(str(err)) from err
-    model, _ = load_model(cfg.checkpoint)
+    model, _ = network_from_checkpoint(checkpoint, cfg.checkpoint)
     result = tune_checkpoint(cfg, model, checkpoint)
     written = store_tuning(cfg.checkpoint, result, cfg.get("output"))
     log.info("tuned %s stored in %s", result["method"], written)

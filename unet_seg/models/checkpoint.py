@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from unet_seg.errors import checkpoint_load_error
-from unet_seg.models.exported import is_exported, load_exported
+from unet_seg.models.exported import TUNED_KEY, is_exported, load_exported
 from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.models.unet import UNet
 
@@ -55,6 +55,23 @@ def load_model(path: str | os.PathLike) -> tuple[SegmentationNetwork, dict[str, 
     if is_exported(path):
         return load_exported(path)
     return network_from_checkpoint(read_checkpoint(path), path)
+
+
+def load_model_and_tuning(
+    path: str | os.PathLike,
+) -> tuple[SegmentationNetwork, dict[str, float], dict[str, Any] | None]:
+    """:func:`load_model` plus the instance post-processing ``unet-seg-tune`` stored with the
+    network (None where it was never tuned), from one read of the file.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: unreadable file, or it lacks the network's configuration or weights.
+    """
+    if is_exported(path):
+        model, normalization = load_exported(path)
+        return model, normalization, getattr(model, "tuning", None)
+    content = read_checkpoint(path)
+    return (*network_from_checkpoint(content, path), content.get(TUNED_KEY))
 
 
 def network_from_checkpoint(
