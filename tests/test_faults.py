@@ -214,6 +214,48 @@ def test_separate_channels_are_refused_for_a_one_channel_model(tmp_path, ckpt):
     summary = predict(config(input=tmp_path / "two.tif", output_dir=tmp_path / "out",
                              checkpoint=ckpt))  # fmt: skip
     assert "2 separate channels" in summary["files"][0]["error"]
+    assert "channel=0..1" in summary["files"][0]["error"]  # the way out
+
+
+def test_channel_picks_one_channel_as_if_saved_alone(tmp_path, ckpt):
+    # 5 slices: tifffile writes a plain 3- or 4-page stack as planar RGB(A)
+    two = np.stack([stack((5, 40, 48), seed=1), stack((5, 40, 48), seed=2)], axis=1)  # ZCYX
+    tifffile.imwrite(tmp_path / "two.tif", two, imagej=True, metadata={"axes": "ZCYX"})
+    for c in (0, 1):
+        tifffile.imwrite(tmp_path / f"alone{c}.tif", two[:, c])
+    out = tmp_path / "out"
+    for c in (0, 1):
+        summary = predict(config(input=tmp_path / "two.tif", output_dir=out / f"c{c}",
+                                 checkpoint=ckpt, channel=c))  # fmt: skip
+        assert summary["ok"] == 1, summary
+    alone = predict(config(input=str(tmp_path / "alone*.tif"), output_dir=out / "alone",
+                           checkpoint=ckpt))  # fmt: skip
+    assert alone["ok"] == 2
+    picked = [read_volume(out / f"c{c}" / "two_labels.tif").array for c in (0, 1)]
+    assert picked[0].shape == (5, 40, 48)
+    assert not np.array_equal(picked[0], picked[1])  # the channels give different maps
+    for c in (0, 1):
+        np.testing.assert_array_equal(
+            picked[c], read_volume(out / "alone" / f"alone{c}_labels.tif").array
+        )
+
+
+def test_channel_errors_name_the_file_and_the_problem(tmp_path, ckpt):
+    tifffile.imwrite(tmp_path / "two.tif", stack((4, 2, 40, 48)), imagej=True,
+                     metadata={"axes": "ZCYX"})  # fmt: skip
+    tifffile.imwrite(tmp_path / "grey.tif", stack((5, 40, 48)))
+    out = tmp_path / "out"
+    summary = predict(config(input=tmp_path / "two.tif", output_dir=out, checkpoint=ckpt,
+                             channel=2))  # fmt: skip
+    assert summary["files"][0]["error"].endswith(
+        "two.tif: channel=2, but the file has channels 0..1 (shape (2, 4, 40, 48))"
+    )
+    summary = predict(config(input=tmp_path / "grey.tif", output_dir=out, checkpoint=ckpt,
+                             channel=0))  # fmt: skip
+    assert "grey.tif: no channel axis" in summary["files"][0]["error"]
+    assert leftovers(out) == [] and not list(out.glob("*_labels.tif"))
+    with pytest.raises(ValueError, match="channel must be >= 0"):
+        predict(config(input=tmp_path / "two.tif", output_dir=out, checkpoint=ckpt, channel=-1))
 
 
 def test_nan_anywhere_is_found(tmp_path, ckpt, monkeypatch):

@@ -107,6 +107,27 @@ def test_grey_ome_zarr_with_t_and_c_axes_of_one_equals_plain_zyx(tmp_path, ckpt_
     assert "2 separate channels" in summary["files"][0]["error"]
 
 
+def test_channel_of_an_ome_zarr_equals_that_channel_alone(tmp_path, ckpt_3d, volume_data):
+    """Block by block, ``channel=1`` reads (and normalises) channel 1 only."""
+    other = volume_data[:, ::-1] // 3  # other voxels and another intensity range
+    axes = [{"name": "c", "type": "channel"}] + [{"name": n, "type": "space"} for n in "zyx"]
+    ome = {"version": "0.5", "axes": axes, "scale": (1.0, *SCALE), "name": "two"}
+    two = write_zarr(tmp_path / "two.ome.zarr", np.stack([volume_data, other]),
+                     chunks=(1, 8, 16, 16), ome=ome)  # fmt: skip
+    alone = write_zarr(tmp_path / "alone.ome.zarr", other, chunks=(8, 16, 16),
+                       ome={**ome, "axes": axes[1:], "scale": SCALE})  # fmt: skip
+    for source, channel in ((two, 1), (alone, None)):
+        summary = predict(config(input=source, output_dir=tmp_path / "out", checkpoint=ckpt_3d,
+                                 tile_size=16, block_size="[8,32,32]",
+                                 channel="null" if channel is None else channel))  # fmt: skip
+        assert summary["files"][0]["status"] == "ok", summary
+        assert summary["files"][0]["blocks"]["total"] > 1
+    picked = open_zarr(tmp_path / "out" / "two_labels.ome.zarr")[...]
+    assert picked.shape == volume_data.shape
+    alone_labels = open_zarr(tmp_path / "out" / "alone_labels.ome.zarr")[...]
+    np.testing.assert_array_equal(picked, alone_labels)
+
+
 def test_failed_block_is_reported_and_a_rerun_computes_only_the_rest(
     tmp_path, ckpt_3d, volume_data, monkeypatch
 ):

@@ -156,6 +156,25 @@ def test_threshold_mask_on_the_coarsest_level_marks_blocks(tmp_path):
     )
 
 
+def test_threshold_mask_of_a_multichannel_input_follows_the_picked_channel(tmp_path):
+    from unet_seg.inference.inputs import Layout
+    from unet_seg.inference.mask import load_mask
+
+    data = np.zeros((2, 2, 600, 520), np.uint16)  # CZYX
+    data[0, :, 500:, :100] = 1000  # channel 0: bright in one corner
+    data[1, :, :100, 400:] = 1000  # channel 1: in the opposite one
+    axes = [{"name": "c", "type": "channel"}, *ome("0.5")["axes"]]
+    meta = {**ome("0.5"), "axes": axes, "scale": (1.0, 2.0, 0.5, 0.25)}
+    volume = open_zarr(write_zarr(tmp_path / "m.ome.zarr", data, ome=meta, label_image=False))
+    corners = (((0, 2), (512, 600), (0, 64)), ((0, 2), (0, 64), (448, 520)))
+    cfg = {"path": None, "threshold": 500, "level": -1}
+    for layout, expected in ((Layout(True, 3), [True, True]),  # no channel picked: the brightest
+                             (Layout(True, 3, channel=0), [True, False]),
+                             (Layout(True, 3, channel=1), [False, True])):  # fmt: skip
+        mask = load_mask(cfg, volume, layout, (2, 600, 520))
+        assert [mask.any_in(corner) for corner in corners] == expected
+
+
 @pytest.mark.parametrize("declared", [None, "0.3", 0.4, ["0.4"]])
 def test_a_missing_or_unknown_ngff_version_follows_the_layout(tmp_path, declared):
     # Found by the zarr fuzzing: a null version made predict write a 0.5 image into a zarr v2

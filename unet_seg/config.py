@@ -7,11 +7,14 @@ installed package first, then in the checkout, so they work from any working dir
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from unet_seg.errors import UsageError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent
@@ -80,3 +83,28 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+def whole(name: str, value: Any) -> int:
+    """``value`` of option ``name`` as an int; ``UsageError`` naming the option where it is not a
+    whole number (``"abc"``, ``1.5``, ``true``)."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if isinstance(value, bool):
+        raise UsageError(f"{name} must be a whole number, got {value!r}")
+    if isinstance(value, numbers.Integral):  # numpy's integers too
+        return int(value)
+    if isinstance(value, numbers.Real) and float(value).is_integer():
+        return int(value)
+    raise UsageError(f"{name} must be a whole number, got {value!r}")
+
+
+def real(name: str, value: Any) -> float:
+    """``value`` of option ``name`` as a float; ``UsageError`` naming the option where it is not
+    a number."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return float(str(value))
+    except ValueError:
+        raise UsageError(f"{name} must be a number, got {value!r}") from None

@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from unet_seg.config import whole
 from unet_seg.errors import OutputWriteError
 from unet_seg.inference.blocks import plan_blocks
 from unet_seg.inference.blockwise import BlockJob, RunnerSpec, register_runner, run_block
 from unet_seg.inference.engine import InProcess
-from unet_seg.inference.inputs import input_layout
+from unet_seg.inference.inputs import input_layout, model_input
 from unet_seg.inference.instance_blocks import (
     SCRATCH_PREFIX,
     finish_instances,
@@ -154,8 +155,8 @@ class BlockOptions:
         size = cfg.get("block_size")
         mask = cfg.get("mask")
         return cls(
-            spec, int(cfg.get("input_level") or 0),
-            None if size is None else tuple(int(b) for b in size),
+            spec, whole("input_level", cfg.get("input_level") or 0),
+            None if size is None else tuple(whole("block_size", b) for b in size),
             None if mask is None else {k: mask.get(k) for k in ("path", "threshold", "level")},
         )  # fmt: skip
 
@@ -174,8 +175,9 @@ def predict_blockwise(
     volume = ZarrVolume(path, block.input_level)
     check_voxels(path, volume.shape, options.max_voxels)  # a header can claim any size
     axes = volume.metadata.get("axes")
-    layout = input_layout(path, volume.shape, model, options.slice_axis, axes=axes)
-    lo, hi = percentile_range(volume, *percentiles(norm))
+    layout = input_layout(path, volume.shape, model, options.slice_axis, axes=axes,
+                          channel=options.channel)  # fmt: skip
+    lo, hi = percentile_range(model_input(volume, layout), *percentiles(norm))
     shape = layout.volume_shape(volume.shape)
     spatial = volume.shape[1:] if layout.channels else volume.shape
     tiles = plan_tiles(model, shape, options.tile_for(model, shape), options.overlap)

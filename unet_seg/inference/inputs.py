@@ -23,12 +23,21 @@ class Layout:
     (2: an image, seen as one slice). ``slice_axis``: the spatial axis a 2D model slices along.
     ``luminance``: the colour kind (``"rgb"``, ``"rgba"``, ``"grey+alpha"``) a one-channel model
     sees as grey (:func:`unet_seg.io.colour.to_luminance`); None: channels go in as they are.
+    ``channel``: the one channel of the file a one-channel model reads (predict's ``channel``
+    option); None: all of them (or the luminance).
     """
 
     channels: bool
     spatial_dims: int
     slice_axis: int = 0
     luminance: str | None = None
+    channel: int | None = None
+
+    @property
+    def channel_index(self) -> slice:
+        """The index of the file's channel axis that the model reads (one channel kept as an
+        axis of length 1)."""
+        return slice(None) if self.channel is None else slice(self.channel, self.channel + 1)
 
     def spatial_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The file's spatial shape, without its channel axis: what the outputs have."""
@@ -50,6 +59,7 @@ def input_layout(
     slice_axis: int = 0,
     channel_kind: str | None = None,
     axes: str | None = None,
+    channel: int | None = None,
 ) -> Layout:
     """Check that an array of ``shape`` fits ``model`` and say how; ``ValueError`` names ``path``.
 
@@ -59,9 +69,12 @@ def input_layout(
     ``metadata["channels"]``: a one-channel model sees colour as luminance and refuses
     separate channels (:mod:`unet_seg.io.colour`). ``axes``: the reader's ``metadata["axes"]``
     (``"CZYX"``, ...); a declared channel axis of length 1 (OME-Zarr's ``c`` of a grey image)
-    is the one input channel of a one-channel model.
+    is the one input channel of a one-channel model. ``channel``: which channel of a file with
+    a declared channel axis (separate channels or colour samples) a one-channel model reads.
     """
     declared = channel_kind is not None or (axes or "").startswith("C")
+    if channel is not None:
+        return _one_channel(path, shape, model, slice_axis, declared, channel)
     if int(model.in_channels) == 1 and declared:
         if channel_kind in COLOUR_KINDS or shape[0] == 1:
             plain = input_layout(path, shape[1:], model, slice_axis)
@@ -69,7 +82,7 @@ def input_layout(
             return Layout(True, plain.spatial_dims, plain.slice_axis, luminance)
         raise ValueError(
             f"{path}: {shape[0]} separate channels (shape {shape}), but the model takes one: "
-            "save the channel to segment as its own file"
+            f"choose one with channel=0..{shape[0] - 1}"
         )
     channels = int(model.in_channels) > 1
     spatial = len(shape) - int(channels)
@@ -88,6 +101,34 @@ def input_layout(
     return Layout(channels, spatial, slice_axis if spatial == 3 else 0)
 
 
+def _one_channel(
+    path: Path,
+    shape: tuple[int, ...],
+    model: SegmentationNetwork,
+    slice_axis: int,
+    declared: bool,
+    channel: int,
+) -> Layout:
+    """:func:`input_layout` where predict's ``channel`` picks one channel of the file."""
+    if int(model.in_channels) != 1:
+        raise ValueError(
+            f"channel={channel} picks the input of a one-channel model, but this model takes "
+            f"{model.in_channels} channels (leave channel unset)"
+        )
+    if not declared:
+        raise ValueError(
+            f"{path}: no channel axis (shape {shape}, read as {len(shape)} spatial axes), so "
+            f"channel={channel} does not apply: leave channel unset for this file"
+        )
+    if not 0 <= channel < shape[0]:
+        raise ValueError(
+            f"{path}: channel={channel}, but the file has channels 0..{shape[0] - 1} "
+            f"(shape {shape})"
+        )
+    plain = input_layout(path, shape[1:], model, slice_axis)
+    return Layout(True, plain.spatial_dims, plain.slice_axis, channel=channel)
+
+
 def region_reader(
     volume: LazyVolume | np.ndarray, layout: Layout, lo: float, hi: float
 ) -> Callable[[tuple[slice, slice, slice]], np.ndarray]:
@@ -103,12 +144,12 @@ def region_reader(
 
     def read(box: tuple[slice, slice, slice]) -> np.ndarray:
         if layout.spatial_dims == 2:
-            rows = volume[(slice(None), *box[1:]) if layout.channels else box[1:]]
+            rows = volume[(layout.channel_index, *box[1:]) if layout.channels else box[1:]]
             rows = rows[:, None] if layout.channels else rows[None, None]
         else:
             index = [box[1], box[2]]
             index.insert(layout.slice_axis, box[0])
-            rows = volume[(slice(None), *index) if layout.channels else tuple(index)]
+            rows = volume[(layout.channel_index, *index) if layout.channels else tuple(index)]
             rows = rows if layout.channels else rows[None]
             rows = np.moveaxis(rows, 1 + layout.slice_axis, 1)
         if rows.dtype.kind in "fc" and not np.isfinite(rows).all():
@@ -121,6 +162,26 @@ def region_reader(
         return scale_to_unit(rows, lo, hi)
 
     return read
+
+
+class ChannelView:
+    """One channel of a volume ``(C, *spatial)`` seen as ``(*spatial)``, read lazily region by
+    region (what the intensity percentiles of a one-channel model are taken from)."""
+
+    def __init__(self, volume: Any, channel: int) -> None:
+        self.volume, self.channel = volume, channel
+        self.shape = tuple(volume.shape[1:])
+        self.path = getattr(volume, "path", None)
+
+    def __getitem__(self, index: object) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        return np.asarray(self.volume[(self.channel, *index)])
+
+
+def model_input(volume: Any, layout: Layout) -> Any:
+    """What of ``volume`` the model reads, for its intensity percentiles: the volume, or the
+    channel ``layout`` picks (:class:`ChannelView`)."""
+    return volume if layout.channel is None else ChannelView(volume, layout.channel)
 
 
 class LuminanceView:
@@ -142,11 +203,12 @@ def open_input(path: Path, model: SegmentationNetwork, options: Any) -> tuple[An
     """``(volume, source, layout)``: the lazily opened file, what the model reads of it (the
     volume, or its luminance for a colour image and a one-channel model) and how it reads it.
     ``options``: :class:`~unet_seg.inference.options.PredictOptions` (``max_voxels``,
-    ``slice_axis``)."""
+    ``slice_axis``, ``channel``)."""
     volume = open_volume(path, max_voxels=options.max_voxels)
     kind = volume.metadata.get("channels")
     axes = volume.metadata.get("axes")
-    layout = input_layout(path, volume.shape, model, options.slice_axis, kind, axes)
+    layout = input_layout(path, volume.shape, model, options.slice_axis, kind, axes,
+                          options.channel)  # fmt: skip
     if layout.luminance is None:
         return volume, volume, layout
     return volume, LuminanceView(volume, kind), replace(layout, channels=False, luminance=None)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from unet_seg.config import real, whole
 from unet_seg.errors import UsageError
 from unet_seg.inference.postprocess import instance_labels
 from unet_seg.inference.seeded import foreground_and_interior, seeded_watershed
@@ -134,7 +135,17 @@ def resolve(
     values.update(tuned.get("methods", {}).get(method, {}))
     values.update(overrides)
     values["method"] = method
-    return InstanceOptions(**{k: _CASTS[_TYPES[k]](v) for k, v in values.items()})
+    return InstanceOptions(**{k: _cast(k, v) for k, v in values.items()})
+
+
+def _cast(name: str, value: Any) -> Any:
+    """``value`` of ``instances.<name>`` as the option's type (UsageError naming it if not)."""
+    kind = _TYPES[name]
+    if kind == "int":
+        return whole(f"instances.{name}", value)
+    if kind == "float":
+        return real(f"instances.{name}", value)
+    return _CASTS[kind](value)
 
 
 def segment(

@@ -63,7 +63,8 @@ def load_mask(
         levels = volume.metadata["ome"].get("levels", 1)
         coarse = ZarrVolume(volume.path, level % levels)
         data = np.asarray(coarse[...])
-        data = data.max(axis=0) if layout.channels else data
+        if layout.channels:  # the channel the model reads, else the brightest of them
+            data = data[layout.channel] if layout.channel is not None else data.max(axis=0)
         mask = data > float(cfg["threshold"])
         where = f"{volume.path} level {level % levels}"
     spatial = len(volume_shape) if layout.spatial_dims == 3 else 2

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from unet_seg.config import real, whole
+from unet_seg.errors import UsageError
 from unet_seg.inference.instance_methods import InstanceOptions, resolve
 from unet_seg.inference.postprocess import PROBABILITY_DTYPES
 from unet_seg.inference.tiling import BLEND_MODES
@@ -31,6 +33,7 @@ class PredictOptions:
     blend: str = "gaussian"
     batch_size: int = 4
     slice_axis: int = 0
+    channel: int | None = None
     probability_dtype: str = "uint8"
     progress: bool | None = None
     max_voxels: int | None = None
@@ -38,34 +41,52 @@ class PredictOptions:
     preview_slices: int = 4
 
     def __post_init__(self) -> None:
+        """UsageError (a ValueError) naming the option that cannot work."""
         if self.blend not in BLEND_MODES:
-            raise ValueError(f"blend must be one of {BLEND_MODES}, got {self.blend!r}")
+            raise UsageError(f"blend must be one of {BLEND_MODES}, got {self.blend!r}")
         if self.probability_dtype not in (*PROBABILITY_DTYPES, "float32"):
-            raise ValueError(
+            raise UsageError(
                 f"probability_dtype must be one of {PROBABILITY_DTYPES}, "
                 f"got {self.probability_dtype!r}"
             )
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise UsageError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.channel is not None and self.channel < 0:
+            raise UsageError(f"channel must be >= 0 (or null: all channels), got {self.channel}")
+        if not 0 <= self.overlap < 1:
+            raise UsageError(f"overlap must be in [0, 1), got {self.overlap}")
+        sizes = (self.tile_size,) if isinstance(self.tile_size, int) else self.tile_size or ()
+        if any(size < 1 for size in sizes):
+            raise UsageError(f"tile_size must be positive, got {self.tile_size}")
 
     @classmethod
     def from_config(cls, cfg: Any, tuned: dict | None = None) -> PredictOptions:
         """The options of a ``conf/predict.yaml``-shaped config; ``instances`` settings left
-        ``null`` come from ``tuned`` (a checkpoint's ``unet-seg-tune`` result), else defaults."""
+        ``null`` come from ``tuned`` (a checkpoint's ``unet-seg-tune`` result), else defaults.
+
+        Raises:
+            UsageError: a number option is not a number (the message names it).
+        """
         tile = cfg.tile_size
         if tile is not None:
-            tile = int(tile) if isinstance(tile, int) else tuple(int(t) for t in tile)
+            tile = (
+                whole("tile_size", tile)
+                if isinstance(tile, (int, float, str))
+                else tuple(whole("tile_size", t) for t in tile)
+            )
+        channel, max_voxels = cfg.get("channel"), cfg.get("max_voxels")
         return cls(
             tile_size=tile,
-            overlap=float(cfg.overlap),
+            overlap=real("overlap", cfg.overlap),
             blend=str(cfg.blend),
-            batch_size=int(cfg.batch_size),
-            slice_axis=int(cfg.slice_axis),
+            batch_size=whole("batch_size", cfg.batch_size),
+            slice_axis=whole("slice_axis", cfg.slice_axis),
+            channel=None if channel is None else whole("channel", channel),
             probability_dtype=str(cfg.probability_dtype),
             progress=cfg.progress,
-            max_voxels=int(cfg.max_voxels) if cfg.get("max_voxels") is not None else None,
+            max_voxels=None if max_voxels is None else whole("max_voxels", max_voxels),
             instances=resolve(tuned, dict(cfg.instances)),
-            preview_slices=int(cfg.get("preview_slices", 4)),
+            preview_slices=whole("preview_slices", cfg.get("preview_slices", 4)),
         )
 
     def tile_for(self, model: Any, shape: Sequence[int]) -> int | Sequence[int]:

@@ -120,6 +120,9 @@ def predict(cfg: Any) -> dict:
     instances = bool(cfg.outputs.get("instances"))
     tuned = tuning if instances else None
     options = PredictOptions.from_config(cfg, tuned)
+    if options.channel is not None and int(model.in_channels) != 1:
+        raise UsageError(f"channel={options.channel} picks the input of a one-channel model, "
+                         f"but this model takes {model.in_channels} channels")  # fmt: skip
     if instances:
         options.instances.check_classes(int(model.num_classes))  # before any file is predicted
     if tuned:

@@ -39,7 +39,7 @@ from unet_seg.inference.blocks import MAX_BLOCK_VOXELS, default_block_shape, pla
 from unet_seg.inference.blockwise import BlockJob, RunnerSpec, register_runner
 from unet_seg.inference.engine import InProcess
 from unet_seg.inference.file_outputs import FileOutput
-from unet_seg.inference.inputs import open_input
+from unet_seg.inference.inputs import model_input, open_input
 from unet_seg.inference.instance_blocks import finish_instances, measured_objects, scratch_specs
 from unet_seg.inference.mask import load_mask
 from unet_seg.inference.object_table import write_object_table
@@ -119,7 +119,7 @@ def _predict_into_files(
         kind = volume.metadata.get("channels")
         log.warning("%s: %s image, predicted on its luminance (the model takes one channel)",
                     path, kind)  # fmt: skip
-    lo, hi = percentile_range(source, *percentiles(norm))
+    lo, hi = percentile_range(model_input(source, layout), *percentiles(norm))
     shape = layout.volume_shape(source.shape)
     spatial = layout.spatial_shape(source.shape)
     classes = int(model.num_classes)

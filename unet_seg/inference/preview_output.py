@@ -42,9 +42,10 @@ def write_preview(
     num_slices: int = 4,
     title: str = "",
 ) -> None:
-    """Draw ``<stem>_preview.png`` of ``image`` (the model's input, ``(C?, *spatial)``; channel 0
-    is shown), ``labels`` and ``instances`` (``(*spatial)``, lazily indexable). A preview that
-    cannot be drawn is logged; the file's outputs stand."""
+    """Draw ``<stem>_preview.png`` of ``image`` (the model's input, ``(C?, *spatial)``; the
+    channel ``layout`` picks, else channel 0, is shown), ``labels`` and ``instances``
+    (``(*spatial)``, lazily indexable). A preview that cannot be drawn is logged; the file's
+    outputs stand."""
     try:
         # matplotlib (~30 MB) is imported only when a preview is drawn, not with predict.
         from unet_seg.viz.previews import SlicePreview, plane_reader
@@ -52,7 +53,7 @@ def write_preview(
         shape = replace(layout, channels=False).volume_shape(labels.shape)
         preview = SlicePreview(shape, counts, num_slices)
         axis, step = layout.slice_axis, preview.step
-        lead = (0,) if layout.channels else ()
+        lead = (layout.channel or 0,) if layout.channels else ()
         read_instances = None if instances is None else plane_reader(instances, axis, step)
         preview.write(target, plane_reader(image, axis, step, lead),
                       plane_reader(labels, axis, step), read_instances, title)  # fmt: skip
