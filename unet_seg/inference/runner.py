@@ -10,16 +10,35 @@ import numpy as np
 import torch
 from torch import nn
 
+from unet_seg.errors import UsageError
 from unet_seg.models.blocks import onednn_convolutions
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/``None`` picks CUDA when available, else the CPU."""
+    """``"auto"``/``None`` picks CUDA when available, else the CPU; otherwise ``cpu``, ``cuda``,
+    ``cuda:N`` or ``mps``, which must be present (``UsageError`` saying what is not)."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in DEVICE_TYPES:
+        raise UsageError(f"device must be auto, cpu, cuda, cuda:N or mps, got {str(device)!r}")
+    device = parsed
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"device '{device}' requested but CUDA is not available")
+        if device.index is not None and device.index >= count:
+            raise UsageError(
+                f"device '{device}' requested but there are {count} CUDA devices "
+                f"(cuda:0..cuda:{count - 1})"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"device '{device}' requested but MPS is not available")
     return device
 
 
