@@ -4,6 +4,7 @@ a short run that must learn, and a multirun sweep through the console script."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -169,14 +170,37 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
     assert summary["global_step"] == 2 and summary["best_checkpoint"]
 
 
-def test_only_lightnings_healthy_run_noise_is_silenced() -> None:
+def test_only_lightnings_healthy_run_noise_is_silenced(caplog) -> None:
     from pytorch_lightning.utilities import rank_zero_warn
 
     from unet_seg.training.train import lightning_noise_silenced
 
+    connector = logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector")
     with pytest.warns(UserWarning, match="something real") as caught, lightning_noise_silenced():
         rank_zero_warn('.fit(ckpt_path="last") is set, but there is no last checkpoint available.')
         rank_zero_warn("`.fit(ckpt_path=None)` was called without a model.")
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", UserWarning, stacklevel=1)
         warnings.warn("something real", UserWarning, stacklevel=1)
+        with caplog.at_level(logging.INFO, logger=connector.name):
+            connector.info("`weights_only` was not set, defaulting to `False`.")  # Ctrl-C's save
+            connector.info("a real note")
     assert [str(w.message) for w in caught] == ["something real"]
+    assert [r.getMessage() for r in caplog.records] == ["a real note"]
+    assert connector.filters == []  # nothing silenced after the run
+
+
+def test_enable_progress_bar_false_drops_the_configured_bar() -> None:
+    from omegaconf import OmegaConf
+
+    from unet_seg.training.train import training_callbacks
+
+    group = OmegaConf.create({
+        "bar": {"_target_": "pytorch_lightning.callbacks.TQDMProgressBar"},
+        "lr": {"_target_": "pytorch_lightning.callbacks.LearningRateMonitor"},
+    })  # fmt: skip
+    kinds = [
+        [type(c).__name__ for c in training_callbacks(group, OmegaConf.create(trainer))]
+        for trainer in ({}, {"enable_progress_bar": True}, {"enable_progress_bar": False})
+    ]
+    assert kinds[0] == kinds[1] == ["TQDMProgressBar", "LearningRateMonitor"]
+    assert kinds[2] == ["LearningRateMonitor"]

@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import OnExceptionCheckpoint
+from pytorch_lightning.callbacks import OnExceptionCheckpoint, ProgressBar
 from pytorch_lightning.loggers import CSVLogger
 
 from unet_seg.config import plain
@@ -42,6 +42,15 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     if not group:
         return []
     return [instantiate(node) for node in group.values() if node and "_target_" in node]
+
+
+def training_callbacks(group: DictConfig | None, trainer_cfg: DictConfig) -> list[Any]:
+    """The callbacks of ``group``, without the progress bar where ``trainer.enable_progress_bar``
+    is false (Lightning refuses a bar it was told not to show: cluster logs ask for none)."""
+    callbacks = instantiate_group(group)
+    if trainer_cfg.get("enable_progress_bar", True) is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks
 
 
 def follow_the_data(cfg: DictConfig, datamodule: Any) -> None:
@@ -131,7 +140,18 @@ def lightning_noise_silenced() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=r".*ckpt_path=(None|\"last\")")
         # Lightning's own use of a torch pytree API that torch 2.13 deprecates.
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-        yield
+        # The interrupted.ckpt of Ctrl-C is a full checkpoint (for ckpt_path=) by design.
+        connector = logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector")
+        connector.addFilter(_quiet_full_checkpoint)
+        try:
+            yield
+        finally:
+            connector.removeFilter(_quiet_full_checkpoint)
+
+
+def _quiet_full_checkpoint(record: logging.LogRecord) -> bool:
+    """False for Lightning's note that a checkpoint it saves holds more than the weights."""
+    return not record.getMessage().startswith("`weights_only` was not set")
 
 
 def fit_interruptible(
@@ -175,9 +195,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
     module = build_module(cfg)
     loggers = instantiate_group(cfg.get("logger"))
+    trainer_cfg = trainer_config(cfg)
     trainer: pl.Trainer = instantiate(
-        trainer_config(cfg),
-        callbacks=instantiate_group(cfg.get("callbacks")),
+        trainer_cfg,
+        callbacks=training_callbacks(cfg.get("callbacks"), trainer_cfg),
         logger=loggers or False,
     )
     fit_interruptible(trainer, module, datamodule, cfg.get("ckpt_path"))
