@@ -158,6 +158,26 @@ def test_instances_from_a_separate_folder(tmp_path):
     assert row["segments"] == "instances" and row["ap"] == 1.0 and row["dice_1"] == 1.0
 
 
+def test_object_id_truth_is_class_and_instance_truth(tmp_path):
+    """Cellpose-style truth ``a_masks.tif`` of object ids: gt_label_map=objects scores both."""
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    ids = np.array([[0, 0, 3, 3], [0, 0, 3, 3], [7, 0, 0, 0], [7, 7, 0, 0]], np.uint16)
+    pred_ids = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 0], [2, 2, 0, 0]], np.uint16)
+    write_volume(pred_dir / "a_labels.tif", Volume((pred_ids > 0).astype(np.uint8)))
+    write_volume(pred_dir / "a_instances.tif", Volume(pred_ids))
+    write_volume(gt_dir / "a_masks.tif", Volume(ids))
+    cfg = config(pred_dir=pred_dir, gt_dir=gt_dir, gt_suffix="_masks", gt_label_map="objects",
+                 report=False, progress=False)  # fmt: skip
+    (row,) = evaluate(cfg)["files"]
+    expected, _ = evaluate_pair(pred_ids > 0, ids > 0, 2, 1, pred_ids, ids)
+    assert row["segments"] == "instances"
+    assert row["dice_1"] == pytest.approx(expected["dice_1"]) == pytest.approx(14 / 16)
+    assert row["ap50"] == pytest.approx(expected["ap50"]) == 1.0  # IoU 1 and 3/5: both match
+    assert row["ap75"] == pytest.approx(expected["ap75"]) == pytest.approx(1 / 3)  # 1 TP, FP, FN
+    with pytest.raises(ValueError, match=r"gt_label_map must map .* or be 'objects', got 'ids'"):
+        evaluate(config(pred_dir=pred_dir, gt_dir=gt_dir, gt_suffix="_masks", gt_label_map="ids"))
+
+
 def test_zarr_predictions_pair_with_zarr_ground_truth(tmp_path):
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
     write_volume(pred_dir / "a_labels.ome.zarr", Volume(PRED.astype(np.uint8)[None]))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 import yaml
+from hydra.errors import InstantiationException
 from test_configs import compose_train
 
 from unet_seg.config import CONFIG_DIR
@@ -139,6 +140,81 @@ def test_channel_files_pair_with_their_case(tmp_path):
         pair_files(tmp_path / "img", tmp_path / "lab")
 
 
+def _files(folder: Path, names: list[str]) -> None:
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        write_volume(folder / f"{name}.tif", Volume(np.zeros((4, 4), np.uint8)))
+
+
+def test_labels_named_as_other_tools_name_masks_pair_with_their_images(tmp_path):
+    _files(tmp_path / "img", ["x", "y", "z"])
+    _files(tmp_path / "lab", ["x_Label", "y-seg", "z", "z_masks"])  # z: the exact name wins
+    pairs = pair_files(tmp_path / "img", tmp_path / "lab")
+    assert [(image.stem, label.stem) for image, label in pairs] == [
+        ("x", "x_Label"), ("y", "y-seg"), ("z", "z")
+    ]  # fmt: skip
+    _files(tmp_path / "img", ["w"])
+    with pytest.raises(ValueError, match=r"img/w.tif: no label file named w\.\* \(or w_masks"):
+        pair_files(tmp_path / "img", tmp_path / "lab")
+
+
+def test_cellpose_layout_images_and_masks_in_one_folder(tmp_path, rng):
+    folder = tmp_path / "cells"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        image, label = blobs(rng, (40, 48), 2)
+        write_volume(folder / f"{name}.tif", Volume(image))
+        suffix = "_cp_masks" if name == "b" else "_masks"
+        write_volume(folder / f"{name}{suffix}.tif", Volume(label))
+    pairs = pair_files(folder, folder)
+    assert [(image.name, label.name) for image, label in pairs] == [
+        ("a.tif", "a_masks.tif"), ("b.tif", "b_cp_masks.tif"), ("c.tif", "c_masks.tif")
+    ]  # fmt: skip
+    cfg = compose_train(tmp_path, "experiment=own_2d", f"data.images={folder}",
+                        f"data.labels={folder}", "data.patch_size=[28,28]")  # fmt: skip
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    assert datamodule.in_channels == 1 and datamodule.num_classes == 2
+    assert len(datamodule.train_set.regions) == 2 and len(datamodule.val_set.regions) == 1
+    for name in ("a_masks", "b_cp_masks", "c_masks"):
+        (folder / f"{name}.tif").unlink()
+    with pytest.raises(ValueError, match="the images and labels are the same files; name each"):
+        pair_files(folder, folder)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_object_id_masks_give_class_and_instance_labels(tmp_path, lazy):
+    """``label_map=objects``: Cellpose/StarDist masks of object ids; two touching objects keep
+    the boundary between them in the boundary target, which components of the class would lose."""
+    folder = tmp_path / "cells"
+    folder.mkdir()
+    ids = np.zeros((40, 48), np.uint16)
+    ids[10:30, 8:24], ids[10:30, 24:40] = 5, 9  # touching along x = 23 | 24
+    for name in ("a", "b"):
+        write_volume(folder / f"{name}.tif", Volume((ids > 0).astype(np.uint16) * 900 + 50))
+        write_volume(folder / f"{name}_masks.tif", Volume(ids))
+    targets = {}
+    for label_map in ("objects", "{0:0,5:1,9:1}"):
+        cfg = compose_train(tmp_path, "experiment=own_2d", f"data.images={folder}",
+                            f"data.labels={folder}", f"data.label_map={label_map}",
+                            "data.target=boundary", "data.patch_size=[28,28]",
+                            f"data.lazy={str(lazy).lower()}")  # fmt: skip
+        datamodule = build_datamodule(cfg)
+        datamodule.setup("fit")
+        (region,) = datamodule.val_set.regions
+        box = (slice(0, 40), slice(0, 48))
+        targets[label_map] = region.read_target(box) if lazy else region.label[box]
+    objects = targets["objects"]
+    assert set(np.unique(objects)) == {0, 1, 2}
+    assert (objects[12:28, 22:26] == 2).all()  # the contact is boundary on both sides
+    merged = targets["{0:0,5:1,9:1}"]  # the same classes without the ids: one component
+    assert (merged[12:28, 22:26] == 1).all()
+    np.testing.assert_array_equal(objects != 0, merged != 0)
+    with pytest.raises(InstantiationException, match="label_map must map stored values to class"):
+        build_datamodule(compose_train(tmp_path, "experiment=own_2d", f"data.images={folder}",
+                                       f"data.labels={folder}", "data.label_map=ids"))  # fmt: skip
+
+
 @pytest.mark.parametrize("kind", ["imagej", "ome"])
 def test_hyperstack_channels_become_the_leading_axis_and_the_models_input(tmp_path, rng, kind):
     image, label = blobs(rng, (20, 28, 28), 2)
@@ -181,7 +257,7 @@ def run_recipes(tmp_path: Path, samples_dir: Path, train_too: bool) -> list[str]
 
     (tmp_path / "data_samples").symlink_to(samples_dir)
     recipes = readme_recipes()
-    assert len(recipes) == 4
+    assert len(recipes) == 5
     names = []
     for line in recipes:
         words = shlex.split(line)
@@ -192,7 +268,8 @@ def run_recipes(tmp_path: Path, samples_dir: Path, train_too: bool) -> list[str]
         cfg = compose_train(tmp_path, *words[1:], *QUICK)
         names.append(cfg.name)
         datamodule = build_datamodule(cfg)
-        assert datamodule.in_channels == 1 and datamodule.num_classes == 2
+        boundary = cfg.data.get("target") == "boundary"  # object ids: 3 classes to learn
+        assert datamodule.in_channels == 1 and datamodule.num_classes == (3 if boundary else 2)
         if train_too:
             assert 0.0 <= train(cfg)["val/dice"] <= 1.0
         else:
@@ -203,7 +280,12 @@ def run_recipes(tmp_path: Path, samples_dir: Path, train_too: bool) -> list[str]
 
 def test_readme_recipes_compose_and_load_their_data(tmp_path, samples_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert run_recipes(tmp_path, samples_dir, False) == ["2d", "image", "Dataset001_Nuclei"]
+    assert run_recipes(tmp_path, samples_dir, False) == [
+        "2d",
+        "nuclei_objects",
+        "image",
+        "Dataset001_Nuclei",
+    ]
 
 
 @pytest.mark.slow

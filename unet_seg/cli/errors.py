@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from hydra.errors import HydraException
+from hydra.errors import HydraException, InstantiationException
 from omegaconf.errors import OmegaConfBaseException
 
 from unet_seg.cli.exit_codes import EXIT_FAILED, EXIT_USAGE, exit_interrupted
@@ -48,8 +48,15 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, OSError) and err.filename and err.strerror:
         return f"{err.filename}: {err.strerror}"  # not "[Errno 2] No such file...: '/x'"
     text = str(err)
-    if isinstance(err, HydraException) and isinstance(err.__cause__, OmegaConfBaseException):
-        text += "\n" + str(err.__cause__)
+    cause = err.__cause__
+    if isinstance(err, HydraException) and isinstance(cause, OmegaConfBaseException):
+        text += "\n" + str(cause)
+    elif isinstance(err, InstantiationException) and cause is not None and str(cause):
+        # "Error in call to target '...':\nValueError('...')\nfull_key: data" -> "data: ..."
+        keys = [
+            line[len("full_key: ") :] for line in text.splitlines() if line.startswith("full_key: ")
+        ]
+        text = f"{keys[0]}: {cause}" if keys else str(cause)
     parts: list[str] = []
     options: list[str] = []
     for raw in text.splitlines():

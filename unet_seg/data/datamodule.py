@@ -24,6 +24,7 @@ from unet_seg.data.dataset import (
     WindowDataset,
     seed_worker,
 )
+from unet_seg.data.labels import OBJECTS
 from unet_seg.data.lazy_regions import TargetRule, open_regions
 from unet_seg.data.pairs import pair_files, pair_name
 from unet_seg.data.patches import PAD_MODES, check_patch_size
@@ -53,7 +54,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         val_mode: ``"grid"`` windows covering each validation image, or ``"whole"``: one window
             per image, centred, cropped/mirror-padded to ``val_size``.
         val_size: validation window size (default ``patch_size``).
-        label_map: stored label value -> class index, e.g. ISBI ``{255: 0, 0: 1}``.
+        label_map: stored label value -> class index, e.g. ISBI ``{255: 0, 0: 1}``; or
+            ``"objects"``: the labels are object ids (Cellpose/StarDist masks), every id class
+            1 and the ids the instances (unless ``instances`` names other files).
         ignore_index: label value the loss ignores; allowed in the labels.
         instances: instance label files (like ``labels``) for the weight map's object distances
             and the boundary target's objects.
@@ -91,7 +94,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         val_fraction: float = 0.2,
         val_mode: str = "grid",
         val_size: int | Sequence[int] | None = None,
-        label_map: Mapping[Any, int] | None = None,
+        label_map: Mapping[Any, int] | str | None = None,
         ignore_index: int | None = -1,
         instances: PathSpec | None = None,
         target: str = "classes",
@@ -122,6 +125,12 @@ class SegmentationDataModule(pl.LightningDataModule):
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         if lazy not in (True, False, "auto"):
             raise ValueError(f"lazy must be true, false or auto, got {lazy!r}")
+        if isinstance(label_map, str) and label_map != OBJECTS:
+            raise ValueError(f"label_map must map stored values to classes, or be {OBJECTS!r}, "
+                             f"got {label_map!r}")  # fmt: skip
+        if label_map == OBJECTS and object_class != 1:
+            raise ValueError(f"label_map={OBJECTS} makes the objects class 1, but object_class "
+                             f"is {object_class}")  # fmt: skip
         self.cfg = {k: plain(v) for k, v in self.hparams.items()}
         self.augment = None if isinstance(augment, Mapping) and not augment else augment
         self.lazy: bool | None = None  # decided in setup when "auto"
@@ -184,6 +193,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         if c["instances"] is not None:
             by_stem = {stem(p): p for p in find_files(c["instances"])}
             instances = [by_stem.get(pair_name(*pair)) for pair in pairs]
+        elif c["label_map"] == OBJECTS:  # the object ids are the instances
+            instances = [label for _, label in pairs]
         if derive and self.lazy:
             rule = TargetRule(
                 c["target"],

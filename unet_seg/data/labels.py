@@ -1,4 +1,9 @@
-"""Stored label values -> class indices."""
+"""Stored label values -> class indices.
+
+Besides a ``{stored value: class}`` map, ``label_map="objects"`` (:data:`OBJECTS`) reads the
+masks Cellpose, StarDist and most instance datasets save, object ids with 0 as background: every
+id is class 1, and the ids themselves are the instances.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,25 @@ from typing import Any
 
 import numpy as np
 
+OBJECTS = "objects"  # label_map of object-id masks: 0 stays background, every id is class 1
+
 
 def map_labels(
-    label: np.ndarray, label_map: Mapping[Any, int] | None, path: Path | str
+    label: np.ndarray, label_map: Mapping[Any, int] | str | None, path: Path | str
 ) -> np.ndarray:
-    """Stored label values -> class indices via ``label_map`` (e.g. ISBI ``{255: 0, 0: 1}``).
+    """Stored label values -> class indices via ``label_map`` (e.g. ISBI ``{255: 0, 0: 1}``, or
+    :data:`OBJECTS`: ids > 0 -> 1).
 
     Returns int64 like ``label``. ``ValueError`` naming ``path`` for values the map does not cover.
     """
     if label_map is None:
         return label.astype(np.int64)
+    if label_map == OBJECTS:
+        return (label > 0).astype(np.int64)
     out = np.full(label.shape, np.iinfo(np.int64).min, np.int64)
+    if not isinstance(label_map, Mapping):
+        raise ValueError(f"label_map must map stored values to classes, or be {OBJECTS!r}, "
+                         f"got {label_map!r}")  # fmt: skip
     for raw, cls in label_map.items():
         out[label == (float(raw) if isinstance(raw, str) else raw)] = int(cls)
     unmapped = np.unique(label[out == np.iinfo(np.int64).min])

@@ -1,7 +1,10 @@
 """Pairing image files with their label files by file stem.
 
 An image is one file (channels, if any, on its leading axis), or, in nnU-Net's naming, one file
-per channel: ``<case>_0000``, ``<case>_0001``, ... beside the label ``<case>``.
+per channel: ``<case>_0000``, ``<case>_0001``, ... beside the label ``<case>``. A label may also
+carry one of the suffixes other tools name masks with (:data:`LABEL_SUFFIXES`: Cellpose's
+``<image>_masks``, ``<image>_label``, ``<image>_seg``, ...), and then it may sit in the images'
+own folder (Cellpose's layout), where the files with such a suffix are the labels.
 """
 
 from __future__ import annotations
@@ -14,6 +17,17 @@ from unet_seg.io.files import PathSpec, find_files, stem
 
 ImageFiles = Path | tuple[Path, ...]  # one file, or one file per channel
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+# What follows an image's stem in its label's name in common layouts (case-insensitive; "_" or
+# "-" before it): Cellpose (_masks, _cp_masks), ilastik/Fiji exports (_label(s), _mask), _seg, _gt.
+LABEL_SUFFIXES = ("cp_masks", "masks", "mask", "labels", "label", "seg", "gt")
+_LABEL = re.compile(rf"^(?P<image>.+?)[_-](?:{'|'.join(LABEL_SUFFIXES)})$", re.IGNORECASE)
+
+
+def image_stem_of(label: Path) -> str | None:
+    """The image stem a label file's name points at through one of :data:`LABEL_SUFFIXES`
+    (``a_masks.tif`` -> ``a``), or None."""
+    match = _LABEL.match(stem(label))
+    return match["image"] if match else None
 
 
 def pair_name(image: ImageFiles, label: Path) -> str:
@@ -44,12 +58,27 @@ def _channel_files(image_files: Sequence[Path], cases: set[str]) -> dict[str, tu
 
 
 def pair_files(images: PathSpec, labels: PathSpec) -> list[tuple[ImageFiles, Path]]:
-    """Images and labels matched by file stem (one file each also pairs, whatever the names);
-    channel files ``<case>_0000, <case>_0001, ...`` pair as one image with the label ``<case>``."""
+    """Images and labels matched by file stem, or the label's stem with one of
+    :data:`LABEL_SUFFIXES` (one file each also pairs, whatever the names); channel files
+    ``<case>_0000, <case>_0001, ...`` pair as one image with the label ``<case>``.
+
+    Raises:
+        ValueError: an image without a label, or one folder for both without suffixed labels.
+    """
     image_files, label_files = find_files(images), find_files(labels)
+    if set(image_files) & set(label_files):  # one folder for both: the suffixed files are labels
+        label_files = [p for p in label_files if image_stem_of(p) is not None]
+        if not label_files:
+            raise ValueError(
+                f"{labels}: the images and labels are the same files; name each label "
+                f"<image>_masks (or _{', _'.join(LABEL_SUFFIXES[2:])}) beside its image, or "
+                "give the labels' own folder"
+            )
+        image_files = [p for p in image_files if p not in set(label_files)]
     if len(image_files) == len(label_files) == 1:
         return [(image_files[0], label_files[0])]
     by_stem = {stem(p): p for p in label_files}
+    by_image = {image_stem_of(p): p for p in label_files if image_stem_of(p) is not None}
     channels = _channel_files(image_files, set(by_stem) - {stem(p) for p in image_files})
     pairs: list[tuple[ImageFiles, Path]] = [
         (files, by_stem[case]) for case, files in sorted(channels.items())
@@ -58,7 +87,11 @@ def pair_files(images: PathSpec, labels: PathSpec) -> list[tuple[ImageFiles, Pat
     for image in image_files:
         if image in grouped:
             continue
-        if stem(image) not in by_stem:
-            raise ValueError(f"{image}: no label file named {stem(image)}.* in {labels}")
-        pairs.append((image, by_stem[stem(image)]))
+        label = by_stem.get(stem(image)) or by_image.get(stem(image))
+        if label is None:
+            raise ValueError(
+                f"{image}: no label file named {stem(image)}.* (or {stem(image)}_masks.* etc.) "
+                f"in {labels}"
+            )
+        pairs.append((image, label))
     return pairs

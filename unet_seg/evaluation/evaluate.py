@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
-from unet_seg.data.labels import map_labels
+from unet_seg.data.labels import OBJECTS, map_labels
 from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.evaluation.error_kinds import ErrorKinds, kinds_of
 from unet_seg.evaluation.instances import (
@@ -110,16 +110,19 @@ def _integers(
     return labels
 
 
-def _label_map(cfg: Any, key: str) -> dict[Any, int] | None:
-    """``cfg[key]`` as a plain ``{stored value: class}`` dict; None when unset."""
+def _label_map(cfg: Any, key: str) -> dict[Any, int] | str | None:
+    """``cfg[key]`` as a plain ``{stored value: class}`` dict, or ``"objects"`` (object-id
+    masks: every id is class 1); None when unset."""
     value = cfg.get(key)
-    if value is None:
-        return None
+    if value is None or value == OBJECTS:
+        return value
     value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
     if not isinstance(value, dict) or not all(
         isinstance(c, int) and not isinstance(c, bool) for c in value.values()
     ):
-        raise UsageError(f"{key} must map stored label values to class numbers, got {value!r}")
+        raise UsageError(
+            f"{key} must map stored label values to class numbers, or be {OBJECTS!r}, got {value!r}"
+        )
     return value
 
 
@@ -214,13 +217,15 @@ def evaluate(cfg: Any) -> dict:
         try:
             if key not in gts:
                 raise FileNotFoundError(f"no ground truth {key}{cfg.gt_suffix}.* in {gt_dir}")
-            instances = key in pred_inst and key in gt_inst
+            # Object-id truth (gt_label_map=objects) is its own instance truth.
+            truth_ids = gt_inst.get(key, gts[key] if label_maps["gt"] == OBJECTS else None)
+            instances = key in pred_inst and truth_ids is not None
             pred = _integers(pred_path, num_classes, label_maps["pred"])
             gt = _integers(gts[key], num_classes, label_maps["gt"])
             row, counts, match = pair_figures(
                 pred, gt, num_classes, int(cfg.foreground_class),
                 _integers(pred_inst[key]) if instances else None,
-                _integers(gt_inst[key]) if instances else None,
+                _integers(truth_ids) if instances else None,
             )  # fmt: skip
         except Exception as err:  # one bad pair must not stop the evaluation; reported by name
             # Reported once: in the summary and by the CLI on stderr.

@@ -101,7 +101,10 @@ def check_label_values(
     allowed = set(range(num_classes)) | ({ignore_index} if ignore_index is not None else set())
     outside = [int(v) for v in values if int(v) not in allowed]
     if outside:
+        ignored = f" (and ignore_index {ignore_index})" if ignore_index is not None else ""
+        # Many values: object ids rather than a few stray classes.
+        hint = ": object ids, as Cellpose/StarDist save masks? data.label_map=objects reads them"
         raise ValueError(
             f"{path}: label values {outside[:10]} are outside the classes 0..{num_classes - 1}"
-            + (f" (and ignore_index {ignore_index})" if ignore_index is not None else "")
+            f"{ignored}{hint if len(outside) > 3 else ''}"
         )
