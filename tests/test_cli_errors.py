@@ -105,6 +105,8 @@ def predict_args(files: Path, **overrides: str) -> list[str]:
         ("tune", ["checkpoint={files}/missing.ckpt"], 2, "missing.ckpt not found"),
         ("tune", ["checkpoint={files}/model.ckpt"], 2, "stores no data settings"),
         ("tune", ["checkpoint={files}/garbage.ckpt"], 1, "garbage.ckpt: not a PyTorch"),
+        ("tune", ["checkpoint={files}/model.onnx"], 2,
+         "model.onnx: tune the training checkpoint (.ckpt) it was exported from"),
     ],
 )  # fmt: skip
 def test_one_line_per_problem(

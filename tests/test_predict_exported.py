@@ -1,4 +1,5 @@
-"""``unet-seg-predict checkpoint=<file>.onnx`` (or ``.pt``) segments as the ``.ckpt`` does."""
+"""``unet-seg-predict checkpoint=<file>.onnx`` (or ``.pt``, or the ``.bioimageio.zip``) segments
+as the ``.ckpt`` does."""
 
 from __future__ import annotations
 
@@ -51,7 +52,10 @@ def models(tmp_path_factory) -> dict[str, Path]:
     export(cfg)
     cfg.format = "onnx"
     export(cfg)
-    return {"ckpt": ckpt, "pt": root / "tiny.pt", "onnx": root / "tiny.onnx"}
+    cfg.format = "bioimageio"
+    export(cfg)
+    return {"ckpt": ckpt, "pt": root / "tiny.pt", "onnx": root / "tiny.onnx",
+            "zip": root / "tiny.bioimageio.zip"}  # fmt: skip
 
 
 def run_predict(checkpoint: Path, out: Path, samples_dir: Path, **extra) -> dict:
@@ -73,11 +77,14 @@ def test_exported_models_give_the_checkpoints_labels(tmp_path, samples_dir, mode
     expected = read_volume(labels_path).array
     probs = read_volume(probs_path).array.astype(np.float32)
     assert expected.shape == (16, 256, 256) and 0 < expected.mean() < 1  # both classes occur
-    for kind in ("pt", "onnx"):
-        summary = run_predict(models[kind], tmp_path / kind, samples_dir)
+    unzipped = tmp_path / "unzipped"  # the package as bioimage.io's tools unpack it
+    zipfile.ZipFile(models["zip"]).extractall(unzipped)
+    for kind in ("pt", "onnx", "zip", "unzipped"):
+        model = unzipped if kind == "unzipped" else models[kind]
+        summary = run_predict(model, tmp_path / kind, samples_dir)
         labels = read_volume(summary["files"][0]["outputs"][0]).array
         differ = labels != expected
-        if kind == "pt":
+        if kind != "onnx":  # the package holds the UNet's own weights
             np.testing.assert_array_equal(labels, expected)  # the same kernels on the same tiles
         else:
             # ONNX Runtime's kernels round differently (~1e-7): only near-ties may flip.
@@ -118,7 +125,7 @@ def test_exports_carry_the_tuned_instance_postprocessing(tmp_path, samples_dir, 
                                            "format=all"])  # fmt: skip
     export(cfg)
     on = {"outputs.instances": True}
-    for suffix in (".pt", ".onnx"):
+    for suffix in (".pt", ".onnx", ".bioimageio.zip"):
         out = tmp_path / suffix[1:]
         summary = run_predict(tmp_path / f"tuned{suffix}", out, samples_dir, **on)
         assert summary["instances"]["method"] == "cc"
@@ -129,3 +136,43 @@ def test_exports_carry_the_tuned_instance_postprocessing(tmp_path, samples_dir, 
     with zipfile.ZipFile(tmp_path / "tuned.bioimageio.zip") as package:
         rdf = yaml.safe_load(package.read("rdf.yaml"))
     assert rdf["config"]["unet_seg"]["instance_postprocessing"] == json.loads(json.dumps(tuned))
+
+
+def _repack(source: Path, target: Path, change) -> Path:
+    """A copy of the package ``source`` whose members pass through ``change(name, data)``."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for name in old.namelist():
+            data = change(name, old.read(name))
+            if data is not None:
+                new.writestr(name, data)
+    return target
+
+
+def test_damaged_and_foreign_packages_are_named(tmp_path, models):
+    from unet_seg.models.checkpoint import load_model
+
+    def cut_weights(name, data):
+        return data[: len(data) // 2] if name == "weights_state_dict.pt" else data
+
+    def foreign(name, data):
+        if name != "rdf.yaml":
+            return data
+        rdf = yaml.safe_load(data)
+        del rdf["config"]
+        return yaml.safe_dump(rdf)
+
+    cases = {
+        "cut.bioimageio.zip": (cut_weights, "weights_state_dict.pt does not match the checksum"),
+        "other.bioimageio.zip": (foreign, "a bioimage.io model that unet-seg-export did not"),
+        "bare.zip": (lambda name, data: None if name == "rdf.yaml" else data, "no rdf.yaml"),
+    }
+    for name, (change, message) in cases.items():
+        package = _repack(models["zip"], tmp_path / name, change)
+        with pytest.raises(ValueError, match=message) as caught:
+            load_model(package)
+        assert str(caught.value).startswith(str(package))
+    (tmp_path / "text.zip").write_text("not a zip")
+    with pytest.raises(ValueError, match=r"text\.zip: not a readable bioimage\.io package"):
+        load_model(tmp_path / "text.zip")
+    with pytest.raises(FileNotFoundError, match=r"missing\.bioimageio\.zip not found"):
+        load_model(tmp_path / "missing.bioimageio.zip")

@@ -83,11 +83,16 @@ def tiling_chunks(chunks: tuple[int, ...], layout) -> tuple[int, int, int]:
 
 
 def _checkpoint_id(path: str) -> str:
-    """Identifies the weights, so a rerun with another checkpoint never reuses blocks."""
+    """Identifies the weights, so a rerun with another checkpoint never reuses blocks (a
+    folder, an unzipped bioimage.io package: all its files)."""
     digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    for file in files:
+        digest.update(str(file.relative_to(root)).encode() if root.is_dir() else b"")
+        with open(file, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -25,7 +25,8 @@ from unet_seg.config import real, whole
 from unet_seg.errors import UsageError
 from unet_seg.inference.postprocess import instance_labels
 from unet_seg.inference.seeded import foreground_and_interior, seeded_watershed
-from unet_seg.models.checkpoint import read_checkpoint
+from unet_seg.models.bioimageio_package import is_bioimageio_package
+from unet_seg.models.checkpoint import load_model_and_tuning, read_checkpoint
 from unet_seg.models.exported import TUNED_KEY, is_exported
 
 log = logging.getLogger(__name__)
@@ -95,10 +96,8 @@ class InstanceOptions:
 def stored_tuning(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
     """The tuned post-processing stored in a checkpoint by ``unet-seg-tune``, or None; for an
     exported ``.onnx`` / ``.pt`` network, what its export carried over."""
-    if is_exported(checkpoint):
-        from unet_seg.models.exported import load_exported
-
-        return getattr(load_exported(checkpoint)[0], "tuning", None)
+    if is_exported(checkpoint) or is_bioimageio_package(checkpoint):
+        return load_model_and_tuning(checkpoint)[2]
     return read_checkpoint(checkpoint).get(TUNED_KEY)
 
 

@@ -44,7 +44,7 @@ def _load_model(checkpoint: str) -> tuple[SegmentationNetwork, dict, dict | None
     except FileNotFoundError as err:
         raise InputNotFoundError(
             f"{err}: train the sample model first with `unet-seg-train experiment=sample_2d`, "
-            "or pass checkpoint=<a .ckpt, or a .onnx / .pt from unet-seg-export>"
+            "or pass checkpoint=<a .ckpt, or a .onnx / .pt / .bioimageio.zip from unet-seg-export>"
         ) from err
 
 

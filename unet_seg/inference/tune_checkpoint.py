@@ -28,7 +28,9 @@ from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
 from unet_seg.inference.tuning import check_request, tune
 from unet_seg.io.atomic import replace_atomic
+from unet_seg.models.bioimageio_package import is_bioimageio_package
 from unet_seg.models.checkpoint import network_from_checkpoint, read_checkpoint
+from unet_seg.models.exported import is_exported
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,16 @@ def store_tuning(path: str | Path, result: Mapping[str, Any], target: str | Path
 
 def tune_command(cfg: Any) -> dict[str, Any]:
     """What ``unet-seg-tune`` runs: tune ``cfg.checkpoint`` and store the result in it (or in
-    ``cfg.output``); returns the result."""
+    ``cfg.output``); returns the result.
+
+    Raises:
+        UsageError: ``cfg.checkpoint`` is an exported network, which cannot store the result.
+    """
+    if is_exported(cfg.checkpoint) or is_bioimageio_package(cfg.checkpoint):
+        raise UsageError(
+            f"{cfg.checkpoint}: tune the training checkpoint (.ckpt) it was exported from, "
+            "then export again: the tuning travels with the export"
+        )
     try:
         checkpoint = read_checkpoint(cfg.checkpoint)
     except FileNotFoundError as err:

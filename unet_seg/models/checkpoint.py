@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from unet_seg.errors import checkpoint_load_error
+from unet_seg.models.bioimageio_package import is_bioimageio_package, load_package
 from unet_seg.models.exported import TUNED_KEY, is_exported, load_exported
 from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.models.unet import UNet
@@ -46,15 +47,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_model(path: str | os.PathLike) -> tuple[SegmentationNetwork, dict[str, float]]:
     """The network in eval mode and its normalisation percentiles: the ``UNet`` of a training
-    checkpoint, or for ``.onnx`` / ``.pt`` files an adapter over ONNX Runtime / TorchScript.
+    checkpoint or of a bioimage.io package from ``unet-seg-export`` (``.bioimageio.zip``), or
+    for ``.onnx`` / ``.pt`` files an adapter over ONNX Runtime / TorchScript.
 
     Raises:
         FileNotFoundError: no file at ``path``.
         ValueError: unreadable file, or it lacks the network's configuration or weights.
     """
-    if is_exported(path):
-        return load_exported(path)
-    return network_from_checkpoint(read_checkpoint(path), path)
+    return load_model_and_tuning(path)[:2]
 
 
 def load_model_and_tuning(
@@ -70,6 +70,8 @@ def load_model_and_tuning(
     if is_exported(path):
         model, normalization = load_exported(path)
         return model, normalization, getattr(model, "tuning", None)
+    if is_bioimageio_package(path):
+        return load_package(path)
     content = read_checkpoint(path)
     return (*network_from_checkpoint(content, path), content.get(TUNED_KEY))
 

@@ -1,0 +1,115 @@
+"""Loading the network of a bioimage.io model package that ``unet-seg-export`` wrote.
+
+The package (``<name>.bioimageio.zip``, or the folder it unzips to) describes its weights in
+``rdf.yaml``; the ``pytorch_state_dict`` entry names the ``UNet`` keyword arguments and a state
+dict that ``torch.load(..., weights_only=True)`` reads, and ``config.unet_seg`` holds what the
+``.pt`` / ``.onnx`` exports carry (percentiles, tuned instance post-processing). So predict runs
+the package as the native ``UNet``, without unzipping it and without ``bioimageio.core``. The
+checksum the package records for the weights is checked: a truncated download says so.
+
+Packages of other tools have no ``config.unet_seg``; they are refused with a message that names
+the tools that run any bioimage.io model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from unet_seg.models.exported import METADATA_KEY, TUNED_KEY
+from unet_seg.models.unet import UNet
+
+RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")  # the description's name in a package
+
+
+def is_bioimageio_package(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a bioimage.io package: a ``.zip``, or a folder with ``rdf.yaml``."""
+    path = Path(path)
+    if path.is_dir():
+        return any((path / name).is_file() for name in RDF_NAMES)
+    return path.name.lower().endswith(".zip")
+
+
+def _reader(path: Path):
+    """``name -> bytes`` of a file in the package (zip or folder); ``ValueError`` naming it."""
+    if path.is_dir():
+        return lambda name: (path / name).read_bytes()
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ValueError(f"{path}: not a readable bioimage.io package ({err})") from err
+    return archive.read
+
+
+def load_package(
+    path: str | os.PathLike,
+) -> tuple[UNet, dict[str, float], dict[str, Any] | None]:
+    """``(UNet in eval mode, normalisation percentiles, tuned instance post-processing or
+    None)`` of the package at ``path``.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ValueError: not a package of ``unet-seg-export``, or a damaged one (the message says
+            which file and why).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model package {path} not found")
+    read = _reader(path)
+    try:
+        rdf_name, rdf = _description(read)
+        if rdf_name is None:
+            raise ValueError(f"{path}: no rdf.yaml inside: not a bioimage.io model package")
+        if not isinstance(rdf, Mapping):
+            raise ValueError(f"{path}: {rdf_name} is not a YAML mapping")
+        meta = (rdf.get("config") or {}).get(METADATA_KEY)
+        weights = (rdf.get("weights") or {}).get("pytorch_state_dict")
+        if not isinstance(meta, Mapping) or not isinstance(weights, Mapping):
+            raise ValueError(
+                f"{path}: a bioimage.io model that unet-seg-export did not write (no "
+                f"config.{METADATA_KEY} and pytorch_state_dict weights); run it with "
+                "bioimageio.core, ilastik or deepImageJ"
+            )
+        data = read(str(weights["source"]))
+        expected = weights.get("sha256")
+        if expected and hashlib.sha256(data).hexdigest() != expected:
+            raise ValueError(
+                f"{path}: {weights['source']} does not match the checksum in {rdf_name} "
+                "(a damaged or incomplete download?)"
+            )
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        kwargs = dict(weights.get("architecture", {}).get("kwargs") or {})
+        model = _network(kwargs, state, path)
+    except (KeyError, TypeError, RuntimeError, yaml.YAMLError, zipfile.BadZipFile) as err:
+        raise ValueError(
+            f"{path}: damaged bioimage.io package ({type(err).__name__}: {err})"
+        ) from err
+    return model.eval(), dict(meta.get("normalization") or {}), meta.get(TUNED_KEY)
+
+
+def _network(kwargs: Mapping[str, Any], state: Mapping[str, Any], path: Path) -> UNet:
+    """The ``UNet`` of ``kwargs`` with the weights ``state``; ``ValueError`` naming ``path``."""
+    try:
+        model = UNet(**kwargs)
+        model.load_state_dict(state)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: the weights do not fit the described network ({err})") from err
+    return model
+
+
+def _description(read) -> tuple[str | None, Any]:
+    """``(name, parsed YAML)`` of the package's description, or ``(None, None)``."""
+    for name in RDF_NAMES:
+        try:
+            return name, yaml.safe_load(read(name))
+        except (KeyError, FileNotFoundError):
+            continue
+    return None, None
