@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 
 import nibabel as nib
@@ -237,3 +238,20 @@ def test_check_pair():
         )
     with pytest.raises(ValueError, match=r"lab\.tif.*integers"):
         check_pair(image[0], np.zeros((5, 6), np.float32), num_classes=2, path="lab.tif")
+
+
+def test_a_multi_series_tiff_reads_the_first_and_says_so(tmp_path, rng, caplog):
+    first = rng.integers(0, 255, (3, 20, 24)).astype(np.uint8)
+    with tifffile.TiffWriter(tmp_path / "positions.ome.tif", ome=True) as writer:
+        writer.write(first, metadata={"axes": "ZYX"})
+        writer.write(rng.integers(0, 255, (20, 24)).astype(np.uint8))
+    with caplog.at_level(logging.WARNING, logger="unet_seg.io.tiff"):
+        np.testing.assert_array_equal(read_volume(tmp_path / "positions.ome.tif").array, first)
+        np.testing.assert_array_equal(open_volume(tmp_path / "positions.ome.tif")[...], first)
+    (record,) = caplog.records  # once per file, however often it is opened
+    expected = "2 image series; reading the first (ZYX (3, 20, 24)), not YX (20, 24)"
+    assert record.getMessage().startswith(f"{tmp_path / 'positions.ome.tif'}: {expected}")
+    caplog.clear()
+    tifffile.imwrite(tmp_path / "one.tif", first)
+    read_volume(tmp_path / "one.tif")
+    assert not caplog.records

@@ -11,6 +11,7 @@ page offsets and byte counts are checked against the file's size (:mod:`unet_seg
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from unet_seg.io.lazy import LazyVolume
 from unet_seg.io.limits import check_deflated, check_stored, declared_bytes
 from unet_seg.io.volume import Volume, affine_from_spacing
 
+log = logging.getLogger(__name__)
 _DEFLATE = (8, 32946)  # ADOBE_DEFLATE and the old DEFLATE code
+_WARNED_SERIES: set[str] = set()  # files whose other series were reported (once per process)
 
 IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 
@@ -99,6 +102,7 @@ def tiff_layout(tif: tifffile.TiffFile) -> tuple[tuple[int, ...], np.dtype, str,
     check_tiff_data(tif)
     series = tif.series[0]
     axes, shape = series.axes, tuple(series.shape)
+    _report_other_series(tif)
     letter = next((a for a in ("S", "C") if a in axes), None)
     if letter is None:
         return shape, np.dtype(series.dtype), axes, None
@@ -106,6 +110,21 @@ def tiff_layout(tif: tifffile.TiffFile) -> tuple[tuple[int, ...], np.dtype, str,
     axes = "C" + axes[:at] + axes[at + 1 :]
     shape = (shape[at], *shape[:at], *shape[at + 1 :])
     return shape, np.dtype(series.dtype), axes, at
+
+
+def _report_other_series(tif: tifffile.TiffFile) -> None:
+    """Warn (once per file) that only the first of several image series is read: multi-position
+    OME-TIFFs and slide scans (label, macro images) hold more than one."""
+    path = str(tif.filehandle.path)
+    if len(tif.series) < 2 or path in _WARNED_SERIES:
+        return
+    _WARNED_SERIES.add(path)
+    others = ", ".join(f"{s.axes} {tuple(s.shape)}" for s in tif.series[1:4])
+    more = f" and {len(tif.series) - 4} more" if len(tif.series) > 4 else ""
+    first = tif.series[0]
+    log.warning("%s: %d image series; reading the first (%s %s), not %s%s: save another as its "
+                "own file to use it", path, len(tif.series), first.axes,
+                tuple(first.shape), others, more)  # fmt: skip
 
 
 def _channel_meta(tif: tifffile.TiffFile, shape: tuple[int, ...], moved: int | None) -> dict:
