@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -333,3 +334,54 @@ def test_killed_mid_write_then_rerun(tmp_path, ckpt, sig):
     assert rerun.returncode == 0, stderr
     assert leftovers(tmp_path / "out") == []
     assert read_volume(tmp_path / "out" / "big_labels.tif").array.shape == (300, 128, 128)
+
+
+def test_a_swallowed_sigterm_still_stops_at_the_next_file(tmp_path, ckpt):
+    """Python drops an exception raised by a signal handler inside a weakref or GC callback;
+    the stop request it set is acted on before the next file (and the next block)."""
+    from unet_seg.inference.engine import InProcess
+    from unet_seg.interrupts import clear_stop_request, request_stop
+
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b"):
+        tifffile.imwrite(tmp_path / "in" / f"{name}.tif", stack())
+    out = tmp_path / "out"
+    request_stop()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            predict(config(input=tmp_path / "in", output_dir=out, checkpoint=ckpt))
+        with pytest.raises(KeyboardInterrupt):
+            list(InProcess().map(lambda job, index: index, None, range(3)))
+    finally:
+        clear_stop_request()
+    summary = json.loads((out / "predict_summary.json").read_text())
+    assert summary["interrupted"] and [f["status"] for f in summary["files"]] == ["interrupted"]
+    assert sorted(p.name for p in out.iterdir()) == ["predict_summary.json"]
+    assert list(InProcess().map(lambda job, index: index, None, range(3))) == [
+        (0, 0),
+        (1, 1),
+        (2, 2),
+    ]
+
+
+def test_outputs_of_another_checkpoint_or_setting_are_predicted_again(tmp_path, ckpt, caplog):
+    other = save_checkpoint(tmp_path / "other.ckpt", TINY_2D, seed=7)
+    tifffile.imwrite(tmp_path / "s.tif", stack((3, 40, 48), seed=3))
+    out = tmp_path / "out"
+
+    def run(checkpoint, **extra):
+        summary = predict(config(input=tmp_path / "s.tif", output_dir=out, checkpoint=checkpoint,
+                                 **extra))  # fmt: skip
+        return summary["files"][0]["status"], read_volume(out / "s_labels.tif").array
+
+    first = run(ckpt)
+    assert first[0] == "ok" and run(ckpt)[0] == "skipped"  # an interrupted batch resumes
+    with caplog.at_level(logging.WARNING, logger="unet_seg.inference.predict"):
+        status, labels = run(other)
+    assert status == "ok" and "made with another checkpoint or other settings" in caplog.text
+    assert not np.array_equal(labels, first[1])  # the other network's labels, not the stale ones
+    assert run(other)[0] == "skipped"
+    assert run(other, tta=True)[0] == "ok" and run(other, tta=True, batch_size=1)[0] == "skipped"
+    assert run(ckpt)[1].tolist() == first[1].tolist()  # back to the first: its labels again
+    (out / "predict_summary.json").unlink()  # no record of what made them: predicted again
+    assert run(ckpt)[0] == "ok"

@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from unet_seg.cli.exit_codes import EXIT_FAILED, EXIT_USAGE, exit_interrupted
 from unet_seg.errors import UsageError
+from unet_seg.interrupts import clear_stop_request, request_stop
 
 # Set while we force HYDRA_FULL_ERROR, so that processes started meanwhile (DDP workers run
 # the same script) do not take it for the user's wish to see tracebacks.
@@ -119,13 +120,16 @@ def sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
+        request_stop()  # acted on at the next file or block if this raise is swallowed
         raise KeyboardInterrupt
 
+    clear_stop_request()
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        clear_stop_request()
 
 
 @contextmanager

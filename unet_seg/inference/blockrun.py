@@ -9,7 +9,6 @@ others finish, and the file is reported as failed with its outputs left partial 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
@@ -36,6 +35,7 @@ from unet_seg.inference.mask import load_mask
 from unet_seg.inference.object_table import write_object_table
 from unet_seg.inference.postprocess import label_dtype
 from unet_seg.inference.preview_output import foreground_counts, write_preview
+from unet_seg.inference.provenance import checkpoint_id
 from unet_seg.inference.stitch import StitchOptions, stitch_options_of
 from unet_seg.inference.tiling import plan_tiles
 from unet_seg.io.limits import check_voxels
@@ -80,20 +80,6 @@ def tiling_chunks(chunks: tuple[int, ...], layout) -> tuple[int, int, int]:
         return (1, *chunks)
     order = [layout.slice_axis, *(a for a in range(3) if a != layout.slice_axis)]
     return tuple(int(chunks[a]) for a in order)
-
-
-def _checkpoint_id(path: str) -> str:
-    """Identifies the weights, so a rerun with another checkpoint never reuses blocks (a
-    folder, an unzipped bioimage.io package: all its files)."""
-    digest = hashlib.sha1()
-    root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-    for file in files:
-        digest.update(str(file.relative_to(root)).encode() if root.is_dir() else b"")
-        with open(file, "rb") as f:
-            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _ome_of(volume: ZarrVolume) -> dict | None:
@@ -192,7 +178,7 @@ def predict_blockwise(
     key = {
         "input": str(Path(path).resolve()), "level": volume.level, "shape": list(volume.shape),
         "block_shape": list(blocks.block_shape), "tiles": repr(tiles), "range": [lo, hi],
-        "checkpoint": _checkpoint_id(block.runner.checkpoint), "tta": block.runner.tta,
+        "checkpoint": checkpoint_id(block.runner.checkpoint), "tta": block.runner.tta,
         "blend": options.blend, "cpu_bf16": block.runner.cpu_bf16,
     }  # fmt: skip
     stitch = stitch_options(options.instances, volume, layout) if "instances" in targets else None

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from unet_seg.errors import UsageError
+from unet_seg.interrupts import raise_if_stop_requested
 
 log = logging.getLogger(__name__)
 JOBQUEUE_CLASSES = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster"}
@@ -38,6 +39,7 @@ class InProcess:
         self, fn: Callable[[Any, int], Any], job: Any, indices: Iterable[int]
     ) -> Iterator[tuple[int, Any]]:
         for index in indices:
+            raise_if_stop_requested()
             try:
                 yield index, fn(job, index)
             except Exception as err:  # reported per block by the caller; the others go on
@@ -136,6 +138,7 @@ class DaskEngine:
         )
         index_of = {f.key: i for f, i in zip(futures, indices, strict=True)}
         for future in as_completed(futures):
+            raise_if_stop_requested()
             error = future.exception()
             yield index_of[future.key], error if error is not None else future.result()
             future.release()

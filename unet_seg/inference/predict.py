@@ -25,7 +25,15 @@ from unet_seg.inference.instance_methods import warn_if_tuned_otherwise
 from unet_seg.inference.options import PredictOptions
 from unet_seg.inference.outputs import VOLUME_KINDS, is_complete, is_output, plan_outputs
 from unet_seg.inference.predict_file import predict_file
+from unet_seg.inference.provenance import (
+    LEDGER_KEY,
+    SUMMARY_NAME,
+    OutputLedger,
+    checkpoint_id,
+    run_fingerprint,
+)
 from unet_seg.inference.runner import ModelRunner
+from unet_seg.interrupts import raise_if_stop_requested
 from unet_seg.io.atomic import write_error, write_json_atomic
 from unet_seg.io.files import find_files, format_suffix, is_directory_format
 from unet_seg.io.sweep import sweep_stale_temporaries
@@ -100,6 +108,21 @@ def _complete(path: Path, targets: dict, model: SegmentationNetwork, options: An
     return is_complete(targets, spatial, classes)
 
 
+def _output_settings(cfg: Any, options: PredictOptions, norm: dict) -> dict[str, Any]:
+    """What besides the weights shapes the outputs (not speed, memory or progress options), for
+    the fingerprint that tells a complete output of this run from a stale one."""
+    settings = {
+        key: options_value
+        for key, options_value in asdict(options).items()
+        if key not in ("batch_size", "progress", "max_voxels", "preview_slices", "instances")
+    }
+    if cfg.outputs.get("instances"):
+        settings["instances"] = asdict(options.instances)
+    return {**settings, "normalization": norm, "tta": bool(cfg.tta), "amp": bool(cfg.amp),
+            "cpu_bf16": bool(cfg.cpu_bf16), "input_level": cfg.get("input_level"),
+            "mask": cfg.get("mask")}  # fmt: skip
+
+
 def predict(cfg: Any) -> dict:
     """Predict every input of ``cfg.input`` into ``cfg.output_dir``; returns the run summary.
 
@@ -142,6 +165,10 @@ def predict(cfg: Any) -> dict:
     except OSError as err:
         raise write_error(out_dir, err) from err
     sweep_stale_temporaries(out_dir, started)
+    fingerprint = run_fingerprint(
+        checkpoint_id(cfg.checkpoint), _output_settings(cfg, options, norm)
+    )
+    ledger = OutputLedger(out_dir)
     runner = ModelRunner(model, cfg.device, bool(cfg.tta), bool(cfg.amp), bool(cfg.cpu_bf16))
     entries, start, interrupted = [], time.perf_counter(), False
     bar = tqdm(
@@ -164,12 +191,18 @@ def predict(cfg: Any) -> dict:
             if "preview" in targets:
                 entry["preview"] = str(targets["preview"])
             try:
-                if not cfg.overwrite and _complete(path, targets, model, options):
+                raise_if_stop_requested()  # a SIGTERM Python swallowed still stops the batch
+                complete = not cfg.overwrite and _complete(path, targets, model, options)
+                if complete and ledger.made_by(targets, fingerprint):
                     entry["status"] = "skipped"
                 else:
+                    if complete:
+                        log.warning("%s: its outputs were made with another checkpoint or other "
+                                    "settings: predicting it again", path)  # fmt: skip
                     entry.update(
                         predict_file(path, targets, model, runner, options, norm, block, engine)
                     )
+                    ledger.record(targets, fingerprint)
                     entry["status"] = "ok"
             except KeyboardInterrupt:
                 entry["status"], interrupted = "interrupted", True
@@ -197,7 +230,8 @@ def predict(cfg: Any) -> dict:
         "interrupted": interrupted,
         "seconds": round(time.perf_counter() - start, 3),
     }
-    write_json_atomic(out_dir / "predict_summary.json", summary)
+    summary[LEDGER_KEY] = ledger.merged()
+    write_json_atomic(out_dir / SUMMARY_NAME, summary)
     if interrupted:
         raise KeyboardInterrupt
     return summary
