@@ -165,12 +165,20 @@ def test_damaged_and_foreign_packages_are_named(tmp_path, models):
         "cut.bioimageio.zip": (cut_weights, "weights_state_dict.pt does not match the checksum"),
         "other.bioimageio.zip": (foreign, "a bioimage.io model that unet-seg-export did not"),
         "bare.zip": (lambda name, data: None if name == "rdf.yaml" else data, "no rdf.yaml"),
+        "thin.zip": (
+            lambda name, data: None if name.endswith("state_dict.pt") else data,
+            "weights_state_dict.pt, the weights rdf.yaml names, is not in the package",
+        ),
     }
     for name, (change, message) in cases.items():
         package = _repack(models["zip"], tmp_path / name, change)
         with pytest.raises(ValueError, match=message) as caught:
             load_model(package)
         assert str(caught.value).startswith(str(package))
+    folder = tmp_path / "unzipped"  # a folder package missing its weights: the same message
+    zipfile.ZipFile(tmp_path / "thin.zip").extractall(folder)
+    with pytest.raises(ValueError, match=r"unzipped: weights_state_dict\.pt, the weights rdf"):
+        load_model(folder)
     (tmp_path / "text.zip").write_text("not a zip")
     with pytest.raises(ValueError, match=r"text\.zip: not a readable bioimage\.io package"):
         load_model(tmp_path / "text.zip")

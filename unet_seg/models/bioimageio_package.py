@@ -41,7 +41,14 @@ def is_bioimageio_package(path: str | os.PathLike) -> bool:
 def _reader(path: Path):
     """``name -> bytes`` of a file in the package (zip or folder); ``ValueError`` naming it."""
     if path.is_dir():
-        return lambda name: (path / name).read_bytes()
+
+        def read(name: str) -> bytes:
+            try:
+                return (path / name).read_bytes()
+            except (FileNotFoundError, IsADirectoryError) as err:
+                raise KeyError(name) from err  # as zipfile says a member is missing
+
+        return read
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
@@ -78,7 +85,12 @@ def load_package(
                 f"config.{METADATA_KEY} and pytorch_state_dict weights); run it with "
                 "bioimageio.core, ilastik or deepImageJ"
             )
-        data = read(str(weights["source"]))
+        try:
+            data = read(str(weights["source"]))
+        except KeyError as err:
+            raise ValueError(
+                f"{path}: {weights['source']}, the weights {rdf_name} names, is not in the package"
+            ) from err
         expected = weights.get("sha256")
         if expected and hashlib.sha256(data).hexdigest() != expected:
             raise ValueError(
@@ -110,6 +122,6 @@ def _description(read) -> tuple[str | None, Any]:
     for name in RDF_NAMES:
         try:
             return name, yaml.safe_load(read(name))
-        except (KeyError, FileNotFoundError):
+        except KeyError:
             continue
     return None, None
