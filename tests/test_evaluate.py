@@ -166,6 +166,10 @@ def test_object_id_truth_is_class_and_instance_truth(tmp_path):
     write_volume(pred_dir / "a_labels.tif", Volume((pred_ids > 0).astype(np.uint8)))
     write_volume(pred_dir / "a_instances.tif", Volume(pred_ids))
     write_volume(gt_dir / "a_masks.tif", Volume(ids))
+    plain = evaluate(config(pred_dir=pred_dir, gt_dir=gt_dir, report=False, progress=False))
+    assert plain["failed"][0]["error"].endswith(
+        "no ground truth a_labels.* in " + f"{gt_dir}: found a_masks.tif, pass gt_suffix=_masks"
+    )  # the default suffix misses Cellpose's name, and the error says which one fits
     cfg = config(pred_dir=pred_dir, gt_dir=gt_dir, gt_suffix="_masks", gt_label_map="objects",
                  report=False, progress=False)  # fmt: skip
     (row,) = evaluate(cfg)["files"]

@@ -75,6 +75,16 @@ def _keyed(folder: Path, suffix: str) -> dict[str, Path]:
     return files
 
 
+def _suffix_hint(folder: Path, key: str) -> str:
+    """``": found a_masks.tif, pass gt_suffix=_masks"`` where ``folder`` holds a file named
+    ``key`` with another suffix (Cellpose's ``_masks``, ...), else ``""``."""
+    for path in sorted(folder.iterdir()):
+        rest = stem(path)[len(key) :] if stem(path).startswith(key) else None
+        if is_image(path) and rest is not None and (not rest or rest[0] in "_-."):
+            return f": found {path.name}, pass gt_suffix={rest or repr('')}"
+    return ""
+
+
 def _integers(
     path: Path, num_classes: int | None = None, label_map: Mapping[Any, int] | None = None
 ) -> np.ndarray:
@@ -216,7 +226,9 @@ def evaluate(cfg: Any) -> dict:
     for key, pred_path in bar:
         try:
             if key not in gts:
-                raise FileNotFoundError(f"no ground truth {key}{cfg.gt_suffix}.* in {gt_dir}")
+                raise FileNotFoundError(
+                    f"no ground truth {key}{cfg.gt_suffix}.* in {gt_dir}{_suffix_hint(gt_dir, key)}"
+                )
             # Object-id truth (gt_label_map=objects) is its own instance truth.
             truth_ids = gt_inst.get(key, gts[key] if label_maps["gt"] == OBJECTS else None)
             instances = key in pred_inst and truth_ids is not None
