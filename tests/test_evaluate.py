@@ -141,6 +141,29 @@ def test_label_maps_score_255_masks_and_a_boundary_models_classes(tmp_path):
         evaluate(config(pred_dir=pred_dir, gt_dir=gt_dir, gt_label_map="[255]"))
 
 
+@pytest.mark.parametrize("target", ["boundary", "classes"])
+def test_a_boundary_models_labels_are_scored_as_objects_without_being_told(tmp_path, target):
+    """predict_summary.json names the checkpoint; its data settings say it learnt 0/1/2."""
+    import torch
+
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    write_volume(pred_dir / "a_labels.tif", Volume((PRED * np.array([[1, 1, 2, 1]] * 4)).astype(
+        np.uint8)))  # fmt: skip
+    write_volume(gt_dir / "a_labels.tif", Volume(GT.astype(np.uint8)))
+    ckpt = tmp_path / "m.ckpt"
+    torch.save({"datamodule_hyper_parameters": {"target": target}}, ckpt)
+    (pred_dir / "predict_summary.json").write_text(json.dumps({"checkpoint": str(ckpt)}))
+    summary = evaluate(config(pred_dir=pred_dir, gt_dir=gt_dir, report=False, progress=False))
+    if target == "classes":  # a 3-class model's class 2 is not an object class: refused
+        assert "pred_label_map" in summary["failed"][0]["error"]
+        return
+    (row,) = summary["files"]
+    assert row["dice_1"] == pytest.approx(evaluate_pair(PRED, GT, num_classes=2)[0]["dice_1"])
+    ckpt.unlink()  # the checkpoint moved away: nothing to go by, the usual error
+    moved = evaluate(config(pred_dir=pred_dir, gt_dir=gt_dir, report=False, progress=False))
+    assert "pred_label_map" in moved["failed"][0]["error"]
+
+
 def test_missing_predictions_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder"):
         evaluate(config(pred_dir=tmp_path / "none", gt_dir=tmp_path))

@@ -44,6 +44,7 @@ from unet_seg.evaluation.metrics import (
     rand_error,
     variation_of_information,
 )
+from unet_seg.evaluation.predicted_classes import boundary_label_map
 from unet_seg.io import open_volume, read_volume
 from unet_seg.io.atomic import write_json_atomic, write_text_atomic
 from unet_seg.io.files import is_image, stem
@@ -217,6 +218,10 @@ def evaluate(cfg: Any) -> dict:
         raise InputNotFoundError(f"{pred_dir}: no predictions named *{cfg.pred_suffix}.<format>")
     num_classes = int(cfg.num_classes)
     label_maps = {side: _label_map(cfg, f"{side}_label_map") for side in ("pred", "gt")}
+    if label_maps["pred"] is None and (found := boundary_label_map(pred_dir)) is not None:
+        label_maps["pred"] = found
+        log.info("%s: labels of a data.target=boundary model (0 background, 1 interior, "
+                 "2 boundary), scored as objects: pred_label_map=%s", pred_dir, found)  # fmt: skip
     report = ReportBuilder(int(cfg.get("report_slices", 3))) if cfg.get("report") else None
     image_dir = Path(cfg.get("image_dir") or gt_dir)
     images = _keyed(image_dir, cfg.get("image_suffix") or "") if report is not None else {}
