@@ -66,19 +66,21 @@ def pair_files(images: PathSpec, labels: PathSpec) -> list[tuple[ImageFiles, Pat
         ValueError: an image without a label, or one folder for both without suffixed labels.
     """
     image_files, label_files = find_files(images), find_files(labels)
+    label_of = {p: image_stem_of(p) for p in label_files}  # the image a suffixed name points at
     if set(image_files) & set(label_files):  # one folder for both: the suffixed files are labels
-        label_files = [p for p in label_files if image_stem_of(p) is not None]
+        label_files = [p for p in label_files if label_of[p] is not None]
         if not label_files:
             raise ValueError(
                 f"{labels}: the images and labels are the same files; name each label "
                 f"<image>_masks (or _{', _'.join(LABEL_SUFFIXES[2:])}) beside its image, or "
                 "give the labels' own folder"
             )
-        image_files = [p for p in image_files if p not in set(label_files)]
+        suffixed = set(label_files)
+        image_files = [p for p in image_files if p not in suffixed]
     if len(image_files) == len(label_files) == 1:
         return [(image_files[0], label_files[0])]
     by_stem = {stem(p): p for p in label_files}
-    by_image = {image_stem_of(p): p for p in label_files if image_stem_of(p) is not None}
+    by_image = {label_of[p]: p for p in label_files if label_of[p] is not None}
     channels = _channel_files(image_files, set(by_stem) - {stem(p) for p in image_files})
     pairs: list[tuple[ImageFiles, Path]] = [
         (files, by_stem[case]) for case, files in sorted(channels.items())
