@@ -24,7 +24,7 @@ from unet_seg.data.dataset import (
     WindowDataset,
     seed_worker,
 )
-from unet_seg.data.labels import OBJECTS
+from unet_seg.data.labels import OBJECTS, check_label_map
 from unet_seg.data.lazy_regions import TargetRule, open_regions
 from unet_seg.data.pairs import pair_files, pair_name
 from unet_seg.data.patches import PAD_MODES, check_patch_size
@@ -125,9 +125,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         if lazy not in (True, False, "auto"):
             raise ValueError(f"lazy must be true, false or auto, got {lazy!r}")
-        if isinstance(label_map, str) and label_map != OBJECTS:
-            raise ValueError(f"label_map must map stored values to classes, or be {OBJECTS!r}, "
-                             f"got {label_map!r}")  # fmt: skip
+        check_label_map(label_map)
         if label_map == OBJECTS and object_class != 1:
             raise ValueError(f"label_map={OBJECTS} makes the objects class 1, but object_class "
                              f"is {object_class}")  # fmt: skip

@@ -16,6 +16,14 @@ import numpy as np
 OBJECTS = "objects"  # label_map of object-id masks: 0 stays background, every id is class 1
 
 
+def check_label_map(label_map: Any) -> None:
+    """``ValueError`` unless ``label_map`` is None, a ``{stored value: class}`` mapping or
+    :data:`OBJECTS`."""
+    if label_map is not None and label_map != OBJECTS and not isinstance(label_map, Mapping):
+        raise ValueError(f"label_map must map stored values to classes, or be {OBJECTS!r}, "
+                         f"got {label_map!r}")  # fmt: skip
+
+
 def map_labels(
     label: np.ndarray, label_map: Mapping[Any, int] | str | None, path: Path | str
 ) -> np.ndarray:
@@ -28,10 +36,8 @@ def map_labels(
         return label.astype(np.int64)
     if label_map == OBJECTS:
         return (label > 0).astype(np.int64)
+    check_label_map(label_map)
     out = np.full(label.shape, np.iinfo(np.int64).min, np.int64)
-    if not isinstance(label_map, Mapping):
-        raise ValueError(f"label_map must map stored values to classes, or be {OBJECTS!r}, "
-                         f"got {label_map!r}")  # fmt: skip
     for raw, cls in label_map.items():
         out[label == (float(raw) if isinstance(raw, str) else raw)] = int(cls)
     unmapped = np.unique(label[out == np.iinfo(np.int64).min])
