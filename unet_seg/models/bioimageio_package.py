@@ -13,11 +13,12 @@ the tools that run any bioimage.io model.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import torch
 import yaml
 
 from unet_seg.models.exported import METADATA_KEY, TUNED_KEY
-from unet_seg.models.unet import UNet
+from unet_seg.models.unet import UNet, unet_with_weights
 
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")  # the description's name in a package
 
@@ -38,8 +39,10 @@ def is_bioimageio_package(path: str | os.PathLike) -> bool:
     return path.name.lower().endswith(".zip")
 
 
-def _reader(path: Path):
-    """``name -> bytes`` of a file in the package (zip or folder); ``ValueError`` naming it."""
+@contextlib.contextmanager
+def _reader(path: Path) -> Iterator[Callable[[str], bytes]]:
+    """``name -> bytes`` of a file in the package (zip or folder; ``KeyError`` for a missing
+    one), the zip open while in use; ``ValueError`` naming ``path`` if it is no zip."""
     if path.is_dir():
 
         def read(name: str) -> bytes:
@@ -48,12 +51,14 @@ def _reader(path: Path):
             except (FileNotFoundError, IsADirectoryError) as err:
                 raise KeyError(name) from err  # as zipfile says a member is missing
 
-        return read
+        yield read
+        return
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
         raise ValueError(f"{path}: not a readable bioimage.io package ({err})") from err
-    return archive.read
+    with archive:
+        yield archive.read
 
 
 def load_package(
@@ -70,51 +75,42 @@ def load_package(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model package {path} not found")
-    read = _reader(path)
-    try:
-        rdf_name, rdf = _description(read)
-        if rdf_name is None:
-            raise ValueError(f"{path}: no rdf.yaml inside: not a bioimage.io model package")
-        if not isinstance(rdf, Mapping):
-            raise ValueError(f"{path}: {rdf_name} is not a YAML mapping")
-        meta = (rdf.get("config") or {}).get(METADATA_KEY)
-        weights = (rdf.get("weights") or {}).get("pytorch_state_dict")
-        if not isinstance(meta, Mapping) or not isinstance(weights, Mapping):
-            raise ValueError(
-                f"{path}: a bioimage.io model that unet-seg-export did not write (no "
-                f"config.{METADATA_KEY} and pytorch_state_dict weights); run it with "
-                "bioimageio.core, ilastik or deepImageJ"
-            )
+    with _reader(path) as read:
         try:
-            data = read(str(weights["source"]))
-        except KeyError as err:
+            rdf_name, rdf = _description(read)
+            if rdf_name is None:
+                raise ValueError(f"{path}: no rdf.yaml inside: not a bioimage.io model package")
+            if not isinstance(rdf, Mapping):
+                raise ValueError(f"{path}: {rdf_name} is not a YAML mapping")
+            meta = (rdf.get("config") or {}).get(METADATA_KEY)
+            weights = (rdf.get("weights") or {}).get("pytorch_state_dict")
+            if not isinstance(meta, Mapping) or not isinstance(weights, Mapping):
+                raise ValueError(
+                    f"{path}: a bioimage.io model that unet-seg-export did not write (no "
+                    f"config.{METADATA_KEY} and pytorch_state_dict weights); run it with "
+                    "bioimageio.core, ilastik or deepImageJ"
+                )
+            try:
+                data = read(str(weights["source"]))
+            except KeyError as err:
+                raise ValueError(
+                    f"{path}: {weights['source']}, the weights {rdf_name} names, "
+                    "is not in the package"
+                ) from err
+            expected = weights.get("sha256")
+            if expected and hashlib.sha256(data).hexdigest() != expected:
+                raise ValueError(
+                    f"{path}: {weights['source']} does not match the checksum in {rdf_name} "
+                    "(a damaged or incomplete download?)"
+                )
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            kwargs = dict(weights.get("architecture", {}).get("kwargs") or {})
+            model = unet_with_weights(kwargs, state, str(path), "described")
+        except (KeyError, TypeError, RuntimeError, yaml.YAMLError, zipfile.BadZipFile) as err:
             raise ValueError(
-                f"{path}: {weights['source']}, the weights {rdf_name} names, is not in the package"
+                f"{path}: damaged bioimage.io package ({type(err).__name__}: {err})"
             ) from err
-        expected = weights.get("sha256")
-        if expected and hashlib.sha256(data).hexdigest() != expected:
-            raise ValueError(
-                f"{path}: {weights['source']} does not match the checksum in {rdf_name} "
-                "(a damaged or incomplete download?)"
-            )
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        kwargs = dict(weights.get("architecture", {}).get("kwargs") or {})
-        model = _network(kwargs, state, path)
-    except (KeyError, TypeError, RuntimeError, yaml.YAMLError, zipfile.BadZipFile) as err:
-        raise ValueError(
-            f"{path}: damaged bioimage.io package ({type(err).__name__}: {err})"
-        ) from err
-    return model.eval(), dict(meta.get("normalization") or {}), meta.get(TUNED_KEY)
-
-
-def _network(kwargs: Mapping[str, Any], state: Mapping[str, Any], path: Path) -> UNet:
-    """The ``UNet`` of ``kwargs`` with the weights ``state``; ``ValueError`` naming ``path``."""
-    try:
-        model = UNet(**kwargs)
-        model.load_state_dict(state)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{path}: the weights do not fit the described network ({err})") from err
-    return model
+    return model, dict(meta.get("normalization") or {}), meta.get(TUNED_KEY)
 
 
 def _description(read) -> tuple[str | None, Any]:

@@ -21,7 +21,7 @@ from unet_seg.errors import checkpoint_load_error
 from unet_seg.models.bioimageio_package import is_bioimageio_package, load_package
 from unet_seg.models.exported import TUNED_KEY, is_exported, load_exported
 from unet_seg.models.protocol import SegmentationNetwork
-from unet_seg.models.unet import UNet
+from unet_seg.models.unet import unet_with_weights
 
 _PREFIX = "model."
 
@@ -86,9 +86,5 @@ def network_from_checkpoint(
     if not isinstance(hparams.get("model"), Mapping):
         raise ValueError(f"{path}: no network configuration (hyper_parameters.model) inside")
     weights = {k[len(_PREFIX) :]: v for k, v in state.items() if k.startswith(_PREFIX)}
-    try:
-        model = UNet(**hparams["model"])
-        model.load_state_dict(weights)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{path}: the weights do not fit the stored network ({err})") from err
-    return model.eval(), dict(hparams.get("normalization") or {})
+    model = unet_with_weights(hparams["model"], weights, str(path), "stored")
+    return model, dict(hparams.get("normalization") or {})

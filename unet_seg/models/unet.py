@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -134,3 +135,16 @@ class UNet(nn.Module):
         for up in self.ups:
             x = up(x, skips.pop())
         return self.head(x)
+
+
+def unet_with_weights(
+    kwargs: Mapping[str, Any], weights: Mapping[str, torch.Tensor], source: str, what: str
+) -> UNet:
+    """``UNet(**kwargs)`` in eval mode with the state dict ``weights``; ``ValueError`` naming
+    ``source`` (a file) and ``what`` (where ``kwargs`` came from) when they do not fit."""
+    try:
+        model = UNet(**kwargs)
+        model.load_state_dict(weights)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{source}: the weights do not fit the {what} network ({err})") from err
+    return model.eval()
