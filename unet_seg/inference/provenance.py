@@ -15,6 +15,7 @@ predicted once more, never that a stale output is kept.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -30,12 +31,23 @@ LEDGER_KEY = "provenance"  # {output path: fingerprint} in the summary
 
 def checkpoint_id(path: str | os.PathLike) -> str:
     """SHA-1 of the weights file (of a folder, e.g. an unzipped bioimage.io package: all its
-    files with their names), so that another checkpoint never passes for this one."""
-    digest = hashlib.sha1()
+    files with their names), so that another checkpoint never passes for this one. Read once
+    per process while the files keep their sizes and times (predict's run and each zarr input's
+    block key ask for the same one)."""
     root = Path(path)
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-    for file in files:
-        digest.update(str(file.relative_to(root)).encode() if root.is_dir() else b"")
+    stamps = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _sha1_of(str(root), stamps)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha1_of(root: str, stamps: tuple[tuple[str, int, int], ...]) -> str:
+    """:func:`checkpoint_id` of the files ``stamps`` names (``(path, size, mtime)``) below
+    ``root`` (a file: itself)."""
+    digest = hashlib.sha1()
+    for name, _, _ in stamps:
+        file = Path(name)
+        digest.update(str(file.relative_to(root)).encode() if file != Path(root) else b"")
         with open(file, "rb") as handle:
             for chunk in iter(lambda handle=handle: handle.read(1 << 20), b""):
                 digest.update(chunk)
