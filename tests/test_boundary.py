@@ -61,6 +61,21 @@ def test_anisotropic_3d_stacked_boxes() -> None:
     assert (coarse[3][objects[3] > 0] == 2).all()  # touching faces still separate the boxes
 
 
+def test_small_and_thin_objects_keep_their_core() -> None:
+    objects = np.zeros((7, 12), np.int32)
+    objects[1:6, 1:8] = 1  # big enough for an interior at width 2
+    objects[1:4, 8:11] = 2  # 3 x 3, touching object 1: all within 2 of its edge
+    objects[5, 9:12] = 3  # a one-voxel line
+    target = boundary_target(objects, width=2)
+    np.testing.assert_array_equal(target[3, 3:6], [1, 1, 1])  # object 1 as without the others
+    assert np.count_nonzero((objects == 1) & (target == 1)) == 3
+    # The deepest voxel of the 3 x 3 square (its centre, 2 from the outside) is its seed.
+    np.testing.assert_array_equal(target[1:4, 8:11], [[2, 2, 2], [2, 1, 2], [2, 2, 2]])
+    np.testing.assert_array_equal(target[5, 9:12], [1, 1, 1])  # every voxel equally deep
+    for index in (1, 2, 3):
+        assert (target[objects == index] == 1).any()
+
+
 def test_derive_from_components_keeps_ignore() -> None:
     labels = np.zeros((5, 9), np.int64)
     labels[1:4, 1:4] = 1

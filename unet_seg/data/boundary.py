@@ -10,7 +10,10 @@ The boundary of an object is every voxel of it within ``width`` of a voxel outsi
 or another object), counted in voxels of the finest axis so that a boundary in an anisotropic
 stack is equally thick in physical space; every voxel with a face neighbour outside the object is
 boundary whatever the width, so that objects touching along a coarse axis are still separated.
-The edge of the image is not a boundary: the object may go on beyond it.
+The edge of the image is not a boundary: the object may go on beyond it. An object too small or
+too thin to keep an interior keeps its deepest voxels as one, so that every object has a core the
+network learns to mark and the watershed to seed from (without one, a small object is flooded
+by its neighbour).
 """
 
 from __future__ import annotations
@@ -77,8 +80,11 @@ def boundary_target(
             continue
         # border_value=1: the image edge does not make a boundary
         rim = inside & ~ndi.binary_erosion(inside, face, border_value=1)
-        near = inside & (ndi.distance_transform_edt(inside, sampling=scale) <= width)
-        target[window][rim | near] = BOUNDARY
+        depth = ndi.distance_transform_edt(inside, sampling=scale)
+        edge = rim | (inside & (depth <= width))
+        if not (inside & ~edge).any():  # too small or thin for an interior: keep its core
+            edge &= depth < depth[inside].max()
+        target[window][edge] = BOUNDARY
     if ignore is not None:
         target[ignore] = ignore_index
     return target
