@@ -239,7 +239,11 @@ def figures(probs: list[np.ndarray], truths: list[np.ndarray], params, segmenter
     }
 
 
-def run_dataset(data: Dataset, workdir: Path, budget: float, tta: bool = False) -> dict[str, dict]:
+def run_dataset(
+    data: Dataset, workdir: Path, budget: float, tta: bool = False, keep: Path | None = None
+) -> dict[str, dict]:
+    """Every line's test figures on ``data``; ``keep``: also save each network's tune and test
+    probabilities there (``<dataset>_<network>.npz``) for post-processing studies."""
     models = [
         ("ours boundary", [*data.overrides, *data.boundary], False, BOUNDARY, ("seeded",)),
         ("ours classes", data.overrides, False, data.classes_roles, ("cc", "distance")),
@@ -258,6 +262,13 @@ def run_dataset(data: Dataset, workdir: Path, budget: float, tta: bool = False) 
         tune_probs = probabilities(model, images, tta)
         test_probs = probabilities(model, [image for image, _ in data.test], tta)
         test_truths = [truth for _, truth in data.test]
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            arrays = {f"tune_{i}": p for i, p in enumerate(tune_probs)}
+            arrays |= {f"tune_truth_{i}": t for i, t in enumerate(truths)}
+            arrays |= {f"test_{i}": p for i, p in enumerate(test_probs)}
+            arrays |= {f"test_truth_{i}": t for i, t in enumerate(test_truths)}
+            np.savez_compressed(keep / f"{data.name}_{name.replace(' ', '_')}.npz", **arrays)
         for method in methods:
             start = time.perf_counter()
             tuned = tune(tune_probs, truths, roles, methods=(method,), progress=False)
@@ -323,6 +334,9 @@ def main() -> None:
         help="every line (ours and MONAI's) predicts with dihedral TTA (8 views), tune and test",
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
+    parser.add_argument(
+        "--keep-probs", type=Path, default=None, help="save each network's probabilities here"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench_instances_"))
     print(
@@ -333,7 +347,7 @@ def main() -> None:
     for name in args.datasets:
         data = DATASETS[name](workdir)
         if data is not None:
-            everything[name] = run_dataset(data, workdir, args.budget, args.tta)
+            everything[name] = run_dataset(data, workdir, args.budget, args.tta, args.keep_probs)
             report(name, everything[name])
     if args.out:
         args.out.write_text(
