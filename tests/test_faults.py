@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from test_predict import config as predict_config
 
 from unet_seg import normalization
 from unet_seg.errors import UsageError
+from unet_seg.inference.inputs import check_channel_option
 from unet_seg.inference.predict import predict
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.io import slabs as slabs_module
@@ -257,6 +259,14 @@ def test_channel_errors_name_the_file_and_the_problem(tmp_path, ckpt):
     assert leftovers(out) == [] and not list(out.glob("*_labels.tif"))
     with pytest.raises(ValueError, match="channel must be >= 0"):
         predict(config(input=tmp_path / "two.tif", output_dir=out, checkpoint=ckpt, channel=-1))
+
+
+def test_channel_is_refused_for_a_model_of_several_channels() -> None:
+    two = SimpleNamespace(in_channels=2, spatial_dims=2)
+    with pytest.raises(ValueError, match="this model takes 2 channels"):
+        check_channel_option(0, two)
+    check_channel_option(None, two)  # unset: the model reads all channels
+    check_channel_option(1, SimpleNamespace(in_channels=1, spatial_dims=2))
 
 
 def test_nan_anywhere_is_found(tmp_path, ckpt, monkeypatch):

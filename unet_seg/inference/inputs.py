@@ -101,6 +101,16 @@ def input_layout(
     return Layout(channels, spatial, slice_axis if spatial == 3 else 0)
 
 
+def check_channel_option(channel: int | None, model: SegmentationNetwork) -> None:
+    """``ValueError`` unless predict's ``channel`` (which channel of a file a one-channel model
+    reads) is unset or the model takes one channel."""
+    if channel is not None and int(model.in_channels) != 1:
+        raise ValueError(
+            f"channel={channel} picks the input of a one-channel model, but this model takes "
+            f"{model.in_channels} channels (leave channel unset)"
+        )
+
+
 def _one_channel(
     path: Path,
     shape: tuple[int, ...],
@@ -110,11 +120,7 @@ def _one_channel(
     channel: int,
 ) -> Layout:
     """:func:`input_layout` where predict's ``channel`` picks one channel of the file."""
-    if int(model.in_channels) != 1:
-        raise ValueError(
-            f"channel={channel} picks the input of a one-channel model, but this model takes "
-            f"{model.in_channels} channels (leave channel unset)"
-        )
+    check_channel_option(channel, model)
     if not declared:
         raise ValueError(
             f"{path}: no channel axis (shape {shape}, read as {len(shape)} spatial axes), so "
@@ -164,14 +170,23 @@ def region_reader(
     return read
 
 
-class ChannelView:
-    """One channel of a volume ``(C, *spatial)`` seen as ``(*spatial)``, read lazily region by
-    region (what the intensity percentiles of a one-channel model are taken from)."""
+class SpatialView:
+    """A volume ``(C, *spatial)`` seen as one ``(*spatial)`` image, read lazily region by
+    region; subclasses say how the channels become one in ``__getitem__``."""
 
-    def __init__(self, volume: Any, channel: int) -> None:
-        self.volume, self.channel = volume, channel
+    def __init__(self, volume: Any) -> None:
+        self.volume = volume
         self.shape = tuple(volume.shape[1:])
         self.path = getattr(volume, "path", None)
+
+
+class ChannelView(SpatialView):
+    """One channel of a volume ``(C, *spatial)`` seen as ``(*spatial)`` (what the intensity
+    percentiles of a one-channel model are taken from)."""
+
+    def __init__(self, volume: Any, channel: int) -> None:
+        super().__init__(volume)
+        self.channel = channel
 
     def __getitem__(self, index: object) -> np.ndarray:
         index = index if isinstance(index, tuple) else (index,)
@@ -184,15 +199,13 @@ def model_input(volume: Any, layout: Layout) -> Any:
     return volume if layout.channel is None else ChannelView(volume, layout.channel)
 
 
-class LuminanceView:
-    """A colour volume ``(C, *spatial)`` seen as its grey ``(*spatial)`` luminance, read lazily
-    region by region (what a one-channel model is given; :func:`unet_seg.io.colour.to_luminance`).
-    """
+class LuminanceView(SpatialView):
+    """A colour volume ``(C, *spatial)`` seen as its grey ``(*spatial)`` luminance (what a
+    one-channel model is given; :func:`unet_seg.io.colour.to_luminance`)."""
 
     def __init__(self, volume: LazyVolume, kind: str) -> None:
-        self.volume, self.kind = volume, kind
-        self.shape = tuple(volume.shape[1:])
-        self.path = getattr(volume, "path", None)
+        super().__init__(volume)
+        self.kind = kind
 
     def __getitem__(self, index: object) -> np.ndarray:
         index = index if isinstance(index, tuple) else (index,)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.inference.blockrun import LABEL_NAMES, BlockFailures, BlockOptions
 from unet_seg.inference.engine import check_cluster, make_engine
-from unet_seg.inference.inputs import open_input
+from unet_seg.inference.inputs import check_channel_option, open_input
 from unet_seg.inference.instance_methods import warn_if_tuned_otherwise
 from unet_seg.inference.options import PredictOptions
 from unet_seg.inference.outputs import VOLUME_KINDS, is_complete, is_output, plan_outputs
@@ -143,9 +143,10 @@ def predict(cfg: Any) -> dict:
     instances = bool(cfg.outputs.get("instances"))
     tuned = tuning if instances else None
     options = PredictOptions.from_config(cfg, tuned)
-    if options.channel is not None and int(model.in_channels) != 1:
-        raise UsageError(f"channel={options.channel} picks the input of a one-channel model, "
-                         f"but this model takes {model.in_channels} channels")  # fmt: skip
+    try:
+        check_channel_option(options.channel, model)  # before any file is read
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if instances:
         options.instances.check_classes(int(model.num_classes))  # before any file is predicted
     if tuned:
