@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
@@ -241,6 +242,23 @@ def test_channel_picks_one_channel_as_if_saved_alone(tmp_path, ckpt):
         np.testing.assert_array_equal(
             picked[c], read_volume(out / "alone" / f"alone{c}_labels.tif").array
         )
+
+
+def test_channel_picks_a_time_point_of_a_4d_nifti(tmp_path, ckpt):
+    series = np.stack([stack((5, 40, 48), seed=s) for s in (1, 2)])  # (t, z, y, x)
+    nib.save(nib.Nifti1Image(series.T.copy(), np.eye(4)), tmp_path / "series.nii.gz")
+    nib.save(nib.Nifti1Image(series[1].T.copy(), np.eye(4)), tmp_path / "alone.nii.gz")
+    out = tmp_path / "out"
+    summary = predict(config(input=tmp_path / "series.nii.gz", output_dir=out, checkpoint=ckpt))
+    assert "2 separate channels" in summary["files"][0]["error"]
+    assert "channel=0..1" in summary["files"][0]["error"]
+    for name, pick in (("series", {"channel": 1}), ("alone", {})):
+        summary = predict(config(input=tmp_path / f"{name}.nii.gz", output_dir=out,
+                                 checkpoint=ckpt, **pick))  # fmt: skip
+        assert summary["ok"] == 1, summary
+    picked = read_volume(out / "series_labels.nii.gz").array
+    assert picked.shape == (5, 40, 48)
+    np.testing.assert_array_equal(picked, read_volume(out / "alone_labels.nii.gz").array)
 
 
 def test_channel_errors_name_the_file_and_the_problem(tmp_path, ckpt):

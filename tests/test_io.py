@@ -217,6 +217,22 @@ def test_nan_inf_rejected(tmp_path, bad):
     assert np.isnan(read_volume(path, finite=False).array[1, 2]) == np.isnan(bad)
 
 
+def test_complex_data_is_refused_read_or_opened(tmp_path):
+    tifffile.imwrite(tmp_path / "fft.tif", np.full((4, 4), 1 + 2j, np.complex64))
+    for read in (read_volume, open_volume):
+        with pytest.raises(ValueError, match=r"fft\.tif: complex values \(dtype complex64\)"):
+            read(tmp_path / "fft.tif")
+
+
+def test_a_4d_nifti_declares_its_fourth_axis_as_channels(tmp_path, rng):
+    array = _random(rng, (3, 4, 5, 6), "float32")  # (t, z, y, x)
+    nib.save(nib.Nifti1Image(array.T.copy(), np.eye(4)), tmp_path / "t.nii.gz")
+    for volume in (read_volume(tmp_path / "t.nii.gz"), open_volume(tmp_path / "t.nii.gz")):
+        assert np.shape(volume.array if isinstance(volume, Volume) else volume) == (3, 4, 5, 6)
+        assert volume.metadata["axes"] == "CZYX"
+    assert "axes" not in read_volume(write_volume(tmp_path / "z.nii", array[0])).metadata
+
+
 def test_failed_write_keeps_previous_file(tmp_path):
     path = write_volume(tmp_path / "keep.png", np.full((3, 3), 7, np.uint8))
     with pytest.raises(ValueError):

@@ -41,10 +41,19 @@ def _spacing(img: nib.Nifti1Image, ndim: int) -> tuple[float, ...]:
     return tuple(float(z) for z in reversed(img.header.get_zooms()[: min(3, ndim)]))
 
 
+def _metadata(img: nib.Nifti1Image) -> dict[str, Any]:
+    """The header (kept for writing), the spatial unit and, for a 4D file, ``axes="CZYX"``: its
+    4th axis (time points, channels) is read as channels, which predict's ``channel`` picks."""
+    meta = {"nifti_header": img.header.copy(), "unit": img.header.get_xyzt_units()[0]}
+    if len(img.shape) == 4:
+        meta["axes"] = "CZYX"
+    return meta
+
+
 def read_nifti(path: Path) -> Volume:
     img = load_checked(path)
     array = np.asanyarray(img.dataobj).T  # (x, y, z[, t]) -> ([t,] z, y, x)
-    meta = {"nifti_header": img.header.copy(), "unit": img.header.get_xyzt_units()[0]}
+    meta = _metadata(img)
     return Volume(
         np.ascontiguousarray(array),
         affine=img.affine,
@@ -67,7 +76,7 @@ class NiftiVolume(LazyVolume):
             img.get_data_dtype() if unscaled else np.float64,
             _spacing(img, len(shape)),
             img.affine,
-            {"nifti_header": img.header.copy(), "unit": img.header.get_xyzt_units()[0]},
+            _metadata(img),
         )
 
     def _read(self, index: tuple) -> np.ndarray:

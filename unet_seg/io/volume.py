@@ -57,6 +57,19 @@ class Volume:
         self.affine = np.asarray(self.affine, dtype=np.float64)
 
 
+def check_real_dtype(dtype: np.dtype, path: str | os.PathLike | None) -> None:
+    """``ValueError`` naming ``path`` unless ``dtype`` holds real numbers (bool, integer or
+    float): complex data (an FFT, a phase image) or records have no one intensity per voxel."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "biuf":  # bool, signed and unsigned integers, floats
+        return
+    what = "complex values" if np.issubdtype(dtype, np.complexfloating) else "non-numeric data"
+    raise ValueError(
+        f"{path}: {what} (dtype {dtype}), not an image of real intensities; save the "
+        "magnitude (or the real part) as a real-valued image first"
+    )
+
+
 def check_finite(array: np.ndarray, path: str | os.PathLike | None) -> None:
     """``ValueError`` naming ``path`` if a float ``array`` holds NaN or Inf."""
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():

@@ -20,7 +20,7 @@ from unet_seg.io.atomic import replace_atomic
 from unet_seg.io.files import format_suffix, is_directory_format
 from unet_seg.io.lazy import LazyVolume
 from unet_seg.io.limits import check_voxels
-from unet_seg.io.volume import Volume, check_finite
+from unet_seg.io.volume import Volume, check_finite, check_real_dtype
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,7 @@ def read_volume(
             f"{path}: expected an array with {' or '.join(map(str, allowed))} dimensions, "
             f"got shape {volume.array.shape}"
         )
+    check_real_dtype(volume.array.dtype, path)
     if finite:
         check_finite(volume.array, path)
     return volume
@@ -115,6 +116,7 @@ def open_volume(path: str | os.PathLike, *, max_voxels: int | None = None) -> La
         raise ValueError(f"{path}: cannot open {suffix} file ({err})") from err
     except Exception as err:
         raise ValueError(f"{path}: cannot open {suffix} file ({err})") from err
+    check_real_dtype(volume.dtype, path)
     check_voxels(path, volume.shape, max_voxels)
     return volume
 
