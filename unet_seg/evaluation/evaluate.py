@@ -105,8 +105,6 @@ def _integers(
                 f"{path}: labels must be integers; found {bad.size} other values, e.g. "
                 f"{np.unique(bad)[:5].tolist()}"
             )
-    elif not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
-        raise ValueError(f"{path}: expected integer labels, got dtype {array.dtype}")
     labels = map_labels(array, label_map, path)
     if num_classes is not None:
         values = np.unique(labels)
