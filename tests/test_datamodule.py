@@ -178,7 +178,7 @@ def test_whole_mode_mirror_pads_at_borders(tmp_path, rng):
         val_mode="whole",
         val_size=[24, 36],
         label_map=None,
-        labels=write_volume(tmp_path / "l.tif", np.ones((6, 20, 30), np.uint8)),
+        labels=write_volume(tmp_path / "l.tif", (np.indices((6, 20, 30))[2] % 2).astype(np.uint8)),
     )
     item = module.val_set[0]
     region = module.val_set.regions[0]
@@ -191,6 +191,32 @@ def test_whole_mode_mirror_pads_at_borders(tmp_path, rng):
     np.testing.assert_array_equal(
         crop.val_set[0]["image"][0].numpy(), crop.val_set.regions[0].image[0, 6:14, 10:20]
     )
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_training_labels_need_two_classes(tmp_path, rng, lazy, caplog):
+    # a label_map that sends both stored values to one class: nothing to learn
+    with pytest.raises(ValueError, match=r"lab\.tif: every labelled training voxel is class 0"):
+        _stack_module(tmp_path, rng, lazy=lazy, label_map={255: 0, 0: 0})
+    with pytest.raises(ValueError, match=r"lab\.tif: the training labels hold no labelled"):
+        _stack_module(tmp_path, rng, lazy=lazy, label_map={255: -1, 0: -1})
+    # ignored voxels do not count as a class, a positive ignore_index included
+    with pytest.raises(ValueError, match="every labelled training voxel is class 1"):
+        _stack_module(tmp_path, rng, lazy=lazy, label_map={255: 5, 0: 1}, ignore_index=5)
+    # a boundary target of labels without objects is all background
+    with pytest.raises(ValueError, match="every labelled training voxel is class 0"):
+        _stack_module(tmp_path, rng, lazy=lazy, label_map={255: 0, 0: 0}, target="boundary")
+    # the validation slices alone holding class 1 is not enough: training never sees it
+    label = np.zeros((6, 20, 30), np.uint8)
+    label[4:, :5] = 1
+    write_volume(tmp_path / "one.tif", label)
+    with pytest.raises(ValueError, match="every labelled training voxel is class 0"):
+        _stack_module(tmp_path, rng, lazy=lazy, labels=tmp_path / "one.tif", label_map=None)
+    # a class missing from otherwise usable labels is a warning naming it
+    caplog.clear()
+    module = _stack_module(tmp_path, rng, lazy=lazy, num_classes=3)
+    assert len(module.train_set.regions) == 4
+    assert "no training voxel is class [2]" in caplog.text
 
 
 def test_augment_is_called_with_the_sample_and_an_rng(tmp_path, rng):
@@ -273,9 +299,10 @@ def test_label_errors_name_the_file(tmp_path, rng, kwargs, message):
 
 
 def test_pairing_errors(tmp_path, rng):
+    two_classes = np.indices((8, 8))[1].astype(np.uint8) % 2
     for name in ("a", "b"):
         write_volume(tmp_path / "img" / f"{name}.tif", np.zeros((8, 8), np.uint8))
-    write_volume(tmp_path / "lab" / "a.tif", np.zeros((8, 8), np.uint8))
+    write_volume(tmp_path / "lab" / "a.tif", two_classes)
     with pytest.raises(ValueError, match=r"b\.tif: no label file named b\.\*"):
         SegmentationDataModule(tmp_path / "img", tmp_path / "lab", patch_size=8).setup()
     with pytest.raises(FileNotFoundError, match="nowhere"):
@@ -283,7 +310,7 @@ def test_pairing_errors(tmp_path, rng):
     write_volume(tmp_path / "lab" / "b.tif", np.zeros((8, 9), np.uint8))
     with pytest.raises(ValueError, match=r"b\.tif: image shape \(1, 8, 8\) does not match"):
         SegmentationDataModule(tmp_path / "img", tmp_path / "lab", patch_size=8).setup()
-    write_volume(tmp_path / "lab" / "b.tif", np.zeros((8, 8), np.uint8))
+    write_volume(tmp_path / "lab" / "b.tif", two_classes)
     with pytest.raises(ValueError, match=r"val_names \['c'\] are not among"):
         SegmentationDataModule(tmp_path / "img", tmp_path / "lab", val_names=["c"]).setup()
     ok = SegmentationDataModule(tmp_path / "img", tmp_path / "lab", patch_size=8, val_fraction=0.5)

@@ -7,11 +7,13 @@ Label and weight have the image's spatial size; a valid-mode model crops them to
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
@@ -24,7 +26,7 @@ from unet_seg.data.dataset import (
     WindowDataset,
     seed_worker,
 )
-from unet_seg.data.labels import OBJECTS, check_label_map
+from unet_seg.data.labels import OBJECTS, check_label_map, check_training_classes
 from unet_seg.data.lazy_regions import TargetRule, open_regions
 from unet_seg.data.pairs import pair_files, pair_name
 from unet_seg.data.patches import PAD_MODES, check_patch_size
@@ -32,6 +34,8 @@ from unet_seg.data.regions import Region, build_regions
 from unet_seg.data.weightmap import add_weight_maps
 from unet_seg.io import open_volume
 from unet_seg.io.files import PathSpec, find_files, stem
+
+log = logging.getLogger(__name__)
 
 # Images above this many voxels together (512 MiB as float32) are read patch by patch by default.
 LAZY_VOXELS = 2**27
@@ -261,8 +265,10 @@ class SegmentationDataModule(pl.LightningDataModule):
         if self.lazy is None:
             unique = {str(p): p for p in [*train_pairs, *val_pairs]}
             self.lazy = self._choose_lazy(list(unique.values()))
+        train_regions = self._regions(train_pairs, "train")
+        self._check_classes(train_regions)
         self.train_set = RandomPatchDataset(
-            self._regions(train_pairs, "train"),
+            train_regions,
             self.patch_size,
             c["samples_per_epoch"],
             augment=self.augment,
@@ -273,6 +279,28 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.val_set = WindowDataset(
             self._regions(val_pairs, "val"), self.val_size, c["val_mode"], pad_mode=c["pad_mode"]
         )
+
+    def _check_classes(self, regions: list[PatchSource]) -> None:
+        """``ValueError`` when the training targets hold fewer than two classes; a warning
+        naming the classes they lack."""
+        c = self.cfg
+        counts = np.zeros(0, np.int64)
+        for region in regions:
+            if isinstance(region, Region):
+                labelled = region.label >= 0
+                if c["ignore_index"] is not None:
+                    labelled &= region.label != c["ignore_index"]
+                found = np.bincount(region.label[labelled].ravel())
+            else:  # lazy: the counts of the label scan _regions made
+                found = region.scanned(c["foreground_classes"]).counts.copy()
+                if c["ignore_index"] is not None and 0 <= c["ignore_index"] < len(found):
+                    found[c["ignore_index"]] = 0
+            counts = np.pad(counts, (0, max(len(found) - len(counts), 0)))
+            counts[: len(found)] += found
+        absent = check_training_classes(counts, self.num_classes, str(c["labels"]))
+        if absent:
+            log.warning("%s: no training voxel is class %s; the network will not learn %s",
+                        c["labels"], absent, "it" if len(absent) == 1 else "them")  # fmt: skip
 
     def _loader(self, dataset: Any, shuffle: bool) -> DataLoader:
         workers = int(self.cfg["num_workers"])

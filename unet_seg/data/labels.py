@@ -46,3 +46,26 @@ def map_labels(
             f"{path}: label values {unmapped[:10].tolist()} are not in label_map {dict(label_map)}"
         )
     return out
+
+
+def check_training_classes(counts: np.ndarray, num_classes: int, source: str) -> list[int]:
+    """The classes of ``range(num_classes)`` absent from training labels whose voxel counts per
+    class are ``counts`` (``(K,)``, ignored voxels left out; entries from ``num_classes`` on are
+    not classes and are left out too).
+
+    ``ValueError`` naming ``source`` when fewer than two classes hold voxels: a network cannot
+    learn to tell classes apart from labels with one (a ``label_map`` that sends every stored
+    value to one class, an empty mask, a target with no objects).
+    """
+    counts = np.asarray(counts)[:num_classes]
+    present = [k for k, n in enumerate(counts) if n > 0]
+    if not present:
+        raise ValueError(f"{source}: the training labels hold no labelled voxels "
+                         "(all are ignore_index)")  # fmt: skip
+    if len(present) == 1:
+        raise ValueError(
+            f"{source}: every labelled training voxel is class {present[0]}, so there is "
+            f"nothing to tell apart; check label_map and the label files (num_classes is "
+            f"{num_classes})"
+        )
+    return [k for k in range(num_classes) if k not in present]
