@@ -3,6 +3,7 @@ validate, the size arithmetic they publish is the network's, and the CLI names f
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -14,11 +15,13 @@ from hydra import compose, initialize_config_dir
 from test_predict import save_checkpoint
 
 from unet_seg.config import config_dir
+from unet_seg.evaluation.predicted_classes import boundary_label_map
 from unet_seg.export.bioimageio import PackageInfo, export_bioimageio, package_input_size
 from unet_seg.export.run import export, export_name
 from unet_seg.export.torchscript import export_torchscript
 from unet_seg.export.unet_architecture import UNet as StandaloneUNet
 from unet_seg.models import UNet, shapes
+from unet_seg.models.checkpoint import training_target
 from unet_seg.models.exported import load_exported
 from unet_seg.training.module import SegmentationModule
 
@@ -235,3 +238,25 @@ def test_export_command_rejects_other_inputs(tmp_path):
         export(export_config(checkpoint=tmp_path / "m.onnx"))
     with pytest.raises(FileNotFoundError, match=r"m\.ckpt"):
         export(export_config(checkpoint=tmp_path / "m.ckpt"))
+
+
+def test_exports_record_what_the_network_learnt(tmp_path):
+    """The checkpoint's data.target travels into every export, so evaluate can tell a boundary
+    model's 0/1/2 labels from the files predict ran it from."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("bioimageio.spec")
+    ckpt = save_checkpoint(tmp_path / "cells.ckpt", TINY_2D, normalization=NORM)
+    content = torch.load(ckpt, weights_only=True)
+    assert training_target(ckpt) is None  # a checkpoint without data settings does not say
+    torch.save({**content, "datamodule_hyper_parameters": {"target": "boundary"}}, ckpt)
+    written = export(export_config(checkpoint=ckpt, format="all", output_dir=tmp_path / "out"))
+    assert sorted(written) == ["bioimageio", "onnx", "torchscript"]
+    for path in [ckpt, *written.values()]:
+        assert training_target(path) == "boundary", path
+        pred_dir = tmp_path / f"pred_{path.name}"
+        pred_dir.mkdir()
+        (pred_dir / "predict_summary.json").write_text(json.dumps({"checkpoint": str(path)}))
+        assert boundary_label_map(pred_dir) == {0: 0, 1: 1, 2: 1}
+    torch.save({**content, "datamodule_hyper_parameters": {"target": "classes"}}, ckpt)
+    written = export(export_config(checkpoint=ckpt, format="onnx", output_dir=tmp_path / "cls"))
+    assert training_target(written["onnx"]) == "classes"

@@ -128,7 +128,7 @@ def _axes(model, info: PackageInfo):
 
 
 def build_description(
-    model, normalization, info: PackageInfo, files: Mapping[str, Path], tuning=None
+    model, normalization, info: PackageInfo, files: Mapping[str, Path], tuning=None, target=None
 ):
     """The ``bioimageio.spec`` ``ModelDescr`` of ``model`` over the staged ``files``."""
     from bioimageio.spec.model import v0_5 as bio
@@ -173,7 +173,7 @@ def build_description(
         covers=[bio.FileDescr(source=files["cover"])],
         documentation=bio.FileDescr(source=files["readme"]),
         inputs=[inputs], outputs=[outputs], weights=weights,
-        config={"unet_seg": network_metadata(model, normalization, tuning)},
+        config={"unet_seg": network_metadata(model, normalization, tuning, target)},
     )  # fmt: skip
 
 
@@ -200,13 +200,14 @@ def export_bioimageio(
     info: PackageInfo,
     image: np.ndarray | None = None,
     tuning: Mapping[str, Any] | None = None,
+    target: str | None = None,
 ) -> Path:
     """Write the bioimage.io package of ``model`` to ``path`` (a ``.zip``, atomically).
 
     ``image``: the test input's source (``(*spatial)`` or ``(C, *spatial)``); random blobs if
-    ``None``; ``tuning``: the checkpoint's tuned instance post-processing, kept in the
-    package's ``config.unet_seg``. ``ValueError`` if ``bioimageio.spec`` finds the package
-    invalid.
+    ``None``; ``tuning``: the checkpoint's tuned instance post-processing, and ``target``: the
+    data.target it learnt, kept in the package's ``config.unet_seg``. ``ValueError`` if
+    ``bioimageio.spec`` finds the package invalid.
     """
     from bioimageio.spec import save_bioimageio_package
 
@@ -231,7 +232,7 @@ def export_bioimageio(
         np.save(files["test_out"], outputs)
         write_cover(files["cover"], inputs, outputs)
         write_readme(files["readme"], model, norm, info)
-        description = build_description(model, norm, info, files, tuning)
+        description = build_description(model, norm, info, files, tuning, target)
         return replace_atomic(
             lambda tmp: save_bioimageio_package(description, output_path=tmp), path
         )

@@ -39,9 +39,11 @@ def export_onnx(
     normalization: Mapping[str, float] | None,
     path: str | os.PathLike,
     tuning: Mapping[str, Any] | None = None,
+    target: str | None = None,
 ) -> Path:
     """Write ``model`` (a ``UNet``) as ONNX to ``path``, atomically, checked by ``onnx.checker``;
-    ``tuning``: the checkpoint's tuned instance post-processing, kept in the metadata."""
+    ``tuning``: the checkpoint's tuned instance post-processing, and ``target``: the data.target
+    it learnt, both kept in the metadata."""
     import onnx
 
     model = traceable_copy(model)
@@ -54,7 +56,7 @@ def export_onnx(
         )  # fmt: skip
     proto = onnx.load_from_string(buffer.getvalue())
     onnx.helper.set_model_props(
-        proto, {METADATA_KEY: json.dumps(network_metadata(model, normalization, tuning))}
+        proto, {METADATA_KEY: json.dumps(network_metadata(model, normalization, tuning, target))}
     )
     proto.doc_string = "unet-seg U-Net: (N, C, *spatial) float32 -> (N, K, *spatial_out) logits"
     onnx.checker.check_model(proto)

@@ -9,7 +9,7 @@ from typing import Any
 from unet_seg.export.bioimageio import PackageInfo, export_bioimageio
 from unet_seg.export.onnx import export_onnx
 from unet_seg.export.torchscript import export_torchscript
-from unet_seg.models.checkpoint import load_model_and_tuning
+from unet_seg.models.checkpoint import load_model_and_tuning, training_target
 
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx", "bioimageio")
@@ -46,15 +46,16 @@ def export(cfg: Any) -> dict[str, Path]:
     if unknown:
         raise ValueError(f"format must be one of {', '.join(FORMATS)} or all, got {cfg.format!r}")
     model, norm, tuning = _load_checkpoint(cfg.checkpoint)
+    target = training_target(cfg.checkpoint)  # so evaluate can read a boundary model's labels
     name = cfg.name or export_name(cfg.checkpoint)
     out_dir = Path(cfg.output_dir)
     written = {}
     for fmt in formats:
-        target = out_dir / f"{name}{SUFFIXES[fmt]}"
+        path = out_dir / f"{name}{SUFFIXES[fmt]}"
         if fmt == "torchscript":
-            export_torchscript(model, norm, target, tuning)
+            export_torchscript(model, norm, path, tuning, target)
         elif fmt == "onnx":
-            export_onnx(model, norm, target, tuning)
+            export_onnx(model, norm, path, tuning, target)
         else:
             bio = cfg.bioimageio
             info = PackageInfo(
@@ -62,7 +63,8 @@ def export(cfg: Any) -> dict[str, Path]:
                 license=str(bio.license), tags=list(bio.tags),
                 class_names=list(bio.class_names) if bio.class_names else None,
             )  # fmt: skip
-            export_bioimageio(model, norm, target, info, _test_image(bio.test_image), tuning)
-        log.info("%s: wrote %s", fmt, target)
-        written[fmt] = target
+            image = _test_image(bio.test_image)
+            export_bioimageio(model, norm, path, info, image, tuning, target)
+        log.info("%s: wrote %s", fmt, path)
+        written[fmt] = path
     return written

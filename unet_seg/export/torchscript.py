@@ -25,14 +25,15 @@ def export_torchscript(
     normalization: Mapping[str, float] | None,
     path: str | os.PathLike,
     tuning: Mapping[str, Any] | None = None,
+    target: str | None = None,
 ) -> Path:
     """Write ``model`` (a ``UNet``) as TorchScript to ``path`` (atomically); returns ``path``.
 
     The archive's ``unet_seg.json`` extra file holds :func:`network_metadata` (with ``tuning``,
-    the checkpoint's tuned instance post-processing).
+    the checkpoint's tuned instance post-processing, and ``target``, the data.target it learnt).
     """
     model = traceable_copy(model)
     with quiet_tracing(), torch.no_grad():
         traced = torch.jit.trace(model, example_input(model), check_trace=False)
-    extra = {TORCHSCRIPT_EXTRA: json.dumps(network_metadata(model, normalization, tuning))}
+    extra = {TORCHSCRIPT_EXTRA: json.dumps(network_metadata(model, normalization, tuning, target))}
     return replace_atomic(lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra), path)

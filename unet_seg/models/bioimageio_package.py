@@ -113,6 +113,27 @@ def load_package(
     return model, dict(meta.get("normalization") or {}), meta.get(TUNED_KEY)
 
 
+def package_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.unet_seg`` record of the package at ``path`` (what ``unet-seg-export``
+    wrote: :func:`~unet_seg.models.exported.network_metadata`), without loading its weights;
+    ``{}`` for a package without one.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ValueError: not a readable package.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model package {path} not found")
+    with _reader(path) as read:
+        try:
+            _, rdf = _description(read)
+        except (yaml.YAMLError, zipfile.BadZipFile) as err:
+            raise ValueError(f"{path}: damaged bioimage.io package ({err})") from err
+    meta = ((rdf or {}).get("config") or {}).get(METADATA_KEY) if isinstance(rdf, Mapping) else None
+    return dict(meta) if isinstance(meta, Mapping) else {}
+
+
 def _description(read) -> tuple[str | None, Any]:
     """``(name, parsed YAML)`` of the package's description, or ``(None, None)``."""
     for name in RDF_NAMES:

@@ -18,8 +18,12 @@ from typing import Any
 import torch
 
 from unet_seg.errors import checkpoint_load_error
-from unet_seg.models.bioimageio_package import is_bioimageio_package, load_package
-from unet_seg.models.exported import TUNED_KEY, is_exported, load_exported
+from unet_seg.models.bioimageio_package import (
+    is_bioimageio_package,
+    load_package,
+    package_metadata,
+)
+from unet_seg.models.exported import TARGET_KEY, TUNED_KEY, is_exported, load_exported
 from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.models.unet import unet_with_weights
 
@@ -74,6 +78,25 @@ def load_model_and_tuning(
         return load_package(path)
     content = read_checkpoint(path)
     return (*network_from_checkpoint(content, path), content.get(TUNED_KEY))
+
+
+def training_target(path: str | os.PathLike) -> str | None:
+    """What the network at ``path`` learnt, its training's ``data.target`` (``"classes"`` or
+    ``"boundary"``): from a training checkpoint's data settings, or the metadata of an export
+    (``.pt``, ``.onnx``, bioimage.io package) that recorded it; None where neither tells.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: an unreadable file.
+    """
+    if is_exported(path):
+        meta = load_exported(path)[0].metadata
+    elif is_bioimageio_package(path):
+        meta = package_metadata(path)
+    else:
+        meta = read_checkpoint(path).get("datamodule_hyper_parameters") or {}
+    target = meta.get(TARGET_KEY) if isinstance(meta, Mapping) else None
+    return None if target is None else str(target)
 
 
 def network_from_checkpoint(

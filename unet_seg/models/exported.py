@@ -28,14 +28,19 @@ TORCHSCRIPT_EXTRA = f"{METADATA_KEY}.json"
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".torchscript")
 ONNX_SUFFIXES = (".onnx",)
 TUNED_KEY = "instance_postprocessing"  # unet-seg-tune's result, in checkpoints and exports
+TARGET_KEY = "target"  # what the network learnt: data.target of its training
 _REQUIRED = ("spatial_dims", "in_channels", "num_classes", "depth", "padding", "pooled_axes")
 
 
 def network_metadata(
-    model: Any, normalization: Mapping[str, float] | None, tuning: Mapping[str, Any] | None = None
+    model: Any,
+    normalization: Mapping[str, float] | None,
+    tuning: Mapping[str, Any] | None = None,
+    target: str | None = None,
 ) -> dict[str, Any]:
-    """The record an exported file carries for ``model`` (a ``UNet``), its percentiles and its
-    checkpoint's tuned instance post-processing (plain JSON values), if any."""
+    """The record an exported file carries for ``model`` (a ``UNet``), its percentiles, its
+    checkpoint's tuned instance post-processing (plain JSON values), if any, and the training
+    target it learnt (``data.target``: ``"classes"`` or ``"boundary"``), if known."""
     norm = dict(normalization or {})
     record = {
         "format": 1,
@@ -53,6 +58,8 @@ def network_metadata(
     }
     if tuning:
         record[TUNED_KEY] = json.loads(json.dumps(dict(tuning)))  # plain, as JSON keeps it
+    if target is not None:
+        record[TARGET_KEY] = str(target)
     return record
 
 
