@@ -72,16 +72,10 @@ def load_package(
         ValueError: not a package of ``unet-seg-export``, or a damaged one (the message says
             which file and why).
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model package {path} not found")
+    path = _existing(path)
     with _reader(path) as read:
         try:
-            rdf_name, rdf = _description(read)
-            if rdf_name is None:
-                raise ValueError(f"{path}: no rdf.yaml inside: not a bioimage.io model package")
-            if not isinstance(rdf, Mapping):
-                raise ValueError(f"{path}: {rdf_name} is not a YAML mapping")
+            rdf_name, rdf = _description(read, path)
             meta = (rdf.get("config") or {}).get(METADATA_KEY)
             weights = (rdf.get("weights") or {}).get("pytorch_state_dict")
             if not isinstance(meta, Mapping) or not isinstance(weights, Mapping):
@@ -122,23 +116,33 @@ def package_metadata(path: str | os.PathLike) -> dict[str, Any]:
         FileNotFoundError: nothing at ``path``.
         ValueError: not a readable package.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model package {path} not found")
+    path = _existing(path)
     with _reader(path) as read:
         try:
-            _, rdf = _description(read)
+            _, rdf = _description(read, path)
         except (yaml.YAMLError, zipfile.BadZipFile) as err:
             raise ValueError(f"{path}: damaged bioimage.io package ({err})") from err
-    meta = ((rdf or {}).get("config") or {}).get(METADATA_KEY) if isinstance(rdf, Mapping) else None
+    meta = (rdf.get("config") or {}).get(METADATA_KEY)
     return dict(meta) if isinstance(meta, Mapping) else {}
 
 
-def _description(read) -> tuple[str | None, Any]:
-    """``(name, parsed YAML)`` of the package's description, or ``(None, None)``."""
+def _existing(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; ``FileNotFoundError`` if nothing is there."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model package {path} not found")
+    return path
+
+
+def _description(read, path: Path) -> tuple[str, Mapping[str, Any]]:
+    """``(name, parsed YAML mapping)`` of the package's description; ``ValueError`` naming
+    ``path`` if there is none or it is no mapping."""
     for name in RDF_NAMES:
         try:
-            return name, yaml.safe_load(read(name))
+            rdf = yaml.safe_load(read(name))
         except KeyError:
             continue
-    return None, None
+        if not isinstance(rdf, Mapping):
+            raise ValueError(f"{path}: {name} is not a YAML mapping")
+        return name, rdf
+    raise ValueError(f"{path}: no rdf.yaml inside: not a bioimage.io model package")
