@@ -219,6 +219,26 @@ def test_training_labels_need_two_classes(tmp_path, rng, lazy, caplog):
     assert "no training voxel is class [2]" in caplog.text
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_float_labels_must_hold_whole_numbers(tmp_path, rng, lazy):
+    label = (np.indices((6, 20, 30))[2] % 2).astype(np.float32)
+    write_volume(tmp_path / "whole.tif", label)  # 0.0 / 1.0: read as classes 0 and 1
+    module = _stack_module(tmp_path, rng, lazy=lazy, labels=tmp_path / "whole.tif", label_map=None)
+    patch = module.val_set.regions[0].patch((0, 0), (20, 30), "reflect")["label"]
+    np.testing.assert_array_equal(patch, label[4])
+    label[5, 3, 4] = 0.5  # truncated to class 0 before: now named
+    write_volume(tmp_path / "half.tif", label)
+    for label_map in (None, "objects"):
+        with pytest.raises(ValueError, match=r"half\.tif: labels must be integers; .*\[0\.5\]"):
+            _stack_module(tmp_path, rng, lazy=lazy, labels=tmp_path / "half.tif",
+                          label_map=label_map)  # fmt: skip
+    # object ids of a boundary target too (named vol.tif to pair with the image)
+    write_volume(tmp_path / "ids" / "vol.tif", label)
+    with pytest.raises(ValueError, match=r"vol\.tif: object ids must be integers; .*\[0\.5\]"):
+        _stack_module(tmp_path, rng, lazy=lazy, labels=tmp_path / "whole.tif", label_map=None,
+                      instances=tmp_path / "ids", target="boundary")  # fmt: skip
+
+
 def test_augment_is_called_with_the_sample_and_an_rng(tmp_path, rng):
     calls = []
 

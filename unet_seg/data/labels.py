@@ -30,12 +30,13 @@ def map_labels(
     """Stored label values -> class indices via ``label_map`` (e.g. ISBI ``{255: 0, 0: 1}``, or
     :data:`OBJECTS`: ids > 0 -> 1).
 
-    Returns int64 like ``label``. ``ValueError`` naming ``path`` for values the map does not cover.
+    Returns int64 like ``label``. ``ValueError`` naming ``path`` for values the map does not cover,
+    and, without a ``{value: class}`` map, for float labels that are not whole numbers (0.5 would
+    otherwise become class 0).
     """
-    if label_map is None:
-        return label.astype(np.int64)
-    if label_map == OBJECTS:
-        return (label > 0).astype(np.int64)
+    if label_map is None or label_map == OBJECTS:
+        check_whole_numbers(label, path)
+        return (label > 0 if label_map == OBJECTS else label).astype(np.int64)
     check_label_map(label_map)
     out = np.full(label.shape, np.iinfo(np.int64).min, np.int64)
     for raw, cls in label_map.items():
@@ -46,6 +47,17 @@ def map_labels(
             f"{path}: label values {unmapped[:10].tolist()} are not in label_map {dict(label_map)}"
         )
     return out
+
+
+def check_whole_numbers(label: np.ndarray, path: Path | str, what: str = "labels") -> None:
+    """``ValueError`` naming ``path`` if float ``label`` (any shape: a whole label or a block of
+    it) holds values that are not whole numbers (fractions, NaN, infinities); ``what`` the
+    values are, for the message ("labels", "object ids")."""
+    if np.issubdtype(label.dtype, np.floating):
+        bad = label[~np.isfinite(label) | (label != np.round(label))]
+        if bad.size:
+            raise ValueError(f"{path}: {what} must be integers; found other values, e.g. "
+                             f"{np.unique(bad)[:5].tolist()}")  # fmt: skip
 
 
 def check_training_classes(counts: np.ndarray, num_classes: int, source: str) -> list[int]:

@@ -32,7 +32,7 @@ import numpy as np
 from unet_seg.data.boundary import derive_target
 from unet_seg.data.boxes import Box, Window
 from unet_seg.data.label_index import CellSampler, LabelIndex
-from unet_seg.data.labels import map_labels
+from unet_seg.data.labels import check_whole_numbers, map_labels
 from unet_seg.data.lazy_images import ChannelImage, image_range, open_image
 from unet_seg.data.pairs import ImageFiles, pair_name
 from unet_seg.data.regions import region_places
@@ -134,7 +134,11 @@ class LazyRegion:
         where = self._in_file(grown)
         label = map_labels(self.label[where], self.label_map, self.label.path)
         check_label_values(label, self.num_classes, self.label.path, self.rule.ignore_index)
-        inst = None if self.instances is None else self.instances[where].astype(np.int64)
+        inst = None
+        if self.instances is not None:
+            inst = self.instances[where]
+            check_whole_numbers(inst, self.instances.path, "object ids")
+            inst = inst.astype(np.int64)
         r = self.rule
         target = derive_target(label, r.target, inst, r.object_class, r.boundary_width,
                                self.spacing, r.ignore_index)  # fmt: skip

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from unet_seg.data.labels import map_labels
+from unet_seg.data.labels import check_whole_numbers, map_labels
 from unet_seg.data.pairs import ImageFiles, pair_name
 from unet_seg.data.patches import CoordinateSampler, extract_patch, foreground_coordinates
 from unet_seg.io import Volume, check_pair, read_volume
@@ -141,7 +141,9 @@ def build_regions(
         )
         inst = None
         if instances is not None and instances[k] is not None:
-            inst = read_volume(instances[k], ndim=label.ndim).array.astype(np.int64)
+            inst = read_volume(instances[k], ndim=label.ndim).array
+            check_whole_numbers(inst, instances[k], "object ids")
+            inst = inst.astype(np.int64)
             if inst.shape != label.shape:
                 raise ValueError(
                     f"{instances[k]}: instance shape {inst.shape} does not match "

@@ -97,15 +97,7 @@ def _integers(
         ValueError: naming the file and the offending values (not integers, not in
             ``label_map``, or outside ``0..num_classes - 1`` when ``num_classes`` is given).
     """
-    array = read_volume(path, finite=False).array
-    if np.issubdtype(array.dtype, np.floating):
-        bad = array[~np.isfinite(array) | (array != np.round(array))]
-        if bad.size:
-            raise ValueError(
-                f"{path}: labels must be integers; found {bad.size} other values, e.g. "
-                f"{np.unique(bad)[:5].tolist()}"
-            )
-    labels = map_labels(array, label_map, path)
+    labels = map_labels(read_volume(path, finite=False).array, label_map, path)
     if num_classes is not None:
         values = np.unique(labels)
         outside = values[(values < 0) | (values >= num_classes)]
