@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 from skimage.measure import label
 from skimage.metrics import adapted_rand_error, variation_of_information
 
+from unet_seg.evaluation.metrics import rand_error
 from unet_seg.training.metrics import SegmentationMetrics, segmentation_scores
 
 
@@ -105,6 +107,14 @@ def test_3d_and_multiclass() -> None:
     # class 1: TP 8, FP 8 -> 16/24; class 2: TP 0, FN 8 -> 0
     assert result["dice"] == pytest.approx((16 / 24 + 0) / 2)
     assert result["pixel_error"] == pytest.approx(8 / 144)
+
+
+def test_finding_no_object_is_the_worst_rand_error_without_a_warning() -> None:
+    gt = np.zeros((10, 10), np.int64)
+    gt[2:5, 2:5], gt[6:9, 6:9] = 1, 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # skimage's 0 / 0 recall warned on every such image
+        assert rand_error(np.zeros_like(gt), gt) == 1.0
 
 
 def test_empty_target_has_no_rand_score() -> None:

@@ -65,7 +65,10 @@ def rand_error(pred_segments: np.ndarray, gt_segments: np.ndarray) -> float:
     pred = np.asarray(pred_segments, dtype=np.int64).copy()
     singletons = (pred == 0) & (gt_segments != 0)  # background elsewhere is left out anyway
     pred[singletons] = pred.max() + 1 + np.arange(int(singletons.sum()))
-    return float(skm.adapted_rand_error(gt_segments, pred, ignore_labels=(0,))[0])
+    # A prediction of singletons only (no object found) has no same-segment pairs: skimage's
+    # recall is then 0 / 0, and warns, but the error it returns is right (1.0).
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(skm.adapted_rand_error(gt_segments, pred, ignore_labels=(0,))[0])
 
 
 def variation_of_information(pred_segments: np.ndarray, gt_segments: np.ndarray) -> float:
