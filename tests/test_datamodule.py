@@ -128,6 +128,14 @@ def test_bad_patch_size():
         SegmentationDataModule("i.tif", "l.tif", patch_size=[64, -1])
 
 
+@pytest.mark.parametrize("width", [0, -1.0, float("nan"), float("inf"), "2"])
+def test_bad_boundary_settings_are_named(width):
+    with pytest.raises(ValueError, match=r"boundary_width must be a number > 0 .*, got"):
+        SegmentationDataModule("i.tif", "l.tif", patch_size=64, boundary_width=width)
+    with pytest.raises(ValueError, match=r"object_class must be one of the classes 0\.\.1, got 2"):
+        SegmentationDataModule("i.tif", "l.tif", patch_size=64, object_class=2)
+
+
 # --------------------------------------------------------------------- small synthetic files
 
 

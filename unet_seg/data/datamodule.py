@@ -129,6 +129,12 @@ class SegmentationDataModule(pl.LightningDataModule):
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         if lazy not in (True, False, "auto"):
             raise ValueError(f"lazy must be true, false or auto, got {lazy!r}")
+        if not isinstance(boundary_width, int | float) or not 0 < boundary_width < math.inf:
+            raise ValueError(f"boundary_width must be a number > 0 (voxels of the finest axis), "
+                             f"got {boundary_width!r}")  # fmt: skip
+        if not 0 <= object_class < num_classes:
+            raise ValueError(f"object_class must be one of the classes 0..{num_classes - 1}, "
+                             f"got {object_class}")  # fmt: skip
         check_label_map(label_map)
         if label_map == OBJECTS and object_class != 1:
             raise ValueError(f"label_map={OBJECTS} makes the objects class 1, but object_class "
