@@ -136,6 +136,15 @@ def test_bad_boundary_settings_are_named(width):
         SegmentationDataModule("i.tif", "l.tif", patch_size=64, object_class=2)
 
 
+@pytest.mark.parametrize(
+    "setting,value",
+    [("batch_size", 0), ("batch_size", 2.5), ("samples_per_epoch", 0), ("num_workers", -1)],
+)
+def test_bad_counts_are_named(setting, value):
+    with pytest.raises(ValueError, match=rf"{setting} must be a whole number.*got {value}"):
+        SegmentationDataModule("i.tif", "l.tif", patch_size=64, **{setting: value})
+
+
 # --------------------------------------------------------------------- small synthetic files
 
 

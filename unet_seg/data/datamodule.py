@@ -17,7 +17,7 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from unet_seg.config import plain
+from unet_seg.config import plain, whole
 from unet_seg.data.boundary import BOUNDARY_CLASSES, TARGETS, derive_target
 from unet_seg.data.dataset import (
     Augment,
@@ -129,6 +129,10 @@ class SegmentationDataModule(pl.LightningDataModule):
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         if lazy not in (True, False, "auto"):
             raise ValueError(f"lazy must be true, false or auto, got {lazy!r}")
+        for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
+                                   ("samples_per_epoch", samples_per_epoch, 1)):  # fmt: skip
+            if whole(name, value) < least:
+                raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
         if not isinstance(boundary_width, int | float) or not 0 < boundary_width < math.inf:
             raise ValueError(f"boundary_width must be a number > 0 (voxels of the finest axis), "
                              f"got {boundary_width!r}")  # fmt: skip
