@@ -67,3 +67,18 @@ def test_two_files_with_one_key_are_an_error(folders, other: str) -> None:
     write_volume(pred / other, Volume(LABELS))
     with pytest.raises(UsageError, match=r"a_labels\.\w+(\.gz)? and .*a_labels.* both pair as 'a'"):
         evaluate(config(pred, gt))
+
+
+@pytest.mark.parametrize(
+    "setting,value,message",
+    [("num_classes", 1, "num_classes must be >= 2"), ("num_classes", "abc", "a whole number"),
+     ("foreground_class", 2, r"foreground_class must be one of the classes 0\.\.1, got 2"),
+     ("report_slices", 0, "report_slices must be >= 1, got 0")],
+)  # fmt: skip
+def test_bad_numbers_are_named_before_any_file_is_read(folders, setting, value, message) -> None:
+    pred, gt = folders
+    cfg = config(pred, gt)
+    cfg[setting] = value
+    with pytest.raises(UsageError, match=message):
+        evaluate(cfg)
+    assert not (pred / "evaluation.json").exists() and not list(pred.glob("*.csv"))

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
+from unet_seg.config import whole
 from unet_seg.data.labels import OBJECTS, map_labels
 from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.evaluation.error_kinds import ErrorKinds, kinds_of
@@ -84,6 +85,22 @@ def _suffix_hint(folder: Path, key: str) -> str:
         if is_image(path) and rest is not None and (not rest or rest[0] in "_-."):
             return f": found {path.name}, pass gt_suffix={rest or repr('')}"
     return ""
+
+
+def _numbers(cfg: Any) -> tuple[int, int, int]:
+    """``(num_classes, foreground_class, report_slices)`` of ``cfg``; ``UsageError`` naming the
+    option that is not a whole number in its range."""
+    num_classes = whole("num_classes", cfg.num_classes)
+    if num_classes < 2:
+        raise UsageError(f"num_classes must be >= 2 (background and a class), got {num_classes}")
+    foreground = whole("foreground_class", cfg.foreground_class)
+    if not 0 <= foreground < num_classes:
+        raise UsageError(f"foreground_class must be one of the classes 0..{num_classes - 1}, "
+                         f"got {foreground}")  # fmt: skip
+    slices = whole("report_slices", cfg.get("report_slices", 3))
+    if slices < 1:
+        raise UsageError(f"report_slices must be >= 1, got {slices}")
+    return num_classes, foreground, slices
 
 
 def _integers(
@@ -195,6 +212,7 @@ def evaluate(cfg: Any) -> dict:
     A pair that cannot be read or compared is reported by name (``summary["failed"]``), and so is
     ground truth without a prediction.
     """
+    num_classes, foreground, report_slices = _numbers(cfg)
     pred_dir, gt_dir = Path(cfg.pred_dir), Path(cfg.gt_dir)
     preds, gts = _keyed(pred_dir, cfg.pred_suffix), _keyed(gt_dir, cfg.gt_suffix)
     pred_inst = _keyed(pred_dir, cfg.pred_instance_suffix) if cfg.pred_instance_suffix else {}
@@ -206,13 +224,12 @@ def evaluate(cfg: Any) -> dict:
         gt_inst = _keyed(gt_dir, cfg.gt_instance_suffix) if cfg.gt_instance_suffix else {}
     if not preds:
         raise InputNotFoundError(f"{pred_dir}: no predictions named *{cfg.pred_suffix}.<format>")
-    num_classes = int(cfg.num_classes)
     label_maps = {side: _label_map(cfg, f"{side}_label_map") for side in ("pred", "gt")}
     if label_maps["pred"] is None and (found := boundary_label_map(pred_dir)) is not None:
         label_maps["pred"] = found
         log.info("%s: labels of a data.target=boundary model (0 background, 1 interior, "
                  "2 boundary), scored as objects: pred_label_map=%s", pred_dir, found)  # fmt: skip
-    report = ReportBuilder(int(cfg.get("report_slices", 3))) if cfg.get("report") else None
+    report = ReportBuilder(report_slices) if cfg.get("report") else None
     image_dir = Path(cfg.get("image_dir") or gt_dir)
     images = _keyed(image_dir, cfg.get("image_suffix") or "") if report is not None else {}
     rows, failed, total, matches = [], [], np.zeros((num_classes, 3), np.int64), []
@@ -230,7 +247,7 @@ def evaluate(cfg: Any) -> dict:
             pred = _integers(pred_path, num_classes, label_maps["pred"])
             gt = _integers(gts[key], num_classes, label_maps["gt"])
             row, counts, match = pair_figures(
-                pred, gt, num_classes, int(cfg.foreground_class),
+                pred, gt, num_classes, foreground,
                 _integers(pred_inst[key]) if instances else None,
                 _integers(truth_ids) if instances else None,
             )  # fmt: skip
@@ -278,7 +295,7 @@ def evaluate(cfg: Any) -> dict:
     write_text_atomic(out_dir / "evaluation.csv", text.getvalue())
     write_json_atomic(out_dir / "evaluation.json", summary)  # NaN (no objects) as null
     if report is not None:
-        sort = f"dice_{int(cfg.foreground_class)}"  # the pictures: worst Dice first
+        sort = f"dice_{foreground}"  # the pictures: worst Dice first
         path = report.write(out_dir / "report.html", summary, sort, num_classes=num_classes)
         log.info("report written to %s", path)
     return summary
