@@ -106,6 +106,12 @@ def test_tune_rejects_an_unknown_method_or_objective_before_reading_data(tmp_pat
         tune_command(config(checkpoint=ckpt, methods="[cc,foo]"))
     with pytest.raises(ValueError, match=r"objective must be one of .* got 'bar'"):
         tune_command(config(checkpoint=ckpt, objective="bar"))
+    # a tile of 0 is refused as predict refuses it, not taken for the default
+    for tile, message in (("0", "tile_size must be positive, got 0"),
+                          ("[64,0]", r"tile_size must be positive, got \[64, 0\]"),
+                          ("abc", "tile_size must be a whole number, got 'abc'")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            tune_command(config(checkpoint=ckpt, tile_size=tile))
 
 
 def test_class_roles():

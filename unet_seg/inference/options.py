@@ -67,13 +67,7 @@ class PredictOptions:
         Raises:
             UsageError: a number option is not a number (the message names it).
         """
-        tile = cfg.tile_size
-        if tile is not None:
-            tile = (
-                whole("tile_size", tile)
-                if isinstance(tile, (int, float, str))
-                else tuple(whole("tile_size", t) for t in tile)
-            )
+        tile = tile_option(cfg.tile_size)
         channel, max_voxels = cfg.get("channel"), cfg.get("max_voxels")
         return cls(
             tile_size=tile,
@@ -93,6 +87,20 @@ class PredictOptions:
         """The tile for ``model`` on a ``(Z, Y, X)`` volume: ``tile_size``, else the default
         (:func:`default_tile`)."""
         return self.tile_size if self.tile_size is not None else default_tile(model, shape)
+
+
+def tile_option(value: Any) -> int | tuple[int, ...] | None:
+    """The ``tile_size`` option as given (None: the default tile), one whole number or one per
+    axis; ``UsageError`` naming it where a size is not a whole number >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float, str)):
+        tile: int | tuple[int, ...] = whole("tile_size", value)
+    else:
+        tile = tuple(whole("tile_size", t) for t in value)
+    if any(size < 1 for size in (tile if isinstance(tile, tuple) else (tile,))):
+        raise UsageError(f"tile_size must be positive, got {value}")
+    return tile
 
 
 def default_tile(model: Any, shape: Sequence[int]) -> int | tuple[int, ...]:

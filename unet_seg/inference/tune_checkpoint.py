@@ -23,7 +23,7 @@ from unet_seg.data.boundary import objects_of
 from unet_seg.data.datamodule import SegmentationDataModule
 from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.inference.instance_methods import METHODS, TUNED_KEY
-from unet_seg.inference.options import default_tile
+from unet_seg.inference.options import default_tile, tile_option
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
 from unet_seg.inference.tuning import check_request, tune
@@ -49,7 +49,7 @@ def predict_region(image: np.ndarray, model, runner: ModelRunner, tile) -> np.nd
     """``(C, *spatial)`` normalised image -> ``(K, *spatial)`` probabilities (``tile``: None
     picks predict's default)."""
     volume = image[:, None] if image.ndim == 3 and model.spatial_dims == 2 else image
-    tile = tile or default_tile(model, volume.shape[1:])  # as predict
+    tile = tile if tile is not None else default_tile(model, volume.shape[1:])  # as predict
     probs = predict_tiled(volume, model, runner, tile)
     return probs[:, 0] if volume is not image else probs
 
@@ -64,6 +64,7 @@ def tune_checkpoint(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str,
     methods = tuple(cfg.get("methods") or METHODS)
     objective = str(cfg.get("objective", "ap"))
     check_request(methods, objective)  # before the validation images are predicted
+    tile = tile_option(cfg.get("tile_size"))
     stored = checkpoint.get("datamodule_hyper_parameters")
     if not stored:
         raise UsageError(
@@ -80,7 +81,6 @@ def tune_checkpoint(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str,
     truths = [objects_of(r.label, object_class, r.instances) for r in regions]
     tta = bool(cfg.get("tta", False))
     runner = ModelRunner(model, cfg.get("device", "auto"), tta)
-    tile = cfg.get("tile_size")
     probs = [predict_region(r.image, model, runner, tile) for r in regions]
     log.info("tuning %s on %d validation images", ", ".join(methods), len(regions))
     result = tune(probs, truths, roles, methods, objective,
