@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,6 +128,19 @@ def run_script_convert(args, monkeypatch, capsys) -> tuple[int, list[str]]:
     with pytest.raises(SystemExit) as exit_info:
         convert_cli.main()
     return exit_info.value.code, capsys.readouterr().err.splitlines()
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [("chunks=[a,8,8]", "chunks must be a whole number, got 'a'"),
+     ("chunks=64", r"chunks must be a list, a size per axis \(\[Z,Y,X\]\), got 64")],
+)  # fmt: skip
+def test_convert_names_a_bad_chunks_option(tmp_path, monkeypatch, capsys, option, message):
+    write_volume(tmp_path / "s.tif", np.zeros((2, 8, 8), np.uint8))
+    args = [f"input={tmp_path / 's.tif'}", f"output={tmp_path / 's.ome.zarr'}", option]
+    code, lines = run_script_convert(args, monkeypatch, capsys)
+    assert code != 0 and len(lines) == 1 and re.search(message, lines[0])
+    assert not (tmp_path / "s.ome.zarr").exists()
 
 
 def test_unwritable_output_folder(tmp_path, ckpt, readonly_dir, monkeypatch, capsys):

@@ -122,6 +122,12 @@ def test_convert_tiff_stack_and_slice_folder_to_ome_zarr(tmp_path, rng):
     np.testing.assert_array_equal(open_zarr(path)[...], stack[:3])
     with pytest.raises(ValueError, match=r"must end with \.ome\.zarr"):
         convert_to_ome_zarr(tmp_path / "s.tif", tmp_path / "s.zarr")
+    # settings no OME-Zarr can have are refused before anything is written
+    with pytest.raises(ValueError, match=r"ngff_version must be one of 0\.4, 0\.5, got '0\.3'"):
+        convert_to_ome_zarr(tmp_path / "s.tif", tmp_path / "v.ome.zarr", version="0.3")
+    with pytest.raises(ValueError, match=r"chunks must be positive sizes, got \[0, 16, 16\]"):
+        convert_to_ome_zarr(tmp_path / "s.tif", tmp_path / "c.ome.zarr", chunks=(0, 16, 16))
+    assert not list(tmp_path.glob("[vc].ome.zarr*")) and not list(tmp_path.glob(".*"))
 
 
 def test_zarr_is_one_more_format_of_the_io_layer(tmp_path, rng):

@@ -20,6 +20,7 @@ NAME = "unet-seg-convert"
 
 def run(cfg: DictConfig) -> None:
     from unet_seg.cli.errors import reported_errors
+    from unet_seg.config import whole
     from unet_seg.errors import UsageError
     from unet_seg.io.convert import convert_to_ome_zarr  # heavy imports only for work
 
@@ -27,7 +28,11 @@ def run(cfg: DictConfig) -> None:
         target = Path(cfg.output)
         if target.exists() and not cfg.overwrite:
             raise UsageError(f"{target} exists (overwrite=true to replace it)")
-        chunks = None if cfg.chunks is None else [int(c) for c in cfg.chunks]
+        chunks = cfg.chunks
+        if chunks is not None:
+            if isinstance(chunks, (int, float, str)):
+                raise UsageError(f"chunks must be a list, a size per axis ([Z,Y,X]), got {chunks}")
+            chunks = [whole("chunks", c) for c in chunks]
         path = convert_to_ome_zarr(
             cfg.input, target, chunks, str(cfg.ngff_version), cfg.get("progress")
         )

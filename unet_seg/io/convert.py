@@ -18,7 +18,7 @@ from unet_seg.errors import OutputWriteError
 from unet_seg.io.files import find_files, is_directory_format
 from unet_seg.io.lazy import LazyVolume
 from unet_seg.io.volumes import open_volume, read_volume
-from unet_seg.io.zarr import NGFF_UNITS, SPACE_UNIT
+from unet_seg.io.zarr import NGFF_UNITS, NGFF_VERSIONS, SPACE_UNIT
 from unet_seg.io.zarr_output import ZarrOutput, default_chunks
 
 
@@ -70,6 +70,10 @@ def convert_to_ome_zarr(
     target = Path(target)
     if not target.name.lower().endswith(".ome.zarr"):
         raise ValueError(f"{target}: the output of a conversion must end with .ome.zarr")
+    if str(version) not in NGFF_VERSIONS:
+        raise ValueError(f"ngff_version must be one of {', '.join(NGFF_VERSIONS)}, got {version!r}")
+    if chunks is not None and any(int(c) < 1 for c in chunks):
+        raise ValueError(f"chunks must be positive sizes, got {list(chunks)}")
     volume = open_source(source)
     spatial = len(volume.spacing)
     unit = NGFF_UNITS.get((volume.metadata or {}).get("unit") or "", SPACE_UNIT)
