@@ -107,6 +107,17 @@ def predict_args(files: Path, **overrides: str) -> list[str]:
         ("tune", ["checkpoint={files}/garbage.ckpt"], 1, "garbage.ckpt: not a PyTorch"),
         ("tune", ["checkpoint={files}/model.onnx"], 2,
          "model.onnx: tune the training checkpoint (.ckpt) it was exported from"),
+        ("tune", ["checkpoint={files}/model.ckpt", "tile_size=0"], 2,
+         "tile_size must be positive, got 0"),
+        ("summary", ["input_size=abc"], 2, "input_size must be a whole number, got 'abc'"),
+        ("summary", ["input_size=[-5,5]"], 2, "input_size must be positive, got -5"),
+        ("evaluate", ["pred_dir={files}", "gt_dir={files}", "num_classes=0"], 2,
+         "num_classes must be >= 2 (background and a class), got 0"),
+        ("train", ["experiment=sample_2d", "data.batch_size=0", "paths.runs_dir={files}/runs"], 2,
+         "data: batch_size must be a whole number >= 1, got 0"),
+        ("train", ["experiment=sample_2d", "data.boundary_width=nan",
+                   "paths.runs_dir={files}/runs"], 2,
+         "data: boundary_width must be a number > 0 (voxels of the finest axis), got nan"),
     ],
 )  # fmt: skip
 def test_one_line_per_problem(

@@ -34,16 +34,26 @@ def summary_from_config(model_cfg: dict, input_size: int | Sequence[int]) -> Sum
 NAME = "unet-seg-summary"
 
 
+def positive_size(value: object) -> int:
+    """One ``input_size`` entry as an int; ``UsageError`` naming the option unless it is a whole
+    number >= 1."""
+    from unet_seg.config import whole
+
+    size = whole("input_size", value)
+    if size < 1:
+        raise UsageError(f"input_size must be positive, got {size}")
+    return size
+
+
 def run(cfg: DictConfig) -> None:
     from unet_seg.cli.errors import reported_errors
 
     with reported_errors(NAME, cfg):
         model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-        size = (
-            OmegaConf.to_container(cfg.input_size)
-            if OmegaConf.is_list(cfg.input_size)
-            else cfg.input_size
-        )
+        if OmegaConf.is_list(cfg.input_size):
+            size = [positive_size(s) for s in OmegaConf.to_container(cfg.input_size)]
+        else:
+            size = positive_size(cfg.input_size)
         try:
             table = summary_from_config(model_cfg, size).table()
         except (ValueError, TypeError) as err:  # sizes or model options that cannot work
