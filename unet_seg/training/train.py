@@ -64,6 +64,19 @@ def follow_the_data(cfg: DictConfig, datamodule: Any) -> None:
             cfg.model[key] = int(value)
 
 
+def check_window_sizes(model: Any, datamodule: Any) -> None:
+    """``UsageError`` naming ``data.patch_size`` or ``data.val_size`` where the network cannot
+    take that window (before training starts, not in Lightning's sanity check)."""
+    for key in ("patch_size", "val_size"):
+        size = getattr(datamodule, key, None)
+        if size is None:
+            continue
+        try:
+            model.output_shape(size)
+        except ValueError as err:
+            raise UsageError(f"data.{key} {list(size)} does not suit the network: {err}") from err
+
+
 def build_module(cfg: DictConfig) -> SegmentationModule:
     """The LightningModule of ``cfg.model``, ``.loss``, ``.optimizer`` and ``.scheduler``."""
     return SegmentationModule(
@@ -194,6 +207,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     follow_the_data(cfg, datamodule)
     OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
     module = build_module(cfg)
+    check_window_sizes(module.model, datamodule)
     loggers = instantiate_group(cfg.get("logger"))
     trainer_cfg = trainer_config(cfg)
     trainer: pl.Trainer = instantiate(
