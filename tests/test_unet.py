@@ -81,6 +81,12 @@ def test_bad_arguments_raise_value_error(kwargs: dict) -> None:
         UNet(**kwargs)
 
 
+@pytest.mark.parametrize("features", [(4, 8, "abc"), (4, 8.5), "abc", 5, (4, 0)])
+def test_features_that_are_not_positive_whole_numbers_are_named(features) -> None:
+    with pytest.raises(ValueError, match="features must be a non-empty list of positive ints, got"):
+        UNet(2, features=features)
+
+
 def test_wrong_input_channels_raise() -> None:
     with pytest.raises(ValueError, match="expected input"):
         UNet(2, in_channels=1, features=SMALL)(torch.zeros(1, 3, 44, 44))

@@ -55,9 +55,13 @@ class UNet(nn.Module):
     ) -> None:
         super().__init__()
         layer_types(spatial_dims)  # validates spatial_dims
-        features = tuple(int(f) for f in features)
-        if not features or any(f <= 0 for f in features):
-            raise ValueError(f"features must be a non-empty list of positive ints, got {features}")
+        given = features
+        try:
+            features = tuple(int(f) for f in given)
+        except (TypeError, ValueError):
+            features = ()
+        if not features or any(f <= 0 or f != g for f, g in zip(features, given, strict=True)):
+            raise ValueError(f"features must be a non-empty list of positive ints, got {given}")
         if any(2 * a != b for a, b in itertools.pairwise(features)):
             # The up-conv halves the channels so that they match the skip features.
             raise ValueError(
