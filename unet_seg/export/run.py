@@ -9,7 +9,8 @@ from typing import Any
 from unet_seg.export.bioimageio import PackageInfo, export_bioimageio
 from unet_seg.export.onnx import export_onnx
 from unet_seg.export.torchscript import export_torchscript
-from unet_seg.models.checkpoint import load_model_and_tuning, training_target
+from unet_seg.models.checkpoint import checkpoint_target, network_from_checkpoint, read_checkpoint
+from unet_seg.models.exported import TUNED_KEY
 
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx", "bioimageio")
@@ -23,11 +24,15 @@ def export_name(checkpoint: str | Path) -> str:
 
 
 def _load_checkpoint(checkpoint: str | Path):
-    """``(network, percentiles, tuning)`` of a training checkpoint, read once; ``tuning``:
-    unet-seg-tune's result (None if untuned), which predict uses as with the ``.ckpt``."""
+    """``(network, percentiles, tuning, target)`` of a training checkpoint, read once;
+    ``tuning``: unet-seg-tune's result (None if untuned), which predict uses as with the
+    ``.ckpt``; ``target``: the data.target it learnt, so evaluate can read a boundary model's
+    labels from the export."""
     if Path(checkpoint).suffix != ".ckpt":
         raise ValueError(f"{checkpoint}: export needs a training checkpoint (.ckpt)")
-    return load_model_and_tuning(checkpoint)
+    content = read_checkpoint(checkpoint)
+    model, norm = network_from_checkpoint(content, checkpoint)
+    return model, norm, content.get(TUNED_KEY), checkpoint_target(content)
 
 
 def _test_image(path: str | None):
@@ -45,8 +50,7 @@ def export(cfg: Any) -> dict[str, Path]:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"format must be one of {', '.join(FORMATS)} or all, got {cfg.format!r}")
-    model, norm, tuning = _load_checkpoint(cfg.checkpoint)
-    target = training_target(cfg.checkpoint)  # so evaluate can read a boundary model's labels
+    model, norm, tuning, target = _load_checkpoint(cfg.checkpoint)
     name = cfg.name or export_name(cfg.checkpoint)
     out_dir = Path(cfg.output_dir)
     written = {}

@@ -55,9 +55,7 @@ class PredictOptions:
             raise UsageError(f"channel must be >= 0 (or null: all channels), got {self.channel}")
         if not 0 <= self.overlap < 1:
             raise UsageError(f"overlap must be in [0, 1), got {self.overlap}")
-        sizes = (self.tile_size,) if isinstance(self.tile_size, int) else self.tile_size or ()
-        if any(size < 1 for size in sizes):
-            raise UsageError(f"tile_size must be positive, got {self.tile_size}")
+        tile_option(self.tile_size)  # the one check of the sizes, shared with unet-seg-tune
 
     @classmethod
     def from_config(cls, cfg: Any, tuned: dict | None = None) -> PredictOptions:

@@ -94,8 +94,16 @@ def training_target(path: str | os.PathLike) -> str | None:
     elif is_bioimageio_package(path):
         meta = package_metadata(path)
     else:
-        meta = read_checkpoint(path).get("datamodule_hyper_parameters") or {}
+        return checkpoint_target(read_checkpoint(path))
     target = meta.get(TARGET_KEY) if isinstance(meta, Mapping) else None
+    return None if target is None else str(target)
+
+
+def checkpoint_target(content: Mapping[str, Any]) -> str | None:
+    """:func:`training_target` of training checkpoint ``content`` already read: its data
+    settings' ``target``, or None where it stores none."""
+    data = content.get("datamodule_hyper_parameters") or {}
+    target = data.get(TARGET_KEY) if isinstance(data, Mapping) else None
     return None if target is None else str(target)
 
 
