@@ -36,9 +36,11 @@ from hydra import compose, initialize_config_dir
 from scipy import ndimage as ndi
 
 from unet_seg.config import config_dir
-from unet_seg.inference.instance_methods import resolve
-from unet_seg.inference.seeded import seeded_watershed
-from unet_seg.inference.tuning import (
+from unet_seg.instances.methods import resolve
+from unet_seg.instances.seeded import seeded_watershed
+from unet_seg.training.module import SegmentationModule, crop_to
+from unet_seg.training.train import build_module
+from unet_seg.tuning.search import (
     SIZE_FRACTIONS,
     THRESHOLDS,
     TIE,
@@ -47,8 +49,6 @@ from unet_seg.inference.tuning import (
     score,
     tune,
 )
-from unet_seg.training.module import SegmentationModule, crop_to
-from unet_seg.training.train import build_module
 
 SEED_DISTANCES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)  # of the clip distance
 INTERIOR = 1  # data.target=boundary's interior class

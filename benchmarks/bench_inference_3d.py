@@ -69,13 +69,13 @@ def run_monai(path: Path, batch: int, channels_last: bool) -> dict:
 
 
 def run_ours(path: Path, batch: int, tile: list[int] | None, bf16: bool) -> dict:
-    """``unet-seg-predict``'s own path (:func:`~unet_seg.inference.predict_file.predict_file`):
+    """``unet-seg-predict``'s own path (:func:`~unet_seg.prediction.driver.predict_file`):
     blocks read lazily from the TIFF, float32 probabilities written into a memory-mapped TIFF."""
     import tifffile
 
     from unet_seg.inference.options import PredictOptions
-    from unet_seg.inference.predict_file import predict_file
     from unet_seg.inference.runner import ModelRunner
+    from unet_seg.prediction.driver import predict_file
 
     model = build_model()
     options = PredictOptions(

@@ -3,7 +3,7 @@ and (``--planes``) on a 1024^2 vs a 3072^2 plane of the same voxels: nor with th
 
 Writes two uncompressed TIFF stacks of ``--size`` x ``--size`` slices (seeded noise) and a tiny
 checkpoint of ``conf/model/unet_small_2d.yaml`` (random weights) into a temporary folder, then
-runs ``unet_seg.inference.predict.predict`` on each in its own subprocess (labels and float16
+runs ``unet_seg.prediction.batch.predict`` on each in its own subprocess (labels and float16
 probabilities written) and reports its peak RSS (``VmHWM``: its own, not its parent's) side
 by side with the ratio (goal < 1.2x).
 
@@ -59,7 +59,7 @@ def child(stack: str, ckpt: str, out: str) -> None:
     from omegaconf import OmegaConf
 
     from unet_seg.config import CONFIG_DIR
-    from unet_seg.inference.predict import predict
+    from unet_seg.prediction.batch import predict
 
     cfg = OmegaConf.load(CONFIG_DIR / "predict.yaml")
     cfg.pop("defaults")

@@ -53,12 +53,12 @@ from unet_seg.data.boundary import objects_of
 from unet_seg.evaluation.error_kinds import ErrorKinds, kinds_of
 from unet_seg.evaluation.instances import matches_of, overlaps, pool, scores
 from unet_seg.evaluation.metrics import rand_error, variation_of_information
-from unet_seg.inference.instance_methods import resolve, segment
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
-from unet_seg.inference.tuning import tune
+from unet_seg.instances.methods import resolve, segment
 from unet_seg.normalization import normalize_percentile
 from unet_seg.training.train import build_datamodule, build_module, follow_the_data
+from unet_seg.tuning.search import tune
 
 ISBI_TRAIN, ISBI_TEST = 25, range(25, 30)  # sections 0..24 are read for training (22-24 tune)
 TILE = {2: 512, 3: 96}
@@ -68,7 +68,7 @@ TEST_IMAGES_2D, TEST_VOLUMES_3D = 16, 4  # the first of each: the test data of e
 # (conf/experiment/sample_2d_boundary.yaml says why).
 WEIGHTS = "data.weight_map={w0:10.0,sigma:5.0}"
 BOUNDARY_TARGET = ["data.target=boundary", "data.boundary_width=2.0"]  # the model follows: 3
-# Class roles (unet_seg.inference.instance_methods): which class is the object, which background.
+# Class roles (unet_seg.instances.methods): which class is the object, which background.
 NUCLEI = {"foreground_class": 1, "background_class": 0, "interior_class": 1}
 CELLS = {"foreground_class": 0, "background_class": 1, "interior_class": 0}  # ISBI: 0 = cell
 BOUNDARY = {"foreground_class": 1, "background_class": 0, "interior_class": 1}

@@ -35,15 +35,15 @@ from torch import nn
 
 from unet_seg.config import config_dir
 from unet_seg.evaluation.metrics import rand_error, variation_of_information
-from unet_seg.inference.instance_methods import resolve, segment
 from unet_seg.inference.runner import tta_views
-from unet_seg.inference.tuning import tune
+from unet_seg.instances.methods import resolve, segment
 from unet_seg.models import shapes
 from unet_seg.models.blocks import center_crop
 from unet_seg.normalization import normalize_percentile
 from unet_seg.training.metrics import SegmentationMetrics, segments
 from unet_seg.training.module import SegmentationModule
 from unet_seg.training.train import build_datamodule, build_module
+from unet_seg.tuning.search import tune
 
 HELD_OUT = range(25, 30)
 TUNE = range(22, 25)  # training sections on which the instance post-processing is tuned

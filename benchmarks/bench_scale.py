@@ -86,7 +86,7 @@ def config(source: Path, out: Path, ckpt: Path, **extra) -> object:
 
 def child(args: argparse.Namespace) -> None:
     """One measurement in this process; prints a JSON line."""
-    from unet_seg.inference.predict import predict
+    from unet_seg.prediction.batch import predict
 
     extra = json.loads(args.extra)
     workers, threads = args.workers, args.threads
@@ -105,8 +105,8 @@ def child(args: argparse.Namespace) -> None:
     if cluster is not None:
         from distributed import Client
 
-        from unet_seg.inference.blockrun import BlockOptions
-        from unet_seg.inference.blockwise import runner_for
+        from unet_seg.blockwise.run import BlockOptions
+        from unet_seg.blockwise.task import runner_for
 
         spec = BlockOptions.from_config(cfg).runner
         with Client(cluster) as client:  # imports and model on every worker, before the clock

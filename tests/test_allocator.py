@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from unet_seg.inference import allocator
+from unet_seg.blockwise import allocator
 
 glibc = allocator._glibc()
 needs_mallinfo2 = pytest.mark.skipif(
@@ -47,7 +47,7 @@ def in_fresh_process(code: str, trim_threshold: str | None) -> str:
         env["MALLOC_TRIM_THRESHOLD_"] = trim_threshold
     prelude = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
     prelude += "from test_allocator import mmapped_while_holding as held; "
-    prelude += "from unet_seg.inference.allocator import reuse_freed_memory; "
+    prelude += "from unet_seg.blockwise.allocator import reuse_freed_memory; "
     done = subprocess.run([sys.executable, "-c", prelude + code], env=env, capture_output=True,
                           text=True, check=True)  # fmt: skip
     return done.stdout.split()
@@ -68,5 +68,5 @@ def test_without_the_variable_malloc_is_left_as_it_is() -> None:
 
 def test_blocks_above_the_thresholds_still_go_to_mmap() -> None:
     code = f"reuse_freed_memory(); print(held({2 * allocator.MMAP_THRESHOLD}))"
-    code = "from unet_seg.inference import allocator; " + code
+    code = "from unet_seg.blockwise import allocator; " + code
     assert in_fresh_process(code, "65536") == ["1"]

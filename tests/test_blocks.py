@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unet_seg.inference.blocks import default_block_shape, plan_blocks, predict_blocked
+from unet_seg.blockwise.plan import default_block_shape, plan_blocks, predict_blocked
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import iter_tiled_predictions, predict_tiled
 from unet_seg.inference.tiling import plan_tiles

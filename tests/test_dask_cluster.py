@@ -17,10 +17,10 @@ from scipy import ndimage as ndi
 from test_allocator import needs_mallinfo2
 from test_predict_zarr import make_input, save_checkpoint
 
+from unet_seg.blockwise.engine import jobqueue_cluster
 from unet_seg.config import PROJECT_ROOT, config_dir
-from unet_seg.inference.engine import jobqueue_cluster
-from unet_seg.inference.predict import predict
 from unet_seg.io.zarr import open_zarr
+from unet_seg.prediction.batch import predict
 
 distributed = pytest.importorskip("distributed")
 TINY_2D = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [4, 8],
@@ -86,7 +86,7 @@ def test_two_workers_equal_in_process_and_stitch_like_scipy(
 
 
 def _found_worker() -> bool:
-    from unet_seg.inference.blockwise import _current_worker
+    from unet_seg.blockwise.task import _current_worker
 
     return _current_worker() is not None
 
@@ -121,7 +121,7 @@ def test_seeded_instances_on_two_workers_equal_in_process(tmp_path, scheduler, c
 def _tensor_from_heap_after_a_block(checkpoint: str) -> tuple[str | None, int]:
     from test_allocator import mmapped_while_holding
 
-    from unet_seg.inference.blockwise import RunnerSpec, runner_for
+    from unet_seg.blockwise.task import RunnerSpec, runner_for
 
     runner_for(RunnerSpec(checkpoint))
     return os.environ.get("MALLOC_TRIM_THRESHOLD_"), mmapped_while_holding(8 * 2**20)
@@ -138,9 +138,9 @@ def test_workers_reuse_freed_tensor_memory_despite_the_nanny(scheduler, ckpt):
 
 def _fail_block(index: int) -> None:
     """Run on every worker: block ``index`` raises (a lost GPU, a bad node...)."""
-    from unet_seg.inference import blockwise
+    from unet_seg.blockwise import task
 
-    original = getattr(blockwise.predict_block, "original", blockwise.predict_block)
+    original = getattr(task.predict_block, "original", task.predict_block)
 
     def failing(read, blocks, block, *args):
         if block.index == index:
@@ -148,13 +148,13 @@ def _fail_block(index: int) -> None:
         return original(read, blocks, block, *args)
 
     failing.original = original
-    blockwise.predict_block = failing
+    task.predict_block = failing
 
 
 def _restore() -> None:
-    from unet_seg.inference import blockwise
+    from unet_seg.blockwise import task
 
-    blockwise.predict_block = getattr(blockwise.predict_block, "original", blockwise.predict_block)
+    task.predict_block = getattr(task.predict_block, "original", task.predict_block)
 
 
 def test_failing_block_is_reported_and_the_others_finish(tmp_path, scheduler, ckpt, data):

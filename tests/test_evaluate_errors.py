@@ -71,9 +71,10 @@ def test_two_files_with_one_key_are_an_error(folders, other: str) -> None:
 
 @pytest.mark.parametrize(
     "setting,value,message",
-    [("num_classes", 1, "num_classes must be >= 2"), ("num_classes", "abc", "a whole number"),
+    [("num_classes", 1, r"num_classes \(background and a class\) must be a whole number >= 2"),
+     ("num_classes", "abc", "a whole number"),
      ("foreground_class", 2, r"foreground_class must be one of the classes 0\.\.1, got 2"),
-     ("report_slices", 0, "report_slices must be >= 1, got 0")],
+     ("report_slices", 0, "report_slices must be a whole number >= 1, got 0")],
 )  # fmt: skip
 def test_bad_numbers_are_named_before_any_file_is_read(folders, setting, value, message) -> None:
     pred, gt = folders

@@ -28,10 +28,10 @@ from test_predict import config as predict_config
 from unet_seg import normalization
 from unet_seg.errors import UsageError
 from unet_seg.inference.inputs import check_channel_option
-from unet_seg.inference.predict import predict
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.io import slabs as slabs_module
 from unet_seg.io.sweep import TEMPORARY_NAMES, sweep_stale_temporaries
+from unet_seg.prediction.batch import predict
 
 
 def config(**overrides):
@@ -367,7 +367,7 @@ def test_killed_mid_write_then_rerun(tmp_path, ckpt, sig):
 def test_a_swallowed_sigterm_still_stops_at_the_next_file(tmp_path, ckpt):
     """Python drops an exception raised by a signal handler inside a weakref or GC callback;
     the stop request it set is acted on before the next file (and the next block)."""
-    from unet_seg.inference.engine import InProcess
+    from unet_seg.blockwise.engine import InProcess
     from unet_seg.interrupts import clear_stop_request, request_stop
 
     (tmp_path / "in").mkdir()
@@ -404,7 +404,7 @@ def test_outputs_of_another_checkpoint_or_setting_are_predicted_again(tmp_path, 
 
     first = run(ckpt)
     assert first[0] == "ok" and run(ckpt)[0] == "skipped"  # an interrupted batch resumes
-    with caplog.at_level(logging.WARNING, logger="unet_seg.inference.predict"):
+    with caplog.at_level(logging.WARNING, logger="unet_seg.prediction.batch"):
         status, labels = run(other)
     assert status == "ok" and "made with another checkpoint or other settings" in caplog.text
     assert not np.array_equal(labels, first[1])  # the other network's labels, not the stale ones

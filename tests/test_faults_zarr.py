@@ -27,10 +27,10 @@ from test_faults import config, leftovers, small_tmpfs  # noqa: F401  (a fixture
 from test_predict import TINY_2D, save_checkpoint
 
 from unet_seg.cli import convert as convert_cli
-from unet_seg.inference.predict import predict
 from unet_seg.io import Volume, open_volume, write_volume
 from unet_seg.io.sweep import sweep_stale_temporaries
 from unet_seg.io.zarr_output import write_zarr
+from unet_seg.prediction.batch import predict
 
 ZARR_V2_METADATA = {".zarray", ".zattrs", ".zgroup", ".zmetadata"}
 
@@ -132,7 +132,7 @@ def run_script_convert(args, monkeypatch, capsys) -> tuple[int, list[str]]:
 
 @pytest.mark.parametrize(
     "option,message",
-    [("chunks=[a,8,8]", "chunks must be a whole number, got 'a'"),
+    [("chunks=[a,8,8]", "chunks must be a whole number >= 1, got 'a'"),
      ("chunks=64", r"chunks must be a list, a size per axis \(\[Z,Y,X\]\), got 64")],
 )  # fmt: skip
 def test_convert_names_a_bad_chunks_option(tmp_path, monkeypatch, capsys, option, message):

@@ -9,16 +9,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from unet_seg.blockwise import instance_passes
+from unet_seg.blockwise.engine import InProcess
+from unet_seg.blockwise.flood import halo_region, key_table
+from unet_seg.blockwise.instance_passes import finish_instances, scratch_outputs
+from unet_seg.blockwise.plan import plan_blocks
 from unet_seg.errors import UsageError
-from unet_seg.inference import instance_blocks
-from unet_seg.inference.blocks import plan_blocks
-from unet_seg.inference.engine import InProcess
-from unet_seg.inference.flood import halo_region, key_table
 from unet_seg.inference.inputs import Layout
-from unet_seg.inference.instance_blocks import finish_instances, scratch_outputs
-from unet_seg.inference.instance_methods import InstanceOptions, from_class_map, seeded_from
-from unet_seg.inference.stitch import StitchOptions, local_outputs, stitch_options_of
 from unet_seg.inference.tiling import plan_tiles
+from unet_seg.instances.methods import InstanceOptions, from_class_map, seeded_from
+from unet_seg.instances.stitch import StitchOptions, local_outputs, stitch_options_of
 from unet_seg.io.zarr_output import ZarrOutput
 from unet_seg.models import UNet
 
@@ -43,7 +43,7 @@ class MemoryOutput(ZarrOutput):
 
 @pytest.fixture(autouse=True)
 def _in_memory(monkeypatch):
-    monkeypatch.setattr(instance_blocks, "ZarrOutput", MemoryOutput)
+    monkeypatch.setattr(instance_passes, "ZarrOutput", MemoryOutput)
 
 
 def blocked(tmp_path, options: StitchOptions, labels, maps, block_shape):

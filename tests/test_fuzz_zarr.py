@@ -27,10 +27,10 @@ from hypothesis import strategies as st
 from test_faults import config, leftovers
 from test_predict import TINY_2D, save_checkpoint
 
-from unet_seg.inference import blockrun
-from unet_seg.inference.predict import predict
 from unet_seg.io import limits, open_volume, read_volume
 from unet_seg.io.zarr_output import write_zarr
+from unet_seg.prediction import driver
+from unet_seg.prediction.batch import predict
 
 MEMORY_BUDGET = 64 << 20  # what the readers may allocate for one read here (see limits)
 HOSTILE = [None, 0, -1, 1, 2**31 - 1, 2**63, 1e308, float("nan"), "x", "<c16", "|O", "<U8",
@@ -266,7 +266,7 @@ def test_a_corrupt_chunk_found_by_a_block_removes_the_partial_outputs(
     tmp_path, ckpt, kind, monkeypatch
 ):
     # In a big store the percentile sample skips most chunks: a block is the first to read it.
-    monkeypatch.setattr(blockrun, "percentile_range", lambda volume, low, high: (0.0, 4000.0))
+    monkeypatch.setattr(driver, "percentile_range", lambda volume, low, high: (0.0, 4000.0))
     mutation = ("flip", 3, [(0.0, 0xFF), (0.5, 0x55)])
     check_predict_on_damaged_store(kind, mutation, tmp_path, ckpt)
     error = json.loads((tmp_path / "out" / "predict_summary.json").read_text())["files"][0]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,21 @@ ALLOWED = {
     "models": FOUNDATION,
     "data": FOUNDATION | {"models"},
     "viz": {"io"},  # pictures of results: numpy, matplotlib and the I/O layer only
+    # Objects from label maps and probabilities: arrays in, arrays out (and the tuned values
+    # a model file stores).
+    "instances": FOUNDATION | {"models"},
+    # The model on a volume's windows; patches are shared with training, nothing else of data.
+    "inference": FOUNDATION | {"models", "data", "instances"},
+    "blockwise": FOUNDATION | {"models", "inference", "instances", "interrupts"},
+    "prediction": FOUNDATION
+    | {"models", "inference", "instances", "blockwise", "viz", "interrupts"},
+    "evaluation": FOUNDATION | {"models", "data", "viz"},
+    "tuning": FOUNDATION | {"models", "data", "inference", "instances", "evaluation"},
+    "export": FOUNDATION | {"models"},
 }
+# Packages that run models on data without training them: none may load Lightning (7 s of
+# imports) or the training data module.
+NO_LIGHTNING = ("instances", "inference", "blockwise", "prediction", "tuning")
 
 
 def _part(module: str) -> str:
@@ -76,3 +92,33 @@ def test_no_package_imports_one_that_imports_it_back():
 def test_training_does_not_import_inference_nor_inference_training():
     graph = package_imports()
     assert "inference" not in graph["training"] and "training" not in graph["inference"]
+
+
+def module_imports(package: str) -> set[str]:
+    """Every ``unet_seg`` module (dotted) imported anywhere in ``package``'s files."""
+    found: set[str] = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+    return found
+
+
+@pytest.mark.parametrize("package", NO_LIGHTNING)
+def test_model_users_never_import_lightning_nor_the_data_module(package):
+    imported = module_imports(package)
+    assert "unet_seg.data.datamodule" not in imported
+    assert not any(m.split(".")[0] in ("lightning", "pytorch_lightning") for m in imported)
+
+
+def test_loading_the_tuner_and_the_predictor_loads_no_lightning():
+    """Transitively too: what these packages import must not pull Lightning in."""
+    code = (
+        "import sys, unet_seg.tuning.write_back, unet_seg.prediction.batch; "
+        "print(sorted(m for m in sys.modules if 'lightning' in m))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

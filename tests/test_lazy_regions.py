@@ -273,13 +273,13 @@ def test_multichannel_zarr_patches_equal_eager(tmp_path):
 
 
 def test_auto_reads_lazily_above_the_voxel_threshold(tmp_path, monkeypatch):
-    import unet_seg.data.datamodule as datamodule
+    import unet_seg.data.training_data as training_data
 
     dirs = write_set(tmp_path, ".zarr", [(40, 40), (40, 50)])
     settings = {"patch_size": [20, 20], "val_fraction": 0.5}
     (small,) = modules(dirs, lazy=("auto",), **settings)
     assert small.lazy is False  # 3,600 voxels: loaded whole
-    monkeypatch.setattr(datamodule, "LAZY_VOXELS", 3_599)
+    monkeypatch.setattr(training_data, "LAZY_VOXELS", 3_599)
     (big,) = modules(dirs, lazy=("auto",), **settings)
     assert big.lazy is True and isinstance(big.val_set.regions[0], LazyRegion)
     with pytest.raises(ValueError, match="lazy must be true, false or auto, got 'yes'"):

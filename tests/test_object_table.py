@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.measure import regionprops
 
-from unet_seg.inference.object_table import (
+from unet_seg.instances.object_table import (
     Measurements,
     combine,
     measure,

@@ -18,6 +18,7 @@ from unet_seg.config import CONFIG_DIR
 from unet_seg.data.datamodule import SegmentationDataModule
 from unet_seg.data.nnunet import nnunet_datamodule, read_dataset
 from unet_seg.data.pairs import pair_files
+from unet_seg.data.training_data import TrainingData
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.training.train import build_datamodule, follow_the_data, train
 
@@ -56,7 +57,8 @@ def nnunet_dataset(root: Path, rng, spatial: tuple[int, ...], channels: int, end
 
 def test_folder_template_lists_every_data_module_key():
     template = yaml.safe_load((CONFIG_DIR / "data" / "folder.yaml").read_text())
-    parameters = set(inspect.signature(SegmentationDataModule).parameters) - {"augment"}
+    module = set(inspect.signature(SegmentationDataModule).parameters) - {"augment", "settings"}
+    parameters = module | set(inspect.signature(TrainingData).parameters)
     assert set(template) - {"_target_"} == parameters
 
 

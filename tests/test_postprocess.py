@@ -1,4 +1,4 @@
-"""Label maps, stored probabilities and instance splitting (inference.postprocess)."""
+"""Label maps, stored probabilities (inference.postprocess) and instance splitting (instances)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,8 @@ import numpy as np
 import pytest
 
 from unet_seg.inference import postprocess
-from unet_seg.inference.postprocess import (
-    instance_labels,
-    probabilities_to_labels,
-    store_probabilities,
-)
+from unet_seg.inference.postprocess import probabilities_to_labels, store_probabilities
+from unet_seg.instances.watershed import instance_labels
 
 
 def disks(shape, centres, radius):

@@ -14,13 +14,13 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
+from unet_seg.blockwise import task
 from unet_seg.config import config_dir
-from unet_seg.inference import blockwise
-from unet_seg.inference.predict import predict
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.normalization import normalize_percentile
+from unet_seg.prediction.batch import predict
 from unet_seg.training.module import SegmentationModule
 
 TINY_2D = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [4, 8],
@@ -178,7 +178,7 @@ def test_exception_mid_file_leaves_no_partial_output(tmp_path, rng, ckpt_2d, mon
             raise RuntimeError("disk full")
         return probs.argmax(0).astype(np.uint8)
 
-    monkeypatch.setattr(blockwise, "probabilities_to_labels", failing)  # in the 2nd z-slab
+    monkeypatch.setattr(task, "probabilities_to_labels", failing)  # in the 2nd z-slab
     out = tmp_path / "out"
     summary = predict(config(input=image, output_dir=out, checkpoint=ckpt_2d, batch_size=1,
                              **{"outputs.probabilities": True}))  # fmt: skip

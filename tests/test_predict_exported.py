@@ -17,10 +17,10 @@ from hydra import compose, initialize_config_dir
 
 from unet_seg.config import config_dir
 from unet_seg.export.run import export
-from unet_seg.inference.predict import predict
-from unet_seg.inference.tune_checkpoint import store_tuning
 from unet_seg.io import read_volume
+from unet_seg.prediction.batch import predict
 from unet_seg.training.module import SegmentationModule
+from unet_seg.tuning.write_back import store_tuning
 
 TINY_2D = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [4, 8, 16],
            "padding": "valid", "norm": "batch", "dropout": 0.0}  # fmt: skip
@@ -101,7 +101,7 @@ def test_predict_with_an_onnx_file_runs_without_lightning(tmp_path, samples_dir,
         "sys.modules['pytorch_lightning'] = None\n"  # any import of Lightning now fails
         "from hydra import compose, initialize_config_dir\n"
         "from unet_seg.config import config_dir\n"
-        "from unet_seg.inference.predict import predict\n"
+        "from unet_seg.prediction.batch import predict\n"
         "with initialize_config_dir(config_dir=config_dir(), version_base='1.3'):\n"
         f"    cfg = compose('predict', overrides=['checkpoint={models['onnx']}', "
         f"'output_dir={tmp_path}', 'input={samples_dir / 'stack' / 'stack.tif'}', "

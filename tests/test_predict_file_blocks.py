@@ -17,15 +17,15 @@ from skimage.measure import regionprops
 from test_predict import TINY_2D, config, save_checkpoint, stack
 from test_predict_zarr import TINY_3D, make_input
 
-from unet_seg.inference.blocks import default_block_shape
-from unet_seg.inference.predict import predict
-from unet_seg.inference.predict_file import file_block_shape
+from unet_seg.blockwise.plan import default_block_shape
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
 from unet_seg.inference.tiling import plan_tiles
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.models.checkpoint import load_model
 from unet_seg.normalization import normalize_percentile
+from unet_seg.prediction.batch import predict
+from unet_seg.prediction.driver import file_block_shape
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def _peak_rss_mib(image: Path, ckpt: Path, out: Path) -> float:
         "import json, sys\n"
         "sys.path.insert(0, 'tests')\n"
         "from test_predict import config\n"
-        "from unet_seg.inference.predict import predict\n"
+        "from unet_seg.prediction.batch import predict\n"
         "from unet_seg.peak_memory import peak_rss_mib\n"
         f"s = predict(config(input={str(image)!r}, output_dir={str(out)!r}, "
         f"checkpoint={str(ckpt)!r}, **{{'outputs.probabilities': True}}))\n"

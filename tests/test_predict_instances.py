@@ -11,16 +11,16 @@ import torch
 from scipy import ndimage as ndi
 from test_predict import TINY_2D, config, save_checkpoint
 
-from unet_seg.inference.instance_methods import resolve, seeded_from
-from unet_seg.inference.predict import predict
 from unet_seg.inference.runner import ModelRunner
-from unet_seg.inference.seeded import foreground_and_interior
 from unet_seg.inference.stream import predict_tiled
-from unet_seg.inference.tune_checkpoint import store_tuning
+from unet_seg.instances.methods import resolve, seeded_from
+from unet_seg.instances.seeded import foreground_and_interior
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.models.checkpoint import load_model
 from unet_seg.normalization import normalize_percentile
+from unet_seg.prediction.batch import predict
 from unet_seg.training.module import SegmentationModule
+from unet_seg.tuning.write_back import store_tuning
 
 
 def confident_checkpoint(path, classes: int):

@@ -10,12 +10,12 @@ from hydra import compose, initialize_config_dir
 from scipy import ndimage as ndi
 from test_predict import save_checkpoint
 
+from unet_seg.blockwise import task
 from unet_seg.config import config_dir
-from unet_seg.inference import blockwise
-from unet_seg.inference.predict import predict
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.io.zarr import open_zarr
 from unet_seg.io.zarr_output import write_zarr
+from unet_seg.prediction.batch import predict
 
 TINY_3D = {"spatial_dims": 3, "in_channels": 1, "num_classes": 2, "features": [4, 8],
            "padding": "same", "norm": None, "dropout": 0.0}  # fmt: skip
@@ -134,20 +134,20 @@ def test_failed_block_is_reported_and_a_rerun_computes_only_the_rest(
     source = make_input(tmp_path, volume_data, version="0.4")
     cfg = config(input=source, output_dir=tmp_path / "out", checkpoint=ckpt_3d, tile_size=16,
                  block_size="[8,32,32]")  # fmt: skip
-    original = blockwise.predict_block
+    original = task.predict_block
 
     def failing(read, blocks, block, *args):
         if block.index == 4:
             raise RuntimeError("simulated worker failure")
         return original(read, blocks, block, *args)
 
-    monkeypatch.setattr(blockwise, "predict_block", failing)
+    monkeypatch.setattr(task, "predict_block", failing)
     entry = predict(cfg)["files"][0]
     assert entry["status"] == "failed" and "block 4 at (0, 2, 0)" in entry["error"]
     assert entry["blocks"] == {"total": 12, "computed": 11, "skipped": 0, "failed": 1}
     assert not (tmp_path / "out" / "raw_labels.ome.zarr").exists()  # nothing half-written
 
-    monkeypatch.setattr(blockwise, "predict_block", original)
+    monkeypatch.setattr(task, "predict_block", original)
     entry = predict(cfg)["files"][0]
     assert entry["status"] == "ok"
     assert entry["blocks"] == {"total": 12, "computed": 1, "skipped": 11, "failed": 0}

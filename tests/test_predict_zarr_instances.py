@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from test_predict_zarr import SCALE, TINY_3D, config, make_input, save_checkpoint
 
-from unet_seg.inference import instance_blocks
-from unet_seg.inference.predict import predict
-from unet_seg.inference.tune_checkpoint import store_tuning
+from unet_seg.blockwise import instance_passes
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.io.zarr import open_zarr
 from unet_seg.io.zarr_output import write_zarr
+from unet_seg.prediction.batch import predict
+from unet_seg.tuning.write_back import store_tuning
 
 # What unet-seg-tune would store: predict uses it for every instances.* left null.
 TUNED = {"method": "seeded", "roles": {"background_class": 0, "interior_class": 1},
@@ -108,7 +108,7 @@ def test_distance_equals_the_file_path(tmp_path, data, tuned_ckpt):
 def test_interrupted_flood_pass_resumes_only_the_missing_blocks(
     tmp_path, data, tuned_ckpt, seeded_blocked, monkeypatch
 ):
-    original, calls, failures = instance_blocks.flood_block, [], []
+    original, calls, failures = instance_passes.flood_block, [], []
 
     def failing(job, index):
         calls.append(index)
@@ -117,7 +117,7 @@ def test_interrupted_flood_pass_resumes_only_the_missing_blocks(
             raise RuntimeError("simulated worker failure")
         return original(job, index)
 
-    monkeypatch.setattr(instance_blocks, "flood_block", failing)
+    monkeypatch.setattr(instance_passes, "flood_block", failing)
     cfg = blocked_config(tmp_path, data, tuned_ckpt, **WHOLE)
     entry = predict(cfg)["files"][0]
     assert entry["status"] == "failed" and "block 5 at (0, 2, 1)" in entry["error"]
@@ -134,7 +134,7 @@ def test_interrupted_relabel_pass_keeps_the_measured_blocks(
 ):
     """The objects' table of a rerun after a failed relabel block: the blocks recorded before
     (with their measurements) are not redone, and the table is the uninterrupted run's."""
-    original, calls, failures = instance_blocks.relabel_block, [], []
+    original, calls, failures = instance_passes.relabel_block, [], []
 
     def failing(job, index):
         calls.append(index)
@@ -143,7 +143,7 @@ def test_interrupted_relabel_pass_keeps_the_measured_blocks(
             raise RuntimeError("simulated worker failure")
         return original(job, index)
 
-    monkeypatch.setattr(instance_blocks, "relabel_block", failing)
+    monkeypatch.setattr(instance_passes, "relabel_block", failing)
     cfg = blocked_config(tmp_path, data, tuned_ckpt, **WHOLE)
     assert predict(cfg)["files"][0]["status"] == "failed"
     assert not list((tmp_path / "out").glob("*_objects.csv"))

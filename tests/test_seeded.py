@@ -8,8 +8,8 @@ from scipy import ndimage as ndi
 
 from unet_seg.data.boundary import boundary_target
 from unet_seg.evaluation.instances import instance_scores
-from unet_seg.inference.postprocess import instance_labels
-from unet_seg.inference.seeded import foreground_and_interior, seeded_watershed
+from unet_seg.instances.seeded import foreground_and_interior, seeded_watershed
+from unet_seg.instances.watershed import instance_labels
 
 
 def probabilities(objects: np.ndarray) -> np.ndarray:

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from unet_seg.inference.blocks import plan_blocks
-from unet_seg.inference.stitch import (
+from unet_seg.blockwise.plan import plan_blocks
+from unet_seg.inference.tiling import plan_tiles
+from unet_seg.instances.stitch import (
     StitchOptions,
     face_boxes,
     local_instances,
     merge_table,
     neighbour_faces,
 )
-from unet_seg.inference.tiling import plan_tiles
 from unet_seg.models import UNet
 
 

@@ -12,10 +12,10 @@ from hydra import compose, initialize_config_dir
 
 from unet_seg.config import config_dir
 from unet_seg.data import samples
-from unet_seg.inference.instance_methods import TUNED_KEY, stored_tuning
-from unet_seg.inference.tune_checkpoint import class_roles, tune_command
+from unet_seg.instances.methods import TUNED_KEY, stored_tuning
 from unet_seg.io import Volume, write_volume
 from unet_seg.training.module import SegmentationModule
+from unet_seg.tuning.write_back import class_roles, tune_command
 
 TINY = {"spatial_dims": 2, "in_channels": 1, "num_classes": 3, "features": [4, 8],
         "padding": "valid", "norm": None, "dropout": 0.0}  # fmt: skip
@@ -107,9 +107,9 @@ def test_tune_rejects_an_unknown_method_or_objective_before_reading_data(tmp_pat
     with pytest.raises(ValueError, match=r"objective must be one of .* got 'bar'"):
         tune_command(config(checkpoint=ckpt, objective="bar"))
     # a tile of 0 is refused as predict refuses it, not taken for the default
-    for tile, message in (("0", "tile_size must be positive, got 0"),
-                          ("[64,0]", r"tile_size must be positive, got \[64, 0\]"),
-                          ("abc", "tile_size must be a whole number, got 'abc'")):  # fmt: skip
+    for tile, message in (("0", "tile_size must be a whole number >= 1, got 0"),
+                          ("[64,0]", "tile_size must be a whole number >= 1, got 0"),
+                          ("abc", "tile_size must be a whole number >= 1, got 'abc'")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             tune_command(config(checkpoint=ckpt, tile_size=tile))
 

@@ -8,8 +8,8 @@ from scipy import ndimage as ndi
 
 from unet_seg.evaluation.instances import match_all, pool, scores
 from unet_seg.evaluation.metrics import rand_error
-from unet_seg.inference.instance_methods import InstanceOptions, resolve, segment
-from unet_seg.inference.tuning import candidates, median_object_size, plateau_centre, tune
+from unet_seg.instances.methods import InstanceOptions, resolve, segment
+from unet_seg.tuning.search import candidates, median_object_size, plateau_centre, tune
 
 ROLES = {"foreground_class": 1, "background_class": 0, "interior_class": 1}
 

@@ -15,8 +15,8 @@ from test_predict import config as predict_config
 
 from unet_seg.config import config_dir
 from unet_seg.evaluation.evaluate import evaluate
-from unet_seg.inference.predict import predict
 from unet_seg.io import Volume, read_volume, write_volume
+from unet_seg.prediction.batch import predict
 from unet_seg.viz import previews as previews_module
 from unet_seg.viz.figures import PANEL_PX
 from unet_seg.viz.previews import SlicePreview

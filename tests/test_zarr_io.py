@@ -143,8 +143,8 @@ def test_zarr_is_one_more_format_of_the_io_layer(tmp_path, rng):
 
 
 def test_threshold_mask_on_the_coarsest_level_marks_blocks(tmp_path):
+    from unet_seg.blockwise.mask import load_mask
     from unet_seg.inference.inputs import Layout
-    from unet_seg.inference.mask import load_mask
 
     data = np.zeros((2, 600, 520), np.uint16)
     data[:, 500:, :100] = 1000  # bright only in one corner
@@ -163,8 +163,8 @@ def test_threshold_mask_on_the_coarsest_level_marks_blocks(tmp_path):
 
 
 def test_threshold_mask_of_a_multichannel_input_follows_the_picked_channel(tmp_path):
+    from unet_seg.blockwise.mask import load_mask
     from unet_seg.inference.inputs import Layout
-    from unet_seg.inference.mask import load_mask
 
     data = np.zeros((2, 2, 600, 520), np.uint16)  # CZYX
     data[0, :, 500:, :100] = 1000  # channel 0: bright in one corner

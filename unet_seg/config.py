@@ -85,18 +85,24 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-def whole(name: str, value: Any) -> int:
-    """``value`` of option ``name`` as an int; ``UsageError`` naming the option where it is not a
-    whole number (``"abc"``, ``1.5``, ``true``)."""
+def whole(name: str, value: Any, least: int | None = None) -> int:
+    """``value`` of option ``name`` as an int: the one check of whole-number options.
+
+    ``UsageError`` naming the option where it is not a whole number (``"abc"``, ``1.5``,
+    ``true``) or, with ``least``, where it is below ``least``.
+    """
+    wanted = "a whole number" if least is None else f"a whole number >= {least}"
+    number = None
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    if isinstance(value, bool):
-        raise UsageError(f"{name} must be a whole number, got {value!r}")
-    if isinstance(value, numbers.Integral):  # numpy's integers too
-        return int(value)
-    if isinstance(value, numbers.Real) and float(value).is_integer():
-        return int(value)
-    raise UsageError(f"{name} must be a whole number, got {value!r}")
+        number = int(value)
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool):  # numpy's too
+        number = int(value)
+    elif (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and float(value).is_integer()):  # fmt: skip
+        number = int(value)
+    if number is None or (least is not None and number < least):
+        raise UsageError(f"{name} must be {wanted}, got {value!r}")
+    return number
 
 
 def real(name: str, value: Any) -> float:

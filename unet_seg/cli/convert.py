@@ -32,7 +32,7 @@ def run(cfg: DictConfig) -> None:
         if chunks is not None:
             if isinstance(chunks, (int, float, str)):
                 raise UsageError(f"chunks must be a list, a size per axis ([Z,Y,X]), got {chunks}")
-            chunks = [whole("chunks", c) for c in chunks]
+            chunks = [whole("chunks", c, 1) for c in chunks]
         path = convert_to_ome_zarr(
             cfg.input, target, chunks, str(cfg.ngff_version), cfg.get("progress")
         )

@@ -23,7 +23,7 @@ NAME = "unet-seg-predict"
 
 def run(cfg: DictConfig) -> None:
     from unet_seg.cli.errors import EXIT_FAILED, reported_errors, sigterm_as_interrupt
-    from unet_seg.inference.predict import predict  # torch loads only for real work, not --help
+    from unet_seg.prediction.batch import predict  # torch loads only for real work, not --help
 
     with reported_errors(NAME, cfg), sigterm_as_interrupt():
         summary = predict(cfg)

@@ -39,10 +39,7 @@ def positive_size(value: object) -> int:
     number >= 1."""
     from unet_seg.config import whole
 
-    size = whole("input_size", value)
-    if size < 1:
-        raise UsageError(f"input_size must be positive, got {size}")
-    return size
+    return whole("input_size", value, 1)
 
 
 def run(cfg: DictConfig) -> None:

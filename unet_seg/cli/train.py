@@ -43,7 +43,7 @@ def tune_published(cfg: DictConfig) -> dict | None:
     if source != str(Path(best).resolve()):  # the model there scored better than this run's
         log.info("tune_instances: %s is not this run's model; not tuned", published)
         return None
-    from unet_seg.inference.tune_checkpoint import tune_command  # inference only when asked
+    from unet_seg.tuning.write_back import tune_command  # inference only when asked
 
     return tune_command(DictConfig({"checkpoint": str(published), "objective": objective}))
 

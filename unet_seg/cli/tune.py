@@ -21,7 +21,7 @@ NAME = "unet-seg-tune"
 
 def run(cfg: DictConfig) -> None:
     from unet_seg.cli.errors import reported_errors, sigterm_as_interrupt
-    from unet_seg.inference.tune_checkpoint import tune_command  # heavy imports only for work
+    from unet_seg.tuning.write_back import tune_command  # heavy imports only for work
 
     with reported_errors(NAME, cfg), sigterm_as_interrupt():
         result = tune_command(cfg)

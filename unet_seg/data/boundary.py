@@ -2,7 +2,7 @@
 
 A network trained on these three classes learns where one object ends and its neighbour begins,
 even where touching objects share no background seam; the interiors are then natural seeds of a
-watershed (``unet_seg.inference.seeded``). This is the recipe that won the nuclei instance
+watershed (``unet_seg.instances.seeded``). This is the recipe that won the nuclei instance
 benchmarks with plain U-Nets (e.g. DSB 2018; Caicedo et al. 2019, "Evaluation of deep learning
 strategies for nucleus segmentation in fluorescence images").
 

@@ -3,42 +3,21 @@
 Batches: ``"image"`` float32 ``(N, C, *patch)``, ``"label"`` int64 ``(N, *patch)``
 (class indices, ``ignore_index`` marks voxels to ignore), ``"weight"`` float32 ``(N, *patch)``.
 Label and weight have the image's spatial size; a valid-mode model crops them to its output.
+The settings, their checks, the split and the regions are :class:`TrainingData`'s; this module
+adds the datasets and loaders.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from unet_seg.config import plain, whole
-from unet_seg.data.boundary import BOUNDARY_CLASSES, TARGETS, derive_target
-from unet_seg.data.dataset import (
-    Augment,
-    PatchSource,
-    RandomPatchDataset,
-    WindowDataset,
-    seed_worker,
-)
-from unet_seg.data.labels import OBJECTS, check_label_map, check_training_classes
-from unet_seg.data.lazy_regions import TargetRule, open_regions
-from unet_seg.data.pairs import pair_files, pair_name
-from unet_seg.data.patches import PAD_MODES, check_patch_size
-from unet_seg.data.regions import Region, build_regions
-from unet_seg.data.weightmap import add_weight_maps
-from unet_seg.io import open_volume
-from unet_seg.io.files import PathSpec, find_files, stem
-
-log = logging.getLogger(__name__)
-
-# Images above this many voxels together (512 MiB as float32) are read patch by patch by default.
-LAZY_VOXELS = 2**27
+from unet_seg.data.dataset import Augment, RandomPatchDataset, WindowDataset, seed_worker
+from unet_seg.data.training_data import TrainingData
+from unet_seg.io.files import PathSpec
 
 
 class SegmentationDataModule(pl.LightningDataModule):
@@ -46,224 +25,53 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     Args:
         images, labels: a file, a folder, a glob or a list of these; pairs match by file stem.
-        spatial_dims: 2 or 3; 2 on 3D stacks trains on their slices.
-        num_classes: after ``label_map`` labels must be in ``[0, num_classes)`` or ``ignore_index``.
-        patch_size: training patch, ``spatial_dims`` entries (an int means all axes).
-        batch_size: patches per batch (training and validation).
-        samples_per_epoch: random training patches per epoch.
-        val_images, val_labels: separate validation files; otherwise split off the training files:
-        val_names: stems of the files to validate on (split by file), or
-        val_slices: ``[start, stop)`` z-slices of every volume to validate on (split by slice), or
-        val_fraction: the last ``ceil(fraction * n)`` files validate (default split).
-        val_mode: ``"grid"`` windows covering each validation image, or ``"whole"``: one window
-            per image, centred, cropped/mirror-padded to ``val_size``.
-        val_size: validation window size (default ``patch_size``).
-        label_map: stored label value -> class index, e.g. ISBI ``{255: 0, 0: 1}``; or
-            ``"objects"``: the labels are object ids (Cellpose/StarDist masks), every id class
-            1 and the ids the instances (unless ``instances`` names other files).
-        ignore_index: label value the loss ignores; allowed in the labels.
-        instances: instance label files (like ``labels``) for the weight map's object distances
-            and the boundary target's objects.
-        target: ``"classes"`` trains on the label classes; ``"boundary"`` on background (0),
-            object interior (1) and object boundary (2) derived from the instances, or from the
-            connected components of ``object_class`` (``unet_seg.data.boundary``); training
-            then gives the model 3 classes (:attr:`num_classes`).
-        boundary_width: boundary thickness in voxels of the finest axis (spacing-aware).
-        object_class: the class whose objects a boundary target outlines (0 for ISBI cells).
-        weight_map: ``unet_weight_map`` keyword arguments (``{w0: 10, sigma: 5}``), or None (ones).
-        foreground_prob: probability of centring a training patch on a foreground voxel.
-        foreground_classes: classes that count as foreground (default: every class > 0).
-        normalization: ``{low, high}`` percentiles (must match the module's).
-        pad_mode: ``numpy.pad`` mode beyond image borders (``reflect`` = overlap-tile mirroring).
         augment: ``augment(sample, rng) -> sample``, or None.
-        num_workers, pin_memory: DataLoader settings; workers persist across epochs when > 0.
-        lazy: read patches from disk box by box (:mod:`unet_seg.data.lazy_regions`) instead of
-            loading whole images: ``True``, ``False``, or ``"auto"``: lazy when the images hold
-            more than ``LAZY_VOXELS`` voxels together.
+        pin_memory: DataLoader setting (``num_workers``, checked by :class:`TrainingData`, is
+            the other; workers persist across epochs when > 0).
+        settings: the other keyword arguments of :class:`TrainingData` (split, labels, target,
+            patch sizes, ...), all saved as hyperparameters: a checkpoint finds its data again.
     """
 
     def __init__(
         self,
         images: PathSpec,
         labels: PathSpec,
-        spatial_dims: int = 2,
-        num_classes: int = 2,
-        patch_size: int | Sequence[int] = 188,
-        batch_size: int = 4,
-        samples_per_epoch: int = 64,
-        val_images: PathSpec | None = None,
-        val_labels: PathSpec | None = None,
-        val_names: Sequence[str] | None = None,
-        val_slices: Sequence[int] | None = None,
-        val_fraction: float = 0.2,
-        val_mode: str = "grid",
-        val_size: int | Sequence[int] | None = None,
-        label_map: Mapping[Any, int] | str | None = None,
-        ignore_index: int | None = -1,
-        instances: PathSpec | None = None,
-        target: str = "classes",
-        boundary_width: float = 1.0,
-        object_class: int = 1,
-        weight_map: Mapping[str, Any] | None = None,
-        foreground_prob: float = 0.0,
-        foreground_classes: Sequence[int] | None = None,
-        normalization: Mapping[str, float] | None = None,
-        pad_mode: str = "reflect",
         augment: Augment | Mapping | None = None,
-        num_workers: int = 0,
         pin_memory: bool = False,
-        lazy: bool | str = "auto",
+        **settings: Any,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["augment"])
-        self.spatial_dims = spatial_dims
-        self.patch_size = check_patch_size(patch_size, spatial_dims)
-        self.val_size = check_patch_size(val_size or self.patch_size, spatial_dims)
-        if pad_mode not in PAD_MODES:
-            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
-        if sum(x is not None for x in (val_images, val_names, val_slices)) > 1:
-            raise ValueError("choose one of val_images, val_names and val_slices")
-        if (val_images is None) != (val_labels is None):
-            raise ValueError("val_images and val_labels go together")
-        if target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-        if lazy not in (True, False, "auto"):
-            raise ValueError(f"lazy must be true, false or auto, got {lazy!r}")
-        for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
-                                   ("samples_per_epoch", samples_per_epoch, 1)):  # fmt: skip
-            if whole(name, value) < least:
-                raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
-        if not isinstance(boundary_width, int | float) or not 0 < boundary_width < math.inf:
-            raise ValueError(f"boundary_width must be a number > 0 (voxels of the finest axis), "
-                             f"got {boundary_width!r}")  # fmt: skip
-        if not 0 <= object_class < num_classes:
-            raise ValueError(f"object_class must be one of the classes 0..{num_classes - 1}, "
-                             f"got {object_class}")  # fmt: skip
-        check_label_map(label_map)
-        if label_map == OBJECTS and object_class != 1:
-            raise ValueError(f"label_map={OBJECTS} makes the objects class 1, but object_class "
-                             f"is {object_class}")  # fmt: skip
-        self.cfg = {k: plain(v) for k, v in self.hparams.items()}
+        self.data = TrainingData(images, labels, **settings)
+        self.save_hyperparameters({**self.data.cfg, "pin_memory": pin_memory})
+        self.cfg = {**self.data.cfg, "pin_memory": pin_memory}
+        self.spatial_dims = self.data.spatial_dims
+        self.patch_size, self.val_size = self.data.patch_size, self.data.val_size
         self.augment = None if isinstance(augment, Mapping) and not augment else augment
-        self.lazy: bool | None = None  # decided in setup when "auto"
         self.train_set: RandomPatchDataset | None = None
         self.val_set: WindowDataset | None = None
 
     @property
     def num_classes(self) -> int:
-        """Classes of the training target, which the model must output: the label classes, or
-        background / interior / boundary for ``target="boundary"``."""
-        if self.cfg["target"] == "boundary":
-            return BOUNDARY_CLASSES
-        return int(self.cfg["num_classes"])
+        """Classes of the training target (:attr:`TrainingData.num_classes`)."""
+        return self.data.num_classes
 
     @property
     def in_channels(self) -> int:
-        """Channels of the images, from the first pair's file headers: the number of channel
-        files, or the leading axis when the image has one axis more than its label."""
-        image, label = pair_files(self.cfg["images"], self.cfg["labels"])[0]
-        if not isinstance(image, Path):
-            return len(image)
-        shape = open_volume(image).shape
-        return int(shape[0]) if len(shape) == len(open_volume(label).shape) + 1 else 1
+        """Channels of the images (:attr:`TrainingData.in_channels`)."""
+        return self.data.in_channels
+
+    @property
+    def lazy(self) -> bool | None:
+        """Whether patches are read from disk box by box (decided in setup when ``"auto"``)."""
+        return self.data.lazy
 
     def prepare_data(self) -> None:
         """Checks that the inputs exist (keeps no state, as Lightning requires)."""
-        for key in ("images", "labels", "val_images", "val_labels", "instances"):
-            if self.cfg[key] is not None:
-                find_files(self.cfg[key])
+        self.data.check_inputs_exist()
 
-    def _split(self) -> tuple[list, list]:
-        """(train pairs, val pairs) of ``(image, label)`` paths."""
-        c = self.cfg
-        pairs = pair_files(c["images"], c["labels"])
-        if c["val_images"] is not None:
-            return pairs, pair_files(c["val_images"], c["val_labels"])
-        if c["val_slices"] is not None:
-            return pairs, pairs
-        if c["val_names"] is not None:
-            names = set(c["val_names"])
-            missing = names - {pair_name(*p) for p in pairs}
-            if missing:
-                raise ValueError(
-                    f"val_names {sorted(missing)} are not among the files {c['images']}"
-                )
-            return [p for p in pairs if pair_name(*p) not in names], [
-                p for p in pairs if pair_name(*p) in names
-            ]
-        n_val = int(-(-c["val_fraction"] * len(pairs) // 1))
-        if not 0 < n_val < len(pairs):
-            raise ValueError(
-                f"{c['images']}: cannot hold out {c['val_fraction']:.0%} of {len(pairs)} file(s) "
-                "for validation; set val_slices, val_names or val_images"
-            )
-        return pairs[:-n_val], pairs[-n_val:]
-
-    def _regions(self, pairs: list, role: str, derive: bool = True) -> list[PatchSource]:
-        c = self.cfg
-        instances = None
-        if c["instances"] is not None:
-            by_stem = {stem(p): p for p in find_files(c["instances"])}
-            instances = [by_stem.get(pair_name(*pair)) for pair in pairs]
-        elif c["label_map"] == OBJECTS:  # the object ids are the instances
-            instances = [label for _, label in pairs]
-        if derive and self.lazy:
-            rule = TargetRule(
-                c["target"],
-                c["object_class"],
-                c["boundary_width"],
-                c["ignore_index"],
-                c["weight_map"],
-            )
-            lazy = open_regions(
-                pairs,
-                self.spatial_dims,
-                c["num_classes"],
-                role,
-                rule,
-                val_slices=c["val_slices"],
-                instances=instances,
-                label_map=c["label_map"],
-                normalization=c["normalization"],
-            )
-            for region in lazy:  # checks every label now, and before workers copy the regions
-                region.scanned(c["foreground_classes"])
-                region.close()
-            return list(lazy)
-        regions = build_regions(
-            pairs,
-            self.spatial_dims,
-            c["num_classes"],
-            role,
-            val_slices=c["val_slices"],
-            instances=instances,
-            label_map=c["label_map"],
-            ignore_index=c["ignore_index"],
-            normalization=c["normalization"],
-        )
-        for region in regions if derive else ():
-            region.label = derive_target(
-                region.label, c["target"], region.instances, c["object_class"],
-                c["boundary_width"], region.spacing, c["ignore_index"],
-            )  # fmt: skip
-        if derive:
-            add_weight_maps(regions, c["weight_map"])
-        return list(regions)
-
-    def _choose_lazy(self, pairs: list) -> bool:
-        """``lazy`` as set, or for ``"auto"`` whether the images exceed ``LAZY_VOXELS``."""
-        if self.cfg["lazy"] != "auto":
-            return bool(self.cfg["lazy"])
-        voxels = 0
-        for image, _ in pairs:
-            for path in (image,) if isinstance(image, Path) else image:
-                voxels += math.prod(open_volume(path).shape)  # headers only
-        return voxels > LAZY_VOXELS
-
-    def validation_regions(self) -> list[Region]:
-        """The whole validation images with their class labels and instances (no boundary
-        target, no weight map), in memory: what post-processing is tuned on."""
-        return self._regions(self._split()[1], "val", derive=False)  # type: ignore[return-value]
+    def validation_regions(self) -> list:
+        """:meth:`TrainingData.validation_regions`."""
+        return self.data.validation_regions()
 
     def setup(self, stage: str | None = None) -> None:
         """Loads the images once, or opens them lazily (``lazy``), and builds the datasets (the
@@ -271,12 +79,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         if self.train_set is not None:
             return
         c = self.cfg
-        train_pairs, val_pairs = self._split()
-        if self.lazy is None:
+        train_pairs, val_pairs = self.data.split()
+        if self.data.lazy is None:
             unique = {str(p): p for p in [*train_pairs, *val_pairs]}
-            self.lazy = self._choose_lazy(list(unique.values()))
-        train_regions = self._regions(train_pairs, "train")
-        self._check_classes(train_regions)
+            self.data.lazy = self.data.choose_lazy(list(unique.values()))
+        train_regions = self.data.regions(train_pairs, "train")
+        self.data.check_classes(train_regions)
         self.train_set = RandomPatchDataset(
             train_regions,
             self.patch_size,
@@ -287,30 +95,11 @@ class SegmentationDataModule(pl.LightningDataModule):
             pad_mode=c["pad_mode"],
         )
         self.val_set = WindowDataset(
-            self._regions(val_pairs, "val"), self.val_size, c["val_mode"], pad_mode=c["pad_mode"]
+            self.data.regions(val_pairs, "val"),
+            self.val_size,
+            c["val_mode"],
+            pad_mode=c["pad_mode"],
         )
-
-    def _check_classes(self, regions: list[PatchSource]) -> None:
-        """``ValueError`` when the training targets hold fewer than two classes; a warning
-        naming the classes they lack."""
-        c = self.cfg
-        counts = np.zeros(0, np.int64)
-        for region in regions:
-            if isinstance(region, Region):
-                labelled = region.label >= 0
-                if c["ignore_index"] is not None:
-                    labelled &= region.label != c["ignore_index"]
-                found = np.bincount(region.label[labelled].ravel())
-            else:  # lazy: the counts of the label scan _regions made
-                found = region.scanned(c["foreground_classes"]).counts.copy()
-                if c["ignore_index"] is not None and 0 <= c["ignore_index"] < len(found):
-                    found[c["ignore_index"]] = 0
-            counts = np.pad(counts, (0, max(len(found) - len(counts), 0)))
-            counts[: len(found)] += found
-        absent = check_training_classes(counts, self.num_classes, str(c["labels"]))
-        if absent:
-            log.warning("%s: no training voxel is class %s; the network will not learn %s",
-                        c["labels"], absent, "it" if len(absent) == 1 else "them")  # fmt: skip
 
     def _loader(self, dataset: Any, shuffle: bool) -> DataLoader:
         workers = int(self.cfg["num_workers"])

@@ -90,16 +90,12 @@ def _suffix_hint(folder: Path, key: str) -> str:
 def _numbers(cfg: Any) -> tuple[int, int, int]:
     """``(num_classes, foreground_class, report_slices)`` of ``cfg``; ``UsageError`` naming the
     option that is not a whole number in its range."""
-    num_classes = whole("num_classes", cfg.num_classes)
-    if num_classes < 2:
-        raise UsageError(f"num_classes must be >= 2 (background and a class), got {num_classes}")
+    num_classes = whole("num_classes (background and a class)", cfg.num_classes, 2)
     foreground = whole("foreground_class", cfg.foreground_class)
     if not 0 <= foreground < num_classes:
         raise UsageError(f"foreground_class must be one of the classes 0..{num_classes - 1}, "
                          f"got {foreground}")  # fmt: skip
-    slices = whole("report_slices", cfg.get("report_slices", 3))
-    if slices < 1:
-        raise UsageError(f"report_slices must be >= 1, got {slices}")
+    slices = whole("report_slices", cfg.get("report_slices", 3), 1)
     return num_classes, foreground, slices
 
 

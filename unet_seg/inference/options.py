@@ -8,9 +8,9 @@ from typing import Any
 
 from unet_seg.config import real, whole
 from unet_seg.errors import UsageError
-from unet_seg.inference.instance_methods import InstanceOptions, resolve
 from unet_seg.inference.postprocess import PROBABILITY_DTYPES
 from unet_seg.inference.tiling import BLEND_MODES
+from unet_seg.instances.methods import InstanceOptions, resolve
 
 DEFAULT_TILE = {2: 512, 3: 96}  # output region per window; bigger tiles waste less margin
 # A same-padding 3D network has no margin to waste, so its default window is sized by memory:
@@ -93,12 +93,8 @@ def tile_option(value: Any) -> int | tuple[int, ...] | None:
     if value is None:
         return None
     if isinstance(value, (int, float, str)):
-        tile: int | tuple[int, ...] = whole("tile_size", value)
-    else:
-        tile = tuple(whole("tile_size", t) for t in value)
-    if any(size < 1 for size in (tile if isinstance(tile, tuple) else (tile,))):
-        raise UsageError(f"tile_size must be positive, got {value}")
-    return tile
+        return whole("tile_size", value, 1)
+    return tuple(whole("tile_size", t, 1) for t in value)
 
 
 def default_tile(model: Any, shape: Sequence[int]) -> int | tuple[int, ...]:

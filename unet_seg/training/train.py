@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import OnExceptionCheckpoint, ProgressBar
 from pytorch_lightning.loggers import CSVLogger
 
-from unet_seg.config import plain
+from unet_seg.config import plain, whole
 from unet_seg.errors import UsageError
 from unet_seg.io.atomic import write_json_atomic
 from unet_seg.training.module import SegmentationModule
@@ -120,13 +120,13 @@ TRAINER_INTEGERS = {"max_epochs": -1, "min_epochs": 0, "max_steps": -1, "min_ste
 
 def check_trainer_numbers(trainer_cfg: DictConfig) -> None:
     """``UsageError`` naming ``trainer.<key>`` where one of :data:`TRAINER_INTEGERS` is not a
-    whole number at or above its least value (None leaves Lightning's default)."""
+    whole number at or above its least value (None leaves Lightning's default); ``"5"`` and
+    ``5.0`` become ``5``."""
     for key, least in TRAINER_INTEGERS.items():
         value = trainer_cfg.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise UsageError(f"trainer.{key} must be a whole number >= {least}, got {value!r}")
+        trainer_cfg[key] = whole(f"trainer.{key}", value, least)  # Lightning takes ints only
 
 
 def trainer_config(cfg: DictConfig) -> DictConfig:

@@ -14,7 +14,7 @@
 
 ``distance`` and ``seeded`` split touching objects by a watershed, which no face can stitch: the
 components (and for ``seeded`` the seeds) are stitched like this first, then every block floods
-its region from those global seeds with a halo around it (:mod:`unet_seg.inference.flood`).
+its region from those global seeds with a halo around it (:mod:`unet_seg.blockwise.flood`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from scipy import ndimage as ndi
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from unet_seg.inference.seeded import object_and_seed_masks
+from unet_seg.instances.seeded import object_and_seed_masks
 
 DEFAULT_HALO = 32  # voxels; objects and clusters of touching ones up to this across are exact
 
@@ -68,7 +68,7 @@ class StitchOptions:
 
 
 def stitch_options_of(instances: Any, spacing: Sequence[float] | None) -> StitchOptions:
-    """Block-wise options from the prediction's :class:`~unet_seg.inference.instance_methods.
+    """Block-wise options from the prediction's :class:`~unet_seg.instances.methods.
     InstanceOptions` and the file's spatial ``spacing`` (``(Y, X)`` or ``(Z, Y, X)``)."""
     spacing = tuple(float(s) for s in spacing) if instances.anisotropic and spacing else None
     if spacing is not None and len(spacing) == 2:
@@ -169,7 +169,7 @@ def merge_table(
     """Join the objects of all blocks.
 
     Args:
-        blocks: the :class:`~unet_seg.inference.blocks.BlockPlan`.
+        blocks: the :class:`~unet_seg.blockwise.plan.BlockPlan`.
         summaries: block index -> :func:`local_instances` summary.
         faces: ``(block_a, block_b, plane_a, plane_b)``: the local ids on both sides of a face.
         min_size: objects with fewer voxels in total become background.

@@ -4,7 +4,7 @@
 - ``distance``: the same, touching objects split by a watershed on the distance transform
   (seeds at least ``min_distance`` voxels apart);
 - ``seeded``: a watershed from the interior cores over the foreground probability
-  (:mod:`unet_seg.inference.seeded`), for boundary-aware networks (``data.target=boundary``).
+  (:mod:`unet_seg.instances.seeded`), for boundary-aware networks (``data.target=boundary``).
 
 Every method drops objects smaller than ``min_size`` voxels. The options of a run are the
 defaults of :class:`InstanceOptions`, completed by the values a checkpoint was tuned to
@@ -23,8 +23,8 @@ import numpy as np
 
 from unet_seg.config import real, whole
 from unet_seg.errors import UsageError
-from unet_seg.inference.postprocess import instance_labels
-from unet_seg.inference.seeded import foreground_and_interior, seeded_watershed
+from unet_seg.instances.seeded import foreground_and_interior, seeded_watershed
+from unet_seg.instances.watershed import instance_labels
 from unet_seg.models.bioimageio_package import is_bioimageio_package
 from unet_seg.models.checkpoint import load_model_and_tuning, read_checkpoint
 from unet_seg.models.exported import TUNED_KEY, is_exported
@@ -48,7 +48,7 @@ class InstanceOptions:
     ``foreground_class``: the class whose voxels are objects (``cc``, ``distance``);
     ``background_class`` / ``interior_class``: ``seeded`` floods ``1 - p[background_class]`` from
     seeds of ``p[interior_class]``; ``anisotropic``: distances in physical units, from the
-    input's voxel spacing; ``halo``: see :mod:`unet_seg.inference.flood`.
+    input's voxel spacing; ``halo``: see :mod:`unet_seg.blockwise.flood`.
     """
 
     method: str = "distance"  # what predict did before the seeded watershed existed

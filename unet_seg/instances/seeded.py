@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import relabel_sequential
 
-from unet_seg.inference.postprocess import watershed_by_component
+from unet_seg.instances.watershed import watershed_by_component
 
 
 def foreground_and_interior(

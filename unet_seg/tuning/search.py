@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from unet_seg.evaluation.instances import match_all, pool, scores
 from unet_seg.evaluation.metrics import rand_error
-from unet_seg.inference.instance_methods import METHOD_PARAMS, METHODS, InstanceOptions, segment
+from unet_seg.instances.methods import METHOD_PARAMS, METHODS, InstanceOptions, segment
 
 OBJECTIVES = ("ap", "rand_error")
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)

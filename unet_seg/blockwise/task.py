@@ -3,7 +3,7 @@
 A :class:`BlockJob` holds only what pickles cheaply (the lazily opened input, the block plan,
 the output stores, the checkpoint's path), so a Dask worker receives it once and runs
 :func:`run_block` for each of its blocks: load the block's read region, run the whole-volume
-windows that touch it (:func:`unet_seg.inference.blocks.predict_block`), write exactly its own
+windows that touch it (:func:`unet_seg.blockwise.plan.predict_block`), write exactly its own
 output chunks, then record it as done in every output. The model is loaded once per worker
 process (:func:`runner_for`), never sent with a task.
 """
@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from unet_seg.inference.allocator import reuse_freed_memory
-from unet_seg.inference.blocks import Block, BlockPlan, predict_block, region_view
+from unet_seg.blockwise.allocator import reuse_freed_memory
+from unet_seg.blockwise.mask import ForegroundMask
+from unet_seg.blockwise.plan import Block, BlockPlan, predict_block, region_view
 from unet_seg.inference.inputs import Layout, region_reader
-from unet_seg.inference.mask import ForegroundMask
 from unet_seg.inference.postprocess import probabilities_to_labels, store_probabilities
 from unet_seg.inference.runner import ModelRunner
-from unet_seg.inference.seeded import foreground_and_interior
-from unet_seg.inference.stitch import StitchOptions, local_outputs
+from unet_seg.instances.seeded import foreground_and_interior
+from unet_seg.instances.stitch import StitchOptions, local_outputs
 from unet_seg.models.checkpoint import load_model
 
 

@@ -1,4 +1,5 @@
-"""Where predict writes each input's outputs, decided for the whole batch before any work.
+"""Where predict writes each input's outputs, decided for the whole batch before any work, and
+whether outputs already there are complete.
 
 - Inputs from more than one folder keep their folders: outputs go to ``output_dir`` plus the
   input's folder relative to the inputs' common folder, so ``a/x.tif`` and ``b/x.tif`` never
@@ -8,6 +9,8 @@
   both; names are compared without case, as macOS and Windows file systems do.
 - "Skip existing" skips an input only when every output exists *and* opens with the expected
   shape; anything else is predicted again.
+- Zarr / OME-Zarr inputs write zarr stores; with ``outputs.into_input`` their label images go
+  into the input's ``labels/`` group (:data:`LABEL_NAMES`).
 """
 
 from __future__ import annotations
@@ -15,11 +18,17 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 from unet_seg.errors import UsageError
+from unet_seg.inference.inputs import open_input
 from unet_seg.io import open_volume
-from unet_seg.io.files import format_suffix, output_path, stem
+from unet_seg.io.files import format_suffix, is_directory_format, output_path, stem
+from unet_seg.io.zarr import ZarrVolume
+from unet_seg.io.zarr_output import label_group_path
+from unet_seg.models.protocol import SegmentationNetwork
 
+LABEL_NAMES = {"labels": "unet-seg", "instances": "unet-seg-instances"}  # in an image's labels/
 OUTPUT_ENDINGS = ("_labels", "_probs", "_instances", "_objects", "_preview")
 # The outputs that are volumes with a shape to check; the preview (a PNG) and the objects
 # table (a CSV) are only pictures of and notes on them.
@@ -79,11 +88,11 @@ def plan_outputs(files: list[Path], out_dir: Path, outputs: dict) -> dict[Path, 
                     f"{other} and {path} would both write {target}: rename one, or predict "
                     "them into different output folders"
                 )
-        plan[path] = targets
+        plan[path] = _chunked_targets(path, targets, outputs)
     return plan
 
 
-def is_complete(targets: dict[str, Path], spatial: tuple[int, ...], classes: int) -> bool:
+def _files_complete(targets: dict[str, Path], spatial: tuple[int, ...], classes: int) -> bool:
     """Every output exists and opens with its expected shape (``spatial``; probabilities
     ``(classes, *spatial)``): a partial or foreign file under an output's name is not skipped."""
     for kind, target in targets.items():
@@ -98,3 +107,40 @@ def is_complete(targets: dict[str, Path], spatial: tuple[int, ...], classes: int
         except (OSError, ValueError):
             return False
     return True
+
+
+def _chunked_targets(path: Path, targets: dict[str, Path], outputs: dict) -> dict[str, Path]:
+    """Targets of a zarr input: a preview only with the labels (it is drawn from their store);
+    with ``outputs.into_input`` the label images go into the input's ``labels/`` group (the
+    preview stays in the output folder)."""
+    if not is_directory_format(path):
+        if outputs.get("into_input"):
+            raise UsageError(f"{path}: outputs.into_input needs an .ome.zarr input")
+        return targets
+    targets = {k: v for k, v in targets.items() if k != "preview" or "labels" in targets}
+    if outputs.get("into_input"):
+        if format_suffix(path) != ".ome.zarr":
+            raise UsageError(f"{path}: outputs.into_input needs an .ome.zarr input")
+        for kind in ("labels", "instances"):
+            if kind in targets:
+                targets[kind] = label_group_path(path, LABEL_NAMES[kind])
+    return targets
+
+
+def is_complete(path: Path, targets: dict, model: SegmentationNetwork, options: Any) -> bool:
+    """Every output of ``path`` exists and opens with its expected shape (zarr stores too):
+    a partial or foreign output under an output's name is predicted again."""
+    if not all(t.exists() for t in targets.values()):  # zarr outputs are directories
+        return False
+    _, source, layout = open_input(path, model, options)
+    spatial, classes = layout.spatial_shape(source.shape), int(model.num_classes)
+    if is_directory_format(path):  # zarr stores, some named without a suffix (labels/unet-seg)
+        try:
+            return all(
+                ZarrVolume(t).shape == ((classes, *spatial) if k == "probabilities" else spatial)
+                for k, t in targets.items()
+                if k in VOLUME_KINDS  # the PNG and the CSV: there, checked above
+            )
+        except (OSError, ValueError):  # a foreign or broken store: predict again
+            return False
+    return _files_complete(targets, spatial, classes)

@@ -17,31 +17,29 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from unet_seg.blockwise.engine import check_cluster, make_engine
+from unet_seg.blockwise.run import BlockFailures, BlockOptions
 from unet_seg.errors import InputNotFoundError, UsageError
-from unet_seg.inference.blockrun import LABEL_NAMES, BlockFailures, BlockOptions
-from unet_seg.inference.engine import check_cluster, make_engine
-from unet_seg.inference.inputs import check_channel_option, open_input
-from unet_seg.inference.instance_methods import warn_if_tuned_otherwise
+from unet_seg.inference.inputs import check_channel_option
 from unet_seg.inference.options import PredictOptions
-from unet_seg.inference.outputs import VOLUME_KINDS, is_complete, is_output, plan_outputs
-from unet_seg.inference.predict_file import predict_file
-from unet_seg.inference.provenance import (
+from unet_seg.inference.runner import ModelRunner
+from unet_seg.instances.methods import warn_if_tuned_otherwise
+from unet_seg.interrupts import raise_if_stop_requested
+from unet_seg.io.atomic import write_error, write_json_atomic
+from unet_seg.io.files import find_files, is_directory_format
+from unet_seg.io.sweep import sweep_stale_temporaries
+from unet_seg.models.checkpoint import load_model_and_tuning
+from unet_seg.models.protocol import SegmentationNetwork
+from unet_seg.normalization import percentiles
+from unet_seg.prediction.driver import predict_file
+from unet_seg.prediction.outputs import VOLUME_KINDS, is_complete, is_output, plan_outputs
+from unet_seg.prediction.provenance import (
     LEDGER_KEY,
     SUMMARY_NAME,
     OutputLedger,
     checkpoint_id,
     run_fingerprint,
 )
-from unet_seg.inference.runner import ModelRunner
-from unet_seg.interrupts import raise_if_stop_requested
-from unet_seg.io.atomic import write_error, write_json_atomic
-from unet_seg.io.files import find_files, format_suffix, is_directory_format
-from unet_seg.io.sweep import sweep_stale_temporaries
-from unet_seg.io.zarr import ZarrVolume
-from unet_seg.io.zarr_output import label_group_path
-from unet_seg.models.checkpoint import load_model_and_tuning
-from unet_seg.models.protocol import SegmentationNetwork
-from unet_seg.normalization import percentiles
 
 log = logging.getLogger(__name__)
 
@@ -71,41 +69,6 @@ def _normalization(cfg: Any, stored: dict) -> dict:
             f"{err}; pass normalization={{low: 1.0, high: 99.8}} to override it"
         ) from err
     return norm
-
-
-def _chunked_targets(path: Path, targets: dict[str, Path], outputs: dict) -> dict[str, Path]:
-    """Targets of a zarr input: a preview only with the labels (it is drawn from their store);
-    with ``outputs.into_input`` the label images go into the input's ``labels/`` group (the
-    preview stays in the output folder)."""
-    if not is_directory_format(path):
-        if outputs.get("into_input"):
-            raise UsageError(f"{path}: outputs.into_input needs an .ome.zarr input")
-        return targets
-    targets = {k: v for k, v in targets.items() if k != "preview" or "labels" in targets}
-    if outputs.get("into_input"):
-        if format_suffix(path) != ".ome.zarr":
-            raise UsageError(f"{path}: outputs.into_input needs an .ome.zarr input")
-        for kind in ("labels", "instances"):
-            if kind in targets:
-                targets[kind] = label_group_path(path, LABEL_NAMES[kind])
-    return targets
-
-
-def _complete(path: Path, targets: dict, model: SegmentationNetwork, options: Any) -> bool:
-    if not all(t.exists() for t in targets.values()):  # zarr outputs are directories
-        return False
-    _, source, layout = open_input(path, model, options)
-    spatial, classes = layout.spatial_shape(source.shape), int(model.num_classes)
-    if is_directory_format(path):  # zarr stores, some named without a suffix (labels/unet-seg)
-        try:
-            return all(
-                ZarrVolume(t).shape == ((classes, *spatial) if k == "probabilities" else spatial)
-                for k, t in targets.items()
-                if k in VOLUME_KINDS  # the PNG and the CSV: there, checked above
-            )
-        except (OSError, ValueError):  # a foreign or broken store: predict again
-            return False
-    return is_complete(targets, spatial, classes)
 
 
 def _output_settings(cfg: Any, options: PredictOptions, norm: dict) -> dict[str, Any]:
@@ -159,8 +122,7 @@ def predict(cfg: Any) -> dict:
         raise UsageError("no outputs enabled (outputs.labels/probabilities/instances)")
     # Our own outputs are not inputs, e.g. when output_dir is the input folder.
     files = [f for f in find_files(cfg.input) if not is_output(f, out_dir)]
-    planned = plan_outputs(files, out_dir, outputs)
-    plan = {f: _chunked_targets(f, targets, outputs) for f, targets in planned.items()}
+    plan = plan_outputs(files, out_dir, outputs)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -193,7 +155,7 @@ def predict(cfg: Any) -> dict:
                 entry["preview"] = str(targets["preview"])
             try:
                 raise_if_stop_requested()  # a SIGTERM Python swallowed still stops the batch
-                complete = not cfg.overwrite and _complete(path, targets, model, options)
+                complete = not cfg.overwrite and is_complete(path, targets, model, options)
                 if complete and ledger.made_by(targets, fingerprint):
                     entry["status"] = "skipped"
                 else:

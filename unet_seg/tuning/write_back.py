@@ -3,7 +3,7 @@
 The checkpoint carries its data module's settings (files, split, label map, target), so the
 validation images it was selected on are found again without a config. Each whole validation
 image is predicted (tiled, as ``unet-seg-predict`` does), the grid search of
-:mod:`unet_seg.inference.tuning` picks every method's parameters, and the result is written into
+:mod:`unet_seg.tuning.search` picks every method's parameters, and the result is written into
 the checkpoint under ``TUNED_KEY`` as plain values (the file still loads with
 ``weights_only=True``). ``unet-seg-predict`` then uses them unless told otherwise.
 """
@@ -20,17 +20,17 @@ import torch
 
 from unet_seg.config import plain
 from unet_seg.data.boundary import objects_of
-from unet_seg.data.datamodule import SegmentationDataModule
+from unet_seg.data.training_data import TrainingData
 from unet_seg.errors import InputNotFoundError, UsageError
-from unet_seg.inference.instance_methods import METHODS, TUNED_KEY
 from unet_seg.inference.options import default_tile, tile_option
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
-from unet_seg.inference.tuning import check_request, tune
+from unet_seg.instances.methods import METHODS, TUNED_KEY
 from unet_seg.io.atomic import replace_atomic
 from unet_seg.models.bioimageio_package import is_bioimageio_package
 from unet_seg.models.checkpoint import network_from_checkpoint, read_checkpoint
 from unet_seg.models.exported import is_exported
+from unet_seg.tuning.search import check_request, tune
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +73,12 @@ def tune_checkpoint(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str,
         )
     changes = {k: v for k, v in plain(cfg.get("data") or {}).items() if v is not None}
     data = {**stored, **changes}
-    data.pop("augment", None)
+    for loader_only in ("augment", "pin_memory"):
+        data.pop(loader_only, None)
     hparams = checkpoint.get("hyper_parameters", {})
     object_class = int(data.get("object_class", hparams.get("region_class", 1)))
     roles = class_roles(data.get("target", "classes"), object_class)
-    regions = SegmentationDataModule(**data).validation_regions()
+    regions = TrainingData(**data).validation_regions()
     truths = [objects_of(r.label, object_class, r.instances) for r in regions]
     tta = bool(cfg.get("tta", False))
     runner = ModelRunner(model, cfg.get("device", "auto"), tta)

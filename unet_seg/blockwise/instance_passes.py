@@ -3,7 +3,7 @@
 Runs after every block has written its first-pass scratch stores (:func:`~unet_seg.inference.
 stitch.local_outputs` writes them, :func:`scratch_outputs` makes them). ``cc``: the merge table
 of the local components, then the relabel pass. ``distance`` / ``seeded``: the components (and
-seeds) are stitched, every block floods its region with a halo (:mod:`unet_seg.inference.flood`,
+seeds) are stitched, every block floods its region with a halo (:mod:`unet_seg.blockwise.flood`,
 recorded per block in one more scratch store), the keys are numbered, and the relabel pass
 writes the result. Each pass is a set of block tasks on the same engine, recorded per block like
 the prediction, so an interrupted run resumes in the pass it stopped in and redoes nothing else.
@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from unet_seg.inference.blocks import BlockPlan
-from unet_seg.inference.blockwise import BlockJob, block_info, file_box
-from unet_seg.inference.flood import FloodJob, flood_block, key_table
+from unet_seg.blockwise.flood import FloodJob, flood_block, key_table
+from unet_seg.blockwise.plan import BlockPlan
+from unet_seg.blockwise.task import BlockJob, block_info, file_box
 from unet_seg.inference.inputs import Layout
-from unet_seg.inference.object_table import Measurements, combine, measure
-from unet_seg.inference.stitch import (
+from unet_seg.instances.object_table import Measurements, combine, measure
+from unet_seg.instances.stitch import (
     MergeTable,
     StitchOptions,
     face_boxes,

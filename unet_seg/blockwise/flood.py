@@ -5,7 +5,7 @@ split by it touch each other. So the objects' *identities* are fixed globally fi
 block then floods its region, plus a halo, from them:
 
 - the components of the object voxels (``instances_local``, stitched by
-  :func:`~unet_seg.inference.stitch.merge_table`) and, for ``seeded``, the components of the
+  :func:`~unet_seg.instances.stitch.merge_table`) and, for ``seeded``, the components of the
   seed voxels (``instances_seeds``), stitched the same way: global ids exactly equal to
   ``scipy.ndimage.label`` of the whole volume, however large the objects;
 - :func:`flood_block` reads its write region grown by the halo (clipped at the volume's edges)
@@ -21,8 +21,8 @@ block then floods its region, plus a halo, from them:
 
 Invariant (``tests/test_flood.py``): on every connected component of object voxels that touches
 a block's write region and lies, grown by one voxel, inside the block's halo region, the result
-equals the whole-volume method (:func:`~unet_seg.inference.instance_methods.seeded_from`,
-:func:`~unet_seg.inference.instance_methods.from_class_map`) exactly, ids included; so a halo
+equals the whole-volume method (:func:`~unet_seg.instances.methods.seeded_from`,
+:func:`~unet_seg.instances.methods.from_class_map`) exactly, ids included; so a halo
 wider than the objects and clusters of touching objects gives the whole-volume result. (The
 distance to the background, its peaks, and the watershed queue of a component all depend on
 that component and its one-voxel rim only.) A larger component is still one object or split
@@ -37,16 +37,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
-from skimage.feature import peak_local_max
 from skimage.segmentation import relabel_sequential
 
-from unet_seg.inference.blocks import BlockPlan, Region
-from unet_seg.inference.blockwise import block_info, file_box, file_order, tiling_order
+from unet_seg.blockwise.plan import BlockPlan, Region
+from unet_seg.blockwise.task import block_info, file_box, file_order, tiling_order
 from unet_seg.inference.inputs import Layout
-from unet_seg.inference.postprocess import watershed_by_component
-from unet_seg.inference.seeded import flood, object_and_seed_masks
-from unet_seg.inference.stitch import MergeTable, StitchOptions, global_raster
+from unet_seg.instances.seeded import flood, object_and_seed_masks
+from unet_seg.instances.stitch import MergeTable, StitchOptions, global_raster
+from unet_seg.instances.watershed import distance_watershed
 
 COMPONENT_KEY = 1 << 62  # keys of seedless components: after every seed key, as numbered
 
@@ -108,15 +106,8 @@ def distance_keys(components: np.ndarray, options: StitchOptions, origin: tuple[
     keys = np.zeros(mask.shape, np.int64)
     if not mask.any():
         return keys
-    distance = ndi.distance_transform_edt(mask, sampling=options.spacing)
     numbered = relabel_sequential(components)[0]  # peaks are per component, whatever its id
-    peaks = peak_local_max(
-        distance, min_distance=options.min_distance, labels=numbered, exclude_border=False
-    )
-    seeds = np.zeros(mask.shape, bool)
-    seeds[tuple(peaks.T)] = True
-    markers, count = ndi.label(seeds, structure=np.ones((3,) * mask.ndim))
-    labels = watershed_by_component(-distance, markers, mask)
+    labels, markers, count = distance_watershed(numbered, options.min_distance, options.spacing)
     flat = markers.ravel()
     where = np.flatnonzero(flat)
     ids, first = np.unique(flat[where], return_index=True)
