@@ -244,8 +244,10 @@ def test_hyperstack_channels_become_the_leading_axis_and_the_models_input(tmp_pa
 
 
 def readme_recipes() -> list[str]:
-    """The command lines of the README's "Your own data" block."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    """The command lines of the "Your own data" block of the manual, ``docs/guides/own-data.md``
+    (found from the checkout's root, the folder holding ``mkdocs.yml``, wherever this file sits)."""
+    root = next(p for p in Path(__file__).resolve().parents if (p / "mkdocs.yml").is_file())
+    text = (root / "docs" / "guides" / "own-data.md").read_text()
     block = text.split("## Your own data")[1].split("```bash")[1].split("```")[0]
     return [line for line in block.splitlines() if line and not line.startswith("#")]
 
