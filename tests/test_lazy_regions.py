@@ -191,7 +191,7 @@ def test_training_runs_from_an_ome_zarr_training_set(tmp_path):
     data = instantiate(cfg.data)
     data.setup("fit")
     assert isinstance(data.train_set.regions[0], LazyRegion)  # what train() builds from cfg
-    metrics = train(cfg)
+    metrics = train(cfg).metrics
     assert metrics["train/loss_step"] > 0 and 0.0 <= metrics["val/dice"] <= 1.0
 
 

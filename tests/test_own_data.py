@@ -87,7 +87,7 @@ def test_nnunet_3d_two_channels_trains_with_classes_and_channels_from_the_data(t
     assert regions[0].image.shape == (2, 20, 28, 28) and regions[0].spacing == (2.0, 0.5, 0.5)
     # The second channel is the first plus 7 before normalisation: the channels were stacked.
     assert not np.allclose(regions[0].image[0], regions[0].image[1])
-    metrics = train(cfg)
+    metrics = train(cfg).metrics
     assert (cfg.model.in_channels, cfg.model.num_classes) == (2, 3)
     assert 0.0 <= metrics["val/dice"] <= 1.0
 
@@ -239,7 +239,7 @@ def test_hyperstack_channels_become_the_leading_axis_and_the_models_input(tmp_pa
     assert cfg.name == "embryo"
     datamodule = build_datamodule(cfg)
     assert datamodule.in_channels == 3
-    metrics = train(cfg)
+    metrics = train(cfg).metrics
     assert cfg.model.in_channels == 3 and 0.0 <= metrics["val/dice"] <= 1.0
 
 
@@ -275,7 +275,7 @@ def run_recipes(tmp_path: Path, samples_dir: Path, train_too: bool) -> list[str]
         boundary = cfg.data.get("target") == "boundary"  # object ids: 3 classes to learn
         assert datamodule.in_channels == 1 and datamodule.num_classes == (3 if boundary else 2)
         if train_too:
-            assert 0.0 <= train(cfg)["val/dice"] <= 1.0
+            assert 0.0 <= train(cfg).metrics["val/dice"] <= 1.0
         else:
             datamodule.setup("fit")
             assert datamodule.train_set.regions and datamodule.val_set.regions

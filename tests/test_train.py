@@ -42,7 +42,7 @@ def _needs_samples(samples_dir: Path) -> None:
 )
 def test_fast_dev_run(tmp_path: Path, experiment: str, extra: list[str]) -> None:
     cfg = compose_train(tmp_path, f"experiment={experiment}", "debug=fast_dev_run", *QUICK, *extra)
-    metrics = train(cfg)
+    metrics = train(cfg).metrics
     assert {"train/loss_step", "val/loss", "val/dice", "val/iou", "val/pixel_error",
             "val/rand_error", "val/vi", "val/ap", "val/ap50", "val/pq"} <= set(metrics)  # fmt: skip
     assert 0.0 <= metrics["val/dice"] <= 1.0 and metrics["val/loss"] > 0
@@ -59,7 +59,7 @@ def test_checkpoints_publish_and_resume(tmp_path: Path) -> None:
     short = ["experiment=sample_2d", "augment=none", "data.samples_per_epoch=8",
              "data.val_names=[nuclei_08]", *QUICK]  # fmt: skip
     first = compose_train(tmp_path, *short, "trainer.max_epochs=2")
-    train(first)
+    made = train(first)
     out = tmp_path / "out"
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert "last.ckpt" in ckpts and any(n.startswith("epoch") for n in ckpts), ckpts
@@ -68,6 +68,7 @@ def test_checkpoints_publish_and_resume(tmp_path: Path) -> None:
     assert summary["best_score"] == pytest.approx(summary["metrics"]["val/dice"])
 
     published = tmp_path / "runs" / "sample_2d" / "model.ckpt"
+    assert made.published == published and made.best == Path(summary["best_checkpoint"])
     raw = torch.load(published, weights_only=True)
     assert raw["hyper_parameters"]["normalization"] == {"low": 1.0, "high": 99.8}
     module = SegmentationModule.load_from_checkpoint(
@@ -103,10 +104,11 @@ def test_debug_run_does_not_publish(tmp_path: Path) -> None:
                         "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
                         "validate_best=false", "logger=csv", "callbacks.overlays=null",
                         *QUICK)  # fmt: skip
-    train(cfg)
+    made = train(cfg)
     summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert summary["best_checkpoint"] is not None  # it did save one ...
     assert not (tmp_path / "runs" / "sample_2d" / "model.ckpt").exists()  # ... and kept it home
+    assert made.best == Path(summary["best_checkpoint"]) and made.published is None
 
 
 @pytest.mark.slow
@@ -115,7 +117,7 @@ def test_short_run_learns_the_sample(tmp_path: Path) -> None:
         tmp_path, "experiment=sample_2d", "trainer.max_epochs=3", "data.samples_per_epoch=32",
         *QUICK,
     )  # fmt: skip
-    metrics = train(cfg)
+    metrics = train(cfg).metrics
     assert metrics["val/dice"] >= 0.8, metrics  # held-out images nuclei_08 and nuclei_09
 
 

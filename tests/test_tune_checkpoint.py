@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -124,22 +123,17 @@ def test_tuning_after_training_tunes_only_what_the_run_published(tmp_path):
     from omegaconf import OmegaConf
 
     from unet_seg.cli.train import tune_published
-    from unet_seg.training.publish import PUBLICATION_KEY
+    from unet_seg.training.train import TrainingRun
 
     published = save_checkpoint(tmp_path / "model.ckpt", sample_data(tmp_path / "data"))
     best = tmp_path / "run" / "best.ckpt"
-    content = torch.load(published, weights_only=True)
-    content[PUBLICATION_KEY] = {"source": str(best.resolve())}  # as publish_if_better writes it
-    torch.save(content, published)
-    cfg = OmegaConf.create({"output_dir": str(tmp_path / "run"), "tune_instances": "ap",
-                            "publish_checkpoint": str(published)})  # fmt: skip
-    (tmp_path / "run").mkdir()
-    metrics = tmp_path / "run" / "metrics.json"
-    metrics.write_text('{"best_checkpoint": null}')  # e.g. fast_dev_run: nothing published
-    assert tune_published(cfg) is None and stored_tuning(published) is None
-    metrics.write_text('{"best_checkpoint": "elsewhere/best.ckpt"}')  # not published: worse
-    assert tune_published(cfg) is None and stored_tuning(published) is None
-    metrics.write_text(json.dumps({"best_checkpoint": str(best)}))
-    assert tune_published(OmegaConf.merge(cfg, {"tune_instances": None})) is None
-    result = tune_published(cfg)
+    cfg = OmegaConf.create({"tune_instances": "ap", "publish_checkpoint": str(published)})
+    nothing = TrainingRun({}, None, None)  # e.g. fast_dev_run: no best, nothing published
+    assert tune_published(cfg, nothing) is None and stored_tuning(published) is None
+    worse = TrainingRun({}, best, None)  # a better model was there already: not published
+    assert tune_published(cfg, worse) is None and stored_tuning(published) is None
+    made = TrainingRun({}, best, published)
+    assert tune_published(OmegaConf.merge(cfg, {"tune_instances": None}), made) is None
+    assert stored_tuning(published) is None
+    result = tune_published(cfg, made)
     assert result["objective"] == "ap" and stored_tuning(published) == result

@@ -11,41 +11,32 @@ Examples::
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
 from unet_seg.cli.launch import launch
 
+if TYPE_CHECKING:  # torch and Lightning load only for real work, not --help
+    from unet_seg.training.train import TrainingRun
+
 log = logging.getLogger(__name__)
 NAME = "unet-seg-train"
 
 
-def tune_published(cfg: DictConfig) -> dict | None:
+def tune_published(cfg: DictConfig, made: TrainingRun) -> dict | None:
     """With ``cfg.tune_instances`` (``ap`` or ``rand_error``), run ``unet-seg-tune`` on the
     checkpoint this run published; returns its result, or None when there is nothing to tune."""
-    from unet_seg.models.checkpoint import read_checkpoint
-    from unet_seg.training.publish import PUBLICATION_KEY
-    from unet_seg.training.train import is_multirun
-
     objective = cfg.get("tune_instances")
-    summary_path = Path(cfg.output_dir) / "metrics.json"
-    if not objective or not summary_path.is_file() or is_multirun():  # a sweep publishes nothing
+    if not objective:
         return None
-    best = json.loads(summary_path.read_text()).get("best_checkpoint")
-    published = Path(cfg.publish_checkpoint) if cfg.get("publish_checkpoint") else None
-    if not best or published is None or not published.is_file():
-        log.info("tune_instances: no published checkpoint to tune")
-        return None
-    source = read_checkpoint(published).get(PUBLICATION_KEY, {}).get("source")
-    if source != str(Path(best).resolve()):  # the model there scored better than this run's
-        log.info("tune_instances: %s is not this run's model; not tuned", published)
+    if made.published is None:  # a debug run, a sweep, or a better model already there
+        log.info("tune_instances: this run published no checkpoint; not tuned")
         return None
     from unet_seg.tuning.write_back import tune_command  # inference only when asked
 
-    return tune_command(DictConfig({"checkpoint": str(published), "objective": objective}))
+    return tune_command(DictConfig({"checkpoint": str(made.published), "objective": objective}))
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -54,10 +45,10 @@ def run(cfg: DictConfig) -> float | None:
     from unet_seg.training.train import train  # torch and Lightning load only for real work
 
     with reported_errors(NAME, cfg):
-        metrics = train(cfg)
-        tune_published(cfg)
+        made = train(cfg)
+        tune_published(cfg, made)
         metric = cfg.get("optimized_metric")
-        return metrics.get(metric) if metric else None
+        return made.metrics.get(metric) if metric else None
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,12 +193,21 @@ def fit_interruptible(
         raise KeyboardInterrupt from None
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, validate the best checkpoint, write ``metrics.json``, publish the best checkpoint.
+@dataclass(frozen=True)
+class TrainingRun:
+    """What :func:`train` made: ``metrics`` as plain floats (``"val/dice"``, ``"val/loss"``,
+    ...; those of the best checkpoint when there is one), the ``best`` checkpoint of the run
+    (None without one), and ``published``: where this run published it (None when it did not:
+    a debug run, a sweep, or a model already there that scored better)."""
 
-    Returns the final metrics as plain floats (``"val/dice"``, ``"val/loss"``, ...), those of
-    the best checkpoint when there is one.
-    """
+    metrics: dict[str, float]
+    best: Path | None = None
+    published: Path | None = None
+
+
+def train(cfg: DictConfig) -> TrainingRun:
+    """Fit, validate the best checkpoint, write ``metrics.json``, publish the best checkpoint;
+    returns what it made (:class:`TrainingRun`), so callers need not read it back from disk."""
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:
@@ -231,6 +241,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             )
         metrics.update({k: float(v) for k, v in results[0].items()})
 
+    published = None
     if trainer.is_global_zero:
         summary = {
             "experiment": cfg.get("name"),
@@ -252,7 +263,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             # Jobs of a sweep would overwrite each other's model; each keeps its own in its run dir.
             log.info("multirun: not publishing %s to %s", best, target)
         elif best and target:
-            publish_if_better(
+            if publish_if_better(
                 best, summary["best_score"], target, checkpoint.monitor, checkpoint.mode
-            )
-    return metrics
+            ):
+                published = Path(target)
+    return TrainingRun(metrics, Path(best) if best else None, published)
