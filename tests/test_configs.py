@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from unet_seg.config import CONFIG_DIR, config_dir
+from unet_seg.normalization import DEFAULT_PERCENTILES
 from unet_seg.training.train import build_datamodule, build_module, instantiate_group
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -47,7 +48,7 @@ def test_experiment_instantiates(tmp_path: Path, experiment: str) -> None:
     # The patch must fit the model: valid mode rejects sizes whose pooled maps are odd.
     out = module.model.output_shape(list(cfg.data.patch_size))
     assert all(o > 0 for o in out)
-    assert module.hparams.normalization == {"low": 1.0, "high": 99.8}
+    assert module.hparams.normalization == DEFAULT_PERCENTILES  # conf/train.yaml = the code's
     optimizers = module.configure_optimizers()
     assert optimizers is not None
     trainer = instantiate(

@@ -21,7 +21,8 @@ ALLOWED = {
     "config": {"errors"},
     "models": FOUNDATION,
     "data": FOUNDATION | {"models"},
-    "viz": {"io"},  # pictures of results: numpy, matplotlib and the I/O layer only
+    # pictures of results: numpy, matplotlib, the I/O layer and the default grey-value window
+    "viz": {"io", "normalization"},
     # Objects from label maps and probabilities: arrays in, arrays out (and the tuned values
     # a model file stores).
     "instances": FOUNDATION | {"models"},

@@ -9,7 +9,7 @@ around it (input, outputs, instances, commit) are the per-file driver's,
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from unet_seg.blockwise.task import BlockJob, RunnerSpec, run_block
 from unet_seg.config import whole
 from unet_seg.errors import OutputWriteError
+from unet_seg.inference.runner import RunnerOptions
 from unet_seg.instances.stitch import StitchOptions, stitch_options_of
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,11 @@ class BlockOptions:
     mask: dict | None = None  # {path, threshold, level}
 
     @classmethod
-    def from_config(cls, cfg: Any) -> BlockOptions:
-        spec = RunnerSpec(str(cfg.checkpoint), str(cfg.device), bool(cfg.tta), bool(cfg.amp),
-                          bool(cfg.cpu_bf16))  # fmt: skip
+    def from_config(cls, cfg: Any, running: RunnerOptions | None = None) -> BlockOptions:
+        """The block options of ``cfg``; workers run the model as ``running`` says (default:
+        read from ``cfg``)."""
+        running = running or RunnerOptions.from_config(cfg)
+        spec = RunnerSpec(str(cfg.checkpoint), **asdict(running))
         size = cfg.get("block_size")
         mask = cfg.get("mask")
         return cls(

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from unet_seg.io.files import PathSpec, find_files, stem
+from unet_seg.io.files import PathSpec, files_by_key, find_files, stem
 
 ImageFiles = Path | tuple[Path, ...]  # one file, or one file per channel
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -79,7 +79,7 @@ def pair_files(images: PathSpec, labels: PathSpec) -> list[tuple[ImageFiles, Pat
         image_files = [p for p in image_files if p not in suffixed]
     if len(image_files) == len(label_files) == 1:
         return [(image_files[0], label_files[0])]
-    by_stem = {stem(p): p for p in label_files}
+    by_stem = files_by_key(label_files)
     by_image = {label_of[p]: p for p in label_files if label_of[p] is not None}
     channels = _channel_files(image_files, set(by_stem) - {stem(p) for p in image_files})
     pairs: list[tuple[ImageFiles, Path]] = [

@@ -26,7 +26,7 @@ from unet_seg.data.patches import PAD_MODES, check_patch_size
 from unet_seg.data.regions import Region, build_regions
 from unet_seg.data.weightmap import add_weight_maps
 from unet_seg.io import open_volume
-from unet_seg.io.files import PathSpec, find_files, stem
+from unet_seg.io.files import PathSpec, files_by_key, find_files
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class TrainingData:
         c = self.cfg
         instances = None
         if c["instances"] is not None:
-            by_stem = {stem(p): p for p in find_files(c["instances"])}
+            by_stem = files_by_key(find_files(c["instances"]))
             instances = [by_stem.get(pair_name(*pair)) for pair in pairs]
         elif c["label_map"] == OBJECTS:  # the object ids are the instances
             instances = [label for _, label in pairs]

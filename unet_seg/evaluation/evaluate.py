@@ -48,7 +48,7 @@ from unet_seg.evaluation.metrics import (
 from unet_seg.evaluation.predicted_classes import boundary_label_map
 from unet_seg.io import open_volume, read_volume
 from unet_seg.io.atomic import write_json_atomic, write_text_atomic
-from unet_seg.io.files import is_image, stem
+from unet_seg.io.files import files_by_key, is_image, stem
 from unet_seg.viz.report import ReportBuilder
 
 log = logging.getLogger(__name__)
@@ -63,18 +63,8 @@ def _keyed(folder: Path, suffix: str) -> dict[str, Path]:
     """
     if not folder.is_dir():
         raise InputNotFoundError(f"{folder}: no such folder")
-    files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if is_image(path):  # a file, or a zarr store (a directory)
-            name = stem(path)
-            if name.endswith(suffix):
-                key = name[: len(name) - len(suffix)]
-                if key in files:
-                    raise UsageError(
-                        f"{files[key]} and {path} both pair as {key!r}: keep one of them"
-                    )
-                files[key] = path
-    return files
+    # is_image: a file, or a zarr store (a directory)
+    return files_by_key([p for p in sorted(folder.iterdir()) if is_image(p)], suffix)
 
 
 def _suffix_hint(folder: Path, key: str) -> str:

@@ -30,7 +30,7 @@ from unet_seg.export.trace import traceable_copy
 from unet_seg.io.atomic import replace_atomic
 from unet_seg.models import shapes
 from unet_seg.models.exported import network_metadata
-from unet_seg.normalization import normalize_percentile
+from unet_seg.normalization import DEFAULT_PERCENTILES, normalize_percentile, percentiles
 
 AXIS_IDS = ("z", "y", "x")
 UNET_CITATION = ("Ronneberger, Fischer, Brox. U-Net: Convolutional Networks for Biomedical Image "
@@ -99,7 +99,7 @@ def package_test_output(
 ) -> np.ndarray:
     """Softmax of ``model`` on ``inputs`` normalised as the package's preprocessing does:
     ``(1, C, *s)`` -> ``(1, K, *output_shape(s))`` float32."""
-    low, high = float(normalization.get("low", 1.0)), float(normalization.get("high", 99.8))
+    low, high = percentiles(normalization)
     x = torch.from_numpy(normalize_percentile(inputs[0], low, high))[None]
     with torch.no_grad():
         return model(x).softmax(dim=1).numpy().astype(np.float32)
@@ -134,7 +134,7 @@ def build_description(
     from bioimageio.spec.model import v0_5 as bio
 
     in_axes, out_axes, spatial_ids = _axes(model, info)
-    low, high = float(normalization.get("low", 1.0)), float(normalization.get("high", 99.8))
+    low, high = percentiles(normalization)
     joint = [bio.AxisId("channel"), *(bio.AxisId(a) for a in spatial_ids)]  # one scale, as trained
     scale_range = bio.ScaleRangeDescr(kwargs=bio.ScaleRangeKwargs(
         axes=joint, min_percentile=low, max_percentile=high))  # fmt: skip
@@ -212,7 +212,7 @@ def export_bioimageio(
     from bioimageio.spec import save_bioimageio_package
 
     model = traceable_copy(model)
-    norm = {"low": 1.0, "high": 99.8, **dict(normalization or {})}
+    norm = {**DEFAULT_PERCENTILES, **dict(normalization or {})}
     with tempfile.TemporaryDirectory(prefix="unet-seg-bioimageio-") as staging:
         root = Path(staging)
         files = {

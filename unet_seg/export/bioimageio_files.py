@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from unet_seg.models import shapes
+from unet_seg.normalization import percentiles
 
 COVER_PANEL = 256  # pixels per side of each half of the 2:1 cover the model zoo recommends
 
@@ -20,7 +21,7 @@ def _middle_plane(array: np.ndarray) -> np.ndarray:
 
 
 def _to_uint8(plane: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(plane, [1.0, 99.8])
+    lo, hi = np.percentile(plane, percentiles())
     scaled = (plane - lo) / (hi - lo) if hi > lo else np.zeros_like(plane)
     return (np.clip(scaled, 0, 1) * 255).astype(np.uint8)
 
@@ -57,7 +58,7 @@ def write_readme(path: Path, model, normalization: Mapping[str, float], info) ->
     for axis, pooled in zip(axes, model.pooled_axes, strict=True):
         minimum, step, margin = shapes.size_rule(model.depth, model.padding, pooled)
         size_lines.append(f"| {axis} | {minimum} + {step} n | input - {margin} | {margin // 2} |")
-    low, high = normalization.get("low", 1.0), normalization.get("high", 99.8)
+    low, high = percentiles(normalization)
     classes = ", ".join(info.class_names or [f"class{k}" for k in range(model.num_classes)])
     text = f"""# {info.name}
 

@@ -1,8 +1,8 @@
-"""Inference: read lazily -> tiles -> model -> blend -> post-process -> write.
+"""The network over a volume's windows: ``tiling`` (overlap-tile and sliding-window plans),
+``stream`` (running a plan slab by slab and blending), ``runner`` (device, AMP, flip TTA),
+``inputs`` (a file's layout for a model, normalised regions), ``options`` (predict's per-file
+options), ``postprocess`` (labels and stored probabilities).
 
-Modules: ``tiling`` (overlap-tile and sliding-window plans), ``stream`` (running them by z-slabs),
-``runner`` (device, AMP, flip TTA), ``inputs`` (a file's layout for a model, normalised slabs),
-``postprocess`` (labels, probabilities, instances), ``predict`` (``unet-seg-predict``). Files are
-read and written through :mod:`unet_seg.io`; figures of a prediction are
-:mod:`unet_seg.evaluation`'s.
+A whole file runs block by block through :mod:`unet_seg.prediction.driver` on the engine of
+:mod:`unet_seg.blockwise`; objects are :mod:`unet_seg.instances`'.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,6 +75,29 @@ def tta_views(spatial_dims: int, tta: bool = True) -> list[View]:
         return [View((3,) if flip else (), k) for k in range(4) for flip in (False, True)]
     dims = range(2, 2 + spatial_dims)
     return [View(c) for r in range(len(dims) + 1) for c in itertools.combinations(dims, r)]
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How the network runs: ``device``, ``tta``, ``amp``, ``cpu_bf16`` of ``conf/predict.yaml``
+    and ``conf/tune.yaml`` (see :class:`ModelRunner`), read from a config in one place."""
+
+    device: str = "auto"
+    tta: bool = False
+    amp: bool = True
+    cpu_bf16: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> RunnerOptions:
+        """The options of ``cfg``; a key it lacks keeps its default."""
+        return cls(
+            str(cfg.get("device", cls.device)), bool(cfg.get("tta", cls.tta)),
+            bool(cfg.get("amp", cls.amp)), bool(cfg.get("cpu_bf16", cls.cpu_bf16)),
+        )  # fmt: skip
+
+    def runner(self, model: nn.Module) -> ModelRunner:
+        """A :class:`ModelRunner` of ``model`` with these options."""
+        return ModelRunner(model, self.device, self.tta, self.amp, self.cpu_bf16)
 
 
 class ModelRunner:

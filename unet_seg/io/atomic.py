@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,15 @@ def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
         return value
 
     return write_text_atomic(path, json.dumps(clean(dict(data)), indent=2, sort_keys=True) + "\n")
+
+
+def commit_dir(tmp: Path, path: Path) -> None:
+    """Rename the finished directory ``tmp`` to ``path``; an existing ``path`` is moved aside
+    first and removed after (directories cannot be renamed over in one step)."""
+    old = None
+    if path.exists():
+        old = path.with_name(f".old-{uuid.uuid4().hex[:8]}-{path.name}")
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from unet_seg.errors import InputNotFoundError
+from unet_seg.errors import InputNotFoundError, UsageError
 
 SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".png", ".ome.zarr", ".zarr")
 # Directories that are one image each: zarr arrays and OME-Zarr images.
@@ -57,6 +57,26 @@ def stem(path: str | os.PathLike) -> str:
     """File name without its format suffix (``a.nii.gz`` -> ``a``)."""
     path = Path(path)
     return path.name[: -len(format_suffix(path))] if is_supported(path.name) else path.stem
+
+
+def files_by_key(files: Sequence[Path], suffix: str = "") -> dict[str, Path]:
+    """``{key: path}``: the one rule that pairs files by name. A file's key is its stem
+    (:func:`stem`) without ``suffix``; files whose stem does not end with ``suffix`` are left out.
+
+    Raises:
+        UsageError: two files have the same key (``a_labels.tif`` and ``a_labels.nii.gz``, or
+            ``a.tif`` and ``a.TIF``): which one is meant is not ours to guess.
+    """
+    keyed: dict[str, Path] = {}
+    for path in files:
+        name = stem(path)
+        if not name.endswith(suffix):
+            continue
+        key = name[: len(name) - len(suffix)]
+        if key in keyed and keyed[key] != path:
+            raise UsageError(f"{keyed[key]} and {path} both pair as {key!r}: keep one of them")
+        keyed[key] = path
+    return keyed
 
 
 def find_files(spec: PathSpec) -> list[Path]:

@@ -25,7 +25,7 @@ TEMPORARY_NAMES = re.compile(
 )
 # Inside zarr stores: a chunk zarr was writing (``<chunk>.<uuid hex>.partial``, renamed when
 # complete; the partial store itself stays: it is resumable). Beside them: an old output moved
-# aside by io.zarr.commit_dir, to be deleted right after the new one took its name.
+# aside by io.atomic.commit_dir, to be deleted right after the new one took its name.
 ZARR_TEMPORARY_FILES = re.compile(r"^.+\.[0-9a-f]{32}\.partial$")
 ZARR_TEMPORARY_DIRS = re.compile(r"^\.old-[0-9a-f]{8}-.+$")
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -251,48 +249,6 @@ def read_zarr(path: Path) -> Volume:
     return Volume(volume[...], volume.affine, volume.spacing, volume.metadata, path)
 
 
-def write_zarr_volume(path: Path, volume: Volume) -> None:
-    """Write a :class:`Volume` as ``.ome.zarr`` (NGFF 0.5, with a pyramid) or a plain ``.zarr``
-    array, atomically (a temporary directory renamed when complete)."""
-    from unet_seg.io.zarr_output import write_zarr
-
-    ome = None
-    if zarr_suffix(path) == ".ome.zarr":
-        spatial = len(volume.spacing)
-        unit = NGFF_UNITS.get((volume.metadata or {}).get("unit") or "um", SPACE_UNIT)
-        axes = [{"name": n, "type": "space", "unit": unit} for n in "zyx"[3 - spatial :]]
-        ome = {"version": "0.5", "axes": axes, "scale": volume.spacing, "name": Path(path).name}
-    label_image = np.issubdtype(volume.array.dtype, np.integer) or volume.array.dtype == bool
-    write_zarr(path, volume.array, ome=ome, label_image=label_image)
-
-
 def open_zarr(path: str | os.PathLike, level: int = 0) -> ZarrVolume:
     """Open a zarr array or an OME-Zarr image at resolution ``level`` for lazy reads."""
     return ZarrVolume(path, level)
-
-
-def replace_dir_atomic(write: Callable[[Path], object], path: str | os.PathLike) -> Path:
-    """Call ``write(tmp)`` on a temporary directory name beside ``path``, then rename it to
-    ``path`` (replacing an older one), so no reader ever sees half a zarr store."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
-        write(tmp)
-        commit_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
-
-
-def commit_dir(tmp: Path, path: Path) -> None:
-    """Rename the finished directory ``tmp`` to ``path``; an existing ``path`` is moved aside
-    first and removed after (directories cannot be renamed over in one step)."""
-    old = None
-    if path.exists():
-        old = path.with_name(f".old-{uuid.uuid4().hex[:8]}-{path.name}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from unet_seg.io.atomic import write_error, write_json_atomic
-from unet_seg.io.zarr import NGFF_UNITS, SPACE_UNIT, commit_dir
+from unet_seg.io.atomic import commit_dir, write_error, write_json_atomic
+from unet_seg.io.volume import Volume
+from unet_seg.io.zarr import NGFF_UNITS, SPACE_UNIT, zarr_suffix
 
 _ABORT_TRIES, _ABORT_SETTLE_S = 20, 0.02
 RECORDS = ".unet_seg_blocks"  # inside the partial store; removed at commit
@@ -318,3 +319,16 @@ def register_label_image(image: str | os.PathLike, name: str, version: str) -> N
         ome["labels"] = [*names, name] if name not in names else names
         labels.attrs["ome"] = ome
         label.attrs["ome"] = {**dict(label.attrs["ome"]), "image-label": mark}
+
+
+def write_zarr_volume(path: Path, volume: Volume) -> None:
+    """Write a :class:`Volume` as ``.ome.zarr`` (NGFF 0.5, with a pyramid) or a plain ``.zarr``
+    array, atomically (a temporary directory renamed when complete)."""
+    ome = None
+    if zarr_suffix(path) == ".ome.zarr":
+        spatial = len(volume.spacing)
+        unit = NGFF_UNITS.get((volume.metadata or {}).get("unit") or "um", SPACE_UNIT)
+        axes = [{"name": n, "type": "space", "unit": unit} for n in "zyx"[3 - spatial :]]
+        ome = {"version": "0.5", "axes": axes, "scale": volume.spacing, "name": Path(path).name}
+    label_image = np.issubdtype(volume.array.dtype, np.integer) or volume.array.dtype == bool
+    write_zarr(path, volume.array, ome=ome, label_image=label_image)

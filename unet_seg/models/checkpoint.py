@@ -1,5 +1,6 @@
-"""Loading a trained network from a training checkpoint, without Lightning, or from a file that
-``unet-seg-export`` wrote (TorchScript ``.pt``, ONNX ``.onnx``: :mod:`unet_seg.models.exported`).
+"""Reading and writing training checkpoints, and loading a trained network without Lightning
+from one, or from a file that ``unet-seg-export`` wrote (TorchScript ``.pt``, ONNX ``.onnx``:
+:mod:`unet_seg.models.exported`).
 
 A checkpoint of :class:`~unet_seg.training.module.SegmentationModule` holds only plain values:
 ``hyper_parameters["model"]`` (the ``UNet`` keyword arguments), ``hyper_parameters
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from unet_seg.errors import checkpoint_load_error
+from unet_seg.io.atomic import replace_atomic
 from unet_seg.models.bioimageio_package import (
     is_bioimageio_package,
     load_package,
@@ -28,6 +30,13 @@ from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.models.unet import unet_with_weights
 
 _PREFIX = "model."
+
+
+def write_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``checkpoint`` (plain values and tensors only, so it loads with
+    ``weights_only=True``) to ``path`` atomically: a temporary name, renamed when complete.
+    The one checkpoint writer besides Lightning's own."""
+    return replace_atomic(lambda tmp: torch.save(dict(checkpoint), tmp), path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from unet_seg.models import shapes
+from unet_seg.normalization import percentiles
 
 METADATA_KEY = "unet_seg"  # ONNX metadata_props key; TorchScript extra file "unet_seg.json"
 TORCHSCRIPT_EXTRA = f"{METADATA_KEY}.json"
@@ -51,10 +52,7 @@ def network_metadata(
         "depth": int(model.depth),
         "padding": str(model.padding),
         "pooled_axes": [bool(p) for p in model.pooled_axes],
-        "normalization": {
-            "low": float(norm.get("low", 1.0)),
-            "high": float(norm.get("high", 99.8)),
-        },
+        "normalization": dict(zip(("low", "high"), percentiles(norm), strict=True)),
     }
     if tuning:
         record[TUNED_KEY] = json.loads(json.dumps(dict(tuning)))  # plain, as JSON keeps it

@@ -22,7 +22,7 @@ from unet_seg.blockwise.run import BlockFailures, BlockOptions
 from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.inference.inputs import check_channel_option
 from unet_seg.inference.options import PredictOptions
-from unet_seg.inference.runner import ModelRunner
+from unet_seg.inference.runner import RunnerOptions
 from unet_seg.instances.methods import warn_if_tuned_otherwise
 from unet_seg.interrupts import raise_if_stop_requested
 from unet_seg.io.atomic import write_error, write_json_atomic
@@ -30,7 +30,7 @@ from unet_seg.io.files import find_files, is_directory_format
 from unet_seg.io.sweep import sweep_stale_temporaries
 from unet_seg.models.checkpoint import load_model_and_tuning
 from unet_seg.models.protocol import SegmentationNetwork
-from unet_seg.normalization import percentiles
+from unet_seg.normalization import DEFAULT_PERCENTILES, percentiles
 from unet_seg.prediction.driver import predict_file
 from unet_seg.prediction.outputs import VOLUME_KINDS, is_complete, is_output, plan_outputs
 from unet_seg.prediction.provenance import (
@@ -66,12 +66,15 @@ def _normalization(cfg: Any, stored: dict) -> dict:
             raise UsageError(f"normalization={norm}: {err}") from err
         raise ValueError(
             f"{cfg.checkpoint}: the normalisation stored in the checkpoint ({norm}) is unusable: "
-            f"{err}; pass normalization={{low: 1.0, high: 99.8}} to override it"
+            f"{err}; pass normalization={{low: {DEFAULT_PERCENTILES['low']}, high: "
+            f"{DEFAULT_PERCENTILES['high']}}} to override it"
         ) from err
     return norm
 
 
-def _output_settings(cfg: Any, options: PredictOptions, norm: dict) -> dict[str, Any]:
+def _output_settings(
+    cfg: Any, options: PredictOptions, norm: dict, running: RunnerOptions
+) -> dict[str, Any]:
     """What besides the weights shapes the outputs (not speed, memory or progress options), for
     the fingerprint that tells a complete output of this run from a stale one."""
     settings = {
@@ -81,8 +84,8 @@ def _output_settings(cfg: Any, options: PredictOptions, norm: dict) -> dict[str,
     }
     if cfg.outputs.get("instances"):
         settings["instances"] = asdict(options.instances)
-    return {**settings, "normalization": norm, "tta": bool(cfg.tta), "amp": bool(cfg.amp),
-            "cpu_bf16": bool(cfg.cpu_bf16), "input_level": cfg.get("input_level"),
+    return {**settings, "normalization": norm, "tta": running.tta, "amp": running.amp,
+            "cpu_bf16": running.cpu_bf16, "input_level": cfg.get("input_level"),
             "mask": cfg.get("mask")}  # fmt: skip
 
 
@@ -102,6 +105,7 @@ def predict(cfg: Any) -> dict:
     cluster = cfg.get("cluster") or {"kind": "none"}
     check_cluster(cluster)
     model, stored, tuning = _load_model(cfg.checkpoint)
+    running = RunnerOptions.from_config(cfg)
     norm = _normalization(cfg, stored)
     instances = bool(cfg.outputs.get("instances"))
     tuned = tuning if instances else None
@@ -115,7 +119,7 @@ def predict(cfg: Any) -> dict:
     if tuned:
         log.info("instances: %s, tuned by unet-seg-tune (%s %.4f)", options.instances.method,
                  tuned.get("objective"), tuned.get("score", float("nan")))  # fmt: skip
-        warn_if_tuned_otherwise(tuned, bool(cfg.tta))
+        warn_if_tuned_otherwise(tuned, running.tta)
     out_dir = Path(cfg.output_dir)
     outputs = dict(cfg.outputs)
     if not any(outputs.get(kind) for kind in VOLUME_KINDS):
@@ -129,15 +133,15 @@ def predict(cfg: Any) -> dict:
         raise write_error(out_dir, err) from err
     sweep_stale_temporaries(out_dir, started)
     fingerprint = run_fingerprint(
-        checkpoint_id(cfg.checkpoint), _output_settings(cfg, options, norm)
+        checkpoint_id(cfg.checkpoint), _output_settings(cfg, options, norm, running)
     )
     ledger = OutputLedger(out_dir)
-    runner = ModelRunner(model, cfg.device, bool(cfg.tta), bool(cfg.amp), bool(cfg.cpu_bf16))
+    runner = running.runner(model)
     entries, start, interrupted = [], time.perf_counter(), False
     bar = tqdm(
         files, desc="files", unit="file", disable=None if cfg.progress is None else not cfg.progress
     )
-    block = BlockOptions.from_config(cfg)
+    block = BlockOptions.from_config(cfg, running)
     # Dask (when configured) starts only for chunked inputs, which run block by block.
     chunked = any(map(is_directory_format, files))
     if not chunked and str(cluster.get("kind", "none")) != "none":

@@ -22,8 +22,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.profilers import PassThroughProfiler
 
-from unet_seg.io.atomic import replace_atomic
-from unet_seg.models.checkpoint import read_checkpoint
+from unet_seg.models.checkpoint import read_checkpoint, write_checkpoint
 
 log = logging.getLogger(__name__)
 PUBLICATION_KEY = "publication"
@@ -128,6 +127,6 @@ def _publish_locked(best: Path, score: float, target: Path, monitor: str, mode: 
     checkpoint[PUBLICATION_KEY] = {
         "monitor": monitor, "mode": mode, "score": score, "source": str(Path(best).resolve()),
     }  # fmt: skip
-    replace_atomic(lambda tmp: torch.save(checkpoint, tmp), target)
+    write_checkpoint(checkpoint, target)
     log.info("best checkpoint %s (%s %.4f) published to %s", best, monitor, score, target)
     return True

@@ -16,19 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from unet_seg.config import plain
 from unet_seg.data.boundary import objects_of
 from unet_seg.data.training_data import TrainingData
 from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.inference.options import default_tile, tile_option
-from unet_seg.inference.runner import ModelRunner
+from unet_seg.inference.runner import ModelRunner, RunnerOptions
 from unet_seg.inference.stream import predict_tiled
 from unet_seg.instances.methods import METHODS, TUNED_KEY
-from unet_seg.io.atomic import replace_atomic
 from unet_seg.models.bioimageio_package import is_bioimageio_package
-from unet_seg.models.checkpoint import network_from_checkpoint, read_checkpoint
+from unet_seg.models.checkpoint import network_from_checkpoint, read_checkpoint, write_checkpoint
 from unet_seg.models.exported import is_exported
 from unet_seg.tuning.search import check_request, tune
 
@@ -80,8 +78,8 @@ def tune_checkpoint(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str,
     roles = class_roles(data.get("target", "classes"), object_class)
     regions = TrainingData(**data).validation_regions()
     truths = [objects_of(r.label, object_class, r.instances) for r in regions]
-    tta = bool(cfg.get("tta", False))
-    runner = ModelRunner(model, cfg.get("device", "auto"), tta)
+    running = RunnerOptions.from_config(cfg)
+    tta, runner = running.tta, running.runner(model)
     probs = [predict_region(r.image, model, runner, tile) for r in regions]
     log.info("tuning %s on %d validation images", ", ".join(methods), len(regions))
     result = tune(probs, truths, roles, methods, objective,
@@ -95,7 +93,7 @@ def store_tuning(path: str | Path, result: Mapping[str, Any], target: str | Path
     """Write ``result`` into the checkpoint at ``path`` (atomically; to ``target`` if given)."""
     checkpoint = read_checkpoint(path)
     checkpoint[TUNED_KEY] = dict(result)
-    return replace_atomic(lambda tmp: torch.save(checkpoint, tmp), target or path)
+    return write_checkpoint(checkpoint, target or path)
 
 
 def tune_command(cfg: Any) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib import colormaps
 
+from unet_seg.normalization import DEFAULT_PERCENTILES
+
 ALPHA = 0.5  # overlay opacity: the image stays readable under the colour
 TRUE_POSITIVE = (0.0, 0.62, 0.45)  # bluish green
 FALSE_POSITIVE = (0.84, 0.37, 0.0)  # vermillion: predicted, not in the truth
@@ -24,8 +26,13 @@ _CLASS_COLOURS = ((0.94, 0.89, 0.26), (0.8, 0.47, 0.65), *colormaps["tab10"].col
 _GOLDEN = 0.618033988749895  # hue step between consecutive instance ids: neighbours differ
 
 
-def display_range(values: np.ndarray, low: float = 1.0, high: float = 99.8) -> tuple[float, float]:
-    """Grey-value window: the ``low``/``high`` percentiles of the finite values."""
+def display_range(
+    values: np.ndarray, low: float | None = None, high: float | None = None
+) -> tuple[float, float]:
+    """Grey-value window: the ``low``/``high`` percentiles of the finite values (None: those
+    training normalises with, :data:`~unet_seg.normalization.DEFAULT_PERCENTILES`)."""
+    low = DEFAULT_PERCENTILES["low"] if low is None else low
+    high = DEFAULT_PERCENTILES["high"] if high is None else high
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return 0.0, 1.0
