@@ -16,6 +16,10 @@ Two backends give the same deformation for the same control-point displacements:
 Displacements are in voxels and say where each output voxel samples the input:
 ``out[y] = in(A^-1 y + u(y))`` with ``u`` the interpolated displacement and ``A`` the optional
 output affine (elasticdeform's convention, shape ``(D, D + 1)``).
+
+Longer than our ~300-line rule on purpose: the interpolation weights, the prefilter and the
+cubic sampling must match elasticdeform's exactly, and reading them side by side is what keeps
+them in step.
 """
 
 from __future__ import annotations

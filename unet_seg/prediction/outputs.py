@@ -24,8 +24,8 @@ from unet_seg.errors import UsageError
 from unet_seg.inference.inputs import open_input
 from unet_seg.io import open_volume
 from unet_seg.io.files import format_suffix, is_directory_format, output_path, stem
+from unet_seg.io.ngff import label_group_path
 from unet_seg.io.zarr import ZarrVolume
-from unet_seg.io.zarr_output import label_group_path
 from unet_seg.models.protocol import SegmentationNetwork
 
 LABEL_NAMES = {"labels": "unet-seg", "instances": "unet-seg-instances"}  # in an image's labels/

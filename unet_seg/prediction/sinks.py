@@ -31,9 +31,10 @@ from unet_seg.inference.postprocess import label_dtype
 from unet_seg.instances.stitch import StitchOptions
 from unet_seg.io import open_volume
 from unet_seg.io.files import format_suffix
+from unet_seg.io.ngff import register_label_image
 from unet_seg.io.slabs import SlabWriter
 from unet_seg.io.zarr import ZarrVolume
-from unet_seg.io.zarr_output import ZarrOutput, register_label_image
+from unet_seg.io.zarr_output import ZarrOutput
 from unet_seg.prediction.outputs import scratch_path
 
 Box = Sequence[slice]  # a box in the file's spatial axis order
