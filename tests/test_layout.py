@@ -123,3 +123,30 @@ def test_loading_the_tuner_and_the_predictor_loads_no_lightning():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_no_module_of_io_imports_one_that_imports_it_back():
+    """Inside the I/O layer too (lazy imports included): readers below writers, one way."""
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / "io").glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                imported.update(n.split(".")[2] for n in names if n.startswith("unet_seg.io."))
+        graph[path.stem] = imported - {path.stem}
+
+    def reaches(start: str, goal: str, seen: frozenset[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n}))
+                   for n in graph.get(start, ()))  # fmt: skip
+
+    assert [m for m in graph if reaches(m, m, frozenset({m}))] == []
+
+
+def test_tests_mirror_the_package():
+    """``tests/<package>/`` for each package's tests: no folder without a package of its name."""
+    tests = Path(__file__).resolve().parent
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    assert folders <= packages, folders - packages
+    assert {"io", "prediction", "blockwise", "instances", "tuning"} <= folders

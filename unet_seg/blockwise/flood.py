@@ -19,14 +19,15 @@ block then floods its region, plus a halo, from them:
   ``min_size`` voxels summed over all blocks (``seeded``; ``distance`` drops small components
   before splitting, as the whole-volume method does).
 
-Invariant (``tests/test_flood.py``): on every connected component of object voxels that touches
-a block's write region and lies, grown by one voxel, inside the block's halo region, the result
-equals the whole-volume method (:func:`~unet_seg.instances.methods.seeded_from`,
-:func:`~unet_seg.instances.methods.from_class_map`) exactly, ids included; so a halo
-wider than the objects and clusters of touching objects gives the whole-volume result. (The
-distance to the background, its peaks, and the watershed queue of a component all depend on
-that component and its one-voxel rim only.) A larger component is still one object or split
-consistently across faces where its seeds agree, but its split near a face may differ.
+Invariant (``tests/blockwise/test_flood.py``): on every connected component of object voxels
+that touches a block's write region and lies, grown by one voxel, inside the block's halo
+region, the result equals the whole-volume method
+(:func:`~unet_seg.instances.methods.seeded_from`,
+:func:`~unet_seg.instances.methods.from_class_map`) exactly, ids included; so a halo wider than
+the objects and clusters of touching objects gives the whole-volume result. (The distance to the
+background, its peaks, and the watershed queue of a component all depend on that component and
+its one-voxel rim only.) A larger component is still one object or split consistently across
+faces where its seeds agree, but its split near a face may differ.
 Memory per block: its halo region of the maps and ids.
 """
 

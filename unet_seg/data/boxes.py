@@ -5,7 +5,7 @@ box of the volume that holds them.
 an index map instead (``reflect`` mirrors without repeating the edge voxel, ``symmetric`` with,
 ``edge`` repeats it, ``constant`` fills), so a patch needs only the box its indices span, read
 from a lazy volume. :meth:`Window.take` on that box equals ``extract_patch`` on the whole array,
-voxel for voxel (``tests/test_lazy_regions.py``).
+voxel for voxel (``tests/data/test_lazy_regions.py``).
 """
 
 from __future__ import annotations

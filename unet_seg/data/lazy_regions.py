@@ -4,7 +4,7 @@ A :class:`LazyRegion` keeps the files open lazily (:func:`unet_seg.io.open_volum
 OME-Zarr by chunk, uncompressed TIFF memory-mapped, other formats by their lazy readers) and
 reads for each patch only the box its (mirrored) indices span, plus a margin where the target
 needs context. What it guarantees against the in-memory :class:`~unet_seg.data.regions.Region`
-(``tests/test_lazy_regions.py``):
+(``tests/data/test_lazy_regions.py``):
 
 - images and labels of a patch are equal voxel for voxel, padding included, when the image's
   normalisation percentiles come from the whole file (files up to 4 M voxels; bigger ones use a

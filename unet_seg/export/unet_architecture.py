@@ -3,7 +3,7 @@ bioimage.io ``pytorch_state_dict`` weights, which consumers (bioimageio.core, il
 own, without unet-seg installed.
 
 It builds the same module tree as ``unet_seg.models.unet.UNet`` (same parameter names, so a
-state dict loads with ``strict=True``) and computes the same logits; ``tests/test_export.py``
+state dict loads with ``strict=True``) and computes the same logits; ``tests/export/test_export.py``
 checks both. Keep it in step with ``unet_seg/models/blocks.py`` and ``unet.py``.
 Shapes: ``(N, in_channels, *spatial) -> (N, num_classes, *output_spatial)`` logits.
 """

@@ -8,10 +8,11 @@ Readers put a channel axis first (``(C, *spatial)``) and record its kind in
 - ``"channels"``: separate channels (ImageJ/OME ``C`` axis, e.g. fluorescence), or samples that
   are not RGB.
 
-Decision for a model with one input channel (documented in the README): colour becomes
-luminance (ITU-R BT.709 weights, as ``skimage.color.rgb2gray``) and the alpha channel is dropped,
-with a warning; separate channels are refused with a clear error, since no single mix of them is
-right (pick a channel first). Outputs are always written without a colour axis.
+Decision for a model with one input channel (documented in docs/guides/batch-inference.md):
+colour becomes luminance (ITU-R BT.709 weights, as ``skimage.color.rgb2gray``) and the alpha
+channel is dropped, with a warning; separate channels are refused with a clear error, since no
+single mix of them is right (pick a channel first). Outputs are always written without a colour
+axis.
 """
 
 from __future__ import annotations

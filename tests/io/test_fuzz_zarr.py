@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_faults import config, leftovers
-from test_predict import TINY_2D, save_checkpoint
 
+from tests.prediction.test_faults import config, leftovers
+from tests.prediction.test_predict import TINY_2D, save_checkpoint
 from unet_seg.io import limits, open_volume, read_volume
 from unet_seg.io.zarr_output import write_zarr
 from unet_seg.prediction import driver
@@ -307,7 +307,8 @@ def test_template_stores_are_what_they_claim() -> None:
 
 @pytest.mark.slow
 def test_report_outcomes(capsys) -> None:
-    # Runs last in file order, after the thorough tests: the README's figures come from here.
+    # Runs last in file order, after the thorough tests: benchmarks/RESULTS.md's figures come
+    # from here.
     for what, counts in (("read", OUTCOMES), ("predicted", PREDICTED)):
         tried = sum(counts.values())
         named = sum(v for (_, outcome), v in counts.items() if outcome == "named error")

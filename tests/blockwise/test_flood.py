@@ -27,7 +27,7 @@ HALO = 16  # the blob pairs are 14 voxels apart, each pair under 12 across
 
 class MemoryOutput(ZarrOutput):
     """A :class:`ZarrOutput` held in memory: the passes' logic without zarr's I/O cost
-    (``tests/test_predict_zarr_instances.py`` runs them on disk)."""
+    (``tests/prediction/test_predict_zarr_instances.py`` runs them on disk)."""
 
     def open(self) -> set[int]:
         self.__dict__.setdefault("_open_array", np.zeros(self.shape, self.dtype))

@@ -18,7 +18,7 @@ from unet_seg.data.transforms import (
 )
 from unet_seg.normalization import normalize_percentile
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "augment"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "augment"
 
 
 def test_normalize_percentile_maps_percentiles_to_0_and_1(rng: np.random.Generator) -> None:

@@ -13,8 +13,8 @@ import pytest
 import tifffile
 import torch
 from hydra.errors import ConfigCompositionException
-from test_predict import TINY_2D, save_checkpoint
 
+from tests.prediction.test_predict import TINY_2D, save_checkpoint
 from unet_seg.cli import evaluate as evaluate_cli
 from unet_seg.cli import predict as predict_cli
 from unet_seg.cli import summary as summary_cli
@@ -177,7 +177,7 @@ def test_one_line_of_an_os_error() -> None:
 
 def test_console_script_in_a_subprocess() -> None:
     # The real entry point: exit code, one line, and no traceback from the interpreter.
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     env.pop("HYDRA_FULL_ERROR", None)
     result = subprocess.run(
         [sys.executable, "-m", "unet_seg.cli.summary", "input_size=100"],

@@ -12,8 +12,8 @@ import pytest
 import tifffile
 import yaml
 from hydra.errors import InstantiationException
-from test_configs import compose_train
 
+from tests.test_configs import compose_train
 from unet_seg.config import CONFIG_DIR
 from unet_seg.data.datamodule import SegmentationDataModule
 from unet_seg.data.nnunet import nnunet_datamodule, read_dataset
@@ -253,8 +253,9 @@ def readme_recipes() -> list[str]:
 
 
 def run_recipes(tmp_path: Path, samples_dir: Path, train_too: bool) -> list[str]:
-    """Run the README's recipes from ``tmp_path`` (with ``data_samples`` linked there); each
-    training command composes and builds its data, and trains one step if ``train_too``."""
+    """Run the manual's own-data recipes from ``tmp_path`` (with ``data_samples`` linked
+    there); each training command composes and builds its data, and trains one step if
+    ``train_too``."""
     import shlex
 
     from unet_seg.data.to_nnunet import main as to_nnunet_main

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import tifffile
 from hypothesis import HealthCheck, given, settings
-from test_fuzz_readers import mutate, mutations
-from test_predict import TINY_2D, save_checkpoint
-from test_predict import config as predict_config
 
+from tests.io.test_fuzz_readers import mutate, mutations
+from tests.prediction.test_predict import TINY_2D, save_checkpoint
+from tests.prediction.test_predict import config as predict_config
 from unet_seg import normalization
 from unet_seg.errors import UsageError
 from unet_seg.inference.inputs import check_channel_option
@@ -334,7 +334,7 @@ def _run_cli(tmp_path: Path, ckpt: Path) -> subprocess.Popen:
                f"output_dir={tmp_path / 'out'}", f"checkpoint={ckpt}", "progress=false",
                "batch_size=1", "outputs.probabilities=true",
                "probability_dtype=float16"]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
 

@@ -180,7 +180,8 @@ def test_damaged_files_thoroughly(name: str, mutation: tuple) -> None:
 
 @pytest.mark.slow
 def test_report_outcomes(capsys) -> None:
-    # Runs after the thorough test in file order: the README's figures come from this line.
+    # Runs after the thorough test in file order: benchmarks/RESULTS.md's figures come from
+    # this line.
     tried = sum(OUTCOMES.values())
     named = sum(v for (_, outcome), v in OUTCOMES.items() if outcome == "named error")
     with capsys.disabled():

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr.storage._local as zarr_local
-from test_cli_errors import run_script
-from test_faults import config, leftovers, small_tmpfs  # noqa: F401  (a fixture)
-from test_predict import TINY_2D, save_checkpoint
 
+from tests.cli.test_errors import run_script
+from tests.prediction.test_faults import config, leftovers, small_tmpfs  # noqa: F401  (a fixture)
+from tests.prediction.test_predict import TINY_2D, save_checkpoint
 from unet_seg.cli import convert as convert_cli
 from unet_seg.io import Volume, open_volume, write_volume
 from unet_seg.io.sweep import sweep_stale_temporaries
@@ -186,7 +186,7 @@ def _run_cli(folder: Path, out: str, ckpt: Path) -> subprocess.Popen:
                f"output_dir={folder / out}", f"checkpoint={ckpt}", "progress=false",
                "tile_size=64", "block_size=[1,64,64]", "outputs.probabilities=true",
                "probability_dtype=float16"]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
 

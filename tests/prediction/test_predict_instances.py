@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage as ndi
-from test_predict import TINY_2D, config, save_checkpoint
 
+from tests.prediction.test_predict import TINY_2D, config, save_checkpoint
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
 from unet_seg.instances.methods import resolve, seeded_from

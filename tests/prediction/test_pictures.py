@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
-from test_predict import TINY_2D, TINY_3D, save_checkpoint, stack
-from test_predict import config as predict_config
 
+from tests.prediction.test_predict import TINY_2D, TINY_3D, save_checkpoint, stack
+from tests.prediction.test_predict import config as predict_config
 from unet_seg.config import config_dir
 from unet_seg.evaluation.evaluate import evaluate
 from unet_seg.io import Volume, read_volume, write_volume

@@ -16,8 +16,8 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_configs import compose_train
 
+from tests.test_configs import compose_train
 from unet_seg.training.module import SegmentationModule
 from unet_seg.training.train import train, trainer_config
 
@@ -158,7 +158,7 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
                "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
                "+trainer.limit_val_batches=1", "data.num_workers=0", "logger=csv",
                "callbacks.overlays=null", f"paths.runs_dir={tmp_path / 'runs'}"]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     result = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
     )

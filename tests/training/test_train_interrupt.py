@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from test_configs import compose_train
-from test_train import QUICK
 
+from tests.test_configs import compose_train
+from tests.training.test_train import QUICK
 from unet_seg.training import train as train_module
 from unet_seg.training.train import train
 

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 from scipy import ndimage as ndi
 from skimage.measure import regionprops
-from test_predict import TINY_2D, config, save_checkpoint, stack
-from test_predict_zarr import TINY_3D, make_input
 
+from tests.prediction.test_predict import TINY_2D, config, save_checkpoint, stack
+from tests.prediction.test_predict_zarr import TINY_3D, make_input
 from unet_seg.blockwise.plan import default_block_shape
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
@@ -149,8 +149,7 @@ def _peak_rss_mib(image: Path, ckpt: Path, out: Path) -> float:
     """Peak RSS of a fresh process predicting ``image`` (labels and probabilities)."""
     code = (
         "import json, sys\n"
-        "sys.path.insert(0, 'tests')\n"
-        "from test_predict import config\n"
+        "from tests.prediction.test_predict import config\n"
         "from unet_seg.prediction.batch import predict\n"
         "from unet_seg.peak_memory import peak_rss_mib\n"
         f"s = predict(config(input={str(image)!r}, output_dir={str(out)!r}, "
@@ -158,7 +157,7 @@ def _peak_rss_mib(image: Path, ckpt: Path, out: Path) -> float:
         "assert s['ok'] == 1, s['files']\n"
         "print(json.dumps(peak_rss_mib()))\n"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
                          timeout=900)  # fmt: skip

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from scipy import ndimage as ndi
-from test_predict import save_checkpoint
 
+from tests.prediction.test_predict import save_checkpoint
 from unet_seg.blockwise import task
 from unet_seg.config import config_dir
 from unet_seg.io import Volume, read_volume, write_volume

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from scipy import ndimage as ndi
-from test_allocator import needs_mallinfo2
-from test_predict_zarr import make_input, save_checkpoint
 
+from tests.blockwise.test_allocator import needs_mallinfo2
+from tests.prediction.test_predict_zarr import make_input, save_checkpoint
 from unet_seg.blockwise.engine import jobqueue_cluster
 from unet_seg.config import PROJECT_ROOT, config_dir
 from unet_seg.io.zarr import open_zarr
@@ -119,8 +119,7 @@ def test_seeded_instances_on_two_workers_equal_in_process(tmp_path, scheduler, c
 
 
 def _tensor_from_heap_after_a_block(checkpoint: str) -> tuple[str | None, int]:
-    from test_allocator import mmapped_while_holding
-
+    from tests.blockwise.test_allocator import mmapped_while_holding
     from unet_seg.blockwise.task import RunnerSpec, runner_for
 
     runner_for(RunnerSpec(checkpoint))

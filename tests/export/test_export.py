@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
-from test_predict import save_checkpoint
 
+from tests.prediction.test_predict import save_checkpoint
 from unet_seg.config import config_dir
 from unet_seg.evaluation.predicted_classes import boundary_label_map
 from unet_seg.export.bioimageio import PackageInfo, export_bioimageio, package_input_size

@@ -176,8 +176,8 @@ def test_bad_labels_are_named_at_setup(tmp_path):
 
 def test_training_runs_from_an_ome_zarr_training_set(tmp_path):
     from hydra.utils import instantiate
-    from test_configs import compose_train
 
+    from tests.test_configs import compose_train
     from unet_seg.training.train import train
 
     dirs = write_set(tmp_path / "cells", ".ome.zarr", [(120, 130), (100, 110), (96, 96)])

@@ -7,8 +7,8 @@ import csv
 
 import numpy as np
 import pytest
-from test_predict_zarr import SCALE, TINY_3D, config, make_input, save_checkpoint
 
+from tests.prediction.test_predict_zarr import SCALE, TINY_3D, config, make_input, save_checkpoint
 from unet_seg.blockwise import instance_passes
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.io.zarr import open_zarr
@@ -37,8 +37,8 @@ def tuned_ckpt(tmp_path_factory):
 
 def whole_volume_instances(tmp_path, data, ckpt, **overrides):
     """The file path's instances of the same voxels, its halo wider than the volume: one
-    watershed over the whole volume (``tests/test_predict_instances.py`` holds the file path to
-    the in-memory methods)."""
+    watershed over the whole volume (``tests/prediction/test_predict_instances.py`` holds the
+    file path to the in-memory methods)."""
     write_volume(tmp_path / "ref" / "raw.tif", Volume(data, spacing=SCALE))
     cfg = config(input=tmp_path / "ref" / "raw.tif", output_dir=tmp_path / "ref", checkpoint=ckpt,
                  tile_size=16, **{"outputs.instances": "true", **WHOLE, **overrides})  # fmt: skip
