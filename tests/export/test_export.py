@@ -15,9 +15,10 @@ from hydra import compose, initialize_config_dir
 
 from tests.prediction.test_predict import save_checkpoint
 from unet_seg.config import config_dir
+from unet_seg.errors import UsageError
 from unet_seg.evaluation.predicted_classes import boundary_label_map
 from unet_seg.export.bioimageio import PackageInfo, export_bioimageio, package_input_size
-from unet_seg.export.run import export, export_name
+from unet_seg.export.run import NAME_ALPHABET, export, export_name, package_name
 from unet_seg.export.torchscript import export_torchscript
 from unet_seg.export.unet_architecture import UNet as StandaloneUNet
 from unet_seg.models import UNet, shapes
@@ -231,6 +232,26 @@ def test_export_command_names_files_after_the_run(tmp_path):
         )
 
 
+@pytest.mark.parametrize(
+    ("stem", "name"),
+    [("epoch000-dice0.9120", "U-Net epoch000-dice0_9120"), ("cells", "U-Net cells"),
+     ("a" * 200, "U-Net " + "a" * 122), ("zellen-ä.v2", "U-Net zellen-__v2")],
+)  # fmt: skip
+def test_any_checkpoint_name_makes_a_valid_package_name(stem, name):
+    assert package_name(stem) == name
+    assert set(name) <= set(NAME_ALPHABET) and 5 <= len(name) <= 128
+
+
+def test_a_package_name_given_is_kept_or_refused_before_any_file_is_written(tmp_path):
+    assert package_name("x", "My U-Net (v2)") == "My U-Net (v2)"
+    ckpt = save_checkpoint(tmp_path / "cells.ckpt", TINY_2D, normalization=NORM)
+    out = tmp_path / "out"
+    with pytest.raises(UsageError, match=r"bioimageio.name='U-Net 1.0': .* \(not '\.'\)"):
+        export(export_config(checkpoint=ckpt, format="all", output_dir=out,
+                             **{"bioimageio.name": "'U-Net 1.0'"}))  # fmt: skip
+    assert not out.exists()
+
+
 def test_export_command_rejects_other_inputs(tmp_path):
     with pytest.raises(ValueError, match="format must be one of"):
         export(export_config(checkpoint=tmp_path / "m.ckpt", format="keras"))
@@ -245,12 +266,15 @@ def test_exports_record_what_the_network_learnt(tmp_path):
     model's 0/1/2 labels from the files predict ran it from."""
     pytest.importorskip("onnx")
     pytest.importorskip("bioimageio.spec")
-    ckpt = save_checkpoint(tmp_path / "cells.ckpt", TINY_2D, normalization=NORM)
+    # A run's own checkpoint name, whose dots the bioimage.io spec refuses in a package name.
+    ckpt = save_checkpoint(tmp_path / "epoch000-dice0.9120.ckpt", TINY_2D, normalization=NORM)
     content = torch.load(ckpt, weights_only=True)
     assert training_target(ckpt) is None  # a checkpoint without data settings does not say
     torch.save({**content, "datamodule_hyper_parameters": {"target": "boundary"}}, ckpt)
     written = export(export_config(checkpoint=ckpt, format="all", output_dir=tmp_path / "out"))
     assert sorted(written) == ["bioimageio", "onnx", "torchscript"]
+    with zipfile.ZipFile(written["bioimageio"]) as archive:
+        assert yaml.safe_load(archive.read("rdf.yaml"))["name"] == "U-Net epoch000-dice0_9120"
     for path in [ckpt, *written.values()]:
         assert training_target(path) == "boundary", path
         pred_dir = tmp_path / f"pred_{path.name}"

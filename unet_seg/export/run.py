@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import string
 from pathlib import Path
 from typing import Any
 
+from unet_seg.errors import UsageError
 from unet_seg.export.bioimageio import PackageInfo, export_bioimageio
 from unet_seg.export.onnx import export_onnx
 from unet_seg.export.torchscript import export_torchscript
@@ -15,6 +17,26 @@ from unet_seg.models.exported import TUNED_KEY
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx", "bioimageio")
 SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx", "bioimageio": ".bioimageio.zip"}
+# The bioimage.io spec's rule for a package's name: these characters, 5 to 128 of them.
+NAME_ALPHABET = string.ascii_letters + string.digits + "_+- ()"
+NAME_LENGTH = (5, 128)
+
+
+def package_name(stem: str, given: str | None = None) -> str:
+    """The bioimage.io package's display name: ``given`` (``bioimageio.name``) as it is,
+    refused naming the option where it breaks the spec's rule; else ``U-Net <stem>`` with each
+    character the spec does not allow made ``_`` (``epoch000-dice0.9120`` ->
+    ``U-Net epoch000-dice0_9120``), cut to the spec's length."""
+    if given is not None:
+        bad = sorted({c for c in given if c not in NAME_ALPHABET})
+        if bad or not NAME_LENGTH[0] <= len(given) <= NAME_LENGTH[1]:
+            raise UsageError(
+                f"bioimageio.name={given!r}: a package name is {NAME_LENGTH[0]} to "
+                f"{NAME_LENGTH[1]} letters, digits, spaces and _+-() (not {''.join(bad)!r})"
+            )
+        return given
+    name = "".join(c if c in NAME_ALPHABET else "_" for c in f"U-Net {stem}")
+    return name[: NAME_LENGTH[1]]
 
 
 def export_name(checkpoint: str | Path) -> str:
@@ -50,8 +72,11 @@ def export(cfg: Any) -> dict[str, Path]:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"format must be one of {', '.join(FORMATS)} or all, got {cfg.format!r}")
-    model, norm, tuning, target = _load_checkpoint(cfg.checkpoint)
     name = cfg.name or export_name(cfg.checkpoint)
+    bio = cfg.bioimageio
+    # Checked before anything is written: a bad name must not leave half the formats behind.
+    title = package_name(name, bio.get("name")) if "bioimageio" in formats else ""
+    model, norm, tuning, target = _load_checkpoint(cfg.checkpoint)
     out_dir = Path(cfg.output_dir)
     written = {}
     for fmt in formats:
@@ -61,9 +86,8 @@ def export(cfg: Any) -> dict[str, Path]:
         elif fmt == "onnx":
             export_onnx(model, norm, path, tuning, target)
         else:
-            bio = cfg.bioimageio
             info = PackageInfo(
-                name=f"U-Net {name}", description=str(bio.description), authors=list(bio.authors),
+                name=title, description=str(bio.description), authors=list(bio.authors),
                 license=str(bio.license), tags=list(bio.tags),
                 class_names=list(bio.class_names) if bio.class_names else None,
             )  # fmt: skip
