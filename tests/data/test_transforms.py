@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +167,21 @@ def test_configs_build_reproducible_augmenters(name: str) -> None:
             np.testing.assert_array_equal(first[key], second[key])
             assert first[key].shape == sample[key].shape and first[key].dtype == sample[key].dtype
     assert not OmegaConf.load(CONF_DIR / "none.yaml")  # empty: the data module gets None
+
+
+def test_a_broken_elasticdeform_falls_back_to_torch_before_training(monkeypatch, caplog):
+    """The paper's config names the elasticdeform backend; where that wheel does not import
+    (NumPy 2), the augmenter is built on the torch backend with a warning, in the main process,
+    and augments as the reference would (the torch backend reproduces it)."""
+    monkeypatch.setitem(sys.modules, "elasticdeform", None)  # import raises ImportError
+    with caplog.at_level(logging.WARNING, logger="unet_seg.data.transforms"):
+        aug = instantiate(OmegaConf.load(CONF_DIR / "paper.yaml"))
+    assert aug.backend == "torch"
+    assert "elasticdeform does not import" in caplog.text and "torch backend" in caplog.text
+    sample = make_sample(np.random.default_rng(0), (36, 36))
+    out = aug(sample, np.random.default_rng(7))
+    assert out["image"].shape == sample["image"].shape
+    assert set(np.unique(out["label"])) <= set(np.unique(sample["label"]))  # order 0 stays integral
 
 
 def test_augmenter_rejects_bad_settings_and_samples() -> None:

@@ -8,6 +8,7 @@ in, so a dataloader worker with a seeded generator reproduces its samples.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,6 +18,25 @@ from unet_seg.data.elastic import check_arrays, deform_grid_torch
 __all__ = ["Augmenter", "deform", "elastic_deform"]
 
 BACKENDS = ("elasticdeform", "torch")
+log = logging.getLogger(__name__)
+
+
+def usable_backend(backend: str) -> str:
+    """``backend``, or ``"torch"`` with a warning where ``elasticdeform`` does not import (its
+    0.5.1 binary wheel was built for NumPy 1.x and fails under NumPy 2): the torch backend
+    reproduces it. Called where the augmentation is built, in the main process, so a broken
+    install never surfaces as a traceback from a data-loader worker mid-training."""
+    if backend != "elasticdeform":
+        return backend
+    try:
+        import elasticdeform  # noqa: F401
+    except Exception as err:  # ImportError, or a NumPy ABI error raised while importing
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        log.warning("elasticdeform does not import (%s): augmenting with the torch backend, "
+                    "which reproduces it; `pip install --no-binary elasticdeform elasticdeform` "
+                    "builds it for your NumPy", reason)  # fmt: skip
+        return "torch"
+    return backend
 
 
 def deform(
@@ -178,7 +198,7 @@ class Augmenter:
                 raise ValueError(f"Augmenter: {name} must be (low, high), 0 < low <= high")
         if len(gamma_range) != 2 or not 0 < gamma_range[0] <= gamma_range[1]:
             raise ValueError("Augmenter: gamma_range must be (low, high), 0 < low <= high")
-        self.backend, self.device, self.inplane_only = backend, device, inplane_only
+        self.backend, self.device, self.inplane_only = usable_backend(backend), device, inplane_only
         self.elastic_p, self.sigma, self.points = elastic_p, sigma, points
         self.rotate_p, self.max_rotation = rotate_p, max_rotation
         self.scale_p, self.scale_range = scale_p, tuple(scale_range)
