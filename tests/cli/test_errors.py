@@ -137,6 +137,25 @@ def test_one_line_per_problem(
     assert "Traceback" not in problems[0] and "HYDRA_FULL_ERROR" not in problems[0]
 
 
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [("predict", ["checkpoint={files}/model.ckpt", "output_dir={files}/out"]),
+     ("train", ["experiment=sample_2d", "paths.runs_dir={files}/runs"])],
+)  # fmt: skip
+def test_samples_missing_from_an_install_say_how_to_make_them(
+    files: Path, monkeypatch, capsys, name: str, args: list[str]
+) -> None:
+    """A wheel installs no data_samples/: the default commands name the folder they looked in
+    and how to write the samples, in one line."""
+    missing = files / "site-packages-like" / "data_samples"
+    args = [a.format(files=files) for a in args] + [f"paths.data_dir={missing}"]
+    got, lines = run_script(name, args, monkeypatch, capsys)
+    assert got != 0 and len(lines) == 1, lines
+    assert str(missing) in lines[0]
+    assert "`python -m unet_seg.data.samples --out DIR` writes them" in lines[0]
+    assert "paths.data_dir=DIR" in lines[0]
+
+
 def test_traceback_flag_and_hydra_full_error(files: Path, monkeypatch, capsys) -> None:
     args = predict_args(files, checkpoint=str(files / "missing.ckpt"), traceback="true")
     monkeypatch.setattr(sys, "argv", ["unet-seg-predict", *args])

@@ -19,9 +19,11 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NoReturn
 
 from hydra.errors import HydraException, InstantiationException
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from unet_seg.cli.exit_codes import EXIT_FAILED, EXIT_USAGE, exit_interrupted
@@ -86,11 +88,28 @@ def exit_code(err: BaseException) -> int:
     return EXIT_FAILED
 
 
-def report(name: str, err: BaseException) -> NoReturn:
+def missing_samples_hint(cfg: Any, message: str) -> str:
+    """Where ``message`` names a path under ``cfg.paths.data_dir`` and that folder does not
+    exist (a wheel installs no samples), how to make the samples; else ``""``."""
+    try:
+        data_dir = OmegaConf.select(cfg, "paths.data_dir", default=None)
+    except OmegaConfBaseException:  # an interpolation that cannot resolve here
+        return ""
+    if not data_dir or Path(data_dir).is_dir() or str(data_dir) not in message:
+        return ""
+    return (
+        f"; no samples in {data_dir}: `python -m unet_seg.data.samples --out DIR` writes them, "
+        "then pass paths.data_dir=DIR"
+    )
+
+
+def report(name: str, err: BaseException, cfg: Any = None) -> NoReturn:
     """Print ``err`` as one line on stderr and exit with its code."""
     code = exit_code(err)
     expected = code == EXIT_USAGE or isinstance(err, ValueError | OSError | MemoryError)
     message = one_line(err)
+    if cfg is not None:
+        message += missing_samples_hint(cfg, message)
     if not expected:  # a bug of ours rather than a problem of the input: say how to see more
         message = f"{type(err).__name__}: {message} (HYDRA_FULL_ERROR=1 shows the traceback)"
     print(f"{name}: {message}", file=sys.stderr, flush=True)
@@ -108,7 +127,7 @@ def reported_errors(name: str, cfg: Any) -> Iterator[None]:
     except Exception as err:
         if wants_traceback(cfg):
             raise
-        report(name, err)
+        report(name, err, cfg)
 
 
 @contextmanager
