@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 
 from unet_seg.io import LazyVolume, open_volume
+from unet_seg.io.channel_files import ChannelFiles, InputFiles
 from unet_seg.io.colour import COLOUR_KINDS, to_luminance
+from unet_seg.io.limits import check_voxels
 from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.normalization import scale_to_unit
 
@@ -212,12 +214,20 @@ class LuminanceView(SpatialView):
         return to_luminance(self.volume[(slice(None), *index)], self.kind)[0]
 
 
-def open_input(path: Path, model: SegmentationNetwork, options: Any) -> tuple[Any, Any, Layout]:
-    """``(volume, source, layout)``: the lazily opened file, what the model reads of it (the
+def open_input(
+    path: InputFiles, model: SegmentationNetwork, options: Any
+) -> tuple[Any, Any, Layout]:
+    """``(volume, source, layout)``: the lazily opened file (or a case's channel files, one
+    ``(C, *spatial)`` volume: :mod:`unet_seg.io.channel_files`), what the model reads of it (the
     volume, or its luminance for a colour image and a one-channel model) and how it reads it.
     ``options``: :class:`~unet_seg.inference.options.PredictOptions` (``max_voxels``,
     ``slice_axis``, ``channel``)."""
-    volume = open_volume(path, max_voxels=options.max_voxels)
+    if isinstance(path, tuple):
+        volume = ChannelFiles([open_volume(p, max_voxels=options.max_voxels) for p in path])
+        check_voxels(path[0], volume.shape, options.max_voxels)
+        path = path[0]
+    else:
+        volume = open_volume(path, max_voxels=options.max_voxels)
     kind = volume.metadata.get("channels")
     axes = volume.metadata.get("axes")
     layout = input_layout(path, volume.shape, model, options.slice_axis, kind, axes,

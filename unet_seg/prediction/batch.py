@@ -26,6 +26,7 @@ from unet_seg.inference.runner import RunnerOptions
 from unet_seg.instances.methods import warn_if_tuned_otherwise
 from unet_seg.interrupts import raise_if_stop_requested
 from unet_seg.io.atomic import write_error, write_json_atomic
+from unet_seg.io.channel_files import describe, group_channel_files
 from unet_seg.io.files import find_files, is_directory_format
 from unet_seg.io.sweep import sweep_stale_temporaries
 from unet_seg.models.checkpoint import load_model_and_tuning
@@ -126,7 +127,9 @@ def predict(cfg: Any) -> dict:
         raise UsageError("no outputs enabled (outputs.labels/probabilities/instances)")
     # Our own outputs are not inputs, e.g. when output_dir is the input folder.
     files = [f for f in find_files(cfg.input) if not is_output(f, out_dir)]
-    plan = plan_outputs(files, out_dir, outputs)
+    # nnU-Net's <case>_0000, <case>_0001, ...: one input per case, outputs named after it.
+    inputs = group_channel_files(files, int(model.in_channels))
+    plan = plan_outputs(inputs, out_dir, outputs)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -139,7 +142,10 @@ def predict(cfg: Any) -> dict:
     runner = running.runner(model)
     entries, start, interrupted = [], time.perf_counter(), False
     bar = tqdm(
-        files, desc="files", unit="file", disable=None if cfg.progress is None else not cfg.progress
+        inputs,
+        desc="files",
+        unit="file",
+        disable=None if cfg.progress is None else not cfg.progress,
     )
     block = BlockOptions.from_config(cfg, running)
     # Dask (when configured) starts only for chunked inputs, which run block by block.
@@ -152,7 +158,7 @@ def predict(cfg: Any) -> dict:
         for path in bar:
             targets = plan[path]
             entry: dict[str, Any] = {
-                "input": str(path),
+                "input": describe(path),
                 "outputs": [str(p) for kind, p in targets.items() if kind != "preview"],
             }
             if "preview" in targets:
@@ -165,7 +171,7 @@ def predict(cfg: Any) -> dict:
                 else:
                     if complete:
                         log.warning("%s: its outputs were made with another checkpoint or other "
-                                    "settings: predicting it again", path)  # fmt: skip
+                                    "settings: predicting it again", describe(path))  # fmt: skip
                     entry.update(
                         predict_file(path, targets, model, runner, options, norm, block, engine)
                     )
@@ -179,7 +185,7 @@ def predict(cfg: Any) -> dict:
                     entry["blocks"] = err.counts
                 entry.update(status="failed", error=f"{type(err).__name__}: {err}")
             entries.append(entry)
-            log.info("%s: %s", path, entry["status"])
+            log.info("%s: %s", describe(path), entry["status"])
             if interrupted:
                 break
     finally:

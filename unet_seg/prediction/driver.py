@@ -48,6 +48,7 @@ from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import restrict_plan
 from unet_seg.inference.tiling import TilePlan, plan_tiles
 from unet_seg.instances.object_table import write_object_table
+from unet_seg.io.channel_files import InputFiles, describe, first_file, naming_path
 from unet_seg.io.files import is_directory_format
 from unet_seg.io.limits import check_voxels
 from unet_seg.io.zarr import ZarrVolume
@@ -77,16 +78,17 @@ def file_block_shape(tiles: TilePlan, batch_size: int) -> tuple[int, int, int]:
 
 
 def _open_source(
-    path: Path, model: SegmentationNetwork, options: PredictOptions, block: BlockOptions | None
-) -> tuple[Any, Any, Any]:
+    path: InputFiles, model: SegmentationNetwork, options: PredictOptions,
+    block: BlockOptions | None,
+) -> tuple[Any, Any, Any]:  # fmt: skip
     """``(volume, source, layout)`` of the input (see
     :func:`~unet_seg.inference.inputs.open_input`); a zarr input at ``block.input_level``."""
-    if not is_directory_format(path):
+    if isinstance(path, tuple) or not is_directory_format(path):
         volume, source, layout = open_input(path, model, options)
         if source is not volume:
             kind = volume.metadata.get("channels")
             log.warning("%s: %s image, predicted on its luminance (the model takes one channel)",
-                        path, kind)  # fmt: skip
+                        describe(path), kind)  # fmt: skip
         return volume, source, layout
     if block is None:
         raise ValueError(f"{path}: zarr inputs need block options (BlockOptions)")
@@ -98,7 +100,7 @@ def _open_source(
 
 
 def predict_file(
-    path: Path,
+    path: InputFiles,
     targets: dict[str, Path],
     model: SegmentationNetwork,
     runner: ModelRunner,
@@ -110,6 +112,7 @@ def predict_file(
     """Predict one file into ``targets``; returns its summary entry (shape, tiles, blocks
     ``{total, computed, skipped, failed}``, block shape, instances, seconds, voxels/s).
 
+    ``path``: a file, or the channel files of one case (:mod:`unet_seg.io.channel_files`).
     ``norm``: the ``{low, high}`` percentiles to normalise with (those of training). ``block``:
     block size, foreground mask (and for zarr inputs, which need it, the runner and the
     resolution level). Zarr and OME-Zarr inputs run on ``engine`` (in-process by default),
@@ -119,15 +122,15 @@ def predict_file(
         BlockFailures: after all other blocks finished, when some block failed.
     """
     start = time.perf_counter()
-    path = Path(path)
     volume, source, layout = _open_source(path, model, options, block)
+    name = describe(path)  # what messages call the input
     lo, hi = percentile_range(model_input(source, layout), *percentiles(norm))
     shape = layout.volume_shape(source.shape)
     spatial = tuple(layout.spatial_shape(source.shape))
     classes = int(model.num_classes)
     tiles = plan_tiles(model, shape, options.tile_for(model, shape), options.overlap)
     size = None if block is None else block.block_size
-    if is_directory_format(path):
+    if isinstance(path, Path) and is_directory_format(path):
         blocks = plan_blocks(tiles, size, tiling_chunks(volume.chunks[-len(spatial) :], layout))
         spec = block.runner
         key = {
@@ -141,7 +144,7 @@ def predict_file(
         blocks = plan_blocks(tiles, size or file_block_shape(tiles, options.batch_size))
         spec = RunnerSpec(f"<in-process runner {id(runner)}>") if block is None else block.runner
         key = {}
-        sinks = FileSinks(path, volume, layout.spatial_dims)
+        sinks = FileSinks(first_file(path), volume, layout.spatial_dims)
     engine = InProcess() if sinks.in_process_only or engine is None else engine
     register_runner(spec, runner)  # in-process: the model is loaded already
     stitch = stitch_options(options.instances, volume, layout) if "instances" in targets else None
@@ -155,7 +158,7 @@ def predict_file(
                            sinks.probability_dtype(options.probability_dtype),
                            options.batch_size, options.blend, mask,
                            stitch, progress=options.progress)  # fmt: skip
-            counts = run_blocks(path, job, engine, done, options.progress)
+            counts = run_blocks(first_file(path), job, engine, done, options.progress)
             if stitch is not None:
                 image = source if "objects" in targets else None
                 final, objects, failed = finish_instances(
@@ -164,7 +167,7 @@ def predict_file(
                     sinks.scratch_maker(targets), image,
                 )  # fmt: skip
                 if failed:
-                    raise BlockFailures(path, failed, {**counts, "failed": len(failed)})
+                    raise BlockFailures(name, failed, {**counts, "failed": len(failed)})
                 if image is not None:  # the records go at commit
                     measured = measured_objects(final, len(spatial))
                 outputs["instances"] = final
@@ -181,9 +184,9 @@ def predict_file(
                 if "instances" in targets:
                     ids = sinks.read_back(stack, targets, outputs, "instances")
                 write_preview(targets["preview"], foreground, layout, source, labels, ids,
-                              options.preview_slices, path.name)  # fmt: skip
+                              options.preview_slices, naming_path(path).name)  # fmt: skip
         elif "preview" in targets:
-            log.info("%s: no preview without the labels output", path)
+            log.info("%s: no preview without the labels output", name)
     finally:
         sinks.close()
     seconds = time.perf_counter() - start

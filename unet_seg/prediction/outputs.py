@@ -23,6 +23,7 @@ from typing import Any
 from unet_seg.errors import UsageError
 from unet_seg.inference.inputs import open_input
 from unet_seg.io import open_volume
+from unet_seg.io.channel_files import InputFiles, describe, first_file, naming_path
 from unet_seg.io.files import format_suffix, is_directory_format, output_path, stem
 from unet_seg.io.ngff import label_group_path
 from unet_seg.io.zarr import ZarrVolume
@@ -35,9 +36,11 @@ OUTPUT_ENDINGS = ("_labels", "_probs", "_instances", "_objects", "_preview")
 VOLUME_KINDS = ("labels", "probabilities", "instances")
 
 
-def output_paths(path: Path, out_dir: Path, outputs: dict) -> dict[str, Path]:
+def output_paths(source: InputFiles, out_dir: Path, outputs: dict) -> dict[str, Path]:
     """Output file per enabled kind (``labels``, ``probabilities``, ``instances``, ``preview``;
-    ``objects``, the instances' table, only with ``instances``)."""
+    ``objects``, the instances' table, only with ``instances``), named after the input file or
+    the case of channel files (:func:`~unet_seg.io.channel_files.naming_path`)."""
+    path = naming_path(source)
     suffix = format_suffix(path)
     names = {
         "labels": output_path(path, out_dir, "_labels"),
@@ -67,26 +70,30 @@ def scratch_path(path: Path, kind: str = "labels", suffix: str | None = None) ->
     return path.with_name(f".{path.name}.{kind}-{uuid.uuid4().hex[:8]}{suffix}")
 
 
-def plan_outputs(files: list[Path], out_dir: Path, outputs: dict) -> dict[Path, dict[str, Path]]:
-    """``{input: {kind: output}}`` for the batch (see the module docstring).
+def plan_outputs(
+    files: list[InputFiles], out_dir: Path, outputs: dict
+) -> dict[InputFiles, dict[str, Path]]:
+    """``{input: {kind: output}}`` for the batch (see the module docstring); an input is a file
+    or a case's channel files (:mod:`unet_seg.io.channel_files`).
 
     Raises:
         UsageError: two inputs would write the same output (the message names both).
     """
-    parents = {f.resolve().parent for f in files}
+    parents = {first_file(f).resolve().parent for f in files}
     common = Path(os.path.commonpath([str(p) for p in parents])) if len(parents) > 1 else None
-    plan: dict[Path, dict[str, Path]] = {}
-    owners: dict[str, Path] = {}
+    plan: dict[InputFiles, dict[str, Path]] = {}
+    owners: dict[str, InputFiles] = {}
     for path in files:
-        folder = out_dir / path.resolve().parent.relative_to(common) if common else out_dir
+        parent = first_file(path).resolve().parent
+        folder = out_dir / parent.relative_to(common) if common else out_dir
         targets = output_paths(path, folder, outputs)
         for target in targets.values():
             key = str(target).lower()
             other = owners.setdefault(key, path)
             if other != path:
                 raise UsageError(
-                    f"{other} and {path} would both write {target}: rename one, or predict "
-                    "them into different output folders"
+                    f"{describe(other)} and {describe(path)} would both write {target}: rename "
+                    "one, or predict them into different output folders"
                 )
         plan[path] = _chunked_targets(path, targets, outputs)
     return plan
@@ -109,13 +116,13 @@ def _files_complete(targets: dict[str, Path], spatial: tuple[int, ...], classes:
     return True
 
 
-def _chunked_targets(path: Path, targets: dict[str, Path], outputs: dict) -> dict[str, Path]:
+def _chunked_targets(path: InputFiles, targets: dict[str, Path], outputs: dict) -> dict[str, Path]:
     """Targets of a zarr input: a preview only with the labels (it is drawn from their store);
     with ``outputs.into_input`` the label images go into the input's ``labels/`` group (the
     preview stays in the output folder)."""
-    if not is_directory_format(path):
+    if isinstance(path, tuple) or not is_directory_format(path):
         if outputs.get("into_input"):
-            raise UsageError(f"{path}: outputs.into_input needs an .ome.zarr input")
+            raise UsageError(f"{describe(path)}: outputs.into_input needs an .ome.zarr input")
         return targets
     targets = {k: v for k, v in targets.items() if k != "preview" or "labels" in targets}
     if outputs.get("into_input"):
@@ -127,14 +134,14 @@ def _chunked_targets(path: Path, targets: dict[str, Path], outputs: dict) -> dic
     return targets
 
 
-def is_complete(path: Path, targets: dict, model: SegmentationNetwork, options: Any) -> bool:
+def is_complete(path: InputFiles, targets: dict, model: SegmentationNetwork, options: Any) -> bool:
     """Every output of ``path`` exists and opens with its expected shape (zarr stores too):
     a partial or foreign output under an output's name is predicted again."""
     if not all(t.exists() for t in targets.values()):  # zarr outputs are directories
         return False
     _, source, layout = open_input(path, model, options)
     spatial, classes = layout.spatial_shape(source.shape), int(model.num_classes)
-    if is_directory_format(path):  # zarr stores, some named without a suffix (labels/unet-seg)
+    if is_directory_format(first_file(path)):  # zarr stores, some named without a suffix
         try:
             return all(
                 ZarrVolume(t).shape == ((classes, *spatial) if k == "probabilities" else spatial)
