@@ -4,6 +4,7 @@ as the ``.ckpt`` does."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -184,3 +185,42 @@ def test_damaged_and_foreign_packages_are_named(tmp_path, models):
         load_model(tmp_path / "text.zip")
     with pytest.raises(FileNotFoundError, match=r"missing\.bioimageio\.zip not found"):
         load_model(tmp_path / "missing.bioimageio.zip")
+
+
+def _resaved_torchscript(source: Path, target: Path, meta_change=None, poison=False) -> Path:
+    """``source`` saved again as ``target``: its metadata changed by ``meta_change``, or its
+    weights made NaN (``poison``): a file that no longer keeps the contract it declares."""
+    extra = {"unet_seg.json": ""}
+    module = torch.jit.load(str(source), _extra_files=extra)
+    meta = json.loads(extra["unet_seg.json"])
+    if meta_change:
+        meta.update(meta_change)
+    if poison:
+        with torch.no_grad():
+            for parameter in module.parameters():
+                parameter.fill_(float("nan"))
+    torch.jit.save(module, str(target), _extra_files={"unet_seg.json": json.dumps(meta)})
+    return target
+
+
+@pytest.mark.parametrize(
+    ("change", "poison", "says"),
+    [({"num_classes": 3}, False, r"returned shape \(\d+, 2, .*declares 3 classes"),
+     (None, True, "returned NaN or infinite values")],
+)  # fmt: skip
+def test_an_exported_file_that_breaks_its_contract_fails_naming_it(
+    tmp_path, samples_dir, models, change, poison, says
+):
+    """A model file whose outputs do not match its metadata (other classes) or are not finite
+    fails its input naming the file, and leaves no labels behind (never background, exit 0)."""
+    bad = _resaved_torchscript(models["pt"], tmp_path / "bad.pt", change, poison)
+    out = tmp_path / "out"
+    overrides = [f"checkpoint={bad}", f"output_dir={out}", "progress=false",
+                 f"input={samples_dir / 'stack' / 'stack.tif'}", "tile_size=160"]  # fmt: skip
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        summary = predict(compose("predict", overrides=overrides))
+    (entry,) = summary["files"]
+    assert summary["failed"] == 1 and entry["status"] == "failed"
+    assert str(bad) in entry["error"]
+    assert re.search(says, entry["error"]), entry["error"]
+    assert not list(out.glob("stack_*.tif"))

@@ -72,10 +72,13 @@ def _check_metadata(meta: Mapping[str, Any], path: Path) -> dict[str, Any]:
 
 
 class ExportedNetwork(nn.Module):
-    """What every exported network shares: the size arithmetic and the stored normalisation."""
+    """What every exported network shares: the size arithmetic, the stored normalisation, and
+    the contract its file declares (checked on every output: the declared classes, the output
+    size the arithmetic gives, finite values), since the file may not be what it claims."""
 
-    def __init__(self, metadata: Mapping[str, Any]) -> None:
+    def __init__(self, metadata: Mapping[str, Any], path: Path) -> None:
         super().__init__()
+        self.path = path
         self.metadata = dict(metadata)
         self.spatial_dims = int(metadata["spatial_dims"])
         self.in_channels = int(metadata["in_channels"])
@@ -109,6 +112,20 @@ class ExportedNetwork(nn.Module):
             )
         self.output_shape(x.shape[2:])
 
+    def _checked_output(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` of ``x`` as the file's metadata promises them, else ``ValueError`` naming
+        the file: outputs of another shape or with NaN / infinity are never written as labels."""
+        expected = (x.shape[0], self.num_classes, *self.output_shape(x.shape[2:]))
+        if tuple(logits.shape) != expected:
+            raise ValueError(
+                f"{self.path}: the model returned shape {tuple(logits.shape)} for input "
+                f"{tuple(x.shape)}, but its metadata declares {self.num_classes} classes and "
+                f"output {expected}: the file does not match its metadata"
+            )
+        if not bool(torch.isfinite(logits).all()):
+            raise ValueError(f"{self.path}: the model returned NaN or infinite values")
+        return logits
+
 
 class TorchScriptNetwork(ExportedNetwork):
     """A TorchScript file written by ``unet_seg.export.torchscript``: ``(N, C, *s)`` -> logits."""
@@ -125,12 +142,12 @@ class TorchScriptNetwork(ExportedNetwork):
                 f"{path}: TorchScript file without {TORCHSCRIPT_EXTRA}; "
                 "export the model with unet-seg-export"
             )
-        super().__init__(_check_metadata(json.loads(extra[TORCHSCRIPT_EXTRA]), path))
+        super().__init__(_check_metadata(json.loads(extra[TORCHSCRIPT_EXTRA]), path), path)
         self.scripted = module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        return self.scripted(x)
+        return self._checked_output(x, self.scripted(x))
 
 
 class OnnxNetwork(ExportedNetwork):
@@ -159,7 +176,7 @@ class OnnxNetwork(ExportedNetwork):
                 f"{path}: ONNX file without {METADATA_KEY} metadata; "
                 "export the model with unet-seg-export"
             )
-        super().__init__(_check_metadata(json.loads(meta), path))
+        super().__init__(_check_metadata(json.loads(meta), path), path)
         self.session = session
         self.input_name = session.get_inputs()[0].name
 
@@ -185,8 +202,8 @@ class OnnxNetwork(ExportedNetwork):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         array = x.detach().float().contiguous().cpu().numpy()
-        (logits,) = self.session.run(None, {self.input_name: array})
-        return torch.from_numpy(logits).to(x.device)
+        outputs = self.session.run(None, {self.input_name: array})
+        return self._checked_output(x, torch.from_numpy(outputs[0]).to(x.device))
 
 
 def is_exported(path: str | os.PathLike) -> bool:
