@@ -4,6 +4,7 @@ as the ``.ckpt`` does."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import zipfile
@@ -224,3 +225,71 @@ def test_an_exported_file_that_breaks_its_contract_fails_naming_it(
     assert str(bad) in entry["error"]
     assert re.search(says, entry["error"]), entry["error"]
     assert not list(out.glob("stack_*.tif"))
+
+
+def _with_rdf(source: Path, target: Path, edit) -> Path:
+    """The package ``source`` repacked with its rdf.yaml passed through ``edit(rdf)``."""
+
+    def change(name, data):
+        if name != "rdf.yaml":
+            return data
+        rdf = yaml.safe_load(data)
+        edit(rdf)
+        return yaml.safe_dump(rdf)
+
+    return _repack(source, target, change)
+
+
+def test_untrusted_packages_are_bounded_and_kept_inside(tmp_path, models):
+    """A package is as untrusted as a pickle: a description that inflates past its bound, a
+    weights entry that leaves the package, or one that is a device, is refused naming the
+    package and the entry, before anything big is read."""
+    from unet_seg.models.bioimageio_package import DESCRIPTION_MAX_BYTES
+    from unet_seg.models.checkpoint import load_model
+
+    bomb = tmp_path / "bomb.zip"  # ~17 MiB of spaces deflate to a few kB
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("rdf.yaml", "a: 1\n" + " " * (DESCRIPTION_MAX_BYTES + 1))
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ValueError, match=r"bomb\.zip: rdf\.yaml declares [\d,]+ bytes, more"):
+        load_model(bomb)
+
+    def source(value):
+        return lambda rdf: rdf["weights"]["pytorch_state_dict"].update(source=value, sha256=None)
+
+    for name, value in (("up.zip", "../weights_state_dict.pt"), ("abs.zip", "/dev/zero"),
+                        ("num.zip", 7)):  # fmt: skip
+        package = _with_rdf(models["zip"], tmp_path / name, source(value))
+        with pytest.raises(ValueError, match="refused, the entry points outside the package"):
+            load_model(package)
+
+    folder = tmp_path / "folder"  # a folder package whose weights are a link to a device
+    zipfile.ZipFile(models["zip"]).extractall(folder)
+    (folder / "weights_state_dict.pt").unlink()
+    (folder / "weights_state_dict.pt").symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match=r"folder: weights_state_dict\.pt: refused, a link out"):
+        load_model(folder)
+    (folder / "weights_state_dict.pt").unlink()
+    os.mkfifo(folder / "weights_state_dict.pt")  # inside, but no regular file: never opened
+    with pytest.raises(ValueError, match=r"weights_state_dict\.pt: refused, not a regular file"):
+        load_model(folder)
+
+
+def test_a_described_network_is_built_only_when_the_weights_fit_it(tmp_path, models):
+    """Huge ``features`` in the description: refused from the shapes, with no network of
+    that size allocated (the old path allocated it first, then compared)."""
+    from unet_seg.models.checkpoint import load_model
+
+    def huge(rdf):
+        rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]["features"] = [
+            f << 18 for f in (4, 8, 16)
+        ]
+
+    package = _with_rdf(models["zip"], tmp_path / "huge.zip", huge)
+    wrong = (
+        r"is \((4|8|16), [^)]*\) in the file, \((1048576|2097152|4194304), [^)]*\) in the network"
+    )
+    with pytest.raises(
+        ValueError, match=r"huge\.zip: the weights do not fit the described network \(.* " + wrong
+    ):
+        load_model(package)

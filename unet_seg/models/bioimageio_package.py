@@ -9,6 +9,12 @@ checksum the package records for the weights is checked: a truncated download sa
 
 Packages of other tools have no ``config.unet_seg``; they are refused with a message that names
 the tools that run any bioimage.io model.
+
+A package is as untrusted as a pickle: every read is bounded before anything is inflated (the
+description to :data:`DESCRIPTION_MAX_BYTES`, the weights to half the available memory), a
+member must be a regular file inside the package (no ``..``, no absolute path, no device, no
+link out of a folder package), and the network is built only once the weights' shapes are known
+to fit it. Every refusal names the package and the entry.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import contextlib
 import hashlib
 import io
 import os
+import stat
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,10 +33,12 @@ from typing import Any
 import torch
 import yaml
 
+from unet_seg.io.limits import memory_budget
 from unet_seg.models.exported import METADATA_KEY, TUNED_KEY
 from unet_seg.models.unet import UNet, unet_with_weights
 
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")  # the description's name in a package
+DESCRIPTION_MAX_BYTES = 16 << 20  # an rdf.yaml is a few kB; 16 MiB is no description any more
 
 
 def is_bioimageio_package(path: str | os.PathLike) -> bool:
@@ -39,17 +49,48 @@ def is_bioimageio_package(path: str | os.PathLike) -> bool:
     return path.name.lower().endswith(".zip")
 
 
-@contextlib.contextmanager
-def _reader(path: Path) -> Iterator[Callable[[str], bytes]]:
-    """``name -> bytes`` of a file in the package (zip or folder; ``KeyError`` for a missing
-    one), the zip open while in use; ``ValueError`` naming ``path`` if it is no zip."""
-    if path.is_dir():
+def _member_name(path: Path, name: Any) -> str:
+    """``name`` if it names a file inside the package, else ``ValueError`` naming both."""
+    parts = Path(str(name)).parts
+    if not isinstance(name, str) or not parts or Path(name).is_absolute() or ".." in parts:
+        raise ValueError(f"{path}: {name!r}: refused, the entry points outside the package")
+    return name
 
-        def read(name: str) -> bytes:
+
+def _bounded(path: Path, name: str, size: int, limit: int, read: Callable[[int], bytes]) -> bytes:
+    """``read(limit + 1)`` where the entry declares ``size`` bytes; ``ValueError`` naming the
+    package and the entry when it declares or holds more than ``limit``."""
+    if size > limit:
+        raise ValueError(f"{path}: {name} declares {size:,} bytes, more than the {limit:,} "
+                         "this entry may have")  # fmt: skip
+    data = read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path}: {name} holds more than the {limit:,} bytes it may have")
+    return data
+
+
+@contextlib.contextmanager
+def _reader(path: Path) -> Iterator[Callable[[str, int], bytes]]:
+    """``(name, limit) -> bytes`` of a file in the package (zip or folder; ``KeyError`` for a
+    missing one), read only up to ``limit`` bytes; the zip open while in use; ``ValueError``
+    naming ``path`` if it is no zip, or an entry that leaves the package or is too big."""
+    if path.is_dir():
+        root = path.resolve()
+
+        def read(name: str, limit: int) -> bytes:
+            target = (path / _member_name(path, name)).resolve()
+            if not target.is_relative_to(root):
+                raise ValueError(f"{path}: {name}: refused, a link out of the package")
             try:
-                return (path / name).read_bytes()
-            except (FileNotFoundError, IsADirectoryError) as err:
+                info = os.stat(target)
+            except FileNotFoundError as err:
                 raise KeyError(name) from err  # as zipfile says a member is missing
+            if stat.S_ISDIR(info.st_mode):
+                raise KeyError(name)
+            if not stat.S_ISREG(info.st_mode):
+                raise ValueError(f"{path}: {name}: refused, not a regular file")
+            with open(target, "rb") as file:
+                return _bounded(path, name, info.st_size, limit, file.read)
 
         yield read
         return
@@ -57,8 +98,16 @@ def _reader(path: Path) -> Iterator[Callable[[str], bytes]]:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
         raise ValueError(f"{path}: not a readable bioimage.io package ({err})") from err
+
+    def read_member(name: str, limit: int) -> bytes:
+        member = archive.getinfo(_member_name(path, name))  # KeyError when missing
+        if member.is_dir():
+            raise KeyError(name)
+        with archive.open(member) as file:
+            return _bounded(path, name, member.file_size, limit, file.read)
+
     with archive:
-        yield archive.read
+        yield read_member
 
 
 def load_package(
@@ -85,7 +134,7 @@ def load_package(
                     "bioimageio.core, ilastik or deepImageJ"
                 )
             try:
-                data = read(str(weights["source"]))
+                data = read(weights["source"], memory_budget())
             except KeyError as err:
                 raise ValueError(
                     f"{path}: {weights['source']}, the weights {rdf_name} names, "
@@ -100,7 +149,8 @@ def load_package(
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             kwargs = dict(weights.get("architecture", {}).get("kwargs") or {})
             model = unet_with_weights(kwargs, state, str(path), "described")
-        except (KeyError, TypeError, RuntimeError, yaml.YAMLError, zipfile.BadZipFile) as err:
+        except (KeyError, TypeError, RuntimeError, EOFError, yaml.YAMLError, zipfile.BadZipFile,
+                zlib.error) as err:  # fmt: skip
             raise ValueError(
                 f"{path}: damaged bioimage.io package ({type(err).__name__}: {err})"
             ) from err
@@ -120,7 +170,7 @@ def package_metadata(path: str | os.PathLike) -> dict[str, Any]:
     with _reader(path) as read:
         try:
             _, rdf = _description(read, path)
-        except (yaml.YAMLError, zipfile.BadZipFile) as err:
+        except (EOFError, yaml.YAMLError, zipfile.BadZipFile, zlib.error) as err:
             raise ValueError(f"{path}: damaged bioimage.io package ({err})") from err
     meta = (rdf.get("config") or {}).get(METADATA_KEY)
     return dict(meta) if isinstance(meta, Mapping) else {}
@@ -139,7 +189,7 @@ def _description(read, path: Path) -> tuple[str, Mapping[str, Any]]:
     ``path`` if there is none or it is no mapping."""
     for name in RDF_NAMES:
         try:
-            rdf = yaml.safe_load(read(name))
+            rdf = yaml.safe_load(read(name, DESCRIPTION_MAX_BYTES))
         except KeyError:
             continue
         if not isinstance(rdf, Mapping):

@@ -145,7 +145,27 @@ def unet_with_weights(
     kwargs: Mapping[str, Any], weights: Mapping[str, torch.Tensor], source: str, what: str
 ) -> UNet:
     """``UNet(**kwargs)`` in eval mode with the state dict ``weights``; ``ValueError`` naming
-    ``source`` (a file) and ``what`` (where ``kwargs`` came from) when they do not fit."""
+    ``source`` (a file) and ``what`` (where ``kwargs`` came from) when they do not fit.
+
+    The network is first built on PyTorch's ``meta`` device (shapes, no memory) and compared
+    with ``weights``: a file's description cannot make us allocate a network its weights do not
+    fill (``features`` of a million allocate terabytes)."""
+    try:
+        with torch.device("meta"):
+            skeleton = UNet(**kwargs)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{source}: the weights do not fit the {what} network ({err})") from err
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    given = {k: tuple(v.shape) for k, v in weights.items() if hasattr(v, "shape")}
+    if expected != given:
+        wrong = sorted(k for k in expected.keys() & given.keys() if expected[k] != given[k])
+        problem = (
+            f"{wrong[0]} is {given[wrong[0]]} in the file, {expected[wrong[0]]} in the network"
+            if wrong
+            else f"missing {sorted(expected.keys() - given.keys())[:3]}, unexpected "
+            f"{sorted(given.keys() - expected.keys())[:3]}"
+        )
+        raise ValueError(f"{source}: the weights do not fit the {what} network ({problem})")
     try:
         model = UNet(**kwargs)
         model.load_state_dict(weights)
