@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +63,40 @@ def test_interrupted_training_keeps_its_state_and_publishes_nothing(
     summary = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert summary["epochs"] == 3 and summary["global_step"] == 6
     assert (tmp_path / "runs" / "sample_2d" / "model.ckpt").is_file()
+
+
+def test_data_loader_workers_leave_stop_signals_to_the_main_process() -> None:
+    """A worker ignores SIGTERM and SIGINT (a signal to the process group reaches it too)."""
+    code = (
+        "import os, signal\n"
+        "from unet_seg.data.dataset import init_worker\n"
+        "init_worker(0)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "print('alive')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "alive", done.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_stops_training_as_interrupted(tmp_path: Path) -> None:
+    """SLURM preemption and ``kill -- -PGID`` signal every process of the job, data-loader
+    workers included: the run still exits 130 with ``interrupted.ckpt``, one line, no traceback."""
+    script = Path(sys.executable).parent / "unet-seg-train"
+    out = tmp_path / "run"
+    command = [str(script), "experiment=sample_2d", "data.num_workers=1", "trainer.max_epochs=50",
+               "logger=csv", "trainer.enable_progress_bar=false", "callbacks.overlays=null",
+               f"output_dir={out}", f"paths.runs_dir={tmp_path / 'runs'}"]  # fmt: skip
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list((out / "checkpoints").glob("epoch*.ckpt")):  # workers are up: epoch 1 runs
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "unet-seg-train: interrupted"
+    assert "Traceback" not in err and "DataLoader worker" not in err
+    assert (out / "checkpoints" / "interrupted.ckpt").is_file()

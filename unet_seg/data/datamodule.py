@@ -15,7 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from unet_seg.data.dataset import Augment, RandomPatchDataset, WindowDataset, seed_worker
+from unet_seg.data.dataset import Augment, RandomPatchDataset, WindowDataset, init_worker
 from unet_seg.data.training_data import TrainingData
 from unet_seg.io.files import PathSpec
 
@@ -110,7 +110,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             num_workers=workers,
             pin_memory=self.cfg["pin_memory"],
             persistent_workers=workers > 0,
-            worker_init_fn=seed_worker if workers > 0 else None,
+            worker_init_fn=init_worker if workers > 0 else None,
             drop_last=False,
         )
 

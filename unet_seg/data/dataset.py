@@ -7,6 +7,7 @@ int64 ``(*patch)``, ``"weight"`` float32 ``(*patch)``, all with the same spatial
 from __future__ import annotations
 
 import random
+import signal
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -46,12 +47,21 @@ def item_rng() -> np.random.Generator:
     return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
 
-def seed_worker(worker_id: int) -> None:
+def init_worker(worker_id: int) -> None:
     """``worker_init_fn``: seed numpy's and Python's global RNGs from the worker's torch seed, for
-    third-party code that uses them (the datasets themselves use :func:`item_rng`)."""
+    third-party code that uses them (the datasets themselves use :func:`item_rng`), and leave
+    stop signals to the main process.
+
+    SLURM's preemption, ``kill -- -PGID`` and Ctrl-C in a terminal signal the whole process
+    group; a worker that died of it made the main process fail with "DataLoader worker ...
+    killed by signal" (exit 1, no checkpoint) instead of stopping as interrupted (exit 130,
+    ``interrupted.ckpt``). Workers ignore SIGTERM and SIGINT; the main process stops them (a
+    sentinel on their queue, and they exit by themselves when it is gone)."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)  # noqa: NPY002 - the legacy global RNG is what such code uses
     random.seed(seed)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _to_tensors(sample: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
