@@ -22,6 +22,7 @@ from unet_seg.cli import train as train_cli
 from unet_seg.cli import tune as tune_cli
 from unet_seg.cli.errors import one_line
 from unet_seg.errors import InputNotFoundError
+from unet_seg.io import write_volume
 
 SCRIPTS = {"predict": predict_cli, "evaluate": evaluate_cli, "summary": summary_cli,
            "train": train_cli, "tune": tune_cli}  # fmt: skip
@@ -218,3 +219,37 @@ def test_ctrl_c_before_the_task_reports_errors(tmp_path, monkeypatch, capsys) ->
     monkeypatch.setattr(tune_cli, "run", interrupted_while_importing)
     code, err = run_script("tune", ["checkpoint=model.ckpt"], monkeypatch, capsys)
     assert (code, err) == (130, ["unet-seg-tune: interrupted"])
+
+
+def test_training_problems_are_named_before_training_starts(tmp_path, monkeypatch, capsys):
+    """A folder mixing grey and colour images, and a ckpt_path that is no training checkpoint:
+    one line naming the file before any work (no traceback, no interrupted.ckpt left behind,
+    never PyTorch's advice to turn the safe loader off)."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    mask = np.zeros((40, 44), np.uint8)
+    mask[10:30, 12:30] = 1  # two classes: training would start
+    for name in ("a", "b", "c"):
+        write_volume(labels / f"{name}.tif", mask)
+        write_volume(images / f"{name}.tif", np.zeros((40, 44), np.uint8))
+    tifffile.imwrite(images / "c.tif", np.zeros((40, 44, 3), np.uint8), photometric="rgb")
+    runs = tmp_path / "runs"
+    common = ["experiment=own_2d", f"data.images={images}", f"data.labels={labels}",
+              f"paths.runs_dir={runs}", "trainer.max_epochs=1"]  # fmt: skip
+    code, lines = run_script("train", common, monkeypatch, capsys)
+    assert code == 1 and len(lines) == 1, lines
+    assert f"{images / 'c.tif'}: 3 channel(s), but {images / 'a.tif'} has 1" in lines[0]
+    assert not list(runs.rglob("*.ckpt"))
+
+    write_volume(images / "c.tif", np.zeros((40, 44), np.uint8))  # one kind again
+    torch.save({"state_dict": {}}, tmp_path / "weights_only.ckpt")  # no epoch: not resumable
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes((tmp_path / "weights_only.ckpt").read_bytes()[:40])
+    cases = [(images / "a.tif", "not a PyTorch checkpoint"), (cut, "not a readable checkpoint"),
+             (tmp_path / "weights_only.ckpt", "not a training checkpoint to resume")]  # fmt: skip
+    for bad, says in cases:
+        code, lines = run_script("train", [*common, f"ckpt_path={bad}"], monkeypatch, capsys)
+        assert code == 1 and len(lines) == 1, lines
+        assert lines[0].startswith(f"unet-seg-train: {bad}: ") and says in lines[0], lines
+        assert "weights_only=False" not in lines[0] and "Traceback" not in lines[0]
+    assert not list(runs.rglob("*.ckpt"))

@@ -145,13 +145,28 @@ class TrainingData:
 
     @property
     def in_channels(self) -> int:
-        """Channels of the images, from the first pair's file headers: the number of channel
-        files, or the leading axis when the image has one axis more than its label."""
-        image, label = pair_files(self.cfg["images"], self.cfg["labels"])[0]
-        if not isinstance(image, Path):
-            return len(image)
-        shape = open_volume(image).shape
-        return int(shape[0]) if len(shape) == len(open_volume(label).shape) + 1 else 1
+        """Channels of the images, from the file headers: the number of channel files, or the
+        leading axis when the image has one axis more than its label. Every image, validation
+        files included, must have the first one's: ``ValueError`` naming the first that has not
+        (a folder mixing grey and colour images would otherwise fail in the first validation,
+        naming no file)."""
+        pairs = pair_files(self.cfg["images"], self.cfg["labels"])
+        if self.cfg["val_images"] is not None:
+            pairs += pair_files(self.cfg["val_images"], self.cfg["val_labels"])
+
+        def file_of(image: Path | tuple[Path, ...]) -> Path:
+            return image if isinstance(image, Path) else image[0]
+
+        channels = _channels(*pairs[0])
+        for image, label in pairs[1:]:
+            found = _channels(image, label)
+            if found != channels:
+                raise ValueError(
+                    f"{file_of(image)}: {found} channel(s), but {file_of(pairs[0][0])} has "
+                    f"{channels}: every image must have the same channels (grey and colour "
+                    "images mixed? convert them to one kind)"
+                )
+        return channels
 
     def check_inputs_exist(self) -> None:
         """``FileNotFoundError`` naming the first input that does not exist."""
@@ -272,3 +287,11 @@ class TrainingData:
         if absent:
             log.warning("%s: no training voxel is class %s; the network will not learn %s",
                         c["labels"], absent, "it" if len(absent) == 1 else "them")  # fmt: skip
+
+
+def _channels(image: Path | tuple[Path, ...], label: Path) -> int:
+    """Channels of one pair's image, from the headers (see :attr:`TrainingData.in_channels`)."""
+    if not isinstance(image, Path):
+        return len(image)
+    shape = open_volume(image).shape
+    return int(shape[0]) if len(shape) == len(open_volume(label).shape) + 1 else 1

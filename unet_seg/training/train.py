@@ -31,6 +31,7 @@ from pytorch_lightning.loggers import CSVLogger
 from unet_seg.config import plain, whole
 from unet_seg.errors import UsageError
 from unet_seg.io.atomic import write_json_atomic
+from unet_seg.models.checkpoint import read_checkpoint
 from unet_seg.training.module import SegmentationModule
 from unet_seg.training.publish import debug_reason, publish_if_better
 from unet_seg.viz.curves import write_curves
@@ -193,6 +194,24 @@ def fit_interruptible(
         raise KeyboardInterrupt from None
 
 
+# ckpt_path values Lightning resolves itself rather than as a file.
+LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+
+
+def check_resumable(ckpt_path: str) -> None:
+    """``ckpt_path`` loads safely as a Lightning training checkpoint, checked before any work:
+    ``FileNotFoundError`` / ``ValueError`` naming the file otherwise (a truncated or foreign
+    file, never PyTorch's advice to turn the safe loader off)."""
+    if str(ckpt_path) in LIGHTNING_CKPT_KEYWORDS or str(ckpt_path).startswith("registry:"):
+        return
+    content = read_checkpoint(ckpt_path)
+    if "state_dict" not in content or "epoch" not in content:
+        raise ValueError(
+            f"{ckpt_path}: not a training checkpoint to resume from (no state_dict and epoch); "
+            "pass a .ckpt that unet-seg-train wrote, e.g. <run>/checkpoints/last.ckpt"
+        )
+
+
 @dataclass(frozen=True)
 class TrainingRun:
     """What :func:`train` made: ``metrics`` as plain floats (``"val/dice"``, ``"val/loss"``,
@@ -208,6 +227,8 @@ class TrainingRun:
 def train(cfg: DictConfig) -> TrainingRun:
     """Fit, validate the best checkpoint, write ``metrics.json``, publish the best checkpoint;
     returns what it made (:class:`TrainingRun`), so callers need not read it back from disk."""
+    if cfg.get("ckpt_path"):
+        check_resumable(cfg.ckpt_path)  # before any work, naming the file
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:
