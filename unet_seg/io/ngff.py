@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unet_seg import __version__
 from unet_seg.io.zarr import NGFF_UNITS, SPACE_UNIT
 
 PYRAMID_MAX_LEVELS = 4  # a small pyramid: napari opens any zoom without a big extra cost
@@ -63,11 +64,60 @@ def build_pyramid(root: Path, nearest: bool) -> list[str]:
     return levels
 
 
+# How build_pyramid makes each level: NGFF's recommended multiscales "type" and "metadata".
+PYRAMID_METHODS = {
+    True: ("nearest", "every other voxel in y and x: labels keep exactly their values"),
+    False: ("mean", "the mean of 2 x 2 voxels in y and x"),
+}
+# Class colours of label images (RGB; class 0, the background, is transparent).
+CLASS_COLOURS = (
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128),
+)  # fmt: skip
+
+
+def class_label_mark(classes: int) -> dict:
+    """The NGFF ``image-label`` colours and properties of a class map with ``classes`` classes:
+    class 0 is the transparent background, the others cycle through :data:`CLASS_COLOURS`."""
+    colours = [{"label-value": 0, "rgba": [0, 0, 0, 0]}]
+    colours += [{"label-value": k, "rgba": [*CLASS_COLOURS[(k - 1) % len(CLASS_COLOURS)], 255]}
+                for k in range(1, classes)]  # fmt: skip
+    names = [{"label-value": k, "class": "background" if k == 0 else f"class {k}"}
+             for k in range(classes)]  # fmt: skip
+    return {"colors": colours, "properties": names}
+
+
+def _image_label(version: str, mark: dict) -> dict:
+    """``image-label`` metadata validated by ``ome-zarr-models`` for NGFF ``version``."""
+    if str(version) == "0.4":
+        from ome_zarr_models.v04.image_label_types import Label
+    else:
+        from ome_zarr_models.v05.image_label_types import Label
+    label = Label.model_validate({**mark, "version": str(version)})
+    return label.model_dump(exclude_none=True, by_alias=True)
+
+
+def _set_image_label(group, version: str, mark: dict) -> None:
+    """Merge ``mark`` into the ``image-label`` metadata of ``group`` (where NGFF ``version``
+    keeps it: the attributes in 0.4, their ``ome`` key in 0.5)."""
+    if str(version) == "0.4":
+        group.attrs["image-label"] = _image_label(version, {**group.attrs.get("image-label", {}),
+                                                            **mark})  # fmt: skip
+    else:
+        ome = dict(group.attrs.get("ome", {}))
+        ome["image-label"] = _image_label(version, {**ome.get("image-label", {}), **mark})
+        group.attrs["ome"] = ome
+
+
 def write_ome_metadata(
-    root: Path, levels: Sequence[str], axes: Sequence[dict], ome: dict, zarr_format: int
-) -> None:
+    root: Path, levels: Sequence[str], axes: Sequence[dict], ome: dict, zarr_format: int,
+    nearest: bool = False, label_mark: dict | None = None,
+) -> None:  # fmt: skip
     """Write the multiscales metadata of the levels at ``root`` through ``ome-zarr-models``
-    (validated against the NGFF spec of ``ome["version"]``)."""
+    (validated against the NGFF spec of ``ome["version"]``), with the pyramid's method
+    (``nearest``: :func:`build_pyramid`'s for label images). With ``label_mark`` (``{}``, or
+    :func:`class_label_mark`'s colours and properties) the store is also marked as a label image
+    (``image-label``), so readers such as napari's open it as labels."""
     zarr = _zarr()
     group = zarr.open_group(str(root), mode="r+")
     if str(ome["version"]) == "0.4":
@@ -94,9 +144,13 @@ def write_ome_metadata(
     image = Image.new(
         array_specs=[ArraySpec.from_array(a) for a in arrays], paths=list(levels),
         axes=axis_models, scales=scales, translations=[None] * len(levels),
-        name=ome.get("name"),
+        name=ome.get("name"), multiscale_type=PYRAMID_METHODS[nearest][0],
+        metadata={"description": PYRAMID_METHODS[nearest][1],
+                  "method": "unet_seg.io.ngff.build_pyramid", "version": __version__},
     )  # fmt: skip
     group.attrs.update(image.attributes.model_dump(exclude_none=True, by_alias=True))
+    if label_mark is not None:
+        _set_image_label(group, ome["version"], label_mark)
 
 
 def label_group_path(image: str | os.PathLike, name: str) -> Path:
@@ -111,14 +165,12 @@ def register_label_image(image: str | os.PathLike, name: str, version: str) -> N
     fmt = 2 if str(version) == "0.4" else 3
     labels = zarr.open_group(str(Path(image) / "labels"), mode="a", zarr_format=fmt)
     label = zarr.open_group(str(Path(image) / "labels" / name), mode="r+")
-    mark = {"version": str(version), "source": {"image": "../../"}}
     if fmt == 2:
         names = list(labels.attrs.get("labels", []))
         labels.attrs["labels"] = [*names, name] if name not in names else names
-        label.attrs["image-label"] = mark
     else:
         ome = dict(labels.attrs.get("ome", {"version": str(version)}))
         names = list(ome.get("labels", []))
         ome["labels"] = [*names, name] if name not in names else names
         labels.attrs["ome"] = ome
-        label.attrs["ome"] = {**dict(label.attrs["ome"]), "image-label": mark}
+    _set_image_label(label, version, {"source": {"image": "../../"}})

@@ -45,9 +45,11 @@ class ZarrOutput:
         ome: ``None`` for a plain array; else ``{"version": "0.4" | "0.5", "axes": [...],
             "scale": spatial spacing, "name": ...}`` where ``axes`` are the spatial NGFF axes
             (dicts with name, type, unit); a leading channel axis is added when ``shape`` has one.
-        label_image: pyramid by nearest neighbour (and the NGFF ``image-label`` mark on commit
-            when written into an image's ``labels/`` group), else by mean.
+        label_image: pyramid by nearest neighbour, else by mean.
         fingerprint: what must match for a rerun to reuse recorded blocks.
+        label_mark: for an OME-Zarr label image, its NGFF ``image-label`` fields (``{}``, or the
+            colours and properties of :func:`~unet_seg.io.ngff.class_label_mark`), written on
+            commit so readers open the store as labels; None: no mark (raw images).
 
     Only paths are pickled: Dask workers reopen the store to write their blocks.
     """
@@ -62,8 +64,10 @@ class ZarrOutput:
         label_image: bool,
         fingerprint: dict,
         zarr_format: int = 3,
+        label_mark: dict | None = None,
     ) -> None:
         self.path = Path(path)
+        self.label_mark = label_mark
         self.partial = self.path.with_name(f".{self.path.name}.partial")
         self.shape, self.dtype = tuple(int(s) for s in shape), np.dtype(dtype)
         self.chunks = tuple(min(int(c), s) for c, s in zip(chunks, self.shape, strict=True))
@@ -146,7 +150,7 @@ class ZarrOutput:
             if self.ome is not None:
                 levels = build_pyramid(self.partial, self.label_image)
                 write_ome_metadata(self.partial, levels, self._ome_axes(), self.ome,
-                                   self.zarr_format)  # fmt: skip
+                                   self.zarr_format, self.label_image, self.label_mark)  # fmt: skip
             shutil.rmtree(self.records, ignore_errors=True)
             commit_dir(self.partial, self.path)
         except OSError as err:

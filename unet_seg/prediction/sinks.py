@@ -31,7 +31,7 @@ from unet_seg.inference.postprocess import label_dtype
 from unet_seg.instances.stitch import StitchOptions
 from unet_seg.io import open_volume
 from unet_seg.io.files import format_suffix
-from unet_seg.io.ngff import register_label_image
+from unet_seg.io.ngff import class_label_mark, register_label_image
 from unet_seg.io.slabs import SlabWriter
 from unet_seg.io.zarr import ZarrVolume
 from unet_seg.io.zarr_output import ZarrOutput
@@ -185,9 +185,13 @@ class ZarrSinks:
         """The stored probabilities' dtype: as asked (zarr holds float16 and uint8)."""
         return wanted
 
-    def _label_store(self, path: Path, spatial: tuple, dtype: Any, fingerprint: dict) -> ZarrOutput:
+    def _label_store(
+        self, path: Path, spatial: tuple, dtype: Any, fingerprint: dict, mark: dict | None = None
+    ) -> ZarrOutput:
+        """A label image store; ``mark``: its ``image-label`` fields (default: none but the
+        mark itself, as for instance ids)."""
         return ZarrOutput(path, spatial, dtype, self.chunks, self.ome, True, fingerprint,
-                          self.volume.zarr_format)  # fmt: skip
+                          self.volume.zarr_format, {} if mark is None else mark)  # fmt: skip
 
     def create(
         self, targets: dict[str, Path], spatial: tuple, classes: int, options: Any,
@@ -197,7 +201,7 @@ class ZarrSinks:
         outputs = {}
         if "labels" in targets:
             outputs["labels"] = self._label_store(targets["labels"], spatial, label_dtype(classes),
-                                                  self.key)  # fmt: skip
+                                                  self.key, class_label_mark(classes))  # fmt: skip
         if "probabilities" in targets:
             dtype = self.probability_dtype(options.probability_dtype)
             outputs["probabilities"] = ZarrOutput(
