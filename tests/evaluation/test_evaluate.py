@@ -212,3 +212,22 @@ def test_zarr_predictions_pair_with_zarr_ground_truth(tmp_path):
     summary = evaluate(config(pred_dir=pred_dir, gt_dir=gt_dir, progress=False, report=False))
     assert summary["evaluated"] == 1 and not summary["failed"]
     assert summary["mean"]["pixel_error"] == pytest.approx(3 / 16)
+
+
+def test_sparse_huge_instance_ids_score_as_their_compact_numbering() -> None:
+    """Object ids of another tool can be anything (around 2**40 here): the figures are those
+    of the same objects numbered 1..n, and nothing is allocated by the largest id."""
+    from unet_seg.evaluation.evaluate import pair_figures
+
+    rng = np.random.default_rng(0)
+    gt_ids = np.zeros((40, 40), np.int64)
+    pred_ids = np.zeros((40, 40), np.int64)
+    for k, (y, x) in enumerate(rng.integers(0, 32, (6, 2)), start=1):
+        gt_ids[y : y + 8, x : x + 8] = k
+        pred_ids[y + 1 : y + 8, x : x + 7] = 7 - k
+    classes_gt, classes_pred = (gt_ids > 0).astype(np.int64), (pred_ids > 0).astype(np.int64)
+    compact, _, _ = pair_figures(classes_pred, classes_gt, 2, 1, pred_ids, gt_ids)
+    sparse, _, _ = pair_figures(classes_pred, classes_gt, 2, 1,
+                                np.where(pred_ids > 0, pred_ids * 2**40 + 5, 0),
+                                np.where(gt_ids > 0, (7 - gt_ids) * 2**41, 0))  # fmt: skip
+    assert sparse == pytest.approx(compact, nan_ok=True)

@@ -83,3 +83,14 @@ def test_bad_numbers_are_named_before_any_file_is_read(folders, setting, value, 
     with pytest.raises(UsageError, match=message):
         evaluate(cfg)
     assert not (pred / "evaluation.json").exists() and not list(pred.glob("*.csv"))
+
+
+def test_unsigned_64_bit_values_are_quoted_exactly(folders) -> None:
+    """2**64 - 1 in a uint64 file is that value in the message, not -1 (a cast to int64)."""
+    pred, gt = folders
+    write_volume(gt / "a_labels.tif", Volume(np.array([[0, 2**64 - 1], [1, 0]], np.uint64)))
+    summary = evaluate(config(pred, gt))
+    (failure,) = summary["failed"]
+    assert str(gt / "a_labels.tif") in failure["error"]
+    assert "label values [18446744073709551615] exceed 2**63 - 1" in failure["error"]
+    assert "-1" not in failure["error"].replace("2**63 - 1", "")

@@ -134,3 +134,11 @@ def test_bad_input() -> None:
         overlaps(np.zeros((2, 2)), np.zeros((2, 2), int))
     with pytest.raises(ValueError, match="negative"):
         overlaps(np.full((2, 2), -1), np.zeros((2, 2), int))
+
+
+def test_compact_ids_keep_the_background_and_the_order() -> None:
+    from unet_seg.evaluation.instances import compact_ids
+
+    ids = np.array([[0, 2**40, 2**40], [7, 0, 2**62]], np.int64)
+    np.testing.assert_array_equal(compact_ids(ids), [[0, 2, 2], [1, 0, 3]])
+    np.testing.assert_array_equal(compact_ids(np.array([5, 9, 5])), [1, 2, 1])  # no background

@@ -36,6 +36,10 @@ def map_labels(
     """
     if label_map is None or label_map == OBJECTS:
         check_whole_numbers(label, path)
+        if label.dtype == np.uint64 and label.size and label.max() > np.iinfo(np.int64).max:
+            big = np.unique(label[label > np.iinfo(np.int64).max])
+            raise ValueError(f"{path}: label values {big[:10].tolist()} exceed 2**63 - 1, the "
+                             "largest class or object id this project handles")  # fmt: skip
         return (label > 0 if label_map == OBJECTS else label).astype(np.int64)
     check_label_map(label_map)
     out = np.full(label.shape, np.iinfo(np.int64).min, np.int64)

@@ -33,6 +33,7 @@ from unet_seg.evaluation.error_kinds import ErrorKinds, kinds_of
 from unet_seg.evaluation.instances import (
     AP_THRESHOLDS,
     MatchCounts,
+    compact_ids,
     matches_of,
     overlaps,
     pool,
@@ -165,6 +166,8 @@ def pair_figures(
     if pred_instances is None or gt_instances is None:
         pred_instances = ndi.label(pred == foreground_class)[0]
         gt_instances = ndi.label(gt == foreground_class)[0]
+    else:  # ids of files: any values, possibly sparse and huge
+        pred_instances, gt_instances = compact_ids(pred_instances), compact_ids(gt_instances)
     row["rand_error"] = rand_error(pred_instances, gt_instances)
     row["vi"] = variation_of_information(pred_instances, gt_instances)
     table = overlaps(pred_instances, gt_instances)

@@ -115,6 +115,16 @@ def _check_labels(pred: np.ndarray, gt: np.ndarray) -> None:
             raise ValueError(f"{name} instances hold negative ids (min {array.min()})")
 
 
+def compact_ids(ids: np.ndarray) -> np.ndarray:
+    """Object ids ``(*spatial)`` numbered ``1..n`` in the order of their values, 0 kept as
+    background: the figures are the same, but no step allocates by the largest id (ids near
+    2**40 from another tool would otherwise ask for terabytes)."""
+    ids = np.asarray(ids)
+    values, inverse = np.unique(ids, return_inverse=True)
+    shift = 0 if values.size and values[0] == 0 else 1
+    return (inverse.reshape(ids.shape) + shift).astype(np.int64)
+
+
 def overlaps(pred: np.ndarray, gt: np.ndarray) -> Overlaps:
     """The IoU of every pair of a true and a predicted object that overlap, from two
     ``(*spatial)`` label images of the same shape."""
