@@ -1,5 +1,6 @@
 """Block-wise prediction on a Dask LocalCluster with 2 workers: equality with in-process, a
-corrupt chunk reported by block index, resume after ``kill -9`` of the client; jobqueue configs."""
+corrupt chunk reported by block index, resume after ``kill -9`` of the client, a worker killed
+mid-file survived; jobqueue configs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -190,6 +192,37 @@ def test_rerun_after_kill_computes_only_missing_blocks(tmp_path, scheduler, ckpt
     blocks = entry["blocks"]
     assert entry["status"] == "ok" and blocks["skipped"] >= 1
     assert blocks["computed"] + blocks["skipped"] == blocks["total"]
+    np.testing.assert_array_equal(open_zarr(tmp_path / "out" / "raw_labels.ome.zarr")[...],
+                                  in_process)  # fmt: skip
+
+
+def test_a_worker_killed_mid_file_is_survived(tmp_path, ckpt, data, in_process):
+    """``kill -9`` of the only worker mid-file: its nanny starts a new one, the blocks it held
+    (and the job they share) are computed again there, and the labels equal an undisturbed
+    run. (The job used to be scattered data, which no worker can recompute: every block of the
+    file was cancelled as 'already forgotten'.)"""
+    source = make_input(tmp_path, data)
+    records = tmp_path / "out" / ".raw_labels.ome.zarr.partial" / ".unet_seg_blocks"
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        (nanny,) = cluster.workers.values()
+        pid = nanny.process.pid  # the worker process its nanny started
+        killed = threading.Event()
+
+        def kill_after_three_blocks() -> None:
+            deadline = time.monotonic() + 120
+            while len(list(records.glob("0*.json"))) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.kill(pid, signal.SIGKILL)
+            killed.set()
+
+        threading.Thread(target=kill_after_three_blocks, daemon=True).start()
+        entry = predict(config(overrides(source, tmp_path / "out", ckpt,
+                                         cluster.scheduler_address)))["files"][0]  # fmt: skip
+    assert killed.is_set()
+    assert entry["status"] == "ok", entry.get("error")
+    assert entry["blocks"]["computed"] == entry["blocks"]["total"]
     np.testing.assert_array_equal(open_zarr(tmp_path / "out" / "raw_labels.ome.zarr")[...],
                                   in_process)  # fmt: skip
 

@@ -105,6 +105,10 @@ def make_cluster(cfg: Any):
     raise ValueError(f"cluster.kind must be one of {CLUSTER_KINDS}, got {kind!r}")
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
 class DaskEngine:
     """Blocks as Dask tasks: retried on lost workers (``retries``), gathered as they finish."""
 
@@ -132,7 +136,10 @@ class DaskEngine:
         indices = list(indices)
         if not indices:
             return
-        shared = self.client.scatter(job, broadcast=True)  # sent once, not with every task
+        # Sent once, not with every task, as a task of its own: the scheduler can compute it
+        # again on another worker when its worker dies. Scattered data cannot be recomputed: a
+        # kill -9 of the worker holding its only copy cancelled every block of the file.
+        shared = self.client.submit(_identity, job, pure=False)
         futures = self.client.map(
             fn, [shared] * len(indices), indices, retries=self.retries, pure=False
         )
