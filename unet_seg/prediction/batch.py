@@ -28,6 +28,7 @@ from unet_seg.interrupts import raise_if_stop_requested
 from unet_seg.io.atomic import write_error, write_json_atomic
 from unet_seg.io.channel_files import describe, group_channel_files
 from unet_seg.io.files import find_files, is_directory_format
+from unet_seg.io.output_lock import output_locks
 from unet_seg.io.sweep import sweep_stale_temporaries
 from unet_seg.models.checkpoint import load_model_and_tuning
 from unet_seg.models.protocol import SegmentationNetwork
@@ -154,6 +155,7 @@ def predict(cfg: Any) -> dict:
         log.warning("cluster.kind=%s serves zarr / OME-Zarr inputs; these files run in-process "
                     "(unet-seg-convert makes OME-Zarr of them)", cluster.get("kind"))  # fmt: skip
     engine = make_engine(cluster) if chunked else None
+    steal_locks = bool(cfg.get("steal_locks", False))
     try:
         for path in bar:
             targets = plan[path]
@@ -165,18 +167,20 @@ def predict(cfg: Any) -> dict:
                 entry["preview"] = str(targets["preview"])
             try:
                 raise_if_stop_requested()  # a SIGTERM Python swallowed still stops the batch
-                complete = not cfg.overwrite and is_complete(path, targets, model, options)
-                if complete and ledger.made_by(targets, fingerprint):
-                    entry["status"] = "skipped"
-                else:
-                    if complete:
-                        log.warning("%s: its outputs were made with another checkpoint or other "
-                                    "settings: predicting it again", describe(path))  # fmt: skip
-                    entry.update(
-                        predict_file(path, targets, model, runner, options, norm, block, engine)
-                    )
-                    ledger.record(targets, fingerprint)
-                    entry["status"] = "ok"
+                with output_locks(targets.values(), steal_locks):  # one run per output
+                    complete = not cfg.overwrite and is_complete(path, targets, model, options)
+                    if complete and ledger.made_by(targets, fingerprint):
+                        entry["status"] = "skipped"
+                    else:
+                        if complete:
+                            log.warning("%s: its outputs were made with another checkpoint or "
+                                        "other settings: predicting it again",
+                                        describe(path))  # fmt: skip
+                        entry.update(
+                            predict_file(path, targets, model, runner, options, norm, block, engine)
+                        )
+                        ledger.record(targets, fingerprint)
+                        entry["status"] = "ok"
             except KeyboardInterrupt:
                 entry["status"], interrupted = "interrupted", True
             except Exception as err:  # one bad file must not stop the batch; it is reported by name
