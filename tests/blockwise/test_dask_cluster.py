@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +227,27 @@ def test_a_worker_killed_mid_file_is_survived(tmp_path, ckpt, data, in_process):
     assert entry["blocks"]["computed"] == entry["blocks"]["total"]
     np.testing.assert_array_equal(open_zarr(tmp_path / "out" / "raw_labels.ome.zarr")[...],
                                   in_process)  # fmt: skip
+
+
+@pytest.mark.parametrize(("address", "status"), [(None, 404), (":0", 200)])
+def test_a_null_dashboard_address_means_no_dashboard(address, status):
+    """``cluster.dashboard_address: null`` is documented as off: no dashboard pages, and Dask's
+    default port 8787 left alone (the scheduler's health check still answers)."""
+    from omegaconf import OmegaConf
+
+    from unet_seg.blockwise.engine import make_cluster
+
+    cfg = OmegaConf.create({"kind": "local", "n_workers": 0, "dashboard_address": address})
+    with make_cluster(cfg) as cluster:
+        link = cluster.dashboard_link
+        assert ":8787/" not in link
+        try:
+            got = urllib.request.urlopen(link, timeout=10).status
+        except urllib.error.HTTPError as err:
+            got = err.code
+        assert got == status
+        health = urllib.request.urlopen(link.replace("/status", "/health"), timeout=10)
+        assert health.status == 200
 
 
 @pytest.mark.parametrize(

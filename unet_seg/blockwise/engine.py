@@ -85,12 +85,17 @@ def make_cluster(cfg: Any):
             import torch
 
             n_workers = torch.cuda.device_count() or 1
+        dashboard = cfg.get("dashboard_address")
+        # null means off: Dask would otherwise take its default :8787. The scheduler's HTTP
+        # server (health checks) then listens on a free port, with no dashboard pages.
+        off = {} if dashboard else {"scheduler_kwargs": {"dashboard": False}}
         return LocalCluster(
             n_workers=int(n_workers),
             threads_per_worker=int(cfg.get("threads_per_worker") or 1),
             memory_limit=cfg.get("memory_limit") or "auto",
-            dashboard_address=cfg.get("dashboard_address"),
+            dashboard_address=dashboard or ":0",
             processes=True,
+            **off,
         )
     if kind in JOBQUEUE_CLASSES:
         cluster = jobqueue_cluster(cfg)
@@ -123,7 +128,8 @@ class DaskEngine:
         else:
             self.client = Client(self.cluster)
         self.retries = int(cfg.get("retries") or 0)
-        log.info("Dask dashboard: %s", self.client.dashboard_link)
+        if str(cfg.kind) != "local" or cfg.get("dashboard_address"):
+            log.info("Dask dashboard: %s", self.client.dashboard_link)
         if str(cfg.kind) != "local":
             self.client.wait_for_workers(1, timeout=cfg.get("wait_for_workers"))
         self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
