@@ -56,7 +56,7 @@ def save_checkpoint(path: Path, model_cfg: dict) -> Path:
 
 
 def write_input(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...]) -> Path:
-    from unet_seg.io.zarr_output import ZarrOutput
+    from unet_seg.io.zarr.output import ZarrOutput
 
     axes = [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
     ome = {"version": "0.5", "axes": axes, "scale": (1.0,) * 3, "name": path.name}
@@ -138,7 +138,7 @@ def measure(source, out, ckpt, workers=0, threads=2, warm=False, **extra) -> dic
 
 
 def read(path: Path) -> np.ndarray:
-    from unet_seg.io.zarr import open_zarr
+    from unet_seg.io.zarr.store import open_zarr
 
     return open_zarr(path)[...]
 
@@ -158,7 +158,7 @@ def resume_after_kill(source, out, ckpt, block) -> dict:
     while proc.poll() is None:
         done = len(list(records.glob("0*.json"))) if records.is_dir() else 0
         if total is None and records.is_dir():
-            from unet_seg.io.zarr import open_zarr
+            from unet_seg.io.zarr.store import open_zarr
 
             shape = open_zarr(source).shape
             total = int(np.prod([-(-s // b) for s, b in zip(shape, block, strict=True)]))

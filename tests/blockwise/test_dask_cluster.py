@@ -23,7 +23,7 @@ from tests.blockwise.test_allocator import needs_mallinfo2
 from tests.prediction.test_predict_zarr import make_input, save_checkpoint
 from unet_seg.blockwise.engine import jobqueue_cluster
 from unet_seg.config import PROJECT_ROOT, config_dir
-from unet_seg.io.zarr import open_zarr
+from unet_seg.io.zarr.store import open_zarr
 from unet_seg.prediction.batch import predict
 
 distributed = pytest.importorskip("distributed")

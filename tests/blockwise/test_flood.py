@@ -19,7 +19,7 @@ from unet_seg.inference.inputs import Layout
 from unet_seg.inference.tiling import plan_tiles
 from unet_seg.instances.methods import InstanceOptions, from_class_map, seeded_from
 from unet_seg.instances.stitch import StitchOptions, local_outputs, stitch_options_of
-from unet_seg.io.zarr_output import ZarrOutput
+from unet_seg.io.zarr.output import ZarrOutput
 from unet_seg.models import UNet
 
 HALO = 16  # the blob pairs are 14 voxels apart, each pair under 12 across

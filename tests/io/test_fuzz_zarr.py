@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from tests.prediction.test_faults import config, leftovers
 from tests.prediction.test_predict import TINY_2D, save_checkpoint
 from unet_seg.io import limits, open_volume, read_volume
-from unet_seg.io.zarr_output import write_zarr
+from unet_seg.io.zarr.output import write_zarr
 from unet_seg.prediction import driver
 from unet_seg.prediction.batch import predict
 

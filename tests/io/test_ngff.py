@@ -9,8 +9,8 @@ import pytest
 
 from tests.prediction.test_predict import TINY_2D, save_checkpoint
 from tests.prediction.test_predict_zarr import config, make_input
-from unet_seg.io.ngff import CLASS_COLOURS, class_label_mark
-from unet_seg.io.zarr_output import ZarrOutput, write_zarr
+from unet_seg.io.zarr.ngff import CLASS_COLOURS, class_label_mark
+from unet_seg.io.zarr.output import ZarrOutput, write_zarr
 from unet_seg.prediction.batch import predict
 
 reader = pytest.importorskip("ome_zarr.reader")
@@ -51,7 +51,7 @@ def test_a_label_store_reads_as_labels_with_colours_and_class_names(tmp_path, ve
                                       2: {"class": "class 2"}}  # fmt: skip
     (multiscale,) = attrs_of(path, version)["multiscales"]
     assert multiscale["type"] == "nearest"
-    assert multiscale["metadata"]["method"] == "unet_seg.io.ngff.build_pyramid"
+    assert multiscale["metadata"]["method"] == "unet_seg.io.zarr.ngff.build_pyramid"
 
 
 def test_raw_images_are_not_marked_as_labels(tmp_path):

@@ -9,10 +9,10 @@ import pytest
 import zarr
 
 from unet_seg.io import Volume, open_volume, read_volume, write_volume
-from unet_seg.io.convert import convert_to_ome_zarr
 from unet_seg.io.files import find_files, format_suffix, stem
-from unet_seg.io.zarr import is_zarr, open_zarr
-from unet_seg.io.zarr_output import ZarrOutput, write_zarr
+from unet_seg.io.zarr.convert import convert_to_ome_zarr
+from unet_seg.io.zarr.output import ZarrOutput, write_zarr
+from unet_seg.io.zarr.store import is_zarr, open_zarr
 
 
 def ome(version: str, scale=(2.0, 0.5, 0.25)) -> dict:

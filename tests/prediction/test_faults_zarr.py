@@ -29,7 +29,7 @@ from tests.prediction.test_predict import TINY_2D, save_checkpoint
 from unet_seg.cli import convert as convert_cli
 from unet_seg.io import Volume, open_volume, write_volume
 from unet_seg.io.sweep import sweep_stale_temporaries
-from unet_seg.io.zarr_output import write_zarr
+from unet_seg.io.zarr.output import write_zarr
 from unet_seg.prediction.batch import predict
 
 ZARR_V2_METADATA = {".zarray", ".zattrs", ".zgroup", ".zmetadata"}

@@ -13,8 +13,8 @@ from tests.prediction.test_predict import save_checkpoint
 from unet_seg.blockwise import task
 from unet_seg.config import config_dir
 from unet_seg.io import Volume, read_volume, write_volume
-from unet_seg.io.zarr import open_zarr
-from unet_seg.io.zarr_output import write_zarr
+from unet_seg.io.zarr.output import write_zarr
+from unet_seg.io.zarr.store import open_zarr
 from unet_seg.prediction.batch import predict
 
 TINY_3D = {"spatial_dims": 3, "in_channels": 1, "num_classes": 2, "features": [4, 8],

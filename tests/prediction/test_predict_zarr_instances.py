@@ -11,8 +11,8 @@ import pytest
 from tests.prediction.test_predict_zarr import SCALE, TINY_3D, config, make_input, save_checkpoint
 from unet_seg.blockwise import instance_passes
 from unet_seg.io import Volume, read_volume, write_volume
-from unet_seg.io.zarr import open_zarr
-from unet_seg.io.zarr_output import write_zarr
+from unet_seg.io.zarr.output import write_zarr
+from unet_seg.io.zarr.store import open_zarr
 from unet_seg.prediction.batch import predict
 from unet_seg.tuning.write_back import store_tuning
 

@@ -33,7 +33,7 @@ from unet_seg.instances.stitch import (
     merge_table,
     neighbour_faces,
 )
-from unet_seg.io.zarr_output import ZarrOutput
+from unet_seg.io.zarr.output import ZarrOutput
 
 SCRATCH_PREFIX = "instances_"  # job.outputs entries that are scratch: removed after the commit
 ScratchMaker = Callable[[str, tuple, Any], Any]  # (suffix, shape, dtype) -> an output store

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from unet_seg.io import open_volume
-from unet_seg.io.zarr import ZarrVolume
+from unet_seg.io.zarr.store import ZarrVolume
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ def runner_for(spec: RunnerSpec) -> ModelRunner:
 @dataclass
 class BlockJob:
     """Everything a block needs; ``outputs`` maps ``labels`` / ``probabilities`` to stores with
-    ``write(file_box, data)`` and ``record(index, info)`` (:class:`~unet_seg.io.zarr_output.
+    ``write(file_box, data)`` and ``record(index, info)`` (:class:`~unet_seg.io.zarr.output.
     ZarrOutput`)."""
 
     volume: Any

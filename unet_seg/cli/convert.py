@@ -22,7 +22,7 @@ def run(cfg: DictConfig) -> None:
     from unet_seg.cli.errors import reported_errors
     from unet_seg.config import whole
     from unet_seg.errors import UsageError
-    from unet_seg.io.convert import convert_to_ome_zarr  # heavy imports only for work
+    from unet_seg.io.zarr.convert import convert_to_ome_zarr  # heavy imports only for work
 
     with reported_errors(NAME, cfg):
         target = Path(cfg.output)

@@ -6,7 +6,11 @@
   :mod:`~unet_seg.io.tiff`, :mod:`~unet_seg.io.png`;
 - :mod:`~unet_seg.io.slabs`: :class:`~unet_seg.io.slabs.SlabWriter`, outputs written slab by slab;
 - :mod:`~unet_seg.io.files`: finding inputs (a file, a folder, a glob) and naming outputs;
-- :mod:`~unet_seg.io.atomic`: write to a temporary name, rename when complete.
+- :mod:`~unet_seg.io.atomic`: write to a temporary name, rename when complete;
+- :mod:`~unet_seg.io.channel_files`: nnU-Net's one file per channel read as one image;
+- :mod:`~unet_seg.io.output_lock`: one run at a time per output;
+- :mod:`unet_seg.io.zarr`: zarr and OME-Zarr stores (reading, block-wise outputs, NGFF metadata,
+  conversion).
 """
 
 from unet_seg.io.files import SUPPORTED_SUFFIXES

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from unet_seg.io import nifti, png, tiff, zarr, zarr_output
+from unet_seg.io import nifti, png, tiff
 from unet_seg.io.atomic import replace_atomic
 from unet_seg.io.files import format_suffix, is_directory_format
 from unet_seg.io.lazy import LazyVolume
 from unet_seg.io.limits import check_voxels
 from unet_seg.io.volume import Volume, check_finite, check_real_dtype
+from unet_seg.io.zarr import output as zarr_output
+from unet_seg.io.zarr import store as zarr_store
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Format:
 
 _NIFTI = Format(nifti.read_nifti, nifti.NiftiVolume, nifti.write_nifti)
 _TIFF = Format(tiff.read_tiff, tiff.TiffVolume, tiff.write_tiff)
-_ZARR = Format(zarr.read_zarr, zarr.ZarrVolume, zarr_output.write_zarr_volume)
+_ZARR = Format(zarr_store.read_zarr, zarr_store.ZarrVolume, zarr_output.write_zarr_volume)
 FORMATS: dict[str, Format] = {
     ".nii": _NIFTI,
     ".nii.gz": _NIFTI,

@@ -51,7 +51,7 @@ from unet_seg.instances.object_table import write_object_table
 from unet_seg.io.channel_files import InputFiles, describe, first_file, naming_path
 from unet_seg.io.files import is_directory_format
 from unet_seg.io.limits import check_voxels
-from unet_seg.io.zarr import ZarrVolume
+from unet_seg.io.zarr.store import ZarrVolume
 from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.normalization import percentile_range, percentiles
 from unet_seg.prediction.preview import foreground_counts, write_preview

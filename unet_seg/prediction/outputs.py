@@ -25,8 +25,8 @@ from unet_seg.inference.inputs import open_input
 from unet_seg.io import open_volume
 from unet_seg.io.channel_files import InputFiles, describe, first_file, naming_path
 from unet_seg.io.files import format_suffix, is_directory_format, output_path, stem
-from unet_seg.io.ngff import label_group_path
-from unet_seg.io.zarr import ZarrVolume
+from unet_seg.io.zarr.ngff import label_group_path
+from unet_seg.io.zarr.store import ZarrVolume
 from unet_seg.models.protocol import SegmentationNetwork
 
 LABEL_NAMES = {"labels": "unet-seg", "instances": "unet-seg-instances"}  # in an image's labels/

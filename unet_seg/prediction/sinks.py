@@ -9,7 +9,7 @@ sink set for its outputs; the block runner writes into them through one protocol
   (:class:`~unet_seg.io.slabs.SlabWriter`: a hidden partial name, the disk reserved before any
   work, renamed when the input is complete, removed on an error or an interrupt). A file that
   is not complete is never resumed.
-- :class:`ZarrSinks`: zarr / OME-Zarr stores (:class:`~unet_seg.io.zarr_output.ZarrOutput`)
+- :class:`ZarrSinks`: zarr / OME-Zarr stores (:class:`~unet_seg.io.zarr.output.ZarrOutput`)
   written by blocks from any process, resumable by fingerprint, committed with their pyramid,
   and registered in the input's ``labels/`` group when written there.
 """
@@ -31,10 +31,10 @@ from unet_seg.inference.postprocess import label_dtype
 from unet_seg.instances.stitch import StitchOptions
 from unet_seg.io import open_volume
 from unet_seg.io.files import format_suffix
-from unet_seg.io.ngff import class_label_mark, register_label_image
 from unet_seg.io.slabs import SlabWriter
-from unet_seg.io.zarr import ZarrVolume
-from unet_seg.io.zarr_output import ZarrOutput
+from unet_seg.io.zarr.ngff import class_label_mark, register_label_image
+from unet_seg.io.zarr.output import ZarrOutput
+from unet_seg.io.zarr.store import ZarrVolume
 from unet_seg.prediction.outputs import scratch_path
 
 Box = Sequence[slice]  # a box in the file's spatial axis order

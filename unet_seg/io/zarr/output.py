@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from unet_seg.io.atomic import commit_dir, write_error, write_json_atomic
-from unet_seg.io.ngff import build_pyramid, write_ome_metadata
 from unet_seg.io.volume import Volume
-from unet_seg.io.zarr import NGFF_UNITS, SPACE_UNIT, zarr_suffix
+from unet_seg.io.zarr.ngff import build_pyramid, write_ome_metadata
+from unet_seg.io.zarr.store import NGFF_UNITS, SPACE_UNIT, zarr_suffix
 
 _ABORT_TRIES, _ABORT_SETTLE_S = 20, 0.02
 RECORDS = ".unet_seg_blocks"  # inside the partial store; removed at commit
@@ -48,7 +48,7 @@ class ZarrOutput:
         label_image: pyramid by nearest neighbour, else by mean.
         fingerprint: what must match for a rerun to reuse recorded blocks.
         label_mark: for an OME-Zarr label image, its NGFF ``image-label`` fields (``{}``, or the
-            colours and properties of :func:`~unet_seg.io.ngff.class_label_mark`), written on
+            colours and properties of :func:`~unet_seg.io.zarr.ngff.class_label_mark`), written on
             commit so readers open the store as labels; None: no mark (raw images).
 
     Only paths are pickled: Dask workers reopen the store to write their blocks.

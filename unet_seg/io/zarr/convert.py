@@ -1,7 +1,7 @@
 """Converting TIFF stacks, NIfTI volumes and folders of 2D slices to OME-Zarr, in bounded memory.
 
 The source is read lazily, one chunk row at a time (``(chunk z, chunk y, X)`` voxels), written
-into a resumable :class:`~unet_seg.io.zarr_output.ZarrOutput` that gets a pyramid and the NGFF
+into a resumable :class:`~unet_seg.io.zarr.output.ZarrOutput` that gets a pyramid and the NGFF
 metadata (axes, units, the source's spacing as the ``scale``) and is renamed when complete.
 """
 
@@ -18,8 +18,8 @@ from unet_seg.errors import OutputWriteError
 from unet_seg.io.files import find_files, is_directory_format
 from unet_seg.io.lazy import LazyVolume
 from unet_seg.io.volumes import open_volume, read_volume
-from unet_seg.io.zarr import NGFF_UNITS, NGFF_VERSIONS, SPACE_UNIT
-from unet_seg.io.zarr_output import ZarrOutput, default_chunks
+from unet_seg.io.zarr.output import ZarrOutput, default_chunks
+from unet_seg.io.zarr.store import NGFF_UNITS, NGFF_VERSIONS, SPACE_UNIT
 
 
 class SliceFolder(LazyVolume):

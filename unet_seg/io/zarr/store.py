@@ -7,7 +7,7 @@ channel axis (NGFF ``c``) first, then ``(z, y, x)``; a time axis must have lengt
 dropped. :class:`ZarrVolume` reads only the chunks an index touches, so any volume size works.
 
 Writing whole volumes (:func:`write_zarr`) goes through a temporary directory renamed when
-complete; block-wise outputs are in :mod:`unet_seg.io.zarr_output`.
+complete; block-wise outputs are in :mod:`unet_seg.io.zarr.output`.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class ZarrVolume(LazyVolume):
         """Open the array (and read its metadata into the attributes); returns the array."""
         import zarr
 
-        from unet_seg.io.zarr_codecs import install
+        from unet_seg.io.zarr.codecs import install
 
         install()  # blosc headers are checked before their declared size is allocated
         node = zarr.open(store=str(self.path), mode="r")

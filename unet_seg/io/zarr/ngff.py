@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from unet_seg import __version__
-from unet_seg.io.zarr import NGFF_UNITS, SPACE_UNIT
+from unet_seg.io.zarr.store import NGFF_UNITS, SPACE_UNIT
 
 PYRAMID_MAX_LEVELS = 4  # a small pyramid: napari opens any zoom without a big extra cost
 PYRAMID_MIN_PLANE = 256  # no level smaller than this in y and x
@@ -146,7 +146,7 @@ def write_ome_metadata(
         axes=axis_models, scales=scales, translations=[None] * len(levels),
         name=ome.get("name"), multiscale_type=PYRAMID_METHODS[nearest][0],
         metadata={"description": PYRAMID_METHODS[nearest][1],
-                  "method": "unet_seg.io.ngff.build_pyramid", "version": __version__},
+                  "method": "unet_seg.io.zarr.ngff.build_pyramid", "version": __version__},
     )  # fmt: skip
     group.attrs.update(image.attributes.model_dump(exclude_none=True, by_alias=True))
     if label_mark is not None:
