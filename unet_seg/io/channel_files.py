@@ -29,6 +29,11 @@ def first_file(source: InputFiles) -> Path:
     return source if isinstance(source, Path) else source[0]
 
 
+def is_store(source: InputFiles) -> bool:
+    """Whether ``source`` is a zarr / OME-Zarr store (a case's channel files never are)."""
+    return isinstance(source, Path) and is_directory_format(source)
+
+
 def naming_path(source: InputFiles) -> Path:
     """The path outputs are named after: the file, or ``<folder>/<case><suffix>`` for channel
     files (``a/case_0000.nii.gz`` -> ``a/case.nii.gz``; no such file needs to exist)."""

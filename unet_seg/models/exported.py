@@ -167,7 +167,7 @@ class OnnxNetwork(ExportedNetwork):
                 f"{path}: running an ONNX model needs onnxruntime (pip install onnxruntime)"
             ) from err
         self._ort = ort
-        self._path = path
+        self.path = path  # before the session, which opens it
         self._threads = threads
         session = self._session("cpu")
         meta = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
@@ -188,9 +188,9 @@ class OnnxNetwork(ExportedNetwork):
         if device_type == "cuda" and "CUDAExecutionProvider" in self._ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         try:
-            return self._ort.InferenceSession(str(self._path), options, providers=providers)
+            return self._ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as err:  # onnxruntime raises its own exception types
-            raise ValueError(f"{self._path}: cannot load as ONNX ({err})") from err
+            raise ValueError(f"{self.path}: cannot load as ONNX ({err})") from err
 
     def _apply(self, fn, recurse: bool = True):
         # nn.Module.to() ends here; follow a move to CUDA with a CUDA session when one exists.

@@ -48,8 +48,7 @@ from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import restrict_plan
 from unet_seg.inference.tiling import TilePlan, plan_tiles
 from unet_seg.instances.object_table import write_object_table
-from unet_seg.io.channel_files import InputFiles, describe, first_file, naming_path
-from unet_seg.io.files import is_directory_format
+from unet_seg.io.channel_files import InputFiles, describe, first_file, is_store, naming_path
 from unet_seg.io.limits import check_voxels
 from unet_seg.io.zarr.store import ZarrVolume
 from unet_seg.models.protocol import SegmentationNetwork
@@ -79,11 +78,11 @@ def file_block_shape(tiles: TilePlan, batch_size: int) -> tuple[int, int, int]:
 
 def _open_source(
     path: InputFiles, model: SegmentationNetwork, options: PredictOptions,
-    block: BlockOptions | None,
+    block: BlockOptions | None, store: bool,
 ) -> tuple[Any, Any, Any]:  # fmt: skip
     """``(volume, source, layout)`` of the input (see
-    :func:`~unet_seg.inference.inputs.open_input`); a zarr input at ``block.input_level``."""
-    if isinstance(path, tuple) or not is_directory_format(path):
+    :func:`~unet_seg.inference.inputs.open_input`); a zarr ``store`` at ``block.input_level``."""
+    if not store:
         volume, source, layout = open_input(path, model, options)
         if source is not volume:
             kind = volume.metadata.get("channels")
@@ -122,7 +121,8 @@ def predict_file(
         BlockFailures: after all other blocks finished, when some block failed.
     """
     start = time.perf_counter()
-    volume, source, layout = _open_source(path, model, options, block)
+    store = is_store(path)
+    volume, source, layout = _open_source(path, model, options, block, store)
     name = describe(path)  # what messages call the input
     lo, hi = percentile_range(model_input(source, layout), *percentiles(norm))
     shape = layout.volume_shape(source.shape)
@@ -130,7 +130,7 @@ def predict_file(
     classes = int(model.num_classes)
     tiles = plan_tiles(model, shape, options.tile_for(model, shape), options.overlap)
     size = None if block is None else block.block_size
-    if isinstance(path, Path) and is_directory_format(path):
+    if store:
         blocks = plan_blocks(tiles, size, tiling_chunks(volume.chunks[-len(spatial) :], layout))
         spec = block.runner
         key = {

@@ -23,8 +23,8 @@ from typing import Any
 from unet_seg.errors import UsageError
 from unet_seg.inference.inputs import open_input
 from unet_seg.io import open_volume
-from unet_seg.io.channel_files import InputFiles, describe, first_file, naming_path
-from unet_seg.io.files import format_suffix, is_directory_format, output_path, stem
+from unet_seg.io.channel_files import InputFiles, describe, first_file, is_store, naming_path
+from unet_seg.io.files import format_suffix, output_path, stem
 from unet_seg.io.zarr.ngff import label_group_path
 from unet_seg.io.zarr.store import ZarrVolume
 from unet_seg.models.protocol import SegmentationNetwork
@@ -120,7 +120,7 @@ def _chunked_targets(path: InputFiles, targets: dict[str, Path], outputs: dict) 
     """Targets of a zarr input: a preview only with the labels (it is drawn from their store);
     with ``outputs.into_input`` the label images go into the input's ``labels/`` group (the
     preview stays in the output folder)."""
-    if isinstance(path, tuple) or not is_directory_format(path):
+    if not is_store(path):
         if outputs.get("into_input"):
             raise UsageError(f"{describe(path)}: outputs.into_input needs an .ome.zarr input")
         return targets
@@ -141,7 +141,7 @@ def is_complete(path: InputFiles, targets: dict, model: SegmentationNetwork, opt
         return False
     _, source, layout = open_input(path, model, options)
     spatial, classes = layout.spatial_shape(source.shape), int(model.num_classes)
-    if is_directory_format(first_file(path)):  # zarr stores, some named without a suffix
+    if is_store(path):  # zarr stores, some named without a suffix
         try:
             return all(
                 ZarrVolume(t).shape == ((classes, *spatial) if k == "probabilities" else spatial)
