@@ -15,7 +15,10 @@ each method once, in round-robin chunks so that the load of a shared machine hit
 All three run the network in channels-last memory format (faster with oneDNN on the CPU).
 
 Seams: the foreground probability of each method is compared with the untiled pass.
-Run: ``python benchmarks/bench_inference_2d.py [--slices N] [--batch B] [--chunk C]``.
+Roofline: each method's effective GFLOP/s (73.5 GFLOP of useful work per 512x512 slice) as a
+fraction of the float32 matmul peak measured in the same run (``roofline.py``); the last line is
+the JSON of all figures.
+Run: ``python benchmarks/bench_inference_2d.py [--slices N] [--batch B] [--chunk C] [--quick]``.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import roofline
 import torch
 
+from unet_seg.models.roofline import useful_gflop
 from unet_seg.peak_memory import peak_rss_mib
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "isbi2012" / "test-volume.tif"
@@ -97,7 +102,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--slices", type=int, default=30, help="slices of the stack to predict")
     parser.add_argument("--chunk", type=int, default=6, help="slices per round-robin round")
+    parser.add_argument("--quick", action="store_true", help="2 slices: a smoke run, no figures")
     args = parser.parse_args()
+    if args.quick:
+        args.slices, args.chunk = 2, 1
+    peaks = roofline.measure_peaks("cpu", quick=args.quick)
     image, source = load_stack(args.slices)
     model = build_model()
     for run in METHODS.values():  # warm-up on one slice: oneDNN kernel selection, allocations
@@ -124,6 +133,28 @@ def main() -> None:
     print(
         f"ours vs MONAI: {seconds['monai'] / seconds['ours']:.2f}x throughput (goal >= 1.5x); "
         f"ours vs untiled: {seconds['ours'] / seconds['untiled']:.2f}x the time (goal <= 1.3x)"
+    )
+    gflop = useful_gflop(model, image.shape[1:], count=len(image))
+    methods = {
+        m: roofline.method_figures(
+            gflop, t, peaks, mvox_per_s=round(image.size / t / 1e6, 4),
+            max_diff_untiled=float(np.abs(result[m] - result["untiled"]).max()),
+        )
+        for m, t in seconds.items()
+    }  # fmt: skip
+    print(roofline.roofline_table(peaks, methods))
+    print("goal: ours >= 0.75 of the float32 peak")
+    roofline.print_record(
+        "inference_2d",
+        peaks,
+        methods,
+        source=source,
+        shape=list(image.shape),
+        batch=args.batch,
+        peak_rss_mib=round(peak, 1),
+        quick=args.quick,
+        ours_vs_monai=round(seconds["monai"] / seconds["ours"], 3),
+        ours_vs_untiled=round(seconds["ours"] / seconds["untiled"], 3),
     )
 
 
