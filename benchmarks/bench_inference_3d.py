@@ -10,9 +10,13 @@ subprocess, so that its peak RSS (``VmHWM``, see ``unet_seg.peak_memory``) is it
   into a float32 probability TIFF, overlap 0.25 and gaussian blending as MONAI; the variants
   are listed in ``RUNS``.
 
-"mean p1" is the mean foreground probability, which must agree between the methods.
+"mean p1" is the mean foreground probability, which must agree between the methods. Roofline:
+each method's effective GFLOP/s (2 x the network's MACs on the volume) as a fraction of the
+float32 matmul peak measured in the parent on the same threads (``roofline.py``); the last line
+is the JSON of all figures.
 
-Run: ``python benchmarks/bench_inference_3d.py`` (about a minute on 2 CPU cores).
+Run: ``python benchmarks/bench_inference_3d.py [--quick]`` (about a minute on 2 CPU cores;
+``--quick``: a 32x128x128 volume, MONAI and our default only, a smoke run).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import roofline
 import torch
 
+from unet_seg.models.roofline import useful_gflop
 from unet_seg.peak_memory import peak_rss_mib
 
 SHAPE = (64, 256, 256)
@@ -42,11 +48,11 @@ def build_model() -> torch.nn.Module:
     return UNet(3, 1, 2, FEATURES, padding="same", norm=None, dropout=0.0).eval()
 
 
-def make_volume(path: Path) -> None:
+def make_volume(path: Path, shape: tuple[int, ...] = SHAPE) -> None:
     import tifffile
 
     rng = np.random.default_rng(0)
-    volume = rng.integers(0, 255, SHAPE, dtype=np.uint8)
+    volume = rng.integers(0, 255, shape, dtype=np.uint8)
     tifffile.imwrite(path, volume, imagej=True, metadata={"axes": "ZYX"})
 
 
@@ -89,7 +95,8 @@ def run_ours(path: Path, batch: int, tile: list[int] | None, bf16: bool) -> dict
     seconds = time.perf_counter() - start
     with tifffile.TiffFile(target) as tif:  # page by page: no memory map to count in the RSS
         pages = tif.pages[len(tif.pages) // 2 :]  # the second channel's slices
-        foreground = sum(float(p.asarray().sum(dtype=np.float64)) for p in pages) / np.prod(SHAPE)
+        voxels = len(pages) * pages[0].shape[0] * pages[0].shape[1]
+        foreground = sum(float(p.asarray().sum(dtype=np.float64)) for p in pages) / voxels
     target.unlink()
     return {"seconds": seconds, "foreground": foreground, "windows": entry["tiles"],
             "blocks": entry["blocks"]["total"]}  # fmt: skip
@@ -122,7 +129,7 @@ def child(args: argparse.Namespace) -> None:
 
 def measure(method: str, options: list[str], volume: Path, batch: int) -> dict:
     cmd = [sys.executable, __file__, "--method", method, "--volume", str(volume),
-           "--batch", str(batch), *options]  # fmt: skip
+           "--batch", str(batch), "--features", *map(str, FEATURES), *options]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"{method} {options} failed:\n{out.stderr}")
@@ -140,16 +147,25 @@ def main() -> None:
     parser.add_argument(
         "--with-bf16", action="store_true", help="also time cpu_bf16 (slow on CPUs without bf16)"
     )
+    parser.add_argument("--quick", action="store_true", help="a small volume: a smoke run")
+    parser.add_argument(
+        "--features", type=int, nargs="+", default=list(FEATURES), help="e.g. 32 64 128"
+    )
     args = parser.parse_args()
+    global FEATURES
+    FEATURES = tuple(args.features)
     if args.method:
         return child(args)
-    voxels = int(np.prod(SHAPE))
+    shape = (32, 128, 128) if args.quick else SHAPE
+    voxels = int(np.prod(shape))
+    peaks = roofline.measure_peaks("cpu", quick=args.quick)
     with tempfile.TemporaryDirectory() as tmp:
         volume = Path(tmp) / "volume.tif"
-        make_volume(volume)
+        make_volume(volume, shape)
         runs = [*RUNS, BF16_RUN] if args.with_bf16 else RUNS
+        runs = [runs[0], runs[2]] if args.quick else runs
         results = [(label, measure(m, opts, volume, args.batch)) for label, m, opts in runs]
-    print(f"3D inference, volume {SHAPE}, UNet features {FEATURES} (same padding), overlap 0.25 "
+    print(f"3D inference, volume {shape}, UNet features {FEATURES} (same padding), overlap 0.25 "
           f"gaussian, batch {args.batch}, torch threads {torch.get_num_threads()}")  # fmt: skip
     print(f"{'method':<40}{'windows':>8}{'seconds':>9}{'MVox/s':>8}{'RSS MiB':>9}"
           f"{'speed':>7}{'RSS':>7}{'mean p1':>9}")  # fmt: skip
@@ -162,6 +178,20 @@ def main() -> None:
             f"{r['peak_rss_mib']:>9.0f}{speed:>6.2f}x{rss:>6.2f}x{r['foreground']:>9.4f}"
         )
     print("speed and RSS relative to the first line; goals: >= 1.5x throughput at <= 0.5x RSS")
+    gflop = useful_gflop(build_model(), shape)
+    methods = {
+        label: roofline.method_figures(
+            gflop, r["seconds"], peaks, peak_rss_mib=round(r["peak_rss_mib"], 1),
+            mean_p1=round(r["foreground"], 5),
+            speed_vs_monai=round(monai["seconds"] / r["seconds"], 3),
+            rss_vs_monai=round(r["peak_rss_mib"] / monai["peak_rss_mib"], 3),
+        )
+        for label, r in results
+    }  # fmt: skip
+    print(roofline.roofline_table(peaks, methods))
+    print("goal: >= 0.5 of the float32 peak for a net of features (32, 64, 128) or wider")
+    roofline.print_record("inference_3d", peaks, methods, shape=list(shape),
+                          features=list(FEATURES), batch=args.batch, quick=args.quick)  # fmt: skip
 
 
 if __name__ == "__main__":
