@@ -137,6 +137,7 @@ def measure(method: str, options: list[str], volume: Path, batch: int) -> dict:
 
 
 def main() -> None:
+    global FEATURES
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=["monai", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--volume", help=argparse.SUPPRESS)
@@ -152,7 +153,6 @@ def main() -> None:
         "--features", type=int, nargs="+", default=list(FEATURES), help="e.g. 32 64 128"
     )
     args = parser.parse_args()
-    global FEATURES
     FEATURES = tuple(args.features)
     if args.method:
         return child(args)
