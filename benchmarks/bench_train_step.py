@@ -6,6 +6,11 @@ for ``--warmup`` untimed and ``--steps`` timed steps; the figure is the median t
 
     python benchmarks/bench_train_step.py                       # unet_small_2d, 4 x 188 x 188
     python benchmarks/bench_train_step.py --model unet_small_3d --size 52 68 68 --batch 2
+    python benchmarks/bench_train_step.py --quick                # a smoke run, no figures
+
+Roofline: steps/s and the effective GFLOP/s of each step's forward and backward pass (counted by
+``torch.utils.flop_counter``) as a fraction of the float32 matmul peak of the same threads; the
+last line is the JSON of all figures.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import roofline
 import torch
 from omegaconf import OmegaConf
 from torch import nn
@@ -105,7 +111,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="3 steps of a small batch: a smoke")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.warmup, args.batch = 3, 1, 1
+    peaks = roofline.measure_peaks("cpu", quick=args.quick)
 
     model_cfg = OmegaConf.to_container(
         OmegaConf.load(Path(CONFIG_DIR) / "model" / f"{args.model}.yaml")
@@ -120,6 +130,7 @@ def main() -> None:
     results = {}
     torch.manual_seed(0)
     module = SegmentationModule(model=model_cfg, loss=LOSS)
+    gflop = {"ours": roofline.training_step_gflop(module.model, batch["image"])}
     results["ours, plain PyTorch loop"] = plain_loop(module.model, loader, args.warmup)
     torch.manual_seed(0)
     module = SegmentationModule(model=model_cfg, loss=LOSS)
@@ -138,6 +149,7 @@ def main() -> None:
     )  # fmt: skip
     mbatch = make_batch(args.batch, monai_size, model_cfg["in_channels"], model_cfg["num_classes"])
     mloader = DataLoader(RepeatBatch(mbatch, n), batch_size=None)
+    gflop["monai"] = roofline.training_step_gflop(monai, mbatch["image"])
     results[f"MONAI BasicUNet {feats}, {monai_size}"] = plain_loop(monai, mloader, args.warmup)
 
     ours, theirs = (sum(p.numel() for p in m.parameters()) for m in (module.model, monai))
@@ -148,6 +160,17 @@ def main() -> None:
         print(f"{name:55s} {1000 * value:8.1f} ms/step   {value / base:5.3f}x plain loop")
     lightning = medians["ours, Lightning training_step"]
     print(f"Lightning overhead ratio: {lightning / base:.3f} (goal <= 1.05)")
+    methods = {
+        name: roofline.method_figures(
+            gflop["monai" if name.startswith("MONAI") else "ours"], value, peaks,
+            steps_per_s=round(1 / value, 3), vs_plain_loop=round(value / base, 4),
+        )
+        for name, value in medians.items()
+    }  # fmt: skip
+    print(roofline.roofline_table(peaks, methods))
+    roofline.print_record("train_step", peaks, methods, model=args.model, size=args.size,
+                          batch=args.batch, steps=args.steps, quick=args.quick,
+                          lightning_overhead=round(lightning / base, 4))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -70,6 +70,18 @@ def method_figures(gflop: float, seconds: float, peaks: Peaks, **extra: Any) -> 
     return {**figures, **extra}
 
 
+def training_step_gflop(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """GFLOP of one forward and backward pass of ``model`` on ``x`` ``(N, C, *spatial)``, as
+    ``torch.utils.flop_counter`` counts them (2 per MAC; the backward about twice the forward):
+    a training step's useful work, loss and optimiser left out. Gradients are cleared after."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        model(x).float().sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 1e9
+
+
 def describe_peaks(peaks: Peaks) -> str:
     """One line: the device, the threads and the peaks."""
     bf16 = f", bfloat16 {peaks.bf16:.0f}" if peaks.bf16 else ""
