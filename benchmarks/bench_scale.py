@@ -18,6 +18,10 @@ model on each worker and the first forward pass of each window shape (one untime
 of the same volume before the timed one). On a shared
 machine, run under ``flock /tmp/unet-bench.lock`` and quote the load it prints.
 
+Roofline: the throughput runs' effective GFLOP/s (2 x the 3D net's MACs on the volume) as a
+fraction of the float32 matmul peak on all the machine's torch threads (``roofline.py``); the
+last line is the JSON of all figures.
+
 Run: ``python benchmarks/bench_scale.py [--shape 64 192 192] [--quick]``.
 """
 
@@ -34,6 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import roofline
 
 from unet_seg.peak_memory import peak_rss_mib
 
@@ -189,6 +194,7 @@ def main() -> None:
         child(args)
         return
     print(f"load before: {os.getloadavg()}  cpus: {os.cpu_count()}")
+    peaks = roofline.measure_peaks("cpu", quick=args.quick)
     tmp = Path(tempfile.mkdtemp(prefix="bench_scale_"))
     ckpt3, ckpt2 = (
         save_checkpoint(tmp / "m3.ckpt", MODEL_3D),
@@ -225,6 +231,13 @@ def main() -> None:
     overhead = t["in-process, 2 threads"] / t["dask 1 worker x 2 threads"]
     print(f"scaling 2x1 vs 1x1 workers: {scaling:.2f}x (goal >= 1.7x)")
     print(f"overhead 1 worker x 2 threads vs in-process: {overhead:.2f}x throughput (goal >= 0.9x)")
+    from unet_seg.models import UNet
+    from unet_seg.models.roofline import useful_gflop
+
+    gflop = useful_gflop(UNet(**MODEL_3D), tuple(args.shape))
+    methods = {name: roofline.method_figures(gflop, seconds, peaks, blocks_per_s=round(
+        blocks / seconds, 3)) for name, seconds in t.items()}  # fmt: skip
+    print(roofline.roofline_table(peaks, methods))
 
     planes = (512, 2048) if args.quick else (1024, 4096)
     memory = {}
@@ -252,6 +265,20 @@ def main() -> None:
     same = np.array_equal(read(tmp / "k" / "vol_labels.ome.zarr"), a_labels)
     print(f"  rerun labels equal the uninterrupted run: {same}")
     print(f"load after: {os.getloadavg()}")
+    roofline.print_record(
+        "scale",
+        peaks,
+        methods,
+        shape=list(args.shape),
+        block=list(block),
+        quick=args.quick,
+        scaling_2x1_vs_1x1=round(scaling, 3),
+        overhead_1x2_vs_inprocess=round(overhead, 3),
+        rss_mb={str(k): [round(v, 1) for v in m] for k, m in memory.items()},
+        resume_computed=resume["rerun"]["computed"],
+        resume_missing=missing,
+        resume_labels_equal=bool(same),
+    )
 
 
 if __name__ == "__main__":
