@@ -6,9 +6,10 @@ with the PyTorch ``UNet`` and once with the same weights exported by ``unet_seg.
 run through ``unet_seg.models.exported.OnnxNetwork`` (what ``unet-seg-predict
 checkpoint=<file>.onnx`` does). Chunks of slices alternate between the two, so load on a shared
 machine hits both alike. Prints seconds, throughput, the ratio and the largest probability
-difference.
+difference, and each runtime's effective GFLOP/s against the float32 matmul peak of the same
+threads (``roofline.py``); the last line is the JSON of all figures.
 
-Run: ``python benchmarks/bench_export.py [--slices N] [--batch B] [--chunk C]``.
+Run: ``python benchmarks/bench_export.py [--slices N] [--batch B] [--chunk C] [--quick]``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import roofline
 import torch
 
 
@@ -52,7 +54,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--slices", type=int, default=30)
     parser.add_argument("--chunk", type=int, default=6)
+    parser.add_argument("--quick", action="store_true", help="2 slices: a smoke run, no figures")
     args = parser.parse_args()
+    if args.quick:
+        args.slices, args.chunk = 2, 1
+    peaks = roofline.measure_peaks("cpu", quick=args.quick)
     import onnxruntime
 
     from unet_seg.export.onnx import export_onnx
@@ -86,6 +92,14 @@ def main() -> None:
         print(f"{name:<14}{t:>9.2f}{image.size / t / 1e6:>9.3f}")
     ratio = seconds["pytorch"] / seconds["onnxruntime"]
     print(f"ONNX Runtime vs PyTorch: {ratio:.2f}x throughput; max |p_onnx - p_torch| = {diff:.1e}")
+    from unet_seg.models.roofline import useful_gflop
+
+    gflop = useful_gflop(model, image.shape[1:], count=len(image))
+    methods = {name: roofline.method_figures(gflop, t, peaks) for name, t in seconds.items()}
+    print(roofline.roofline_table(peaks, methods))
+    roofline.print_record("export", peaks, methods, shape=list(image.shape), batch=args.batch,
+                          quick=args.quick, onnx_vs_torch=round(ratio, 3), max_diff=diff,
+                          onnxruntime=onnxruntime.__version__)  # fmt: skip
 
 
 if __name__ == "__main__":
