@@ -20,6 +20,7 @@ from unet_seg.config import whole
 from unet_seg.errors import OutputWriteError
 from unet_seg.inference.runner import RunnerOptions
 from unet_seg.instances.stitch import StitchOptions, stitch_options_of
+from unet_seg.models.ensemble import checkpoint_spec
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class BlockOptions:
         """The block options of ``cfg``; workers run the model as ``running`` says (default:
         read from ``cfg``)."""
         running = running or RunnerOptions.from_config(cfg)
-        spec = RunnerSpec(str(cfg.checkpoint), **asdict(running))
+        spec = RunnerSpec(checkpoint_spec(cfg.checkpoint), **asdict(running))
         size = cfg.get("block_size")
         mask = cfg.get("mask")
         return cls(

@@ -26,14 +26,15 @@ from unet_seg.inference.postprocess import probabilities_to_labels, store_probab
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.instances.seeded import foreground_and_interior
 from unet_seg.instances.stitch import StitchOptions, local_outputs
-from unet_seg.models.checkpoint import load_model
+from unet_seg.models.ensemble import CheckpointSpec, load_ensemble
 
 
 @dataclass(frozen=True)
 class RunnerSpec:
-    """How a worker builds its :class:`ModelRunner` (hashable: the per-process cache key)."""
+    """How a worker builds its :class:`ModelRunner` (hashable: the per-process cache key);
+    ``checkpoint``: one path, or an ensemble's paths (:mod:`unet_seg.models.ensemble`)."""
 
-    checkpoint: str
+    checkpoint: CheckpointSpec
     device: str = "auto"
     tta: bool = False
     amp: bool = True
@@ -96,7 +97,7 @@ def runner_for(spec: RunnerSpec) -> ModelRunner:
         runner = _RUNNERS.get(spec)
         if runner is None:
             reuse_freed_memory()
-            model, _ = load_model(spec.checkpoint)
+            model = load_ensemble(spec.checkpoint)[0]
             device = _worker_device(spec.device)
             runner = ModelRunner(model, device, spec.tta, spec.amp, spec.cpu_bf16)
             _RUNNERS[spec] = runner

@@ -30,7 +30,7 @@ from unet_seg.io.channel_files import describe, group_channel_files
 from unet_seg.io.files import find_files, is_directory_format
 from unet_seg.io.output_lock import output_locks
 from unet_seg.io.sweep import sweep_stale_temporaries
-from unet_seg.models.checkpoint import load_model_and_tuning
+from unet_seg.models.ensemble import CheckpointSpec, checkpoint_spec, load_ensemble
 from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.normalization import DEFAULT_PERCENTILES, percentiles
 from unet_seg.prediction.driver import predict_file
@@ -46,9 +46,9 @@ from unet_seg.prediction.provenance import (
 log = logging.getLogger(__name__)
 
 
-def _load_model(checkpoint: str) -> tuple[SegmentationNetwork, dict, dict | None]:
+def _load_model(checkpoint: CheckpointSpec) -> tuple[SegmentationNetwork, dict, dict | None]:
     try:
-        return load_model_and_tuning(checkpoint)
+        return load_ensemble(checkpoint)
     except FileNotFoundError as err:
         raise InputNotFoundError(
             f"{err}: train the sample model first with `unet-seg-train experiment=sample_2d`, "
@@ -106,7 +106,10 @@ def predict(cfg: Any) -> dict:
     started = time.time()
     cluster = cfg.get("cluster") or {"kind": "none"}
     check_cluster(cluster)
-    model, stored, tuning = _load_model(cfg.checkpoint)
+    checkpoint = checkpoint_spec(cfg.checkpoint)  # one path, or an ensemble's (a tuple)
+    model, stored, tuning = _load_model(checkpoint)
+    if isinstance(checkpoint, tuple):
+        log.info("ensemble of %d checkpoints: %s", len(checkpoint), ", ".join(checkpoint))
     running = RunnerOptions.from_config(cfg)
     norm = _normalization(cfg, stored)
     instances = bool(cfg.outputs.get("instances"))
@@ -137,7 +140,7 @@ def predict(cfg: Any) -> dict:
         raise write_error(out_dir, err) from err
     sweep_stale_temporaries(out_dir, started)
     fingerprint = run_fingerprint(
-        checkpoint_id(cfg.checkpoint), _output_settings(cfg, options, norm, running)
+        checkpoint_id(checkpoint), _output_settings(cfg, options, norm, running)
     )
     ledger = OutputLedger(out_dir)
     runner = running.runner(model)
@@ -196,7 +199,7 @@ def predict(cfg: Any) -> dict:
         if engine is not None:
             engine.close()
     summary = {
-        "checkpoint": str(cfg.checkpoint),
+        "checkpoint": list(checkpoint) if isinstance(checkpoint, tuple) else str(checkpoint),
         "output_dir": str(out_dir),
         "device": str(runner.device),
         "instances": asdict(options.instances) if cfg.outputs.get("instances") else None,

@@ -29,11 +29,14 @@ SUMMARY_NAME = "predict_summary.json"
 LEDGER_KEY = "provenance"  # {output path: fingerprint} in the summary
 
 
-def checkpoint_id(path: str | os.PathLike) -> str:
+def checkpoint_id(path: str | os.PathLike | tuple[str, ...]) -> str:
     """SHA-1 of the weights file (of a folder, e.g. an unzipped bioimage.io package: all its
     files with their names), so that another checkpoint never passes for this one. Read once
     per process while the files keep their sizes and times (predict's run and each zarr input's
-    block key ask for the same one)."""
+    block key ask for the same one). An ensemble's paths (a tuple): the ids of its members, in
+    order, in one SHA-1."""
+    if isinstance(path, tuple):
+        return hashlib.sha1(" ".join(map(checkpoint_id, path)).encode()).hexdigest()
     root = Path(path)
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
     stamps = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
