@@ -12,6 +12,7 @@ from unet_seg.export.bioimageio import PackageInfo, export_bioimageio
 from unet_seg.export.onnx import export_onnx
 from unet_seg.export.torchscript import export_torchscript
 from unet_seg.models.checkpoint import checkpoint_target, network_from_checkpoint, read_checkpoint
+from unet_seg.models.ensemble import EnsembleNetwork, check_members, resolve_checkpoints
 from unet_seg.models.exported import TUNED_KEY
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,40 @@ def _load_checkpoint(checkpoint: str | Path):
     return model, norm, content.get(TUNED_KEY), checkpoint_target(content)
 
 
+def _load_members(checkpoint: Any) -> tuple:
+    """:func:`_load_checkpoint` of ``checkpoint``, or for several (a list, a model folder of
+    folds: :func:`~unet_seg.models.ensemble.resolve_checkpoints`) their
+    :class:`~unet_seg.models.ensemble.EnsembleNetwork`, which returns the log of the mean
+    softmax (logits, as every export does); their shared tuning and target, if any."""
+    paths = resolve_checkpoints(checkpoint)
+    loaded = [_load_checkpoint(path) for path in paths]
+    if len(loaded) == 1:
+        return loaded[0]
+    names = [str(p) for p in paths]
+    check_members([m for m, *_ in loaded], names, [n for _, n, *_ in loaded])
+    for path, (*_, target) in zip(names[1:], loaded[1:], strict=True):
+        if target != loaded[0][3]:
+            raise UsageError(f"{names[0]} and {path} cannot be ensembled: they learnt other "
+                             f"targets ({loaded[0][3]} vs {target})")  # fmt: skip
+    tunings = [tuning for *_, tuning, _ in loaded]
+    tuning = tunings[0] if all(t == tunings[0] for t in tunings) else None
+    log.info("ensemble of %d checkpoints: %s", len(paths), ", ".join(names))
+    return EnsembleNetwork([m for m, *_ in loaded]).eval(), loaded[0][1], tuning, loaded[0][3]
+
+
+def ensemble_name(checkpoint: Any) -> str:
+    """The file stem of an export of ``checkpoint``: :func:`export_name` of one checkpoint;
+    of several, ``<folder>_ensemble`` for a model folder, else ``<first>_ensemble``."""
+    if isinstance(checkpoint, str | Path) and not Path(checkpoint).is_dir():
+        return export_name(checkpoint)
+    items = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
+    paths = resolve_checkpoints(checkpoint)
+    if len(paths) == 1:
+        return export_name(paths[0])
+    first = Path(str(items[0]))
+    return f"{first.name if first.is_dir() else export_name(first)}_ensemble"
+
+
 def _test_image(path: str | None):
     if not path:
         return None
@@ -72,11 +107,14 @@ def export(cfg: Any) -> dict[str, Path]:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"format must be one of {', '.join(FORMATS)} or all, got {cfg.format!r}")
-    name = cfg.name or export_name(cfg.checkpoint)
+    name = cfg.name or ensemble_name(cfg.checkpoint)
     bio = cfg.bioimageio
     # Checked before anything is written: a bad name must not leave half the formats behind.
     title = package_name(name, bio.get("name")) if "bioimageio" in formats else ""
-    model, norm, tuning, target = _load_checkpoint(cfg.checkpoint)
+    model, norm, tuning, target = _load_members(cfg.checkpoint)
+    if isinstance(model, EnsembleNetwork) and "bioimageio" in formats:
+        raise UsageError("format=bioimageio packages one U-Net; export an ensemble (several "
+                         "checkpoints) as torchscript or onnx")  # fmt: skip
     out_dir = Path(cfg.output_dir)
     written = {}
     for fmt in formats:
