@@ -34,10 +34,15 @@ ALLOWED = {
     "evaluation": FOUNDATION | {"models", "data", "viz"},
     "tuning": FOUNDATION | {"models", "data", "inference", "instances", "evaluation"},
     "export": FOUNDATION | {"models"},
+    # The napari plugin: runs the predictor's per-file driver, shows the samples.
+    "napari": FOUNDATION
+    | {"models", "data", "inference", "instances", "blockwise", "prediction", "interrupts"},
 }
 # Packages that run models on data without training them: none may load Lightning (7 s of
 # imports) or the training data module.
 NO_LIGHTNING = ("instances", "inference", "blockwise", "prediction", "tuning")
+# GUI packages: only the napari plugin (unet_seg/napari/, behind the `napari` extra) uses them.
+GUI = ("napari", "magicgui", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "superqt", "vispy")
 
 
 def _part(module: str) -> str:
@@ -152,3 +157,33 @@ def test_tests_mirror_the_package():
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")}
     assert folders <= packages, folders - packages
     assert {"io", "prediction", "blockwise", "instances", "tuning"} <= folders
+
+
+def test_only_the_plugin_imports_napari_or_qt():
+    """Anywhere in a module (functions too): the core works where no GUI is installed."""
+    found = []
+    for path in ROOT.rglob("*.py"):
+        if path.relative_to(ROOT).parts[0] == "napari":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            found += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in GUI]
+    assert found == []
+
+
+@pytest.mark.slow  # imports every module: Lightning, Dask, ONNX Runtime, ...
+def test_importing_the_core_and_the_plugin_reader_loads_no_gui():
+    """Every module outside the widget (the reader, the widget's work and the samples
+    included) imports without napari, magicgui or a Qt binding."""
+    modules = sorted(
+        "unet_seg." + ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in ROOT.rglob("*.py")
+        if p.name != "__main__.py" and p.relative_to(ROOT).parts[-1] != "widget.py"
+    )
+    code = (
+        f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(GUI)!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -222,3 +222,20 @@ def write_object_table(
             writer.writerows(rows)
 
     return replace_atomic(write, path)
+
+
+def read_object_table(path: str | Path) -> dict[str, np.ndarray]:
+    """The table :func:`write_object_table` wrote, as ``{column: (n,) values}``: int64 for the
+    columns that hold whole numbers (label, voxels, boxes), float64 for the others."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise ValueError(f"{path}: empty object table (no header)")
+    header = rows[0]
+    try:
+        values = np.array(rows[1:], dtype=np.float64).reshape(-1, len(header))
+    except ValueError as err:
+        raise ValueError(f"{path}: not an object table of numbers ({err})") from err
+    integral = {"label", "voxels"} | {c for c in header if c.startswith("bbox_")}
+    return {name: values[:, k].astype(np.int64) if name in integral else values[:, k]
+            for k, name in enumerate(header)}  # fmt: skip

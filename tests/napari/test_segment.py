@@ -1,0 +1,66 @@
+"""The widget's work without Qt: the same labels as ``unet-seg-predict``, the model kept."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+from unet_seg.io import read_volume
+from unet_seg.napari.segment import ModelCache, SegmentSettings, segment, segment_steps
+
+
+def test_labels_equal_the_cli(cli_outputs, ckpt_2d, stack_file):
+    volume = read_volume(stack_file)
+    result = segment(volume.array, volume.spacing, SegmentSettings(ckpt_2d))
+    expected = read_volume(cli_outputs / "stack_labels.tif").array
+    assert result.labels.dtype == expected.dtype and result.labels.shape == (3, 40, 52)
+    np.testing.assert_array_equal(result.labels, expected)
+    assert result.instances is None
+    assert 0 < expected.mean() < 1  # both classes present: the comparison means something
+
+
+def test_instances_and_objects_equal_the_cli(cli_outputs, ckpt_2d, stack_file):
+    volume = read_volume(stack_file)
+    settings = SegmentSettings(ckpt_2d, instances=True, instances_method="cc")
+    result = segment(volume.array, volume.spacing, settings)
+    np.testing.assert_array_equal(
+        result.instances, read_volume(cli_outputs / "stack_instances.tif").array
+    )
+    assert set(result.objects["label"].tolist()) == set(np.unique(result.instances)) - {0}
+    assert result.objects["voxels"].sum() == np.count_nonzero(result.instances)
+
+
+def test_the_model_is_loaded_once_until_its_file_changes(ckpt_2d, stack_file):
+    cache = ModelCache()
+    image = read_volume(stack_file).array[:1]
+    first = segment(image, (2.0, 0.5, 0.5), SegmentSettings(ckpt_2d), cache)
+    second = segment(image, (2.0, 0.5, 0.5), SegmentSettings(ckpt_2d), cache)
+    assert cache.loads == 1
+    np.testing.assert_array_equal(first.labels, second.labels)
+    stat = ckpt_2d.stat()
+    os.utime(ckpt_2d, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    segment(image, (2.0, 0.5, 0.5), SegmentSettings(ckpt_2d), cache)
+    assert cache.loads == 2
+
+
+def test_steps_are_named_and_stopping_early_leaves_nothing(
+    ckpt_2d, stack_file, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    steps = segment_steps(read_volume(stack_file).array, (2.0, 0.5, 0.5),
+                          SegmentSettings(ckpt_2d), ModelCache())  # fmt: skip
+    assert next(steps) == "loading the model"
+    assert next(steps) == "writing the layer"
+    assert [p.name[:16] for p in tmp_path.iterdir()] == ["unet-seg-napari-"]
+    steps.close()  # what napari's worker does on quit: the temporary folder goes
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_model_names_the_file(tmp_path, stack_file):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.ckpt"):
+        segment(
+            np.zeros((20, 20), np.uint8), (1.0, 1.0), SegmentSettings(tmp_path / "nothing.ckpt")
+        )
