@@ -34,6 +34,8 @@ ALLOWED = {
     "evaluation": FOUNDATION | {"models", "data", "viz"},
     "tuning": FOUNDATION | {"models", "data", "inference", "instances", "evaluation"},
     "export": FOUNDATION | {"models"},
+    # fingerprint -> plan -> experiment file: reads data, prices networks, trains nothing
+    "planning": FOUNDATION | {"models", "data"},
     # The napari plugin: runs the predictor's per-file driver, shows the samples.
     "napari": FOUNDATION
     | {"models", "data", "inference", "instances", "blockwise", "prediction", "interrupts"},
@@ -124,6 +126,17 @@ def test_loading_the_tuner_and_the_predictor_loads_no_lightning():
     """Transitively too: what these packages import must not pull Lightning in."""
     code = (
         "import sys, unet_seg.tuning.write_back, unet_seg.prediction.batch; "
+        "print(sorted(m for m in sys.modules if 'lightning' in m))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_loading_the_planner_loads_no_lightning():
+    """Planning a folder of images needs neither Lightning nor the data module (a nnU-Net
+    dataset loads them, for reading its dataset.json, only when one is planned)."""
+    code = (
+        "import sys, unet_seg.planning.run, unet_seg.cli.plan; "
         "print(sorted(m for m in sys.modules if 'lightning' in m))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

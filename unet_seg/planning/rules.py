@@ -1,0 +1,188 @@
+"""The planning rules besides the network's (:mod:`unet_seg.planning.network`), each a small
+function from fingerprint facts to a :class:`Decision`:
+
+- normalisation: per-image percentiles 1 / 99.8 (the project's default) for microscopy; where the
+  intensities look absolute (negative values below :data:`ABSOLUTE_BELOW`, CT-like, or a float
+  image), nnU-Net's fixed window would fit better, but the pipeline normalises per image only, so
+  the plan widens the percentiles to 0.5 / 99.5 and records the window it would use;
+- target: ``boundary`` where at least :data:`TOUCHING` of the objects touch another, else
+  ``classes``; loss Dice + CE; foreground-centred patches where a class is rarer than
+  :data:`RARE`;
+- schedule: Adam, cosine annealing over :data:`EPOCHS` epochs sized to the budget (or the given
+  epochs), ``trainer.max_time`` the budget;
+- validation: the last 20 % of the files, or of the slices of a single stack; a single 2D image
+  cannot be split and is refused;
+- inference tile: the largest valid size up to twice the patch whose forward pass fits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from unet_seg.errors import UsageError
+from unet_seg.models.shapes import is_valid_size, size_rule
+from unet_seg.planning.cost import network_cost
+from unet_seg.planning.fingerprint import Fingerprint
+from unet_seg.planning.machine import Budget, Machine
+from unet_seg.planning.statistics import OBJECTS
+
+ABSOLUTE_BELOW = -100.0  # CT units start at -1024; microscopy counts are never negative
+TOUCHING = 0.05  # share of objects touching another from which a boundary class pays off
+RARE = 0.05  # a class below this share of voxels is missed by most random patches
+EPOCHS = 50  # epochs a time budget is cut into: the cosine schedule's steps, validation points
+MIN_SAMPLES = 8  # samples per epoch at the least, so that an epoch is not a single step
+VAL_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One choice: ``value`` (shown), ``settings`` (dotted config keys it sets), ``reason``."""
+
+    name: str
+    value: Any
+    reason: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def normalization(fp: Fingerprint) -> Decision:
+    lowest = min(c["min"] for c in fp.intensity)
+    if lowest < ABSOLUTE_BELOW or fp.dtype.startswith("float"):
+        window = [[c["percentiles"]["0.5"], c["percentiles"]["99.5"]] for c in fp.intensity]
+        why = f"intensities down to {lowest:g}" if lowest < ABSOLUTE_BELOW else f"{fp.dtype} images"
+        return Decision(
+            "normalization",
+            "percentiles 0.5-99.5",
+            f"{why} look absolute; the fixed window {window} is not supported yet, so "
+            "per-image percentiles, widened",
+            {"normalization.low": 0.5, "normalization.high": 99.5},
+        )
+    return Decision(
+        "normalization",
+        "percentiles 1-99.8",
+        f"{fp.dtype} counts from {lowest:g}: microscopy, scaled per image",
+        {"normalization.low": 1.0, "normalization.high": 99.8},
+    )
+
+
+def target(fp: Fingerprint) -> Decision:
+    touching = fp.objects.get("touching_fraction")
+    kind = fp.labels["kind"]
+    label_map = {"data.label_map": OBJECTS} if kind == OBJECTS else {}
+    if touching is not None and touching >= TOUCHING:
+        return Decision(
+            "target",
+            "boundary",
+            f"{touching:.0%} of {fp.objects['count']} objects touch another (>= "
+            f"{TOUCHING:.0%}): a boundary class keeps them apart",
+            {
+                **label_map,
+                "data.target": "boundary",
+                "data.boundary_width": 2.0,
+                "data.weight_map": {"w0": 10.0, "sigma": 5.0},
+                "tune_instances": "ap",
+            },
+        )
+    why = (
+        "the labels are classes: touching is not measurable"
+        if touching is None
+        else f"{touching:.0%} of the objects touch another (< {TOUCHING:.0%})"
+    )
+    return Decision("target", "classes", why, {**label_map, "data.target": "classes"})
+
+
+def loss(fp: Fingerprint) -> Decision:
+    fractions = {k: v for k, v in fp.labels["class_fraction"].items() if k != "0"}
+    rarest = min(fractions.values()) if fractions else 0.0
+    prob = 0.5 if rarest < RARE else 0.0
+    why = f"the rarest class covers {rarest:.1%} of the voxels" + (
+        f" (< {RARE:.0%}): half the patches centred on foreground" if prob else ""
+    )
+    return Decision(
+        "loss",
+        "dice_ce",
+        f"{why}; the Dice term keeps small classes in view",
+        {"data.foreground_prob": prob},
+    )
+
+
+def schedule(net_steps: int | None, batch: int, budget: Budget, norm: str) -> Decision:
+    lr = 0.003 if norm == "batch" else 0.001
+    if budget.epochs is not None:
+        epochs, samples = budget.epochs, max(MIN_SAMPLES, 16 * batch)
+        why = f"{epochs} epochs as given; cosine annealing over them"
+        max_time = None
+    else:
+        epochs = EPOCHS
+        samples = max(MIN_SAMPLES, batch * math.ceil((net_steps or 0) / EPOCHS))
+        seconds = int(budget.seconds)
+        days, rest = divmod(seconds, 86400)
+        max_time = f"{days:02d}:{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+        why = (
+            f"~{net_steps} steps fit {budget.describe()}: {EPOCHS} epochs of {samples} samples, "
+            f"cosine annealing over them, stopped at {max_time}"
+        )
+    return Decision(
+        "schedule",
+        f"adam lr {lr}, cosine, {epochs} epochs",
+        f"{why}; lr {lr}" + (" (batch norm tolerates a high rate)" if norm == "batch" else ""),
+        {
+            "optimizer.lr": lr,
+            "trainer.max_epochs": epochs,
+            "trainer.max_time": max_time,
+            "data.samples_per_epoch": samples,
+        },
+    )
+
+
+def validation(fp: Fingerprint) -> Decision:
+    if fp.cases > 1:
+        n = math.ceil(VAL_FRACTION * fp.cases)
+        return Decision(
+            "validation",
+            f"last {n} of {fp.cases} files",
+            f"{fp.cases} cases: {VAL_FRACTION:.0%} held out",
+            {"data.val_fraction": VAL_FRACTION},
+        )
+    if fp.spatial_dims == 3:
+        z = fp.shapes[0][0]
+        start = max(1, int(z * (1 - VAL_FRACTION)))
+        return Decision(
+            "validation",
+            f"slices {start}-{z}",
+            f"one stack of {z} slices: its last {VAL_FRACTION:.0%} held out",
+            {"data.val_slices": [start, z]},
+        )
+    source = fp.source.get("images") or fp.source.get("root")
+    raise UsageError(
+        f"{source}: a single 2D image cannot be split for validation; add "
+        "data.val_images/data.val_labels or a second image"
+    )
+
+
+def inference_tile(
+    patch, features, pooled, fp: Fingerprint, num_classes: int, machine: Machine
+) -> Decision:
+    depth = len(features)
+    tile = []
+    for size, p, extent in zip(patch, pooled, fp.median_shape[-len(patch) :], strict=True):
+        margin = size_rule(depth, "valid", p)[2]
+        largest = max(size, min(2 * size, int(extent) + margin))
+        while largest > size and not is_valid_size(largest, depth, "valid", p):
+            largest -= 1
+        tile.append(largest if is_valid_size(largest, depth, "valid", p) else size)
+    while network_cost(
+        tile, features, fp.channels, num_classes, "batch", pooled
+    ).inference_bytes() > machine.memory_bytes and list(tile) != list(patch):
+        tile = [
+            max(p, t - size_rule(depth, "valid", q)[1])
+            for t, p, q in zip(tile, patch, pooled, strict=True)
+        ]
+    return Decision(
+        "inference tile",
+        tile,
+        "the largest valid window up to twice the patch that the image needs and "
+        "the memory holds: predict tile_size",
+        {},
+    )
