@@ -9,6 +9,7 @@ it skip and say why; ``.ci/setup`` installs the Debian packages when run as root
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -81,14 +82,15 @@ def display() -> Iterator[str]:
         server.kill()
         reason = (probe.stderr.strip().splitlines() or ["?"])[-1]
         pytest.skip(f"Qt cannot open a window on Xvfb: {reason}")
+    # Stopped when Python exits, not at the session's end: Qt exits the process as soon as
+    # its X connection breaks, and the QApplication outlives the session's fixtures.
+    atexit.register(server.kill)
     yield env["DISPLAY"]
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    server.terminate()
-    server.wait(10)
 
 
 def predict_config(**overrides):
