@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-COMMANDS = ("train", "predict", "evaluate", "tune", "export", "convert", "summary")
+COMMANDS = ("train", "predict", "evaluate", "tune", "export", "convert", "summary", "plan")
 PAGE = "reference/cli.md"
 # Hydra's own settings (run folder, logging, --help text): not options of the commands.
 HYDRA = "hydra"

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from unet_seg.cli.launch import render_help
 from unet_seg.config import config_dir
 
-COMMANDS = ("train", "predict", "evaluate", "summary", "export", "tune", "convert")
+COMMANDS = ("train", "predict", "evaluate", "summary", "export", "tune", "convert", "plan")
 
 
 def test_help_imports_neither_torch_nor_lightning_nor_hydra():
