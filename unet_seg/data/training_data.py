@@ -19,12 +19,14 @@ import numpy as np
 from unet_seg.config import plain, whole
 from unet_seg.data.boundary import BOUNDARY_CLASSES, TARGETS, derive_target
 from unet_seg.data.dataset import PatchSource
+from unet_seg.data.folds import FoldSpec, slab_regions, split_pairs
 from unet_seg.data.labels import OBJECTS, check_label_map, check_training_classes
 from unet_seg.data.lazy_regions import TargetRule, open_regions
 from unet_seg.data.pairs import pair_files, pair_name
 from unet_seg.data.patches import PAD_MODES, check_patch_size
 from unet_seg.data.regions import Region, build_regions
 from unet_seg.data.weightmap import add_weight_maps
+from unet_seg.errors import UsageError
 from unet_seg.io import open_volume
 from unet_seg.io.files import PathSpec, files_by_key, find_files
 
@@ -73,6 +75,8 @@ class TrainingData:
         lazy: read patches from disk box by box (:mod:`unet_seg.data.lazy_regions`) instead of
             loading whole images: ``True``, ``False``, or ``"auto"``: lazy when the images hold
             more than ``LAZY_VOXELS`` voxels together.
+        cv: ``{folds, fold, seed, test_names}``: cross-validation folds replace the validation
+            split (:mod:`unet_seg.data.folds`); None: the split above.
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class TrainingData:
         pad_mode: str = "reflect",
         num_workers: int = 0,
         lazy: bool | str = "auto",
+        cv: Mapping[str, Any] | None = None,
     ) -> None:
         settings = {k: v for k, v in locals().items() if k != "self"}  # the arguments, first
         self.spatial_dims = spatial_dims
@@ -132,7 +137,14 @@ class TrainingData:
         if label_map == OBJECTS and object_class != 1:
             raise ValueError(f"label_map={OBJECTS} makes the objects class 1, but object_class "
                              f"is {object_class}")  # fmt: skip
+        self.folds = None if cv is None else FoldSpec.from_config(cv)
+        if self.folds is not None and val_images is not None:
+            raise UsageError("cv.folds splits data.images into folds; set data.val_images=null "
+                             "(cv.test_names keeps a test split out of every fold)")  # fmt: skip
+        self.slabs = False  # fewer cases than folds: split() found it, regions() cuts slabs
         self.cfg = {k: plain(v) for k, v in settings.items()}
+        if cv is None:
+            del self.cfg["cv"]  # hyperparameters as they were before folds
         self.lazy: bool | None = None if lazy == "auto" else bool(lazy)
 
     @property
@@ -178,6 +190,9 @@ class TrainingData:
         """(train pairs, val pairs) of ``(image, label)`` paths."""
         c = self.cfg
         pairs = pair_files(c["images"], c["labels"])
+        if self.folds is not None:
+            train, val, self.slabs = split_pairs(pairs, self.folds)
+            return train, val
         if c["val_images"] is not None:
             return pairs, pair_files(c["val_images"], c["val_labels"])
         if c["val_slices"] is not None:
@@ -208,6 +223,10 @@ class TrainingData:
             instances = [by_stem.get(pair_name(*pair)) for pair in pairs]
         elif c["label_map"] == OBJECTS:  # the object ids are the instances
             instances = [label for _, label in pairs]
+        val_slices = None if self.folds is not None else c["val_slices"]  # folds split instead
+        if self.slabs and self.lazy:
+            raise UsageError(f"cv.folds={self.folds.folds} with fewer cases cuts the images into "
+                             "slabs, which needs them in memory: set data.lazy=false")  # fmt: skip
         if derive and self.lazy:
             rule = TargetRule(
                 c["target"],
@@ -222,7 +241,7 @@ class TrainingData:
                 c["num_classes"],
                 role,
                 rule,
-                val_slices=c["val_slices"],
+                val_slices=val_slices,
                 instances=instances,
                 label_map=c["label_map"],
                 normalization=c["normalization"],
@@ -236,7 +255,7 @@ class TrainingData:
             self.spatial_dims,
             c["num_classes"],
             role,
-            val_slices=c["val_slices"],
+            val_slices=val_slices,
             instances=instances,
             label_map=c["label_map"],
             ignore_index=c["ignore_index"],
@@ -249,6 +268,8 @@ class TrainingData:
             )  # fmt: skip
         if derive:
             add_weight_maps(regions, c["weight_map"])
+        if self.slabs:  # after the targets and weights, which see the whole image
+            return slab_regions(regions, self.folds, role)
         return list(regions)
 
     def choose_lazy(self, pairs: list) -> bool:

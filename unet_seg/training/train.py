@@ -32,6 +32,13 @@ from unet_seg.config import plain, whole
 from unet_seg.errors import UsageError
 from unet_seg.io.atomic import write_json_atomic
 from unet_seg.models.checkpoint import read_checkpoint
+from unet_seg.training.folds import (
+    fold_spec,
+    fold_target,
+    format_table,
+    summarize_folds,
+    write_split,
+)
 from unet_seg.training.module import SegmentationModule
 from unet_seg.training.publish import debug_reason, publish_if_better
 from unet_seg.viz.curves import write_curves
@@ -95,9 +102,12 @@ def build_module(cfg: DictConfig) -> SegmentationModule:
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """The data module of ``cfg.data``, given the augmenter built from ``cfg.augment``."""
     augment = instantiate(cfg.augment) if cfg.get("augment") else None
+    # Folds replace the data config's split, and are stored with its settings in checkpoints.
+    spec = fold_spec(cfg)
+    folds = {} if spec is None else {"cv": spec.record()}
     # Plain containers: the data module's hparams go into checkpoints, which must load with
     # weights_only=True, and Lightning compares them with the module's (normalization).
-    return instantiate(cfg.data, augment=augment, _convert_="all")
+    return instantiate(cfg.data, augment=augment, _convert_="all", **folds)
 
 
 def write_training_curves(trainer: pl.Trainer, output_dir: Path, title: str) -> Path | None:
@@ -235,6 +245,10 @@ def train(cfg: DictConfig) -> TrainingRun:
         pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = build_datamodule(cfg)
+    spec = fold_spec(cfg)
+    if spec is not None:
+        log.info("fold %d of %d: split written to %s", spec.fold, spec.folds,
+                 write_split(datamodule.data, spec, output_dir))  # fmt: skip
     follow_the_data(cfg, datamodule)
     OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
     module = build_module(cfg)
@@ -277,10 +291,12 @@ def train(cfg: DictConfig) -> TrainingRun:
         path = write_json_atomic(output_dir / "metrics.json", summary)
         log.info("metrics written to %s", path)
         target = cfg.get("publish_checkpoint")
+        if target and spec is not None:
+            target = fold_target(target, spec)  # each fold its own, so a sweep publishes too
         debug = debug_reason(trainer)
         if best and target and debug:
             log.info("debug run (%s): not publishing %s to %s", debug, best, target)
-        elif best and target and is_multirun():
+        elif best and target and is_multirun() and spec is None:
             # Jobs of a sweep would overwrite each other's model; each keeps its own in its run dir.
             log.info("multirun: not publishing %s to %s", best, target)
         elif best and target:
@@ -288,4 +304,8 @@ def train(cfg: DictConfig) -> TrainingRun:
                 best, summary["best_score"], target, checkpoint.monitor, checkpoint.mode
             ):
                 published = Path(target)
+                if spec is not None:  # the published fold's figures, for the summary
+                    write_json_atomic(published.parent / "metrics.json", summary)
+                    table = format_table(summarize_folds(published.parent.parent))
+                    log.info("folds of %s:\n%s", published.parent.parent, table)
     return TrainingRun(metrics, Path(best) if best else None, published)
