@@ -4,6 +4,7 @@ features and class names (plain layer data: no napari needed)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from unet_seg.instances.object_table import read_object_table
 from unet_seg.io import read_volume
@@ -56,6 +57,7 @@ def test_probabilities_are_one_image_per_named_class(cli_outputs):
     assert meta["scale"] == SCALE and meta["contrast_limits"] == [(0.0, 255.0)] * 2
 
 
+@pytest.mark.slow  # a conversion and a block-wise prediction into the store
 def test_ome_zarr_labels_groups_open_as_labels(tmp_path, ckpt_2d, stack_file, cli_outputs):
     from unet_seg.prediction.batch import predict
 

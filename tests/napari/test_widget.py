@@ -16,7 +16,7 @@ from unet_seg.napari.widget import SegmentWidget  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:System theme detection:UserWarning")
 SCALE = (2.0, 0.5, 0.5)
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"  # gitignored
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"  # gitignored
 
 
 @pytest.fixture
