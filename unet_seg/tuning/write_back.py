@@ -11,7 +11,7 @@ the checkpoint under ``TUNED_KEY`` as plain values (the file still loads with
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from unet_seg.inference.stream import predict_tiled
 from unet_seg.instances.methods import METHODS, TUNED_KEY
 from unet_seg.models.bioimageio_package import is_bioimageio_package
 from unet_seg.models.checkpoint import network_from_checkpoint, read_checkpoint, write_checkpoint
+from unet_seg.models.ensemble import resolve_checkpoints
 from unet_seg.models.exported import is_exported
 from unet_seg.tuning.search import check_request, tune
 
@@ -52,16 +53,10 @@ def predict_region(image: np.ndarray, model, runner: ModelRunner, tile) -> np.nd
     return probs[:, 0] if volume is not image else probs
 
 
-def tune_checkpoint(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str, Any]:
-    """Tune ``model`` (the network of ``checkpoint``) on the checkpoint's validation split.
-
-    ``cfg``: ``data`` (overrides of the stored data settings), ``methods``, ``objective``,
-    ``tile_size``, ``device``, ``tta``, ``progress``. Returns the tuning result, with ``"tta"``:
-    whether the validation images were predicted with TTA.
-    """
-    methods = tuple(cfg.get("methods") or METHODS)
-    objective = str(cfg.get("objective", "ap"))
-    check_request(methods, objective)  # before the validation images are predicted
+def validation_predictions(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """``model``'s probabilities on ``checkpoint``'s validation split, what :func:`tune` searches
+    on: ``probs`` ``(K, *spatial)``, ``truths`` (object ids) and ``spacings`` per image, the
+    class ``roles`` and ``tta``. ``cfg`` as for :func:`tune_checkpoint`."""
     tile = tile_option(cfg.get("tile_size"))
     stored = checkpoint.get("datamodule_hyper_parameters")
     if not stored:
@@ -75,18 +70,36 @@ def tune_checkpoint(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str,
         data.pop(loader_only, None)
     hparams = checkpoint.get("hyper_parameters", {})
     object_class = int(data.get("object_class", hparams.get("region_class", 1)))
-    roles = class_roles(data.get("target", "classes"), object_class)
     regions = TrainingData(**data).validation_regions()
-    truths = [objects_of(r.label, object_class, r.instances) for r in regions]
     running = RunnerOptions.from_config(cfg)
-    tta, runner = running.tta, running.runner(model)
-    probs = [predict_region(r.image, model, runner, tile) for r in regions]
-    log.info("tuning %s on %d validation images", ", ".join(methods), len(regions))
-    result = tune(probs, truths, roles, methods, objective,
-                  [r.spacing for r in regions], cfg.get("progress"))  # fmt: skip
+    runner = running.runner(model)
+    return {
+        "probs": [predict_region(r.image, model, runner, tile) for r in regions],
+        "truths": [objects_of(r.label, object_class, r.instances) for r in regions],
+        "spacings": [r.spacing for r in regions],
+        "roles": class_roles(data.get("target", "classes"), object_class),
+        "tta": running.tta,
+    }
+
+
+def tune_checkpoint(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """Tune ``model`` (the network of ``checkpoint``) on the checkpoint's validation split.
+
+    ``cfg``: ``data`` (overrides of the stored data settings), ``methods``, ``objective``,
+    ``tile_size``, ``device``, ``tta``, ``progress``. Returns the tuning result, with ``"tta"``:
+    whether the validation images were predicted with TTA.
+    """
+    methods = tuple(cfg.get("methods") or METHODS)
+    objective = str(cfg.get("objective", "ap"))
+    check_request(methods, objective)  # before the validation images are predicted
+    tile_option(cfg.get("tile_size"))
+    found = validation_predictions(cfg, model, checkpoint)
+    log.info("tuning %s on %d validation images", ", ".join(methods), len(found["probs"]))
+    result = tune(found["probs"], found["truths"], found["roles"], methods, objective,
+                  found["spacings"], cfg.get("progress"))  # fmt: skip
     # TTA smooths the probabilities, so the thresholds that fit them differ: predict warns when
     # it runs with the other setting.
-    return {**result, "tta": tta}
+    return {**result, "tta": found["tta"]}
 
 
 def store_tuning(path: str | Path, result: Mapping[str, Any], target: str | Path | None = None):
@@ -96,13 +109,75 @@ def store_tuning(path: str | Path, result: Mapping[str, Any], target: str | Path
     return write_checkpoint(checkpoint, target or path)
 
 
+def check_folds(paths: Sequence[Path], checkpoints: Sequence[Mapping[str, Any]]) -> None:
+    """``UsageError`` unless ``checkpoints`` (read from ``paths``) are distinct folds of one
+    cross-validation, whose validation cases are then disjoint."""
+    seen: dict[int, Path] = {}
+    first = None
+    for path, checkpoint in zip(paths, checkpoints, strict=True):
+        cv = (checkpoint.get("datamodule_hyper_parameters") or {}).get("cv")
+        if not cv:
+            raise UsageError(f"{path}: trained without cv.folds, so it has no out-of-fold cases; "
+                             "tune each checkpoint on its own instead")  # fmt: skip
+        settings = {k: v for k, v in cv.items() if k != "fold"}
+        if first is not None and settings != first[1]:
+            raise UsageError(f"{first[0]} and {path}: other fold settings ({first[1]} vs "
+                             f"{settings}), so their validation cases may overlap")  # fmt: skip
+        if cv["fold"] in seen:
+            raise UsageError(f"{seen[cv['fold']]} and {path} are both fold {cv['fold']}")
+        seen[cv["fold"]] = path
+        first = first or (path, settings)
+
+
+def tune_folds(cfg: Any, paths: Sequence[Path]) -> dict[str, Any]:
+    """Tune the ensemble of fold checkpoints ``paths`` on out-of-fold predictions: each fold's
+    validation cases predicted by that fold's network, pooled into one search, whose result is
+    stored in every checkpoint (so the ensemble, whose members then agree, uses it).
+
+    Raises:
+        UsageError: ``cfg.output`` set, a checkpoint trained without folds, two checkpoints of
+            one fold or of other fold settings, or members with other class roles.
+    """
+    methods = tuple(cfg.get("methods") or METHODS)
+    objective = str(cfg.get("objective", "ap"))
+    check_request(methods, objective)  # before any image is predicted
+    if cfg.get("output"):
+        raise UsageError("output= names one file; an ensemble's tuning is written into each of "
+                         "its checkpoints: leave output=null")  # fmt: skip
+    checkpoints = [read_checkpoint(path) for path in paths]
+    check_folds(paths, checkpoints)  # before any image is predicted
+    pooled: dict[str, list] = {"probs": [], "truths": [], "spacings": []}
+    first = None
+    for path, checkpoint in zip(paths, checkpoints, strict=True):
+        model, _ = network_from_checkpoint(checkpoint, path)
+        found = validation_predictions(cfg, model, checkpoint)
+        if first is not None and found["roles"] != first[1]:
+            raise UsageError(f"{first[0]} and {path}: other classes for objects, interiors and "
+                             "background (data.target or object_class differ)")  # fmt: skip
+        first = first or (path, found["roles"], found["tta"])
+        for key in pooled:
+            pooled[key] += found[key]
+    log.info("tuning %s on %d out-of-fold images of %d folds", ", ".join(methods),
+             len(pooled["probs"]), len(paths))  # fmt: skip
+    result = tune(pooled["probs"], pooled["truths"], first[1], methods, objective,
+                  pooled["spacings"], cfg.get("progress"))  # fmt: skip
+    result = {**result, "tta": first[2]}
+    for path in paths:
+        store_tuning(path, result)
+    return result
+
+
 def tune_command(cfg: Any) -> dict[str, Any]:
     """What ``unet-seg-tune`` runs: tune ``cfg.checkpoint`` and store the result in it (or in
-    ``cfg.output``); returns the result.
+    ``cfg.output``); returns the result. Several checkpoints (a list, or a model folder of
+    ``fold_*/model.ckpt``) are tuned together on out-of-fold predictions (:func:`tune_folds`).
 
     Raises:
         UsageError: ``cfg.checkpoint`` is an exported network, which cannot store the result.
     """
+    paths = resolve_checkpoints(cfg.checkpoint)
+    if len(paths) > 1:
+        return tune_folds(cfg, paths)
     if is_exported(cfg.checkpoint) or is_bioimageio_package(cfg.checkpoint):
         raise UsageError(
             f"{cfg.checkpoint}: tune the training checkpoint (.ckpt) it was exported from, "
