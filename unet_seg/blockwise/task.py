@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from unet_seg.blockwise.mask import ForegroundMask
 from unet_seg.blockwise.plan import Block, BlockPlan, predict_block, region_view
 from unet_seg.inference.inputs import Layout, region_reader
 from unet_seg.inference.postprocess import probabilities_to_labels, store_probabilities
-from unet_seg.inference.runner import ModelRunner
+from unet_seg.inference.runner import ModelRunner, RunnerOptions
 from unet_seg.instances.seeded import foreground_and_interior
 from unet_seg.instances.stitch import StitchOptions, local_outputs
 from unet_seg.models.ensemble import CheckpointSpec, load_ensemble
@@ -37,8 +37,12 @@ class RunnerSpec:
     checkpoint: CheckpointSpec
     device: str = "auto"
     tta: bool = False
-    amp: bool = True
-    cpu_bf16: bool = False
+    amp: bool | None = None
+    cpu_bf16: bool | None = None
+    precision: str = "auto"  # predict sends it decided, so workers measure nothing
+    runtime: str = "torch"
+    channels_last: bool | str = "auto"
+    threads: int | None = None
 
 
 _RUNNERS: dict[RunnerSpec, ModelRunner] = {}
@@ -99,7 +103,8 @@ def runner_for(spec: RunnerSpec) -> ModelRunner:
             reuse_freed_memory()
             model = load_ensemble(spec.checkpoint)[0]
             device = _worker_device(spec.device)
-            runner = ModelRunner(model, device, spec.tta, spec.amp, spec.cpu_bf16)
+            options = {f.name: getattr(spec, f.name) for f in fields(RunnerOptions)}
+            runner = RunnerOptions(**{**options, "device": device}).runner(model)
             _RUNNERS[spec] = runner
         return runner
 

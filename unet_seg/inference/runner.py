@@ -1,10 +1,13 @@
-"""Runs a network on batches of tiles: device placement, AMP on CUDA, dihedral TTA, softmax."""
+"""Runs a network on batches of tiles: device placement, precision (measured ``auto``, bf16,
+float16), runtime (eager, compiled, ONNX Runtime), batch norm folded, dihedral TTA, softmax."""
 
 from __future__ import annotations
 
 import itertools
+import logging
+import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -12,7 +15,12 @@ import torch
 from torch import nn
 
 from unet_seg.errors import UsageError
+from unet_seg.inference.precision import AUTOCAST_DTYPES, check_precision, resolve_precision
+from unet_seg.inference.runtimes import check_runtime, example_input, prepare
 from unet_seg.models.blocks import onednn_convolutions
+from unet_seg.models.fold import fold_batch_norm, has_batch_norm
+
+log = logging.getLogger(__name__)
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
@@ -79,25 +87,105 @@ def tta_views(spatial_dims: int, tta: bool = True) -> list[View]:
 
 @dataclass(frozen=True)
 class RunnerOptions:
-    """How the network runs: ``device``, ``tta``, ``amp``, ``cpu_bf16`` of ``conf/predict.yaml``
-    and ``conf/tune.yaml`` (see :class:`ModelRunner`), read from a config in one place."""
+    """How the network runs: ``device``, ``tta``, ``precision``, ``runtime`` and
+    ``channels_last`` of ``conf/predict.yaml`` and ``conf/tune.yaml`` (see :class:`ModelRunner`),
+    read from a config in one place. ``amp`` and ``cpu_bf16`` are the deprecated spellings of
+    ``precision`` (``None``: not given): ``amp=false`` is float32 on a GPU, ``cpu_bf16=true``
+    bf16 on the CPU. ``threads``: torch's threads in the process that runs the network (each
+    Dask worker's too); ``None`` leaves torch's default."""
 
     device: str = "auto"
     tta: bool = False
-    amp: bool = True
-    cpu_bf16: bool = False
+    amp: bool | None = None
+    cpu_bf16: bool | None = None
+    precision: str = "auto"
+    runtime: str = "torch"
+    channels_last: bool | str = "auto"
+    threads: int | None = None
 
     @classmethod
     def from_config(cls, cfg: Any) -> RunnerOptions:
         """The options of ``cfg``; a key it lacks keeps its default."""
+        legacy = {key: cfg.get(key) for key in ("amp", "cpu_bf16") if cfg.get(key) is not None}
+        for key, value in legacy.items():
+            log.warning("%s=%s is deprecated: use precision=%s (precision=auto measures what "
+                        "the hardware runs fast)", key, str(value).lower(),
+                        _legacy_name(key, bool(value)))  # fmt: skip
+        channels_last = cfg.get("channels_last", cls.channels_last)
+        threads = cfg.get("threads")
+        if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+            raise UsageError(f"threads must be a positive integer or null, got {threads!r}")
         return cls(
             str(cfg.get("device", cls.device)), bool(cfg.get("tta", cls.tta)),
-            bool(cfg.get("amp", cls.amp)), bool(cfg.get("cpu_bf16", cls.cpu_bf16)),
+            *(bool(legacy[k]) if k in legacy else None for k in ("amp", "cpu_bf16")),
+            str(cfg.get("precision", cls.precision)), str(cfg.get("runtime", cls.runtime)),
+            channels_last if channels_last == "auto" else bool(channels_last),
+            None if threads is None else int(threads),
         )  # fmt: skip
 
+    def requested_precision(self, device: torch.device) -> str:
+        """``precision``, or what the deprecated ``amp`` / ``cpu_bf16`` ask for on ``device``
+        when it is ``auto``; ``UsageError`` where they contradict ``precision``."""
+        key = "cpu_bf16" if device.type == "cpu" else "amp" if device.type == "cuda" else None
+        value = getattr(self, key) if key else None
+        if value is None:
+            return self.precision
+        legacy = _legacy_name(key, value)
+        if self.precision not in ("auto", legacy):
+            raise UsageError(f"precision={self.precision} contradicts {key}={str(value).lower()}"
+                             f" (deprecated): drop {key}")  # fmt: skip
+        return legacy
+
+    def resolve(self, model: nn.Module) -> tuple[RunnerOptions, str]:
+        """These options with ``precision`` decided for ``model`` (never ``auto``: measured, see
+        :func:`~unet_seg.inference.precision.resolve_precision`) and why; the deprecated keys
+        folded in. Dask workers get the resolved options, so they measure nothing."""
+        device = resolve_device(self.device)
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        check_runtime(self.runtime, model)
+        requested = self.requested_precision(device)
+        probe = None
+        if self.runtime == "onnxruntime":
+            if requested not in ("auto", "float32"):
+                raise UsageError(f"runtime=onnxruntime runs float32; got precision={requested}")
+        elif hasattr(model, "features"):  # a checkpoint's network; exported ones run as built
+            tiles = probe_tiles(model)
+
+            def probe(precision: str) -> tuple[np.ndarray, float]:
+                runner = ModelRunner(model, device, precision=precision,
+                                     channels_last=self.channels_last)  # fmt: skip
+                runner(tiles)  # warm-up: kernel selection, allocations
+                start = time.perf_counter()
+                return runner(tiles), time.perf_counter() - start
+
+        choice = resolve_precision(requested, device, probe)
+        return replace(self, amp=None, cpu_bf16=None, precision=choice.precision), choice.reason
+
     def runner(self, model: nn.Module) -> ModelRunner:
-        """A :class:`ModelRunner` of ``model`` with these options."""
-        return ModelRunner(model, self.device, self.tta, self.amp, self.cpu_bf16)
+        """A :class:`ModelRunner` of ``model`` with these options (``auto`` resolved)."""
+        opts = self.resolve(model)[0]
+        return ModelRunner(model, opts.device, opts.tta, precision=opts.precision,
+                           runtime=opts.runtime, channels_last=opts.channels_last)  # fmt: skip
+
+
+def _legacy_name(key: str, value: bool) -> str:
+    """The precision a deprecated ``amp`` / ``cpu_bf16`` value stands for."""
+    if key == "amp":
+        return "float16" if value else "float32"
+    return "bf16" if value else "float32"
+
+
+def probe_tiles(model: nn.Module) -> np.ndarray:
+    """The agreement check's input ``(1, C, Z, Y, X)``: seeded noise in [0, 1] (the normalised
+    range) of at least 64 x 64 output pixels in 2D, 24^3 voxels in 3D."""
+    steps, x = 1, example_input(model)
+    want = 64 if model.spatial_dims == 2 else 24
+    while min(model.output_shape(x.shape[2:])) < want:
+        steps += 1
+        x = example_input(model, steps)
+    tiles = x.numpy()
+    return tiles[:, :, None] if model.spatial_dims == 2 else tiles
 
 
 class ModelRunner:
@@ -113,37 +201,48 @@ class ModelRunner:
         tta: average the probabilities over :func:`tta_views` (8 in 2D and in 3D). A valid
             network's output is the centre of its input with the same margin on every axis, so
             flipped and turned predictions land back on the same voxels.
-        amp: autocast to float16 on CUDA (float16 on the CPU would only slow down).
-        cpu_bf16: autocast to bfloat16 on the CPU: about 2x faster on CPUs with AMX or
-            AVX512-BF16 at probabilities within about 1e-2 of float32; off by default.
+        amp: autocast to float16 on CUDA (float16 on the CPU would only slow down); used
+            only where ``precision`` is ``None``.
+        cpu_bf16: autocast to bfloat16 on the CPU; used only where ``precision`` is ``None``.
         softmax: turn logits into probabilities (off: raw outputs, for tests and regression nets).
         channels_last: channels-last memory format (NHWC / NDHWC), in which oneDNN's CPU
             convolutions ran 1.3-1.6x faster in our benchmarks; ``"auto"``: on the CPU.
+        precision: ``"float32"``, ``"bf16"`` or ``"float16"`` (autocast); ``None``: as ``amp``
+            and ``cpu_bf16`` say. ``"auto"`` is decided before, by :class:`RunnerOptions`.
+        runtime: ``"torch"``, ``"compile"`` or ``"onnxruntime"``
+            (:mod:`~unet_seg.inference.runtimes`).
+
+    Batch norm layers are folded into their convolutions (:mod:`unet_seg.models.fold`, on a
+    copy: the caller's model keeps them).
     """
 
     def __init__(
         self, model: nn.Module, device: str | torch.device | None = "auto", tta: bool = False,
         amp: bool = True, cpu_bf16: bool = False, softmax: bool = True,
-        channels_last: bool | str = "auto",
+        channels_last: bool | str = "auto", precision: str | None = None,
+        runtime: str = "torch",
     ) -> None:  # fmt: skip
         self.device = resolve_device(device)
+        on_cuda = self.device.type == "cuda"
+        if precision is None:
+            precision = ("float16" if amp else "float32") if on_cuda else (
+                "bf16" if cpu_bf16 else "float32")  # fmt: skip
+        check_precision(precision, self.device)
+        if precision == "auto":
+            raise ValueError("ModelRunner takes a decided precision; RunnerOptions decides auto")
+        self.precision, self.runtime = precision, runtime
+        self.autocast_dtype = AUTOCAST_DTYPES[precision]
+        if has_batch_norm(model):
+            model = fold_batch_norm(model)
         self.model = model.to(self.device).eval()
         self.spatial_dims = int(model.spatial_dims)
         self.views = tta_views(self.spatial_dims, tta)
-        on_cuda = self.device.type == "cuda"
-        self.autocast_dtype = (
-            torch.float16
-            if amp and on_cuda
-            else torch.bfloat16
-            if cpu_bf16 and not on_cuda
-            else None
-        )
         self.softmax = softmax
         if channels_last == "auto":
             channels_last = not on_cuda
         last = torch.channels_last if self.spatial_dims == 2 else torch.channels_last_3d
         self.memory_format = last if channels_last else torch.contiguous_format
-        self.model = self.model.to(memory_format=self.memory_format)
+        self.model = prepare(self.model.to(memory_format=self.memory_format), runtime, self.device)
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -161,8 +260,10 @@ class ModelRunner:
         )
         total = None
         for view in self.views:
-            # Autocast works on aten's convolution, which the oneDNN path goes around.
-            convolutions = onednn_convolutions() if self.autocast_dtype is None else nullcontext()
+            # Autocast works on aten's convolution, which the oneDNN path goes around; compiled
+            # and ONNX Runtime forwards choose their own convolutions.
+            eager_float32 = self.autocast_dtype is None and self.runtime == "torch"
+            convolutions = onednn_convolutions() if eager_float32 else nullcontext()
             with autocast, convolutions:
                 logits = self.model(view.apply(x).contiguous(memory_format=self.memory_format))
             probs = logits.float().softmax(dim=1) if self.softmax else logits.float()

@@ -41,6 +41,7 @@ from unet_seg.prediction.provenance import (
     OutputLedger,
     checkpoint_id,
     run_fingerprint,
+    runner_record,
 )
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,9 @@ def _output_settings(
     }
     if cfg.outputs.get("instances"):
         settings["instances"] = asdict(options.instances)
-    return {**settings, "normalization": norm, "tta": running.tta, "amp": running.amp,
-            "cpu_bf16": running.cpu_bf16, "input_level": cfg.get("input_level"),
+    return {**settings, "normalization": norm, "tta": running.tta,
+            "precision": running.precision, "runtime": running.runtime,
+            "input_level": cfg.get("input_level"),
             "mask": cfg.get("mask")}  # fmt: skip
 
 
@@ -110,7 +112,8 @@ def predict(cfg: Any) -> dict:
     model, stored, tuning = _load_model(checkpoint)
     if isinstance(checkpoint, tuple):
         log.info("ensemble of %d checkpoints: %s", len(checkpoint), ", ".join(checkpoint))
-    running = RunnerOptions.from_config(cfg)
+    # precision=auto measured and decided once here; Dask workers get the decided options.
+    running, precision_reason = RunnerOptions.from_config(cfg).resolve(model)
     norm = _normalization(cfg, stored)
     instances = bool(cfg.outputs.get("instances"))
     tuned = tuning if instances else None
@@ -202,6 +205,7 @@ def predict(cfg: Any) -> dict:
         "checkpoint": list(checkpoint) if isinstance(checkpoint, tuple) else str(checkpoint),
         "output_dir": str(out_dir),
         "device": str(runner.device),
+        "runner": runner_record(runner, precision_reason),
         "instances": asdict(options.instances) if cfg.outputs.get("instances") else None,
         "files": entries,
         "ok": sum(e["status"] == "ok" for e in entries),

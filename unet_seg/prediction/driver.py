@@ -137,7 +137,7 @@ def predict_file(
             "input": str(path.resolve()), "level": volume.level, "shape": list(volume.shape),
             "block_shape": list(blocks.block_shape), "tiles": repr(tiles), "range": [lo, hi],
             "checkpoint": checkpoint_id(spec.checkpoint), "tta": spec.tta,
-            "blend": options.blend, "cpu_bf16": spec.cpu_bf16,
+            "blend": options.blend, "precision": spec.precision, "runtime": spec.runtime,
         }  # fmt: skip
         sinks: FileSinks | ZarrSinks = ZarrSinks(path, volume, spatial, key)
     else:

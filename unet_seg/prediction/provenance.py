@@ -64,6 +64,16 @@ def run_fingerprint(checkpoint: str, settings: Mapping[str, Any]) -> str:
     return hashlib.sha1(record.encode()).hexdigest()[:16]
 
 
+def runner_record(runner: Any, precision_reason: str) -> dict[str, Any]:
+    """What ran the network, for the summary: ``runtime``, ``precision`` and why, torch's
+    ``threads`` and whether the memory format was channels-last (a ``ModelRunner``'s)."""
+    import torch
+
+    return {"runtime": runner.runtime, "precision": runner.precision,
+            "precision_reason": precision_reason, "threads": torch.get_num_threads(),
+            "channels_last": runner.memory_format != torch.contiguous_format}  # fmt: skip
+
+
 class OutputLedger:
     """The fingerprints of the outputs in ``out_dir`` (see the module's docstring)."""
 
