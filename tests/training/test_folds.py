@@ -14,6 +14,7 @@ import torch
 
 from tests.test_configs import compose_train
 from tests.training.test_train import QUICK
+from unet_seg.data.training_data import TrainingData
 from unet_seg.errors import UsageError
 from unet_seg.training.folds import format_table, main, summarize_folds
 from unet_seg.training.train import build_datamodule, train
@@ -126,3 +127,13 @@ def test_all_folds_as_a_multirun_sweep_fill_the_model_folder(tmp_path):
     assert summary["summary"]["val/dice"]["n"] == 2
     splits = [json.loads(p.read_text()) for p in folder.glob("multirun_*/*/folds.json")]
     assert sorted(n for s in splits for n in s["val"]) == SAMPLE_2D
+
+
+def test_tuning_reads_the_folds_own_validation_cases(tmp_path):
+    """The checkpoint keeps ``cv`` with the data settings: unet-seg-tune, which rebuilds the
+    data from them, tunes on the fold's validation cases (out of fold)."""
+    cfg = compose_train(tmp_path, "experiment=sample_2d", "cv.folds=5", "cv.fold=2")
+    stored = {k: v for k, v in build_datamodule(cfg).hparams.items() if k != "pin_memory"}
+    val = [p[1].stem for p in TrainingData(**stored).split()[1]]
+    regions = TrainingData(**stored).validation_regions()
+    assert len(val) == 2 and sorted(r.name for r in regions) == sorted(val)
