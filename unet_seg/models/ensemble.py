@@ -144,11 +144,9 @@ class EnsembleNetwork(nn.Module):
         return self.members[0].output_shape(spatial)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total = None
-        for member in self.members:
-            log_probs = member(x).float().log_softmax(dim=1)
-            total = log_probs[None] if total is None else torch.cat([total, log_probs[None]])
-        return torch.logsumexp(total, dim=0) - math.log(len(self.members))
+        # log softmax then logsumexp: the log of the mean without exp underflow at sure voxels
+        log_probs = torch.stack([m(x).float().log_softmax(dim=1) for m in self.members])
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
 
 
 def load_ensemble(
