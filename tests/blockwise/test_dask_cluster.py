@@ -183,7 +183,7 @@ def test_rerun_after_kill_computes_only_missing_blocks(tmp_path, scheduler, ckpt
         [sys.executable, "-m", "unet_seg.cli.predict", *args], env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    records = tmp_path / "out" / ".raw_labels.ome.zarr.partial" / ".unet_seg_blocks"
+    records = tmp_path / "out" / ".raw_labels.ome.zarr.unet-seg-partial" / ".unet_seg_blocks"
     deadline = time.monotonic() + 120
     while not list(records.glob("0*.json")) and proc.poll() is None:
         assert time.monotonic() < deadline, "no block was recorded"
@@ -204,7 +204,7 @@ def test_a_worker_killed_mid_file_is_survived(tmp_path, ckpt, data, in_process):
     run. (The job used to be scattered data, which no worker can recompute: every block of the
     file was cancelled as 'already forgotten'.)"""
     source = make_input(tmp_path, data)
-    records = tmp_path / "out" / ".raw_labels.ome.zarr.partial" / ".unet_seg_blocks"
+    records = tmp_path / "out" / ".raw_labels.ome.zarr.unet-seg-partial" / ".unet_seg_blocks"
     with distributed.LocalCluster(
         n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:

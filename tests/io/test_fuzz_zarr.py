@@ -31,6 +31,7 @@ from unet_seg.io import limits, open_volume, read_volume
 from unet_seg.io.zarr.output import write_zarr
 from unet_seg.prediction import driver
 from unet_seg.prediction.batch import predict
+from unet_seg.prediction.ownership import REGISTER_NAME
 
 MEMORY_BUDGET = 64 << 20  # what the readers may allocate for one read here (see limits)
 HOSTILE = [None, 0, -1, 1, 2**31 - 1, 2**63, 1e308, float("nan"), "x", "<c16", "|O", "<U8",
@@ -237,7 +238,9 @@ def check_predict_on_damaged_store(kind: str, mutation: tuple, folder: Path, ckp
     summary = predict(config(input=store, output_dir=out, checkpoint=ckpt, tile_size=16,
                              **{"outputs.probabilities": "true"}))  # fmt: skip
     entry = summary["files"][0]
-    written = sorted(p.name for p in out.iterdir() if p.name != "predict_summary.json")
+    written = sorted(
+        p.name for p in out.iterdir() if p.name not in ("predict_summary.json", REGISTER_NAME)
+    )
     if entry["status"] == "failed":
         named = tuple(f"{error}: {store}: " for error in ("ValueError", "BlockFailures"))
         assert entry["error"].startswith(named), entry["error"]
@@ -283,7 +286,10 @@ def test_predict_refuses_a_header_claiming_a_huge_volume(tmp_path, ckpt):
         f"ValueError: {store}: (2147483647, 24, 20) is 1,030,792,150,560 voxels, more than "
         "max_voxels=20,000,000,000; raise max_voxels to process it"
     )
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["predict_summary.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        REGISTER_NAME,
+        "predict_summary.json",
+    ]
 
 
 @pytest.mark.slow

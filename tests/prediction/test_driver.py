@@ -26,6 +26,7 @@ from unet_seg.models.checkpoint import load_model
 from unet_seg.normalization import normalize_percentile
 from unet_seg.prediction.batch import predict
 from unet_seg.prediction.driver import file_block_shape
+from unet_seg.prediction.ownership import REGISTER_NAME
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_instances_alone_leave_no_scratch_file(tmp_path, rng, ckpt_2d):
                              "outputs.instances": True}))  # fmt: skip
     assert summary["ok"] == 1, summary["files"]
     assert sorted(p.name for p in out.iterdir()) == [
-        "predict_summary.json", "s_instances.tif", "s_objects.csv", "s_preview.png"
+        REGISTER_NAME, "predict_summary.json", "s_instances.tif", "s_objects.csv", "s_preview.png"
     ]  # fmt: skip
     with Image.open(out / "s_preview.png") as png:  # image, labels (from scratch), instances
         assert png.size[1] > png.size[0] * 3 // 4 // 4 * 3

@@ -32,6 +32,7 @@ from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.io import slabs as slabs_module
 from unet_seg.io.sweep import TEMPORARY_NAMES, sweep_stale_temporaries
 from unet_seg.prediction.batch import predict
+from unet_seg.prediction.ownership import REGISTER_NAME
 
 
 def config(**overrides):
@@ -81,7 +82,11 @@ def test_full_disk_is_a_named_error_and_the_batch_goes_on(tmp_path, ckpt, monkey
         "no space left on the device"
     )
     assert json.loads((out / "predict_summary.json").read_text())["failed"] == 1
-    assert sorted(p.name for p in out.iterdir()) == ["predict_summary.json", "small_labels.tif"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        REGISTER_NAME,
+        "predict_summary.json",
+        "small_labels.tif",
+    ]
     assert leftovers(out) == []
 
 
@@ -99,7 +104,11 @@ def test_an_io_error_while_writing_is_a_named_error_not_a_crash(tmp_path, ckpt, 
     assert status["bad.tif"]["error"] == (
         f"OutputWriteError: {out / 'bad_labels.tif'}: cannot write the output: Input/output error"
     )
-    assert sorted(p.name for p in out.iterdir()) == ["good_labels.tif", "predict_summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        REGISTER_NAME,
+        "good_labels.tif",
+        "predict_summary.json",
+    ]
     assert leftovers(out) == []
 
 
@@ -156,27 +165,35 @@ def test_interrupt_cleans_up_and_writes_the_summary(tmp_path, ckpt, monkeypatch)
 
 
 def test_sweep_removes_only_our_stale_unlocked_temporaries(tmp_path):
-    names = {".tmp-ab12cd34-x.json": "stale", ".x_labels.tif.partial-0123abcd": "stale",
-             ".x_labels.nii.gz.partial-0123abcd.raw": "stale",
-             ".x.tif.labels-89abcdef.tif": "stale",
-             ".locked.tif.partial-fedcba98": "locked", ".fresh.tif.partial-00000000": "fresh",
+    names = {".unet-seg-tmp-ab12cd34-x.json": "stale",
+             ".x_labels.tif.unet-seg-partial-0123abcd": "stale",
+             ".x_labels.nii.gz.unet-seg-partial-0123abcd.raw": "stale",
+             ".x.tif.unet-seg-labels-89abcdef.tif": "stale",
+             ".locked.tif.unet-seg-partial-fedcba98": "locked",
+             ".fresh.tif.unet-seg-partial-00000000": "fresh",
+             # Another program's hidden temporaries, in the names older versions used:
+             ".tmp-ab12cd34-x.json": "theirs", ".x_labels.tif.partial-0123abcd": "theirs",
+             ".x.tif.labels-89abcdef.tif": "theirs",
              ".hidden-user-file": "theirs", "x_labels.tif": "theirs"}  # fmt: skip
     for name in names:
         (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()  # a subfolder predict writes nothing into is not looked at
+    (tmp_path / "sub" / ".unet-seg-tmp-ab12cd34-y.json").write_bytes(b"y")
     old = time.time() - 3600
-    for name, kind in names.items():
-        if kind != "fresh":
-            os.utime(tmp_path / name, (old, old))
-    holder = os.open(tmp_path / ".locked.tif.partial-fedcba98", os.O_RDONLY)
+    for path in [*(tmp_path / n for n, k in names.items() if k != "fresh"),
+                 tmp_path / "sub" / ".unet-seg-tmp-ab12cd34-y.json"]:  # fmt: skip
+        os.utime(path, (old, old))
+    holder = os.open(tmp_path / ".locked.tif.unet-seg-partial-fedcba98", os.O_RDONLY)
     fcntl.flock(holder, fcntl.LOCK_EX)  # a live writer
     try:
-        removed = sweep_stale_temporaries(tmp_path, started=time.time() - 60)
+        removed = sweep_stale_temporaries([tmp_path / "x_labels.tif"], started=time.time() - 60)
     finally:
         os.close(holder)
     assert sorted(p.name for p in removed) == sorted(n for n, k in names.items() if k == "stale")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        n for n, k in names.items() if k != "stale"
+        [*(n for n, k in names.items() if k != "stale"), "sub"]
     )
+    assert (tmp_path / "sub" / ".unet-seg-tmp-ab12cd34-y.json").exists()
 
 
 @pytest.mark.parametrize(
@@ -321,7 +338,11 @@ def test_a_damaged_input_leaves_no_output(tmp_path_factory, ckpt, mutation):
     summary = predict(config(input=folder / "in", output_dir=folder / "out", checkpoint=ckpt,
                              **{"outputs.probabilities": "true"}))  # fmt: skip
     entry = summary["files"][0]
-    written = sorted(p.name for p in (folder / "out").iterdir() if p.name != "predict_summary.json")
+    written = sorted(
+        p.name
+        for p in (folder / "out").iterdir()
+        if p.name not in ("predict_summary.json", REGISTER_NAME)
+    )
     if entry["status"] == "failed":
         assert str(folder / "in" / "x.tif") in entry["error"] and written == []
     else:
@@ -384,7 +405,7 @@ def test_a_swallowed_sigterm_still_stops_at_the_next_file(tmp_path, ckpt):
         clear_stop_request()
     summary = json.loads((out / "predict_summary.json").read_text())
     assert summary["interrupted"] and [f["status"] for f in summary["files"]] == ["interrupted"]
-    assert sorted(p.name for p in out.iterdir()) == ["predict_summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["predict_summary.json"]  # nothing begun
     assert list(InProcess().map(lambda job, index: index, None, range(3))) == [
         (0, 0),
         (1, 1),

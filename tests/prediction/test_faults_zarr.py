@@ -31,6 +31,7 @@ from unet_seg.io import Volume, open_volume, write_volume
 from unet_seg.io.sweep import sweep_stale_temporaries
 from unet_seg.io.zarr.output import write_zarr
 from unet_seg.prediction.batch import predict
+from unet_seg.prediction.ownership import REGISTER_NAME
 
 ZARR_V2_METADATA = {".zarray", ".zattrs", ".zgroup", ".zmetadata"}
 
@@ -39,7 +40,8 @@ def hidden(folder: Path) -> list[str]:
     """Every hidden name under ``folder`` (our temporaries, partial stores) and zarr's own
     temporaries, but not zarr v2's metadata files (``.zarray``...)."""
     names = {*folder.rglob(".*"), *folder.rglob("*.partial")}
-    kept = ZARR_V2_METADATA | {".hydra"}  # Hydra's record of the run's config
+    # Hydra's record of the run's config; the register of the outputs predict wrote.
+    kept = ZARR_V2_METADATA | {".hydra", REGISTER_NAME}
     return sorted(str(p.relative_to(folder)) for p in names if p.name not in kept)
 
 
@@ -94,7 +96,12 @@ def test_full_disk_is_a_named_error_and_the_batch_goes_on(tmp_path, ckpt, kind, 
     )
     assert json.loads((out / "predict_summary.json").read_text())["failed"] == 1
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["predict_summary.json", f"small_labels{big.name[3:]}", f"small_probs{big.name[3:]}"]
+        [
+            REGISTER_NAME,
+            "predict_summary.json",
+            f"small_labels{big.name[3:]}",
+            f"small_probs{big.name[3:]}",
+        ]
     )  # neither big's labels (written fine) nor any partial store stays
     assert hidden(out) == []
 
@@ -160,18 +167,18 @@ def test_unwritable_output_folder(tmp_path, ckpt, readonly_dir, monkeypatch, cap
 
 
 def test_sweep_removes_zarr_temporaries_a_killed_run_left(tmp_path):
-    store = tmp_path / ".x_labels.zarr.partial"
+    store = tmp_path / ".x_labels.zarr.unet-seg-partial"
     (store / "c" / "0").mkdir(parents=True)
     (store / "c" / "0" / "1").write_bytes(b"chunk")
     stale = [store / "c" / "0" / f"2.{'ab' * 16}.partial",  # zarr's own half-written chunk
-             tmp_path / ".old-0123abcd-y.ome.zarr"]  # an output moved aside  # fmt: skip
+             tmp_path / ".unet-seg-old-0123abcd-y.ome.zarr"]  # an output moved aside  # fmt: skip
     stale[0].write_bytes(b"half")
     (stale[1] / "0").mkdir(parents=True)
     (stale[1] / "zarr.json").write_text("{}")
     old = time.time() - 3600
     for path in [*stale, store / "c" / "0" / "1"]:
         os.utime(path, (old, old))
-    removed = sweep_stale_temporaries(tmp_path, started=time.time() - 60)
+    removed = sweep_stale_temporaries([tmp_path / "x_labels.zarr"], started=time.time() - 60)
     assert sorted(removed) == sorted(stale)
     assert (store / "c" / "0" / "1").read_bytes() == b"chunk"  # the resumable store stays
     assert not stale[1].exists()

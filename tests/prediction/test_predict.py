@@ -16,16 +16,19 @@ from hydra import compose, initialize_config_dir
 
 from unet_seg.blockwise import task
 from unet_seg.config import config_dir
+from unet_seg.errors import UsageError
 from unet_seg.inference.runner import ModelRunner
 from unet_seg.inference.stream import predict_tiled
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.normalization import normalize_percentile
 from unet_seg.prediction.batch import predict
+from unet_seg.prediction.ownership import REGISTER_NAME
 from unet_seg.training.module import SegmentationModule
 
 TINY_2D = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [4, 8],
            "padding": "valid", "norm": None, "dropout": 0.0}  # fmt: skip
 TINY_3D = {**TINY_2D, "spatial_dims": 3}
+HIDDEN_OURS = (".hydra", REGISTER_NAME)  # Hydra's config record; the register of our outputs
 
 
 def save_checkpoint(
@@ -102,7 +105,7 @@ def test_outputs_keep_format_shape_and_geometry(tmp_path, rng, ckpt_2d, name, sh
         assert int(r["voxels"]) == voxels
         assert float(r["physical_size"]) == pytest.approx(voxels * np.prod(source.spacing))
     assert json.loads((out / "predict_summary.json").read_text())["ok"] == 1
-    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".hydra"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name not in HIDDEN_OURS]
 
 
 def test_labels_equal_in_memory_prediction(tmp_path, rng, ckpt_2d):
@@ -143,13 +146,15 @@ def test_skip_existing_and_overwrite(tmp_path, rng, ckpt_2d):
     complete = (out / "s_labels.tif").read_bytes()
     summary = predict(config(input=tmp_path / "in", output_dir=out, checkpoint=ckpt_2d))
     assert summary["skipped"] == 1 and (out / "s_labels.tif").read_bytes() == complete
-    # Only complete outputs are skipped: a cut or foreign file under the name is redone.
+    # A cut or foreign file under the name was not written by us: refused, and redone only
+    # with overwrite=true.
     for broken in (complete[: len(complete) // 2], b"marker"):
         (out / "s_labels.tif").write_bytes(broken)
-        summary = predict(config(input=tmp_path / "in", output_dir=out, checkpoint=ckpt_2d))
+        with pytest.raises(UsageError, match="not written by unet-seg"):
+            predict(config(input=tmp_path / "in", output_dir=out, checkpoint=ckpt_2d))
+        assert (out / "s_labels.tif").read_bytes() == broken
+        summary = predict(config(input=image, output_dir=out, checkpoint=ckpt_2d, overwrite=True))
         assert summary["ok"] == 1 and (out / "s_labels.tif").read_bytes() == complete
-    summary = predict(config(input=image, output_dir=out, checkpoint=ckpt_2d, overwrite=True))
-    assert summary["ok"] == 1 and read_volume(out / "s_labels.tif").array.shape == (3, 37, 45)
 
 
 def test_bad_file_is_reported_and_the_batch_goes_on(tmp_path, rng, ckpt_2d):
@@ -164,8 +169,8 @@ def test_bad_file_is_reported_and_the_batch_goes_on(tmp_path, rng, ckpt_2d):
     errors = [e["error"] for e in summary["files"] if e["status"] == "failed"]
     assert "b.tif" in errors[0] and "d.tif" in errors[1]
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["a_labels.tif", "a_preview.png", "c_labels.tif", "c_preview.png",
-                     "predict_summary.json"]  # fmt: skip
+    assert names == [REGISTER_NAME, "a_labels.tif", "a_preview.png", "c_labels.tif",
+                     "c_preview.png", "predict_summary.json"]  # fmt: skip
 
 
 def test_exception_mid_file_leaves_no_partial_output(tmp_path, rng, ckpt_2d, monkeypatch):
@@ -183,7 +188,7 @@ def test_exception_mid_file_leaves_no_partial_output(tmp_path, rng, ckpt_2d, mon
     summary = predict(config(input=image, output_dir=out, checkpoint=ckpt_2d, batch_size=1,
                              **{"outputs.probabilities": True}))  # fmt: skip
     assert summary["failed"] == 1 and "disk full" in summary["files"][0]["error"]
-    assert sorted(p.name for p in out.iterdir()) == ["predict_summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [REGISTER_NAME, "predict_summary.json"]
 
 
 def test_missing_checkpoint_says_how_to_train(tmp_path):
@@ -236,4 +241,4 @@ def test_probabilities_alone_need_no_label_map(tmp_path, rng, ckpt_2d):
     assert summary["ok"] == 1, summary["files"]
     assert read_volume(out / "p_probs.tif").array.shape == (2, 3, 40, 48)
     assert not (out / "p_labels.tif").exists()
-    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".hydra"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name not in HIDDEN_OURS]

@@ -19,6 +19,7 @@ from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.models.checkpoint import load_model
 from unet_seg.normalization import normalize_percentile
 from unet_seg.prediction.batch import predict
+from unet_seg.prediction.ownership import REGISTER_NAME
 from unet_seg.training.module import SegmentationModule
 from unet_seg.tuning.write_back import store_tuning
 
@@ -71,7 +72,7 @@ def test_seeded_instances_equal_the_in_memory_watershed(tmp_path, rng, ckpt_3cla
     assert (summary["files"][0]["blocks"]["total"] > 1) == bool(blocking)
     # Only the instances and their table: the label and probability maps were scratch files.
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "predict_summary.json", "s_instances.tif", "s_objects.csv", "s_preview.png"
+        REGISTER_NAME, "predict_summary.json", "s_instances.tif", "s_objects.csv", "s_preview.png"
     ]  # fmt: skip
     written = read_volume(tmp_path / "out" / "s_instances.tif")
     assert written.spacing == pytest.approx((2.0, 0.5, 0.5))

@@ -14,6 +14,7 @@ from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.io.zarr.output import write_zarr
 from unet_seg.io.zarr.store import open_zarr
 from unet_seg.prediction.batch import predict
+from unet_seg.prediction.ownership import REGISTER_NAME
 from unet_seg.tuning.write_back import store_tuning
 
 # What unet-seg-tune would store: predict uses it for every instances.* left null.
@@ -61,7 +62,7 @@ def seeded_blocked(tmp_path_factory, data, tuned_ckpt):
     """``(summary entry, instances, output folder)`` of the tuned seeded run, block by block."""
     tmp = tmp_path_factory.mktemp("seeded")
     entry = predict(blocked_config(tmp, data, tuned_ckpt, **WHOLE))["files"][0]
-    assert not list((tmp / "out").glob(".*"))  # no scratch or partial store left
+    assert [p.name for p in (tmp / "out").glob(".*")] == [REGISTER_NAME]  # no scratch left
     return entry, blocked_instances(tmp), tmp / "out"
 
 

@@ -25,7 +25,11 @@ from typing import Any
 
 from unet_seg.errors import OutputWriteError
 
-TEMP_PREFIX = ".tmp-"  # hidden, and recognised by the sweep of stale temporaries
+# Every temporary name this project makes carries MARK, so the sweep of stale temporaries
+# (:mod:`unet_seg.io.sweep`) can never take another program's hidden file for one of ours.
+MARK = "unet-seg"
+TEMP_PREFIX = f".{MARK}-tmp-"  # hidden: ``.unet-seg-tmp-<8 random>-<name>``
+OLD_PREFIX = f".{MARK}-old-"  # a replaced output directory on its way out
 
 
 def write_error(path: str | os.PathLike, err: OSError) -> OutputWriteError:
@@ -138,11 +142,22 @@ def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
 
 def commit_dir(tmp: Path, path: Path) -> None:
     """Rename the finished directory ``tmp`` to ``path``; an existing ``path`` is moved aside
-    first and removed after (directories cannot be renamed over in one step)."""
+    first (``.unet-seg-old-<hex>-<name>``) and removed after (directories cannot be renamed over
+    in one step). A run killed between the two leaves the aside copy, which the next run's sweep
+    removes; one that cannot be removed now is named in an error, never left silently."""
     old = None
     if path.exists():
-        old = path.with_name(f".old-{uuid.uuid4().hex[:8]}-{path.name}")
+        old = path.with_name(f"{OLD_PREFIX}{uuid.uuid4().hex[:8]}-{path.name}")
         os.replace(path, old)
     os.replace(tmp, path)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_tree(old)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove the directory ``path`` whole; ``OSError`` naming it if any of it stays."""
+    failures: list[str] = []
+    # onerror, not onexc: the latter needs Python 3.12 (it gets the exception, not exc_info).
+    shutil.rmtree(path, onerror=lambda _f, name, info: failures.append(f"{name}: {info[1]}"))
+    if failures and path.exists():
+        raise OSError(f"{path}: could not be removed ({failures[0]})")

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from unet_seg.io import nifti, tiff
-from unet_seg.io.atomic import allocate, commit_rename, lock, write_error
+from unet_seg.io.atomic import MARK, allocate, commit_rename, lock, write_error
 from unet_seg.io.file_array import FileArray
 from unet_seg.io.files import format_suffix
 from unet_seg.io.volume import Volume
@@ -65,7 +65,7 @@ class SlabWriter:
         self.suffix = format_suffix(self.path)
         self.shape, self.dtype, self.geometry = tuple(shape), np.dtype(dtype), geometry
         self.spatial_dims = spatial_dims
-        self.tmp = self.path.with_name(f".{self.path.name}.partial-{uuid.uuid4().hex[:8]}")
+        self.tmp = self.path.with_name(f".{self.path.name}.{MARK}-partial-{uuid.uuid4().hex[:8]}")
         self._raw: Path | None = None
         self._header = b""
         self._fd: int | None = None  # holds the lock on the file being written

@@ -35,6 +35,7 @@ from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.normalization import DEFAULT_PERCENTILES, percentiles
 from unet_seg.prediction.driver import predict_file
 from unet_seg.prediction.outputs import VOLUME_KINDS, is_complete, is_output, plan_outputs
+from unet_seg.prediction.ownership import OutputRegister
 from unet_seg.prediction.provenance import (
     LEDGER_KEY,
     SUMMARY_NAME,
@@ -93,6 +94,22 @@ def _output_settings(
             "mask": cfg.get("mask")}  # fmt: skip
 
 
+def refuse_foreign_outputs(register: OutputRegister, outputs: list[Path]) -> None:
+    """Refuse, before any work, to replace files or stores at output names that this project
+    did not write (:mod:`unet_seg.prediction.ownership`).
+
+    Raises:
+        UsageError: naming the first such output and how many there are.
+    """
+    foreign = register.foreign(outputs)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more like it)" if len(foreign) > 1 else ""
+        raise UsageError(
+            f"{foreign[0]}: exists and was not written by unet-seg{more}; move it away, or "
+            "pass overwrite=true to replace it"
+        )
+
+
 def predict(cfg: Any) -> dict:
     """Predict every input of ``cfg.input`` into ``cfg.output_dir``; returns the run summary.
 
@@ -141,11 +158,15 @@ def predict(cfg: Any) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise write_error(out_dir, err) from err
-    sweep_stale_temporaries(out_dir, started)
+    every_output = [t for targets in plan.values() for t in targets.values()]
+    sweep_stale_temporaries(every_output, started)
     fingerprint = run_fingerprint(
         checkpoint_id(checkpoint), _output_settings(cfg, options, norm, running)
     )
     ledger = OutputLedger(out_dir)
+    register = OutputRegister(out_dir, ledger.entries)
+    if not cfg.overwrite:
+        refuse_foreign_outputs(register, every_output)
     runner = running.runner(model)
     entries, start, interrupted = [], time.perf_counter(), False
     bar = tqdm(
@@ -182,9 +203,12 @@ def predict(cfg: Any) -> dict:
                             log.warning("%s: its outputs were made with another checkpoint or "
                                         "other settings: predicting it again",
                                         describe(path))  # fmt: skip
-                        entry.update(
-                            predict_file(path, targets, model, runner, options, norm, block, engine)
-                        )
+                        register.claim(targets)
+                        try:
+                            entry.update(predict_file(path, targets, model, runner, options,
+                                                      norm, block, engine))  # fmt: skip
+                        finally:
+                            register.settle(targets)
                         ledger.record(targets, fingerprint)
                         entry["status"] = "ok"
             except KeyboardInterrupt:

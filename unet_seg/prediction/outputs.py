@@ -23,6 +23,7 @@ from typing import Any
 from unet_seg.errors import UsageError
 from unet_seg.inference.inputs import open_input
 from unet_seg.io import open_volume
+from unet_seg.io.atomic import MARK
 from unet_seg.io.channel_files import InputFiles, describe, first_file, is_store, naming_path
 from unet_seg.io.files import format_suffix, output_path, stem
 from unet_seg.io.zarr.ngff import label_group_path
@@ -67,7 +68,7 @@ def scratch_path(path: Path, kind: str = "labels", suffix: str | None = None) ->
     label map only the preview needs (``kind="labels"``), the blocks' local instance ids
     (``"instances"``) or the seeded watershed's probability maps (``"seeds"``)."""
     suffix = suffix or format_suffix(path)
-    return path.with_name(f".{path.name}.{kind}-{uuid.uuid4().hex[:8]}{suffix}")
+    return path.with_name(f".{path.name}.{MARK}-{kind}-{uuid.uuid4().hex[:8]}{suffix}")
 
 
 def plan_outputs(

@@ -1,7 +1,7 @@
 """Zarr / OME-Zarr outputs written block by block, resumably, and renamed when complete.
 
-A :class:`ZarrOutput` lives under a hidden name ``.<name>.partial`` beside its final path while
-blocks are written into its full-resolution array (``0``). After a block's chunks are written,
+A :class:`ZarrOutput` lives under a hidden name ``.<name>.unet-seg-partial`` beside its final path
+while blocks are written into its full-resolution array (``0``). After a block's chunks are written,
 :meth:`ZarrOutput.record` stores a small record for it; a rerun with the same ``fingerprint``
 (shape, dtype, chunks, block plan and model) reopens the partial store and skips the recorded
 blocks, a different fingerprint starts afresh. :meth:`ZarrOutput.commit` adds the multiscale
@@ -21,13 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from unet_seg.io.atomic import commit_dir, write_error, write_json_atomic
+from unet_seg.io.atomic import MARK, commit_dir, write_error, write_json_atomic
 from unet_seg.io.volume import Volume
 from unet_seg.io.zarr.ngff import build_pyramid, write_ome_metadata
 from unet_seg.io.zarr.store import NGFF_UNITS, SPACE_UNIT, zarr_suffix
 
 _ABORT_TRIES, _ABORT_SETTLE_S = 20, 0.02
 RECORDS = ".unet_seg_blocks"  # inside the partial store; removed at commit
+
+
+def partial_store(path: str | os.PathLike) -> Path:
+    """Where the output store ``path`` is written until complete (hidden, beside it)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{MARK}-partial")
 
 
 def _zarr():
@@ -68,7 +74,7 @@ class ZarrOutput:
     ) -> None:
         self.path = Path(path)
         self.label_mark = label_mark
-        self.partial = self.path.with_name(f".{self.path.name}.partial")
+        self.partial = partial_store(self.path)
         self.shape, self.dtype = tuple(int(s) for s in shape), np.dtype(dtype)
         self.chunks = tuple(min(int(c), s) for c, s in zip(chunks, self.shape, strict=True))
         self.ome, self.label_image = ome, label_image
