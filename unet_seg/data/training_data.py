@@ -141,6 +141,8 @@ class TrainingData:
         if self.folds is not None and val_images is not None:
             raise UsageError("cv.folds splits data.images into folds; set data.val_images=null "
                              "(cv.test_names keeps a test split out of every fold)")  # fmt: skip
+        if self.folds is not None and (val_names is not None or val_slices is not None):
+            log.info("cv.folds=%d replaces the data's val_names / val_slices", self.folds.folds)
         self.slabs = False  # fewer cases than folds: split() found it, regions() cuts slabs
         self.cfg = {k: plain(v) for k, v in settings.items()}
         if cv is None:
