@@ -14,17 +14,17 @@ WARMUP, TIMED = 1, 2  # the first step allocates and picks kernels: not timed
 
 
 def step_timer(
-    in_channels: int, num_classes: int, device: str = "cpu", inplane_pooling: bool = False
-) -> Callable[[Sequence[int], Sequence[int], int], float]:
-    """A ``measure(features, patch, batch) -> seconds per training step`` for the planner,
-    caching each candidate's time."""
+    in_channels: int, num_classes: int, device: str = "cpu"
+) -> Callable[[Sequence[int], Sequence[int], int, bool], float]:
+    """A ``measure(features, patch, batch, inplane_pooling) -> seconds per training step`` for
+    the planner, caching each candidate's time."""
     cache: dict[tuple, float] = {}
 
-    def measure(features: Sequence[int], patch: Sequence[int], batch: int) -> float:
-        key = (tuple(features), tuple(patch), int(batch))
+    def measure(features: Sequence[int], patch: Sequence[int], batch: int, inplane: bool) -> float:
+        key = (tuple(features), tuple(patch), int(batch), bool(inplane))
         if key not in cache:
             cache[key] = _time_steps(
-                features, patch, batch, in_channels, num_classes, device, inplane_pooling
+                features, patch, batch, in_channels, num_classes, device, inplane
             )
         return cache[key]
 

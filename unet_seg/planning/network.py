@@ -13,7 +13,8 @@ Rules, in order (each constant below carries its why):
    one valid size at a time along the axis of largest physical extent, until a training step at
    batch 2 fits the memory budget (batch 1 if even the smallest patch does not). With a time
    budget the first width that gets :data:`MIN_STEPS` steps wins; the narrowest then shrinks its
-   patch for time. With an epoch budget the widest that fits wins.
+   patch for time, down to where half of it is still supervised (output >= the valid margin).
+   With an epoch budget the widest that fits wins.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ MIN_STEPS = 1000  # the hand recipes reach their Dice in a few hundred to a thou
 EFFICIENCY = 0.5  # share of the budget spent in training steps (validation, loading, logging)
 SHRINK = 0.85  # each shrinking step cuts one axis to the valid size at most this fraction of it
 
-Measure = Callable[[Sequence[int], Sequence[int], int], float]  # features, patch, batch -> s/step
+# (features, patch, batch, inplane_pooling) -> seconds per training step
+Measure = Callable[[Sequence[int], Sequence[int], int, bool], float]
 
 
 @dataclass(frozen=True)
@@ -130,19 +132,36 @@ def start_patch(
 
 
 def shrink_once(
-    patch: Sequence[int], spacing: Sequence[float], depth: int, pooled: Sequence[bool]
+    patch: Sequence[int],
+    spacing: Sequence[float],
+    depth: int,
+    pooled: Sequence[bool],
+    floor: Sequence[int] | None = None,
 ) -> tuple[int, ...] | None:
-    """``patch`` with its physically largest shrinkable axis cut by :data:`SHRINK`, or None when
-    every axis is at its smallest valid size."""
+    """``patch`` with its physically largest shrinkable axis cut by :data:`SHRINK`, never below
+    ``floor`` (valid sizes; default the smallest valid ones), or None when every axis is there."""
     order = sorted(range(len(patch)), key=lambda a: -patch[a] * spacing[a])
     for axis in order:
         minimum = smallest_valid_size(1, depth, "valid", pooled[axis])
+        if floor is not None:
+            minimum = max(minimum, floor[axis])
         if patch[axis] > minimum:
             smaller = _largest_valid_below(int(patch[axis] * SHRINK), depth, pooled[axis])
             if smaller >= patch[axis]:
                 smaller = _largest_valid_below(patch[axis] - 1, depth, pooled[axis])
+            smaller = max(smaller, minimum)
             return tuple(smaller if a == axis else s for a, s in enumerate(patch))
     return None
+
+
+def time_floor(start: Sequence[int], depth: int, pooled: Sequence[bool]) -> tuple[int, ...]:
+    """The smallest patch worth shrinking to for time: at least half of it supervised (output
+    >= margin, so no step spends most of its work on context), never more than ``start``."""
+    floor = []
+    for size, p in zip(start, pooled, strict=True):
+        margin = size_rule(depth, "valid", p)[2]
+        floor.append(min(size, smallest_valid_size(2 * margin, depth, "valid", p)))
+    return tuple(floor)
 
 
 def fit_memory(
@@ -195,7 +214,7 @@ def choose_network(
         features: tuple[int, ...], patch: tuple[int, ...], batch: int, cost: NetworkCost
     ) -> tuple[float, int | None]:
         per_step = (
-            measure(features, patch, batch)
+            measure(features, patch, batch, inplane)
             if measure is not None
             else cost.step_macs(batch) / machine.macs_per_second
         )
@@ -230,8 +249,9 @@ def choose_network(
         )
     features, patch, batch, cost, per_step, steps = fitted
     shrunk_for_time = False
+    floor = time_floor(start, depth, pooled)
     while steps is not None and steps < MIN_STEPS:
-        smaller = shrink_once(patch, spacing, depth, pooled)
+        smaller = shrink_once(patch, spacing, depth, pooled, floor)
         if smaller is None:
             break
         patch, shrunk_for_time = smaller, True

@@ -156,8 +156,8 @@ def make_plan(
         Decision(
             "device",
             accelerator,
-            f"planned for {machine.describe()}",
-            {"trainer.accelerator": accelerator},
+            f"planned for {machine.describe()}; trainer.accelerator stays auto, so the "
+            "file also runs elsewhere (a GPU plan on a CPU stops at max_time)",
         )
     )
     if fp.sampling.get("sampled"):
