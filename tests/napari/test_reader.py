@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from unet_seg.instances.object_table import read_object_table
-from unet_seg.io import read_volume
+from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.io.zarr.convert import convert_to_ome_zarr
 from unet_seg.io.zarr.ngff import CLASS_COLOURS
 from unet_seg.napari.reader import get_reader, output_kind, read
@@ -36,6 +36,16 @@ def test_labels_are_a_labels_layer_with_the_class_colours(cli_outputs):
     assert meta["name"] == "stack_labels"
     np.testing.assert_allclose(meta["colormap"][1], [*np.array(CLASS_COLOURS[0]) / 255, 1])
     assert meta["colormap"][0][3] == 0  # background transparent
+
+
+def test_a_plain_zarr_labels_array_opens_as_labels(tmp_path):
+    labels = np.zeros((2, 8, 9), np.uint8)
+    labels[:, 2:5, 3:7] = 1
+    path = write_volume(tmp_path / "x_labels.zarr", Volume(labels, spacing=(3.0, 1.0, 1.0)))
+    assert get_reader(str(path)) is read
+    [(data, meta, kind)] = read(str(path))
+    assert kind == "labels" and meta["scale"] == (1.0, 1.0, 1.0)  # plain zarr keeps no spacing
+    np.testing.assert_array_equal(data, labels)
 
 
 def test_instances_carry_the_object_table_as_features(cli_outputs):

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from unet_seg.io import read_volume
-from unet_seg.napari.segment import ModelCache, SegmentSettings, segment, segment_steps
+from unet_seg.io.zarr.convert import convert_to_ome_zarr
+from unet_seg.napari.segment import (
+    ModelCache,
+    SegmentSettings,
+    segment,
+    segment_steps,
+    zarr_source,
+)
+
+SCALE = (2.0, 0.5, 0.5)
 
 
 def test_labels_equal_the_cli(cli_outputs, ckpt_2d, stack_file):
@@ -64,3 +73,15 @@ def test_missing_model_names_the_file(tmp_path, stack_file):
         segment(
             np.zeros((20, 20), np.uint8), (1.0, 1.0), SegmentSettings(tmp_path / "nothing.ckpt")
         )
+
+
+@pytest.mark.slow  # a conversion and a block-wise prediction of the store
+def test_a_layer_of_an_ome_zarr_store_is_predicted_from_the_store(cli_outputs, ckpt_2d,
+                                                                 stack_file, tmp_path):  # fmt: skip
+    store = convert_to_ome_zarr(stack_file, tmp_path / "stack.ome.zarr")
+    assert zarr_source(str(store), (3, 40, 52)) == str(store)
+    assert zarr_source(str(store), (40, 52)) is None  # one slice or channel of it: a copy
+    assert zarr_source(str(stack_file), (3, 40, 52)) is None  # files: the layer's array
+    result = segment(None, SCALE, SegmentSettings(ckpt_2d), source=store)
+    np.testing.assert_array_equal(result.labels,
+                                  read_volume(cli_outputs / "stack_labels.tif").array)  # fmt: skip

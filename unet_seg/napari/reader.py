@@ -30,7 +30,7 @@ from unet_seg.instances.object_table import read_object_table
 from unet_seg.io import read_volume
 from unet_seg.io.files import SUPPORTED_SUFFIXES, stem
 from unet_seg.io.zarr.ngff import class_label_mark
-from unet_seg.io.zarr.store import NGFF_UNITS, ZarrVolume, is_zarr, multiscales_of
+from unet_seg.io.zarr.store import NGFF_UNITS, ZarrVolume, multiscales_of
 
 LayerData = tuple[Any, dict, str]
 KINDS = {"_labels": "labels", "_instances": "instances", "_probs": "probabilities"}
@@ -42,9 +42,9 @@ def output_kind(path: str | os.PathLike) -> str | None:
     """``"labels"``, ``"instances"``, ``"probabilities"``, ``"ome-zarr"`` (any OME-Zarr store:
     an image, a labels output) or None (not for this reader)."""
     path = Path(path)
-    if path.is_dir() or is_zarr(path):  # label groups of an image have no suffix
-        return "ome-zarr" if path.is_dir() and _attributes(path) is not None else None
-    if not path.name.lower().endswith(SUPPORTED_SUFFIXES):
+    if path.is_dir() and _attributes(path) is not None:  # label groups have no suffix
+        return "ome-zarr"
+    if not path.name.lower().endswith(SUPPORTED_SUFFIXES):  # a plain zarr array goes on
         return None
     name = stem(path)
     for ending, kind in KINDS.items():

@@ -33,6 +33,7 @@ from unet_seg.inference.runner import ModelRunner, RunnerOptions
 from unet_seg.instances.object_table import read_object_table
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.io.files import is_directory_format
+from unet_seg.io.zarr.store import ZarrVolume, is_zarr
 from unet_seg.models.checkpoint import load_model_and_tuning
 from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.prediction.driver import predict_file
@@ -138,6 +139,17 @@ def predict_config(settings: SegmentSettings, source: Path, out_dir: Path) -> An
 
 
 _HYDRA_LOCK = threading.Lock()  # Hydra's global state: one composition at a time
+
+
+def zarr_source(path: str | None, shape: tuple[int, ...]) -> str | None:
+    """The zarr / OME-Zarr store a layer of ``shape`` (level 0) shows whole, to predict from
+    it rather than from a copy; None for files, and for a channel of a store split in layers."""
+    if not path or not is_zarr(path):
+        return None
+    try:
+        return path if ZarrVolume(path).shape == tuple(shape) else None
+    except (OSError, ValueError):
+        return None
 
 
 def segment_steps(

@@ -28,7 +28,6 @@ from napari.utils.notifications import show_error
 
 from unet_seg.instances.methods import METHODS
 from unet_seg.interrupts import clear_stop_request, request_stop
-from unet_seg.io.zarr.store import is_zarr
 from unet_seg.napari.reader import class_colours
 from unet_seg.napari.segment import (
     DEVICES,
@@ -36,6 +35,7 @@ from unet_seg.napari.segment import (
     SegmentResult,
     SegmentSettings,
     segment_steps,
+    zarr_source,
 )
 
 TUNED = "tuned or default"  # the instance method the model file stores, else the default
@@ -98,9 +98,8 @@ class SegmentWidget(Container):
         if layer.rgb:
             self.status.value = f"{layer.name}: RGB layers are not supported; split the channels"
             return None
-        path = layer.source.path
-        source = path if path and is_zarr(path) and layer.multiscale else None
         data = layer.data[0] if layer.multiscale else layer.data
+        source = zarr_source(layer.source.path, data.shape)
         clear_stop_request()
         worker = create_worker(
             cancellable, segment_steps(data, tuple(layer.scale), self.settings(), self.cache,
