@@ -34,32 +34,50 @@ def test_segment_widget_adds_the_cli_labels_on_the_image(viewer, qtbot, ckpt_2d,
     widget.reset_choices()
     widget.model.value, widget.image.value = ckpt_2d, image
     steps: list[str] = []
-    worker = widget.start()
-    worker.yielded.connect(steps.append)
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    shown = widget._step
+    widget._step = lambda message: (steps.append(message), shown(message))
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
     assert steps[-2:] == ["predicting", "reading the result"]
     labels = viewer.layers["stack labels"]
     assert isinstance(labels, napari.layers.Labels)
     np.testing.assert_array_equal(labels.data, read_volume(cli_outputs / "stack_labels.tif").array)
     assert tuple(labels.scale) == SCALE and labels.units == image.units
     assert widget.status.value == "done" and widget.run_button.enabled
-    # The model stays loaded for the next run.
-    with qtbot.waitSignal(widget.start().finished, timeout=120_000):
-        pass
-    assert widget.cache.loads == 1 and len(viewer.layers) == 3
+    # The model stays loaded for the next run; instances come with their object table.
+    widget.instances.value, widget.method.value = True, "cc"
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    assert widget.cache.loads == 1
+    assert [layer.name for layer in viewer.layers] == ["stack", "stack labels", "stack labels [1]",
+                                                        "stack objects"]  # fmt: skip
+    objects = viewer.layers["stack objects"]
+    present = set(np.unique(objects.data).tolist()) - {0}
+    assert present and set(objects.features["index"].tolist()) == present
+    assert tuple(objects.scale) == SCALE
 
 
 def test_cancel_adds_nothing(viewer, qtbot, ckpt_2d, stack_file):
     image = viewer.add_image(read_volume(stack_file).array, name="stack", scale=SCALE)
     widget = SegmentWidget(viewer)
     widget.model.value, widget.image.value = ckpt_2d, image
-    worker = widget.start()
+    widget.start()
     widget.cancel()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
     assert [layer.name for layer in viewer.layers] == ["stack"]
     assert widget.status.value == "cancelled" and widget.worker is None
+
+
+def test_a_bad_model_file_is_reported_by_name(viewer, qtbot, tmp_path):
+    bad = tmp_path / "broken.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    image = viewer.add_image(np.zeros((20, 20), np.uint8), name="zeros")
+    widget = SegmentWidget(viewer)
+    widget.model.value, widget.image.value = bad, image
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.status.value.startswith("failed: ") and "broken.ckpt" in widget.status.value
+    assert [layer.name for layer in viewer.layers] == ["zeros"] and widget.run_button.enabled
 
 
 def test_without_a_layer_the_widget_says_so(viewer):

@@ -24,7 +24,6 @@ from magicgui.widgets import (
     create_widget,
 )
 from napari.qt.threading import GeneratorWorker, create_worker
-from napari.utils.notifications import show_error
 
 from unet_seg.instances.methods import METHODS
 from unet_seg.interrupts import clear_stop_request, request_stop
@@ -105,12 +104,12 @@ class SegmentWidget(Container):
             cancellable, segment_steps(data, tuple(layer.scale), self.settings(), self.cache,
                                        source),
             _progress={"total": STEPS, "desc": "unet-seg"},
+            # connected here, not after: a worker without an "errored" slot re-raises errors
+            _connect={"yielded": self._step, "returned": lambda result: self._add(layer, result),
+                      "aborted": lambda: self._step("cancelled"), "errored": self._failed,
+                      "finished": self._finished},
+            _start_thread=False,
         )  # fmt: skip
-        worker.yielded.connect(self._step)
-        worker.returned.connect(lambda result: self._add(layer, result))
-        worker.aborted.connect(lambda: self._step("cancelled"))
-        worker.errored.connect(self._failed)
-        worker.finished.connect(self._finished)
         self.worker = worker
         self.run_button.enabled, self.cancel_button.enabled = False, True
         worker.start()
@@ -130,8 +129,8 @@ class SegmentWidget(Container):
         self.status.value = message
 
     def _failed(self, err: Exception) -> None:
+        # napari's worker also shows it as a notification (with the traceback on demand)
         self.status.value = f"failed: {err}"
-        show_error(f"unet-seg: {err}")
 
     def _finished(self) -> None:
         clear_stop_request()
