@@ -156,3 +156,21 @@ def test_one_stack_validates_on_its_last_slices_and_one_image_is_refused():
 def test_a_budget_must_be_a_time_or_epochs(text):
     with pytest.raises(UsageError, match="budget="):
         parse_budget(text)
+
+
+@pytest.mark.parametrize(
+    ("values", "label_map", "num_classes"),
+    [([0, 1, 2], None, 3), ([0, 255], {0: 0, 255: 1}, 2), ([0, 3, 7], {0: 0, 3: 1, 7: 2}, 3)],
+)
+def test_class_values_that_are_not_0_to_n_are_mapped_in_order(values, label_map, num_classes):
+    labels = {**fingerprint().labels, "kind": "classes", "values": values}
+    s = make_plan(fingerprint(labels=labels, objects={**fingerprint().objects,
+                                                      "touching_fraction": None}),
+                  CPU, HALF_HOUR).settings()  # fmt: skip
+    assert s.get("data.label_map") == label_map and s["data.num_classes"] == num_classes
+
+
+def test_labels_with_nothing_to_segment_are_refused():
+    labels = {**fingerprint().labels, "kind": "classes", "values": [0]}
+    with pytest.raises(UsageError, match=r"/d/labels: every label voxel is \[0\]"):
+        make_plan(fingerprint(labels=labels), CPU, HALF_HOUR)

@@ -235,7 +235,8 @@ def fingerprint_data(
         raise ValueError("give data.images and data.labels, or data.root of a nnU-Net dataset")
     pairs = pair_files(images, labels)
     source = {"images": _absolute(images), "labels": _absolute(labels), "label_map": label_map}
-    return fingerprint_pairs(pairs, label_map, (), seed, whole_voxels, boxes, source)
+    # -1: the data module's ignore_index, for label maps that send values to it
+    return fingerprint_pairs(pairs, label_map, (-1,), seed, whole_voxels, boxes, source)
 
 
 def _absolute(spec: Any) -> Any:

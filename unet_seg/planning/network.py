@@ -12,9 +12,9 @@ Rules, in order (each constant below carries its why):
    patch starts where the output covers the median image (at most :data:`OUTPUT_CAP`) and shrinks,
    one valid size at a time along the axis of largest physical extent, until a training step at
    batch 2 fits the memory budget (batch 1 if even the smallest patch does not). With a time
-   budget the first width that gets :data:`MIN_STEPS` steps wins; the narrowest then shrinks its
-   patch for time, down to where half of it is still supervised (output >= the valid margin).
-   With an epoch budget the widest that fits wins.
+   budget the first width that gets :data:`MIN_STEPS` steps wins; the narrowest then halves its
+   batch down to 2 and shrinks its patch for time, down to where half of it is still supervised
+   (output >= the valid margin). With an epoch budget the widest that fits wins.
 """
 
 from __future__ import annotations
@@ -251,11 +251,14 @@ def choose_network(
     shrunk_for_time = False
     floor = time_floor(start, depth, pooled)
     while steps is not None and steps < MIN_STEPS:
-        smaller = shrink_once(patch, spacing, depth, pooled, floor)
-        if smaller is None:
-            break
-        patch, shrunk_for_time = smaller, True
-        cost = network_cost(patch, features, in_channels, num_classes, "batch", pooled)
+        if batch > 2:  # fewer samples per step before a smaller patch
+            batch //= 2
+        else:
+            smaller = shrink_once(patch, spacing, depth, pooled, floor)
+            if smaller is None:
+                break
+            patch, shrunk_for_time = smaller, True
+            cost = network_cost(patch, features, in_channels, num_classes, "batch", pooled)
         per_step, steps = timed(features, patch, batch, cost)
     return Network(
         dims,
@@ -297,7 +300,7 @@ def _reasons(
     batch_reason = (
         "2 samples keep batch norm's statistics usable"
         if batch == 2
-        else "the whole patch fits: more samples per step"
+        else "the whole patch fits and the budget allows: more samples per step"
         if batch > 2
         else "not even 2 samples of the smallest patch fit the memory"
     )

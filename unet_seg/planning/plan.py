@@ -17,6 +17,7 @@ from unet_seg.planning.machine import Budget, Machine
 from unet_seg.planning.network import Measure, choose_depth, choose_dims, choose_network
 from unet_seg.planning.rules import (
     Decision,
+    classes,
     inference_tile,
     loss,
     normalization,
@@ -98,11 +99,11 @@ def make_plan(
             },
         )
     )
+    classes_decision = classes(fp)
+    decisions.append(classes_decision)
     target_decision = target(fp)
     boundary = target_decision.value == "boundary"
-    num_classes = (
-        3 if boundary else int(fp.source.get("num_classes") or max(2, len(fp.labels["values"])))
-    )
+    num_classes = 3 if boundary else int(classes_decision.value)
     extent, spacing, objects = _net_extent(fp, dims)
     depth, depth_reason = choose_depth(objects, min(extent[-2:]))
     decisions.append(Decision("depth", depth, depth_reason))

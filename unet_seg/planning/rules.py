@@ -5,6 +5,7 @@ function from fingerprint facts to a :class:`Decision`:
   intensities look absolute (negative values below :data:`ABSOLUTE_BELOW`, CT-like, or a float
   image), nnU-Net's fixed window would fit better, but the pipeline normalises per image only, so
   the plan widens the percentiles to 0.5 / 99.5 and records the window it would use;
+- classes: object ids are class 1; class values not ``0 .. n-1`` are mapped in order;
 - target: ``boundary`` where at least :data:`TOUCHING` of the objects touch another, else
   ``classes``; loss Dice + CE; foreground-centred patches where a class is rarer than
   :data:`RARE`;
@@ -18,6 +19,7 @@ function from fingerprint facts to a :class:`Decision`:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,10 +68,47 @@ def normalization(fp: Fingerprint) -> Decision:
     )
 
 
+def classes(fp: Fingerprint) -> Decision:
+    """What the stored label values mean: ``data.label_map`` and ``data.num_classes``."""
+    values, given = fp.labels["values"], fp.source.get("label_map")
+    if "root" in fp.source:  # the nnU-Net data module takes both from dataset.json
+        n = int(fp.source["num_classes"])
+        return Decision("classes", n, f"dataset.json lists {n} labels")
+    if fp.labels["kind"] == OBJECTS:
+        return Decision(
+            "classes",
+            2,
+            f"{fp.labels.get('kind_reason', 'object ids')}: every id is class 1",
+            {"data.label_map": OBJECTS, "data.num_classes": 2},
+        )
+    if len(values) < 2:
+        raise UsageError(
+            f"{fp.source.get('labels')}: every label voxel is {values}: nothing to segment"
+        )
+    n = len(values)
+    if isinstance(given, Mapping):
+        return Decision(
+            "classes",
+            n,
+            f"data.label_map gives {n} classes",
+            {"data.label_map": dict(given), "data.num_classes": n},
+        )
+    if values == list(range(n)):
+        return Decision(
+            "classes", n, f"label values {values}: classes 0..{n - 1}", {"data.num_classes": n}
+        )
+    mapping = {v: i for i, v in enumerate(values)}
+    return Decision(
+        "classes",
+        n,
+        f"stored values {values} are not 0..{n - 1}: mapped in order",
+        {"data.label_map": mapping, "data.num_classes": n},
+    )
+
+
 def target(fp: Fingerprint) -> Decision:
     touching = fp.objects.get("touching_fraction")
-    kind = fp.labels["kind"]
-    label_map = {"data.label_map": OBJECTS} if kind == OBJECTS else {}
+    label_map: dict[str, Any] = {}
     if touching is not None and touching >= TOUCHING:
         return Decision(
             "target",
