@@ -82,6 +82,9 @@ def test_slab_ranges_cover_the_axis():
     assert slab_ranges(10, 3) == [range(0, 3), range(3, 6), range(6, 10)]
     with pytest.raises(ValueError, match="2 voxels cannot be cut into 3 slabs"):
         slab_ranges(2, 3)
+    tiny = Region(np.zeros((1, 2, 2), np.float32), np.zeros((2, 2), np.int64), None, "tiny")
+    with pytest.raises(ValueError, match=r"^tiny: cv\.folds=3 slabs: 2 voxels cannot be cut"):
+        slab_regions([tiny], FoldSpec(3, 0), "val")
 
 
 @pytest.mark.parametrize("shape", [(23, 40), (9, 31, 12)])

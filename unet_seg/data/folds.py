@@ -100,7 +100,10 @@ def slab_regions(regions: Sequence[Any], spec: FoldSpec, role: str) -> list[Any]
     parts = []
     for region in regions:
         axis = int(np.argmax(region.shape))
-        slab = slab_ranges(region.shape[axis], spec.folds)[spec.fold]
+        try:
+            slab = slab_ranges(region.shape[axis], spec.folds)[spec.fold]
+        except ValueError as err:
+            raise ValueError(f"{region.name}: cv.folds={spec.folds} slabs: {err}") from None
         if role == "val":
             pieces = [slab]
         else:
