@@ -86,3 +86,16 @@ def test_ome_zarr_labels_groups_open_as_labels(tmp_path, ckpt_2d, stack_file, cl
     assert get_reader(str(image / "labels" / "unet-seg")) is read  # the group alone, too
     [(_, alone, kind)] = read(str(image / "labels" / "unet-seg"))
     assert kind == "labels" and alone["scale"] == SCALE
+
+
+def test_a_big_ome_zarr_image_opens_lazily_level_by_level(tmp_path):
+    import dask.array as da
+
+    image = np.arange(2 * 512 * 520, dtype=np.uint32).reshape(2, 512, 520).astype(np.uint16)
+    source = write_volume(tmp_path / "big.tif", Volume(image, spacing=(3.0, 0.5, 0.5)))
+    store = convert_to_ome_zarr(source, tmp_path / "big.ome.zarr")
+    [(levels, meta, kind)] = read(str(store))
+    assert kind == "image" and meta["multiscale"] and meta["scale"] == (3.0, 0.5, 0.5)
+    assert [level.shape for level in levels] == [(2, 512, 520), (2, 256, 260)]
+    assert all(isinstance(level, da.Array) for level in levels)  # nothing read yet
+    np.testing.assert_array_equal(levels[0][1, 100:103, 7].compute(), image[1, 100:103, 7])
