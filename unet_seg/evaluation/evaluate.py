@@ -17,7 +17,7 @@ import csv
 import io
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,27 +29,28 @@ from tqdm.auto import tqdm
 from unet_seg.config import whole
 from unet_seg.data.labels import OBJECTS, map_labels
 from unet_seg.errors import InputNotFoundError, UsageError
+from unet_seg.evaluation.contingency import (
+    SLAB_BYTES_PER_VOXEL,
+    SLAB_VOXELS,
+    adapted_rand_error,
+    contingency,
+    variation_of_information,
+)
 from unet_seg.evaluation.error_kinds import ErrorKinds, kinds_of
 from unet_seg.evaluation.instances import (
     AP_THRESHOLDS,
     MatchCounts,
-    compact_ids,
     matches_of,
-    overlaps,
+    overlaps_of,
     pool,
     scores,
 )
-from unet_seg.evaluation.metrics import (
-    confusion_counts,
-    dice_iou,
-    pixel_error,
-    rand_error,
-    variation_of_information,
-)
+from unet_seg.evaluation.metrics import confusion_counts, dice_iou, pixel_error
 from unet_seg.evaluation.predicted_classes import boundary_label_map
 from unet_seg.io import open_volume, read_volume
 from unet_seg.io.atomic import write_json_atomic, write_text_atomic
 from unet_seg.io.files import files_by_key, is_image, stem
+from unet_seg.io.limits import memory_budget
 from unet_seg.viz.report import ReportBuilder
 
 log = logging.getLogger(__name__)
@@ -90,21 +91,31 @@ def _numbers(cfg: Any) -> tuple[int, int, int]:
     return num_classes, foreground, slices
 
 
+def class_dtype(num_classes: int) -> np.dtype:
+    """The narrowest unsigned dtype holding the classes ``0..num_classes - 1``."""
+    return np.min_scalar_type(max(int(num_classes) - 1, 0))
+
+
 def _integers(
     path: Path, num_classes: int | None = None, label_map: Mapping[Any, int] | None = None
 ) -> np.ndarray:
-    """The labels of ``path`` as int64, stored values mapped to classes by ``label_map`` (e.g.
-    ``{255: 1}`` for 0/255 masks; :func:`~unet_seg.data.labels.map_labels`); float files are
-    accepted when every value is integral.
+    """The labels of ``path``: with ``num_classes``, class indices in the narrowest dtype
+    (:func:`class_dtype`), stored values mapped to classes by ``label_map`` (e.g. ``{255: 1}``
+    for 0/255 masks; :func:`~unet_seg.data.labels.map_labels`) slab by slab; without, object
+    ids as stored (floats only when every value is integral). No int64 copy of the whole image.
 
     Raises:
         ValueError: naming the file and the offending values (not integers, not in
             ``label_map``, or outside ``0..num_classes - 1`` when ``num_classes`` is given).
     """
-    labels = map_labels(read_volume(path, finite=False).array, label_map, path)
-    if num_classes is not None:
-        values = np.unique(labels)
-        outside = values[(values < 0) | (values >= num_classes)]
+    stored = read_volume(path, finite=False).array
+    if num_classes is None:
+        return _object_ids(stored, path)
+    out = np.empty(stored.shape, class_dtype(num_classes))
+    flat_in, flat_out = stored.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_in.size, SLAB_VOXELS):
+        labels = map_labels(flat_in[start : start + SLAB_VOXELS], label_map, path)
+        outside = np.unique(labels[(labels < 0) | (labels >= num_classes)])
         if outside.size:
             raise ValueError(
                 f"{path}: label values {outside[:10].tolist()} are outside the classes "
@@ -112,7 +123,46 @@ def _integers(
                 "with gt_label_map / pred_label_map, e.g. {0: 0, 255: 1} for 0/255 masks, "
                 "{0: 0, 1: 1, 2: 1} for the labels of a data.target=boundary model"
             )
-    return labels
+        flat_out[start : start + SLAB_VOXELS] = labels
+    return out
+
+
+def _object_ids(stored: np.ndarray, path: Path) -> np.ndarray:
+    """Object ids as stored (integral floats as int64); ``ValueError`` naming ``path`` for
+    fractions, NaN or negative ids."""
+    if stored.dtype == bool:
+        return stored.view(np.uint8)
+    if np.issubdtype(stored.dtype, np.floating):
+        return map_labels(stored, None, path)  # checks the values are whole numbers
+    if not np.issubdtype(stored.dtype, np.integer):
+        raise ValueError(f"{path}: object ids must be integers, got dtype {stored.dtype}")
+    if np.issubdtype(stored.dtype, np.signedinteger) and stored.size and stored.min() < 0:
+        raise ValueError(f"{path}: object ids must be >= 0, found {int(stored.min())}")
+    return stored
+
+
+def pair_bytes(paths: Sequence[Path | None], components: bool) -> int:
+    """What evaluating one pair allocates at most, from the files' headers: each file as
+    stored, a class map per label file, the connected components (int32 and a mask) of both
+    when there are no instance files, and one slab's temporaries (:mod:`contingency`)."""
+    volumes = [open_volume(p) for p in paths if p is not None]
+    shapes = [(volume.shape, volume.dtype) for volume in volumes]
+    voxels = math.prod(shapes[0][0])
+    stored = sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in shapes)
+    classes = 2 * voxels * 2  # two class maps, at most uint16
+    segments = 2 * voxels * 5 if components else 0
+    return stored + classes + segments + SLAB_VOXELS * SLAB_BYTES_PER_VOXEL
+
+
+def _check_pair_memory(paths: Sequence[Path | None], components: bool) -> None:
+    """``ValueError`` naming the prediction if the pair needs more than the read budget."""
+    needed, budget = pair_bytes(paths, components), memory_budget()
+    if needed > budget:
+        raise ValueError(
+            f"{paths[0]}: evaluating it against its truth needs about {needed:,} bytes of "
+            f"memory, more than the {budget:,} allowed (half of the memory available); "
+            "evaluate it on a machine with more memory, or crop it"
+        )
 
 
 def _label_map(cfg: Any, key: str) -> dict[Any, int] | str | None:
@@ -164,13 +214,14 @@ def pair_figures(
         row[f"dice_{k}"], row[f"iou_{k}"] = float(dice[k]), float(iou[k])
     row["pixel_error"] = pixel_error(pred, gt)
     if pred_instances is None or gt_instances is None:
-        pred_instances = ndi.label(pred == foreground_class)[0]
-        gt_instances = ndi.label(gt == foreground_class)[0]
-    else:  # ids of files: any values, possibly sparse and huge
-        pred_instances, gt_instances = compact_ids(pred_instances), compact_ids(gt_instances)
-    row["rand_error"] = rand_error(pred_instances, gt_instances)
-    row["vi"] = variation_of_information(pred_instances, gt_instances)
-    table = overlaps(pred_instances, gt_instances)
+        pred_instances = ndi.label(pred == foreground_class, output=np.int32)[0]
+        gt_instances = ndi.label(gt == foreground_class, output=np.int32)[0]
+    # Ids of files may be any values, sparse and huge: the contingency table never allocates
+    # by the largest id, and is counted slab by slab.
+    segments = contingency(pred_instances, gt_instances)
+    row["rand_error"] = adapted_rand_error(segments)
+    row["vi"] = variation_of_information(segments)
+    table = overlaps_of(segments)
     matches = matches_of(table)
     row.update(scores(matches))
     row.update(kinds_of(table).row())
@@ -233,6 +284,8 @@ def evaluate(cfg: Any) -> dict:
             # Object-id truth (gt_label_map=objects) is its own instance truth.
             truth_ids = gt_inst.get(key, gts[key] if label_maps["gt"] == OBJECTS else None)
             instances = key in pred_inst and truth_ids is not None
+            _check_pair_memory([pred_path, gts[key], *((pred_inst[key], truth_ids)
+                                if instances else ())], not instances)  # fmt: skip
             pred = _integers(pred_path, num_classes, label_maps["pred"])
             gt = _integers(gts[key], num_classes, label_maps["gt"])
             row, counts, match = pair_figures(

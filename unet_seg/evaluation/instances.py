@@ -30,6 +30,8 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from unet_seg.evaluation.contingency import Contingency, contingency
+
 AP_THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2).tolist())
 
 
@@ -130,17 +132,27 @@ def overlaps(pred: np.ndarray, gt: np.ndarray) -> Overlaps:
     ``(*spatial)`` label images of the same shape."""
     pred, gt = np.asarray(pred), np.asarray(gt)
     _check_labels(pred, gt)
-    pred, gt = pred.ravel(), gt.ravel()
-    true_ids, true_area = np.unique(gt[gt > 0], return_counts=True)
-    pred_ids, pred_area = np.unique(pred[pred > 0], return_counts=True)
-    both = (gt > 0) & (pred > 0)
-    ti = np.searchsorted(true_ids, gt[both])
-    pi = np.searchsorted(pred_ids, pred[both])
-    keys, inter = np.unique(ti * max(len(pred_ids), 1) + pi, return_counts=True)
-    ti, pi = np.divmod(keys, max(len(pred_ids), 1))
+    return overlaps_of(contingency(pred, gt))
+
+
+def overlaps_of(table: Contingency) -> Overlaps:
+    """:func:`overlaps` from the two images' :class:`Contingency` table."""
+    true_ids, true_rows = np.unique(table.true_id, return_inverse=True)
+    pred_ids, pred_cols = np.unique(table.pred_id, return_inverse=True)
+    true_area = np.bincount(true_rows.reshape(-1), weights=table.count, minlength=len(true_ids))
+    pred_area = np.bincount(pred_cols.reshape(-1), weights=table.count, minlength=len(pred_ids))
+    true_fg, pred_fg = true_ids > 0, pred_ids > 0  # ids are >= 0: background is the first
+    true_area = np.rint(true_area[true_fg]).astype(np.int64)
+    pred_area = np.rint(pred_area[pred_fg]).astype(np.int64)
+    both = (table.true_id > 0) & (table.pred_id > 0)
+    ti = np.searchsorted(true_ids[true_fg], table.true_id[both]).astype(np.int64)
+    pi = np.searchsorted(pred_ids[pred_fg], table.pred_id[both]).astype(np.int64)
+    inter = table.count[both].astype(np.int64)
+    order = np.lexsort((pi, ti))
+    ti, pi, inter = ti[order], pi[order], inter[order]
     union = true_area[ti] + pred_area[pi] - inter
     return Overlaps(
-        len(true_ids), len(pred_ids), ti, pi, inter / union, inter, true_area, pred_area
+        len(true_area), len(pred_area), ti, pi, inter / union, inter, true_area, pred_area
     )
 
 

@@ -1,7 +1,8 @@
 """Segmentation figures of a prediction against ground truth, on numpy arrays of any dimension.
 
 Semantic: Dice and IoU per class, pixel error. Segments (instance labelings, 0 = background):
-adapted Rand error and variation of information (skimage.metrics). Object matching, AP,
+adapted Rand error and variation of information (as skimage.metrics computes them, from one
+contingency table counted slab by slab). Object matching, AP,
 precision/recall/F1 and panoptic quality are in :mod:`unet_seg.evaluation.instances`.
 """
 
@@ -10,7 +11,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from skimage import metrics as skm
+
+from unet_seg.evaluation.contingency import SLAB_VOXELS, contingency
+from unet_seg.evaluation.contingency import adapted_rand_error as contingency_rand_error
+from unet_seg.evaluation.contingency import variation_of_information as contingency_vi
 
 
 def _check_shapes(pred: np.ndarray, gt: np.ndarray) -> None:
@@ -19,16 +23,21 @@ def _check_shapes(pred: np.ndarray, gt: np.ndarray) -> None:
 
 
 def confusion_counts(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
-    """``(K, 3)`` int64 counts of true positives, false positives, false negatives per class."""
+    """``(K, 3)`` int64 counts of true positives, false positives, false negatives per class,
+    counted slab by slab (no per-voxel int64 copy of the images)."""
     _check_shapes(pred, gt)
     if (
         max(int(pred.max(initial=0)), int(gt.max(initial=0))) >= num_classes
         or min(int(pred.min(initial=0)), int(gt.min(initial=0))) < 0
     ):
         raise ValueError(f"label values outside the classes 0..{num_classes - 1}")
-    joint = np.bincount(
-        gt.ravel().astype(np.int64) * num_classes + pred.ravel(), minlength=num_classes**2
-    ).reshape(num_classes, num_classes)  # rows: truth, columns: prediction
+    joint = np.zeros(num_classes**2, np.int64)
+    flat_pred, flat_gt = np.asarray(pred).reshape(-1), np.asarray(gt).reshape(-1)
+    for start in range(0, flat_pred.size, SLAB_VOXELS):
+        p = flat_pred[start : start + SLAB_VOXELS].astype(np.int64)
+        g = flat_gt[start : start + SLAB_VOXELS].astype(np.int64)
+        joint += np.bincount(g * num_classes + p, minlength=num_classes**2)
+    joint = joint.reshape(num_classes, num_classes)  # rows: truth, columns: prediction
     tp = np.diag(joint)
     return np.stack([tp, joint.sum(0) - tp, joint.sum(1) - tp], axis=1)
 
@@ -49,7 +58,14 @@ def dice_iou(counts: np.ndarray, absent: float = 1.0) -> tuple[np.ndarray, np.nd
 def pixel_error(pred: np.ndarray, gt: np.ndarray) -> float:
     """Fraction of voxels whose class differs."""
     _check_shapes(pred, gt)
-    return float(np.mean(pred != gt))
+    flat_pred, flat_gt = np.asarray(pred).reshape(-1), np.asarray(gt).reshape(-1)
+    if not flat_pred.size:
+        return math.nan
+    wrong = sum(
+        int(np.count_nonzero(flat_pred[s : s + SLAB_VOXELS] != flat_gt[s : s + SLAB_VOXELS]))
+        for s in range(0, flat_pred.size, SLAB_VOXELS)
+    )
+    return wrong / flat_pred.size
 
 
 def rand_error(pred_segments: np.ndarray, gt_segments: np.ndarray) -> float:
@@ -57,24 +73,15 @@ def rand_error(pred_segments: np.ndarray, gt_segments: np.ndarray) -> float:
 
     Ground-truth background (0) is left out. As in the ISBI / SNEMI3D scoring scripts, every
     predicted background voxel is a segment of its own, so a background gap can never merge the
-    cells on either side of it into one segment.
+    cells on either side of it into one segment. Equal to ``skimage.metrics.adapted_rand_error``
+    on those segments, from the :mod:`~unet_seg.evaluation.contingency` table.
     """
     _check_shapes(pred_segments, gt_segments)
-    if not np.any(gt_segments):
-        return math.nan
-    pred = np.asarray(pred_segments, dtype=np.int64).copy()
-    singletons = (pred == 0) & (gt_segments != 0)  # background elsewhere is left out anyway
-    pred[singletons] = pred.max() + 1 + np.arange(int(singletons.sum()))
-    # A prediction of singletons only (no object found) has no same-segment pairs: skimage's
-    # recall is then 0 / 0, and warns, but the error it returns is right (1.0).
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return float(skm.adapted_rand_error(gt_segments, pred, ignore_labels=(0,))[0])
+    return contingency_rand_error(contingency(pred_segments, gt_segments))
 
 
 def variation_of_information(pred_segments: np.ndarray, gt_segments: np.ndarray) -> float:
     """Split + merge entropies in bits over the ground-truth objects (background 0 left out),
     predicted background counted as one segment; 0 is perfect, ``nan`` without objects."""
     _check_shapes(pred_segments, gt_segments)
-    if not np.any(gt_segments):
-        return math.nan
-    return float(sum(skm.variation_of_information(gt_segments, pred_segments, ignore_labels=(0,))))
+    return contingency_vi(contingency(pred_segments, gt_segments))
