@@ -174,3 +174,15 @@ def test_labels_with_nothing_to_segment_are_refused():
     labels = {**fingerprint().labels, "kind": "classes", "values": [0]}
     with pytest.raises(UsageError, match=r"/d/labels: every label voxel is \[0\]"):
         make_plan(fingerprint(labels=labels), CPU, HALF_HOUR)
+
+
+def test_a_depth_whose_smallest_patch_overflows_the_memory_is_lowered():
+    objects = {**fingerprint().objects, "p90_extent": [33.0, 33.0, 33.0]}
+    fp = fingerprint(median_shape=[64.0, 99.0, 131.0], spacing=[1.0] * 3, objects=objects)
+    roomy = make_plan(fp, Machine("cpu", 2000 * 2**20, 5e9), HALF_HOUR)
+    assert len(roomy.settings()["model.features"]) == 4  # 92 px >= 2 x 33
+    small = Machine("cpu", 200 * 2**20, 5e9)
+    plan = make_plan(fp, small, HALF_HOUR)
+    assert plan.decision("depth").value == len(plan.settings()["model.features"]) == 3
+    assert "4-level net's smallest patch overflows" in plan.decision("depth").reason
+    assert planned_memory(plan) <= small.memory_bytes

@@ -12,9 +12,10 @@ Rules, in order (each constant below carries its why):
    patch starts where the output covers the median image (at most :data:`OUTPUT_CAP`) and shrinks,
    one valid size at a time along the axis of largest physical extent, until a training step at
    batch 2 fits the memory budget (batch 1 if even the smallest patch does not). With a time
-   budget the first width that gets :data:`MIN_STEPS` steps wins; the narrowest then halves its
-   batch down to 2 and shrinks its patch for time, down to where half of it is still supervised
-   (output >= the valid margin). With an epoch budget the widest that fits wins.
+   budget a batch above 2 is halved while the steps fall short, and the first width that gets
+   :data:`MIN_STEPS` steps wins; the narrowest then shrinks its patch for time, down to where half
+   of it is still supervised (output >= the valid margin). With an epoch budget the widest that
+   fits wins. If no width fits at all, the depth is lowered (not below :data:`DEPTHS`' first).
 """
 
 from __future__ import annotations
@@ -228,8 +229,12 @@ def choose_network(
         found = fit_memory(start, spacing, features, pooled, machine, in_channels, num_classes)
         if found is None:
             continue
-        per_step, steps = timed(features, *found)
-        fitted = (features, *found, per_step, steps)
+        patch, batch, cost = found
+        per_step, steps = timed(features, patch, batch, cost)
+        while steps is not None and steps < MIN_STEPS and batch > 2:  # steps before samples
+            batch //= 2
+            per_step, steps = timed(features, patch, batch, cost)
+        fitted = (features, patch, batch, cost, per_step, steps)
         if steps is None or steps >= MIN_STEPS:
             break
     if fitted is None:
@@ -251,14 +256,11 @@ def choose_network(
     shrunk_for_time = False
     floor = time_floor(start, depth, pooled)
     while steps is not None and steps < MIN_STEPS:
-        if batch > 2:  # fewer samples per step before a smaller patch
-            batch //= 2
-        else:
-            smaller = shrink_once(patch, spacing, depth, pooled, floor)
-            if smaller is None:
-                break
-            patch, shrunk_for_time = smaller, True
-            cost = network_cost(patch, features, in_channels, num_classes, "batch", pooled)
+        smaller = shrink_once(patch, spacing, depth, pooled, floor)
+        if smaller is None:
+            break
+        patch, shrunk_for_time = smaller, True
+        cost = network_cost(patch, features, in_channels, num_classes, "batch", pooled)
         per_step, steps = timed(features, patch, batch, cost)
     return Network(
         dims,

@@ -12,9 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from unet_seg.errors import UsageError
 from unet_seg.planning.fingerprint import Fingerprint
 from unet_seg.planning.machine import Budget, Machine
-from unet_seg.planning.network import Measure, choose_depth, choose_dims, choose_network
+from unet_seg.planning.network import (
+    DEPTHS,
+    Measure,
+    choose_depth,
+    choose_dims,
+    choose_network,
+)
 from unet_seg.planning.rules import (
     Decision,
     classes,
@@ -106,10 +113,27 @@ def make_plan(
     num_classes = 3 if boundary else int(classes_decision.value)
     extent, spacing, objects = _net_extent(fp, dims)
     depth, depth_reason = choose_depth(objects, min(extent[-2:]))
+    while True:
+        try:
+            net = choose_network(
+                dims,
+                inplane,
+                depth,
+                extent,
+                spacing,
+                machine,
+                budget,
+                fp.channels,
+                num_classes,
+                measure,
+            )
+            break
+        except UsageError:
+            if depth <= DEPTHS[0]:
+                raise
+            depth -= 1
+            depth_reason = f"a {depth + 1}-level net's smallest patch overflows the memory budget"
     decisions.append(Decision("depth", depth, depth_reason))
-    net = choose_network(
-        dims, inplane, depth, extent, spacing, machine, budget, fp.channels, num_classes, measure
-    )
     norm = "batch" if net.batch >= 2 else "instance"
     decisions += [
         Decision(
