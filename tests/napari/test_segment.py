@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from unet_seg.io import read_volume
+from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.io.zarr.convert import convert_to_ome_zarr
 from unet_seg.napari.segment import (
     ModelCache,
@@ -17,6 +20,8 @@ from unet_seg.napari.segment import (
     segment_steps,
     zarr_source,
 )
+
+from .conftest import predict_config
 
 SCALE = (2.0, 0.5, 0.5)
 
@@ -85,3 +90,28 @@ def test_a_layer_of_an_ome_zarr_store_is_predicted_from_the_store(cli_outputs, c
     result = segment(None, SCALE, SegmentSettings(ckpt_2d), source=store)
     np.testing.assert_array_equal(result.labels,
                                   read_volume(cli_outputs / "stack_labels.tif").array)  # fmt: skip
+
+
+@pytest.mark.slow  # one more prediction through the batch
+def test_a_2d_layer_gives_the_cli_labels_of_the_2d_file(ckpt_2d, stack_file, tmp_path):
+    from unet_seg.prediction.batch import predict
+
+    plane = read_volume(stack_file).array[1]
+    image = write_volume(tmp_path / "plane.tif", Volume(plane, spacing=(0.5, 0.5)))
+    predict(predict_config(input=image, output_dir=tmp_path / "out", checkpoint=ckpt_2d,
+                           **{"outputs.preview": False}))  # fmt: skip
+    result = segment(plane, (0.5, 0.5), SegmentSettings(ckpt_2d))
+    assert result.labels.shape == (40, 52)
+    expected = read_volume(tmp_path / "out" / "plane_labels.tif").array
+    np.testing.assert_array_equal(result.labels, expected)
+
+
+@pytest.mark.slow  # the console script in its own process
+def test_labels_equal_the_console_script(ckpt_2d, stack_file, tmp_path):
+    script = Path(sys.executable).with_name("unet-seg-predict")
+    subprocess.run([str(script), f"input={stack_file}", f"output_dir={tmp_path}",
+                    f"checkpoint={ckpt_2d}", "progress=false"], check=True,
+                   capture_output=True)  # fmt: skip
+    volume = read_volume(stack_file)
+    result = segment(volume.array, volume.spacing, SegmentSettings(ckpt_2d))
+    np.testing.assert_array_equal(result.labels, read_volume(tmp_path / "stack_labels.tif").array)
