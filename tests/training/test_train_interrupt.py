@@ -16,12 +16,13 @@ import pytorch_lightning as pl
 import torch
 
 from tests.test_configs import compose_train
-from tests.training.test_train import QUICK
+from tests.training.test_train import NARROW, QUICK
 from unet_seg.training import train as train_module
 from unet_seg.training.train import train
 
 SHORT = ["experiment=sample_2d", "augment=none", "data.samples_per_epoch=8",
-         "data.val_names=[nuclei_08]", "logger=csv", "callbacks.overlays=null", *QUICK]  # fmt: skip
+         "data.val_names=[nuclei_08]", "logger=csv", "callbacks.overlays=null",
+         *NARROW, *QUICK]  # fmt: skip
 
 
 class SignalAt(pl.Callback):
