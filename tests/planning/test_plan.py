@@ -52,9 +52,10 @@ def test_separate_objects_keep_the_classes():
 @pytest.mark.parametrize(
     ("shape", "spacing", "dims", "inplane"),
     [
-        ([40.0, 128.0, 128.0], [1.0, 1.0, 1.0], 3, False),  # isotropic
+        ([48.0, 128.0, 128.0], [1.0, 1.0, 1.0], 3, False),  # isotropic
+        ([30.0, 128.0, 128.0], [1.0, 1.0, 1.0], 2, False),  # fewer than 44 slices: ISBI's 30
         ([40.0, 128.0, 128.0], [3.0, 1.0, 1.0], 3, True),  # z 3x coarser: not pooled
-        ([12.0, 128.0, 128.0], [3.0, 1.0, 1.0], 2, False),  # too few slices for that
+        ([12.0, 128.0, 128.0], [3.0, 1.0, 1.0], 2, False),  # fewer than 21 slices for that
     ],
 )
 def test_spacing_chooses_2d_3d_and_in_plane_pooling(shape, spacing, dims, inplane):
@@ -179,10 +180,21 @@ def test_labels_with_nothing_to_segment_are_refused():
 def test_a_depth_whose_smallest_patch_overflows_the_memory_is_lowered():
     objects = {**fingerprint().objects, "p90_extent": [33.0, 33.0, 33.0]}
     fp = fingerprint(median_shape=[64.0, 99.0, 131.0], spacing=[1.0] * 3, objects=objects)
-    roomy = make_plan(fp, Machine("cpu", 2000 * 2**20, 5e9), HALF_HOUR)
+    fast = 1e15  # time is no constraint here: only the memory lowers the depth
+    roomy = make_plan(fp, Machine("cpu", 2000 * 2**20, fast), HALF_HOUR)
     assert len(roomy.settings()["model.features"]) == 4  # 92 px >= 2 x 33
-    small = Machine("cpu", 200 * 2**20, 5e9)
+    small = Machine("cpu", 200 * 2**20, fast)
     plan = make_plan(fp, small, HALF_HOUR)
     assert plan.decision("depth").value == len(plan.settings()["model.features"]) == 3
     assert "4-level net's smallest patch overflows" in plan.decision("depth").reason
     assert planned_memory(plan) <= small.memory_bytes
+
+
+def test_a_depth_that_gets_too_few_steps_in_the_time_budget_is_lowered():
+    objects = {**fingerprint().objects, "p90_extent": [80.0, 80.0]}  # 5 levels see 188 px
+    fp = fingerprint(median_shape=[512.0, 512.0], objects=objects)
+    night = make_plan(fp, GPU, parse_budget("8h"))
+    assert night.decision("depth").value == 5
+    quick = make_plan(fp, CPU, HALF_HOUR)
+    assert quick.decision("depth").value == 4
+    assert "5 levels would see the objects whole but get only" in quick.decision("depth").reason

@@ -4,7 +4,8 @@ Rules, in order (each constant below carries its why):
 
 1. 2D labels give a 2D net. 3D labels give a 3D net; where the median spacing of z is at least
    :data:`ANISOTROPIC` times the in-plane spacing, z is not pooled (``inplane_pooling``). A stack
-   with fewer slices than such a net needs for one output slice gets a 2D net on its slices.
+   with fewer slices than the smallest such net's input (21 without z pooling, 44 with) gets a
+   2D net on its slices.
 2. Depth: the fewest levels (:data:`DEPTHS`) whose receptive field (the smallest valid input,
    :func:`~unet_seg.models.shapes.size_rule`) covers :data:`CONTEXT` times the 90th-percentile
    object extent in-plane, capped at the median image extent.
@@ -15,7 +16,9 @@ Rules, in order (each constant below carries its why):
    budget a batch above 2 is halved while the steps fall short, and the first width that gets
    :data:`MIN_STEPS` steps wins; the narrowest then shrinks its patch for time, down to where half
    of it is still supervised (output >= the valid margin). With an epoch budget the widest that
-   fits wins. If no width fits at all, the depth is lowered (not below :data:`DEPTHS`' first).
+   fits wins. :func:`unet_seg.planning.plan.make_plan` lowers the depth (not below
+   :data:`DEPTHS`' first) where no width fits the memory, or where even the narrowest gets fewer
+   than :data:`MIN_STEPS` steps in the time budget.
 """
 
 from __future__ import annotations
@@ -66,25 +69,22 @@ def choose_dims(shape: Sequence[float], spacing: Sequence[float]) -> tuple[int, 
     """``(spatial_dims, inplane_pooling, reason)`` from the median ``shape`` and ``spacing``."""
     if len(shape) == 2:
         return 2, False, "the labels are 2D images"
-    inplane = min(spacing[1:])
-    ratio = spacing[0] / inplane
-    if ratio < ANISOTROPIC:
-        return 3, False, f"3D volumes, z spacing {ratio:.2g}x in-plane (< {ANISOTROPIC:g}): pooled"
-    needed = smallest_valid_size(1, DEPTHS[0], "valid", pooled=False)
+    ratio = spacing[0] / min(spacing[1:])
+    inplane = ratio >= ANISOTROPIC
+    needed = smallest_valid_size(1, DEPTHS[0], "valid", pooled=not inplane)
+    how = "without z pooling" if inplane else "pooling z"
     if shape[0] < needed:
         return (
             2,
             False,
             (
-                f"z spacing {ratio:.2g}x in-plane but only {shape[0]:g} slices, fewer "
-                f"than the {needed} a 3D net without z pooling needs: 2D on slices"
+                f"only {shape[0]:g} slices (z spacing {ratio:.2g}x in-plane), fewer than "
+                f"the {needed} a 3D net {how} needs: 2D on slices"
             ),
         )
-    return (
-        3,
-        True,
-        (f"3D volumes, z spacing {ratio:.2g}x in-plane (>= {ANISOTROPIC:g}): z is not pooled"),
-    )
+    if inplane:
+        return 3, True, f"3D, z spacing {ratio:.2g}x in-plane (>= {ANISOTROPIC:g}): z not pooled"
+    return 3, False, f"3D, z spacing {ratio:.2g}x in-plane (< {ANISOTROPIC:g}): all axes pooled"
 
 
 def choose_depth(

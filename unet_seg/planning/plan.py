@@ -9,6 +9,7 @@ them together in order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,9 @@ from unet_seg.planning.fingerprint import Fingerprint
 from unet_seg.planning.machine import Budget, Machine
 from unet_seg.planning.network import (
     DEPTHS,
+    MIN_STEPS,
     Measure,
+    Network,
     choose_depth,
     choose_dims,
     choose_network,
@@ -73,6 +76,31 @@ def _net_extent(fp: Fingerprint, dims: int) -> tuple[list[float], list[float], f
     return extent, spacing, (max(p90[-2:]) if p90 else None)
 
 
+def _fit_depth(
+    depth: int, reason: str, budget: Budget, network_for: Callable[[int], Network]
+) -> tuple[int, str, Network]:
+    """``(depth, reason, network)``: one level less while no width fits the memory
+    (``UsageError``) or the narrowest gets fewer than ``MIN_STEPS`` steps, down to ``DEPTHS[0]``."""
+    previous = None
+    while True:
+        try:
+            net = network_for(depth)
+        except UsageError:
+            if depth <= DEPTHS[0]:
+                raise
+            reason = f"a {depth}-level net's smallest patch overflows the memory budget"
+            depth -= 1
+            continue
+        if previous is not None:
+            reason = (
+                f"{depth + 1} levels would see the objects whole but get only "
+                f"~{previous.steps} steps in {budget.describe()}: one less"
+            )
+        if net.steps is None or net.steps >= MIN_STEPS or depth <= DEPTHS[0]:
+            return depth, reason, net
+        previous, depth = net, depth - 1
+
+
 def make_plan(
     fp: Fingerprint, machine: Machine, budget: Budget, measure: Measure | None = None
 ) -> Plan:
@@ -113,26 +141,14 @@ def make_plan(
     num_classes = 3 if boundary else int(classes_decision.value)
     extent, spacing, objects = _net_extent(fp, dims)
     depth, depth_reason = choose_depth(objects, min(extent[-2:]))
-    while True:
-        try:
-            net = choose_network(
-                dims,
-                inplane,
-                depth,
-                extent,
-                spacing,
-                machine,
-                budget,
-                fp.channels,
-                num_classes,
-                measure,
-            )
-            break
-        except UsageError:
-            if depth <= DEPTHS[0]:
-                raise
-            depth -= 1
-            depth_reason = f"a {depth + 1}-level net's smallest patch overflows the memory budget"
+    depth, depth_reason, net = _fit_depth(
+        depth,
+        depth_reason,
+        budget,
+        lambda d: choose_network(
+            dims, inplane, d, extent, spacing, machine, budget, fp.channels, num_classes, measure
+        ),
+    )
     decisions.append(Decision("depth", depth, depth_reason))
     norm = "batch" if net.batch >= 2 else "instance"
     decisions += [
