@@ -9,7 +9,9 @@ cross-entropy on the centre-cropped labels, backward, Adam step, on a batch of t
 
     python benchmarks/bench_dataloader.py [--batches 40] [--steps 10] [--workers 0 2] [--threads 1]
 
-A ratio (loader / training) above 1 means the loader keeps up with the model.
+A ratio (loader / training) above 1 means the loader keeps up with the model. The training step
+is also given against the float32 matmul peak of the same threads (``roofline.py``); the last
+line is the JSON of all figures. ``--quick``: a smoke run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import roofline
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -87,13 +90,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="training steps timed")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--quick", action="store_true", help="a few batches: a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        args.batches, args.steps, args.workers = 2, 1, [0]
     if args.threads:
         torch.set_num_threads(args.threads)  # on a shared machine, 1 avoids thread contention
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"batch {BATCH} x 1 x {PATCH[0]} x {PATCH[1]}")  # fmt: skip
+    peaks = roofline.measure_peaks("cpu", quick=args.quick)
     train = train_samples_per_s(args.steps)
+    methods = {}
     print(f"{'setting':<42} {'samples/s':>10} {'loader/train':>13}")
     print(f"{'train step, unet_small_2d (fwd+bwd+Adam)':<42} {train:>10.1f} {'':>13}")
     for augment in (False, True):
@@ -103,6 +111,16 @@ def main() -> None:
                 f"loader, {'augment=default' if augment else 'no augmentation'}, workers={workers}"
             )
             print(f"{name:<42} {rate:>10.1f} {rate / train:>12.1f}x")
+            methods[name] = {
+                "samples_per_s": round(rate, 2),
+                "loader_vs_train": round(rate / train, 3),
+            }
+    model = UNet(**OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model/unet_small_2d.yaml")))
+    gflop = roofline.training_step_gflop(model.train(), torch.rand(BATCH, 1, *PATCH))
+    step = roofline.method_figures(gflop, BATCH / train, peaks, steps_per_s=round(train / BATCH, 4))
+    methods = {"train step, unet_small_2d": step, **methods}
+    print(roofline.roofline_table(peaks, methods))
+    roofline.print_record("dataloader", peaks, methods, batch=BATCH, patch=PATCH, quick=args.quick)
 
 
 if __name__ == "__main__":

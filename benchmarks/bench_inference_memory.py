@@ -9,6 +9,7 @@ by side with the ratio (goal < 1.2x).
 
 Run: ``python benchmarks/bench_inference_memory.py [--size 256] [--slices 30 300]
 [--planes 1024 3072]`` (the planes: as many slices of each as the last plane has voxels in one).
+The last line is the JSON of all figures.
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ def main() -> None:
     ratio(stacks[0], stacks[len(args.slices) - 1], f"{args.slices[-1]} / {args.slices[0]} slices")
     if args.planes:
         ratio(stacks[len(args.slices)], stacks[-1], f"{args.planes[-1]}² / {args.planes[0]}² plane")
+    import roofline  # the JSON line only: a memory benchmark measures no peak
+
+    figures = {f"{n}x{size}": r for (n, size), r in results.items()}
+    roofline.print_record("inference_memory", None, figures, size=args.size)
 
 
 if __name__ == "__main__":

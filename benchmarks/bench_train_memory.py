@@ -11,6 +11,8 @@ The memory is the training process's own (``VmHWM``, not counting its parent's p
 ``exec``; data-loader workers off). On a shared machine, run under
 ``flock /tmp/unet-bench.lock`` and quote the load it prints.
 
+The last line is the JSON of all figures (``steps_per_s`` per run).
+
 Run: ``python benchmarks/bench_train_memory.py [--size 1024] [--images 8] [--factor 10]``.
 """
 
@@ -115,6 +117,7 @@ def main() -> None:
             print(f"{scale}x: {count} images of {args.size}^2 "
                   f"({count * args.size**2 / 1e6:.1f} M voxels)")  # fmt: skip
         paths = [("lazy", True)] + ([] if args.no_eager else [("in memory", False)])
+        figures = {}
         print(f"{'path':<10} {'data':>5} {'peak RSS MB':>12} {'set-up s':>9} {'s/step':>7}")
         for label, lazy in paths:
             runs = {scale: measure(folder, lazy, args) for scale, folder in sets.items()}
@@ -122,8 +125,15 @@ def main() -> None:
                 print(f"{label:<10} {scale:>4}x {run['rss_mb']:>12.0f} {run['setup_s']:>9.1f} "
                       f"{run['step_s']:>7.3f}")  # fmt: skip
             ratio = runs[args.factor]["rss_mb"] / runs[1]["rss_mb"]
+            for scale, run in runs.items():
+                figures[f"{label} {scale}x"] = {**run, "steps_per_s": round(1 / run["step_s"], 4)}
+            figures[f"{label} rss ratio"] = {"rss_ratio": round(ratio, 3)}
             goal = " (goal <= 1.2x)" if lazy else ""
             print(f"{label}: peak RSS {args.factor}x / 1x = {ratio:.2f}x{goal}")
+    import roofline  # the JSON line only: a memory benchmark measures no peak
+
+    roofline.print_record("train_memory", None, figures, size=args.size, images=args.images,
+                          factor=args.factor, steps=args.steps, patch=args.patch)  # fmt: skip
 
 
 if __name__ == "__main__":
