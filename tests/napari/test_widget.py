@@ -80,9 +80,20 @@ def test_a_bad_model_file_is_reported_by_name(viewer, qtbot, tmp_path):
     assert [layer.name for layer in viewer.layers] == ["zeros"] and widget.run_button.enabled
 
 
-def test_without_a_layer_the_widget_says_so(viewer):
+def test_without_a_layer_or_a_model_the_widget_says_so(viewer, ckpt_2d):
     widget = SegmentWidget(viewer)
+    widget.model.value = ckpt_2d
     assert widget.start() is None and widget.status.value == "choose an image layer"
+    grey = viewer.add_image(np.zeros((20, 20), np.uint8))
+    widget.reset_choices()  # what napari does for a docked widget when layers change
+    widget.image.value = grey
+    widget.model.value = ckpt_2d.parent  # a folder
+    assert widget.start() is None and widget.status.value.startswith("choose a model file")
+    rgb = viewer.add_image(np.zeros((20, 20, 3), np.uint8), rgb=True, name="rgb")
+    widget.reset_choices()
+    widget.image.value = rgb
+    widget.model.value = ckpt_2d
+    assert widget.start() is None and "RGB" in widget.status.value
 
 
 def test_napari_opens_our_outputs_through_the_plugin(viewer, cli_outputs):

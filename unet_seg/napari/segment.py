@@ -39,7 +39,7 @@ from unet_seg.models.protocol import SegmentationNetwork
 from unet_seg.prediction.driver import predict_file
 from unet_seg.prediction.outputs import plan_outputs
 
-MODEL_SUFFIXES = (".ckpt", ".pt", ".pth", ".onnx", ".zip")  # .bioimageio.zip ends in .zip
+MODEL_SUFFIXES = (".ckpt", ".pt", ".onnx", ".bioimageio.zip")  # what the widget offers
 DEVICES = ("auto", "cpu", "cuda")
 
 

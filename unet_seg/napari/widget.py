@@ -10,6 +10,7 @@ scale, translation and units, so it lies on the image.
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import napari
@@ -30,6 +31,7 @@ from unet_seg.interrupts import clear_stop_request, request_stop
 from unet_seg.napari.reader import class_colours
 from unet_seg.napari.segment import (
     DEVICES,
+    MODEL_SUFFIXES,
     ModelCache,
     SegmentResult,
     SegmentSettings,
@@ -93,6 +95,10 @@ class SegmentWidget(Container):
         layer = self.image.value
         if layer is None:
             self.status.value = "choose an image layer"
+            return None
+        model = self.model.value
+        if not model or not Path(model).is_file():
+            self.status.value = f"choose a model file ({', '.join(MODEL_SUFFIXES)})"
             return None
         if layer.rgb:
             self.status.value = f"{layer.name}: RGB layers are not supported; split the channels"
