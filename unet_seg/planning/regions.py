@@ -20,6 +20,7 @@ WHOLE_VOXELS = 1 << 24  # 16 Mi voxels (64 MiB as float32): read whole below thi
 SAMPLE_BOXES = 16  # boxes read from each larger case: bounded work whatever the store's size
 DEFAULT_BOX = {2: (512, 512), 3: (64, 128, 128)}  # where the format has no chunks (TIFF, NIfTI)
 MIN_BOX_SIDE = 64  # chunks thinner than this are read several at a time, so objects fit in a box
+MAX_BOX_VOXELS = 1 << 22  # 4 Mi voxels (32 MiB as float64): the most one box may hold
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,9 @@ class Sampling:
 
 def box_shape(shape: Sequence[int], chunks: Sequence[int] | None) -> tuple[int, ...]:
     """The spatial box of one sample: the storage chunk, grown to whole chunks of at least
-    :data:`MIN_BOX_SIDE` per axis, never larger than the case."""
+    :data:`MIN_BOX_SIDE` per axis, never larger than the case; then halved (the grown axes
+    first, then the longest) until it holds at most :data:`MAX_BOX_VOXELS`: a huge chunk is read
+    in part."""
     ndim = len(shape)
     if chunks is None or len(chunks) != ndim:
         base = DEFAULT_BOX.get(ndim, (64,) * ndim)
@@ -46,6 +49,11 @@ def box_shape(shape: Sequence[int], chunks: Sequence[int] | None) -> tuple[int, 
     for size, chunk in zip(shape, chunks, strict=True):
         chunk = max(int(chunk), 1)
         out.append(min(int(size), chunk * max(1, math.ceil(MIN_BOX_SIDE / chunk))))
+    chunks = [max(int(c), 1) for c in chunks]
+    while math.prod(out) > MAX_BOX_VOXELS:
+        grown = [a for a in range(ndim) if out[a] > chunks[a]]  # undo growth before cutting chunks
+        axis = max(grown or range(ndim), key=lambda a: out[a])
+        out[axis] = max(chunks[axis] if grown else 1, out[axis] // 2)
     return tuple(out)
 
 
