@@ -115,3 +115,27 @@ def test_labels_equal_the_console_script(ckpt_2d, stack_file, tmp_path):
     volume = read_volume(stack_file)
     result = segment(volume.array, volume.spacing, SegmentSettings(ckpt_2d))
     np.testing.assert_array_equal(result.labels, read_volume(tmp_path / "stack_labels.tif").array)
+
+
+@pytest.mark.slow  # three exports and six predictions
+@pytest.mark.parametrize("fmt,name", [("torchscript", "tiny2d.pt"), ("onnx", "tiny2d.onnx"),
+                                      ("bioimageio", "tiny2d.bioimageio.zip")])  # fmt: skip
+def test_exported_models_give_the_cli_labels(ckpt_2d, stack_file, tmp_path, fmt, name):
+    pytest.importorskip("onnxruntime")
+    from hydra import compose, initialize_config_dir
+
+    from unet_seg.config import config_dir
+    from unet_seg.export.run import export
+    from unet_seg.prediction.batch import predict
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("export", overrides=[f"checkpoint={ckpt_2d}", f"output_dir={tmp_path}"])
+    cfg.format = fmt
+    export(cfg)
+    model = tmp_path / name
+    predict(predict_config(input=stack_file, output_dir=tmp_path / "out", checkpoint=model,
+                           **{"outputs.preview": False}))  # fmt: skip
+    volume = read_volume(stack_file)
+    result = segment(volume.array, volume.spacing, SegmentSettings(model))
+    expected = read_volume(tmp_path / "out" / "stack_labels.tif").array
+    np.testing.assert_array_equal(result.labels, expected)
