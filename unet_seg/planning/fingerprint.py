@@ -107,19 +107,22 @@ def _read_image(volumes: list, box: tuple[slice, ...], channels: int) -> np.ndar
     return data
 
 
-def _kind(label_map: Any, first_label: np.ndarray, path: Path) -> tuple[str, str]:
-    """``(kind, why)``: object ids or classes, by ``label_map`` or by the number of values."""
+def _kind(label_map: Any, lab: Any, boxes: Sequence[tuple[slice, ...]]) -> tuple[str, str]:
+    """``(kind, why)``: object ids or classes, by ``label_map`` or by the number of distinct
+    values in the boxes of the first label (read until more than :data:`MAX_CLASS_VALUES`)."""
     if label_map == OBJECTS:
         return OBJECTS, "label_map=objects: the labels are object ids"
     if label_map is not None:
         return CLASSES, "a label_map maps stored values to classes"
-    values = np.unique(first_label)
-    if values.size > MAX_CLASS_VALUES + 1:  # + background
-        return OBJECTS, (
-            f"{path.name} holds {values.size - 1} distinct non-zero values (> "
-            f"{MAX_CLASS_VALUES}): object ids"
-        )
-    return CLASSES, f"{path.name} holds {values.size} distinct values: classes"
+    values: set = set()
+    for box in boxes:
+        values.update(np.unique(lab[box]).tolist())
+        if len(values) > MAX_CLASS_VALUES + 1:  # + background
+            return OBJECTS, (
+                f"{lab.path.name} holds more than {MAX_CLASS_VALUES} distinct "
+                "non-zero values: object ids"
+            )
+    return CLASSES, f"{lab.path.name} holds {len(values)} distinct values: classes"
 
 
 def fingerprint_pairs(
@@ -157,14 +160,14 @@ def fingerprint_pairs(
         chunks = lab.metadata.get("chunks") or volumes[0].metadata.get("chunks")
         chunks = tuple(chunks)[-lab.ndim :] if chunks else None
         regions = plan_regions(lab.shape, chunks, seed, index, whole_voxels, boxes)
+        if accumulator is None:
+            kind, kind_reason = _kind(label_map, lab, regions.boxes)
+            accumulator = Accumulator(channels, kind, ignore, seed)
         for box in regions.boxes:
             stored = lab[box]
             mapped = (
                 stored if label_map in (None, OBJECTS) else map_labels(stored, label_map, label)
             )
-            if accumulator is None:
-                kind, kind_reason = _kind(label_map, stored, Path(label))
-                accumulator = Accumulator(channels, kind, ignore, seed)
             accumulator.add(_read_image(volumes, box, channels), mapped)
         shapes.append(list(lab.shape))
         spacing = volumes[0].spacing[-lab.ndim :] if volumes[0].spacing else lab.spacing
