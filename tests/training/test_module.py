@@ -113,6 +113,9 @@ def test_overfits_a_tiny_set(tmp_path, spatial_dims: int) -> None:
         model=model, loss={"ce_weight": 1.0, "dice_weight": 1.0},
         optimizer=functools.partial(torch.optim.Adam, lr=3e-2),
     )  # fmt: skip
-    trainer = _trainer(tmp_path, 25, enable_checkpointing=False, log_every_n_steps=1)
+    # Validated once, after the last of the 25 epochs: the figure the assertion reads.
+    trainer = _trainer(tmp_path, 25, enable_checkpointing=False, log_every_n_steps=1,
+                       check_val_every_n_epoch=25, num_sanity_val_steps=0)  # fmt: skip
     trainer.fit(module, DataLoader(samples, batch_size=2), DataLoader(samples, batch_size=2))
+    assert trainer.current_epoch == 25 and "val/dice" in trainer.logged_metrics
     assert trainer.callback_metrics["val/dice"] > 0.9
