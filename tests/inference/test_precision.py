@@ -120,7 +120,7 @@ def test_unknown_or_impossible_precisions_are_usage_errors():
         check_precision("float16", CPU)
 
 
-def test_measured_peaks_are_positive_and_measured_once(monkeypatch):
+def test_measured_peaks_alternate_and_are_measured_once(monkeypatch):
     prec._measured_peaks.cache_clear()
     calls = []
 
@@ -131,5 +131,5 @@ def test_measured_peaks_are_positive_and_measured_once(monkeypatch):
     monkeypatch.setattr(prec, "matmul_gflops", counting)
     first = prec.measure_peaks(CPU)
     assert prec.measure_peaks(CPU) == first == {"float32": 100.0, "bf16": 100.0}
-    assert calls == [torch.float32, torch.bfloat16]
+    assert calls == [torch.float32, torch.bfloat16] * 3  # rounds alternate: load hits both alike
     prec._measured_peaks.cache_clear()
