@@ -152,6 +152,9 @@ def resolve_precision(
     if choice.precision != "float32":
         (reference, f32_s), (candidate, low_s) = probe("float32"), probe(choice.precision)
         speedup = f32_s / max(low_s, 1e-9)
+        if speedup >= MIN_NETWORK_SPEEDUP:  # a second round must confirm it: load comes and goes
+            (_, f32_s), (_, low_s) = probe("float32"), probe(choice.precision)
+            speedup = min(speedup, f32_s / max(low_s, 1e-9))
         if speedup < MIN_NETWORK_SPEEDUP:
             reason = (f"{choice.reason}, but the network ran only {speedup:.2f}x float32's speed "
                       f"on the probe (< {MIN_NETWORK_SPEEDUP}x)")  # fmt: skip
