@@ -13,7 +13,9 @@ function from fingerprint facts to a :class:`Decision`:
   epochs), ``trainer.max_time`` the budget;
 - validation: the last 20 % of the files, or of the slices of a single stack; a single 2D image
   cannot be split and is refused;
-- inference tile: the largest valid size up to twice the patch whose forward pass fits.
+- schedule: validation :data:`VALIDATIONS` times per run, not every epoch;
+- inference tile: the smallest valid window whose output covers the median image, cut until its
+  forward pass fits the memory; it is also the validation window (``data.val_size``).
 """
 
 from __future__ import annotations
@@ -24,16 +26,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unet_seg.errors import UsageError
-from unet_seg.models.shapes import is_valid_size, size_rule
+from unet_seg.models.shapes import size_rule, smallest_valid_size
 from unet_seg.planning.cost import network_cost
 from unet_seg.planning.fingerprint import Fingerprint
 from unet_seg.planning.machine import Budget, Machine
+from unet_seg.planning.network import shrink_once
 from unet_seg.planning.statistics import OBJECTS
 
 ABSOLUTE_BELOW = -100.0  # CT units start at -1024; microscopy counts are never negative
 TOUCHING = 0.05  # share of objects touching another from which a boundary class pays off
 RARE = 0.05  # a class below this share of voxels is missed by most random patches
 EPOCHS = 50  # epochs a time budget is cut into: the cosine schedule's steps, validation points
+VALIDATIONS = 10  # validation checks in a run: enough to pick the best, not a cost per epoch
 MIN_SAMPLES = 8  # samples per epoch at the least, so that an epoch is not a single step
 VAL_FRACTION = 0.2
 
@@ -169,6 +173,7 @@ def schedule(net_steps: int | None, batch: int, budget: Budget, norm: str) -> De
         {
             "optimizer.lr": lr,
             "trainer.max_epochs": epochs,
+            "trainer.check_val_every_n_epoch": max(1, epochs // VALIDATIONS),
             "trainer.max_time": max_time,
             "data.samples_per_epoch": samples,
         },
@@ -203,25 +208,30 @@ def validation(fp: Fingerprint) -> Decision:
 def inference_tile(
     patch, features, pooled, fp: Fingerprint, num_classes: int, machine: Machine
 ) -> Decision:
-    depth = len(features)
-    tile = []
-    for size, p, extent in zip(patch, pooled, fp.median_shape[-len(patch) :], strict=True):
-        margin = size_rule(depth, "valid", p)[2]
-        largest = max(size, min(2 * size, int(extent) + margin))
-        while largest > size and not is_valid_size(largest, depth, "valid", p):
-            largest -= 1
-        tile.append(largest if is_valid_size(largest, depth, "valid", p) else size)
-    while network_cost(
-        tile, features, fp.channels, num_classes, "batch", pooled
-    ).inference_bytes() > machine.memory_bytes and list(tile) != list(patch):
-        tile = [
-            max(p, t - size_rule(depth, "valid", q)[1])
-            for t, p, q in zip(tile, patch, pooled, strict=True)
-        ]
+    """The window for validation and prediction: the smallest valid one whose output covers the
+    median image, cut (never below the patch) until its forward pass fits the memory."""
+    depth, dims = len(features), len(patch)
+    tile = tuple(
+        max(
+            size,
+            smallest_valid_size(int(extent) + size_rule(depth, "valid", p)[2], depth, "valid", p),
+        )
+        for size, p, extent in zip(patch, pooled, fp.median_shape[-dims:], strict=True)
+    )
+    whole = tile
+    spacing = fp.median_spacing[-dims:]
+    while (
+        network_cost(tile, features, fp.channels, num_classes, "batch", pooled).inference_bytes()
+        > machine.memory_bytes
+    ):
+        smaller = shrink_once(tile, spacing, depth, pooled, floor=patch)
+        if smaller is None:
+            break
+        tile = smaller
+    why = "covers the median image" if tile == whole else f"cut from {list(whole)} to fit memory"
     return Decision(
         "inference tile",
-        tile,
-        "the largest valid window up to twice the patch that the image needs and "
-        "the memory holds: predict tile_size",
-        {},
+        list(tile),
+        f"{why}: validation windows (data.val_size) and predict tile_size",
+        {"data.val_size": list(tile)},
     )
