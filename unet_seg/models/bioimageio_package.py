@@ -11,10 +11,11 @@ Packages of other tools have no ``config.unet_seg``; they are refused with a mes
 the tools that run any bioimage.io model.
 
 A package is as untrusted as a pickle: every read is bounded before anything is inflated (the
-description to :data:`DESCRIPTION_MAX_BYTES`, the weights to half the available memory), a
-member must be a regular file inside the package (no ``..``, no absolute path, no device, no
-link out of a folder package), and the network is built only once the weights' shapes are known
-to fit it. Every refusal names the package and the entry.
+description to :data:`DESCRIPTION_MAX_BYTES` and :data:`DESCRIPTION_MAX_VALUES`, the weights to
+what the described network holds), a member must be a regular file inside the package (no
+``..``, no absolute path, no device, no link out of a folder package), every part of the
+description must have the type it is read as, and the network is built only once the weights'
+shapes are known to fit it. Every refusal is one line naming the package and the entry.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import contextlib
 import hashlib
 import io
 import os
+import pickle
 import stat
 import zipfile
 import zlib
@@ -33,12 +35,22 @@ from typing import Any
 import torch
 import yaml
 
+from unet_seg.errors import checkpoint_load_error
 from unet_seg.io.limits import memory_budget
 from unet_seg.models.exported import METADATA_KEY, TUNED_KEY
 from unet_seg.models.unet import UNet, unet_with_weights
+from unet_seg.normalization import percentiles
 
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")  # the description's name in a package
-DESCRIPTION_MAX_BYTES = 16 << 20  # an rdf.yaml is a few kB; 16 MiB is no description any more
+# An rdf.yaml is a few kB. YAML is parsed at well under 1 MB/s (16 MiB of short lists took
+# minutes), so the bound is what parses in about a second.
+DESCRIPTION_MAX_BYTES = 256 << 10
+# Values of the parsed description, aliases counted each time they are used: a few hundred in
+# ours; the bound stops a "billion laughs" of aliases, or a list holding itself, being walked.
+DESCRIPTION_MAX_VALUES = 100_000
+# A state dict's file is its tensors' bytes plus the pickle (names, shapes; ~1 kB a tensor).
+WEIGHTS_SLACK_BYTES = 1 << 20
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built: ~4x faster
 
 
 def is_bioimageio_package(path: str | os.PathLike) -> bool:
@@ -96,15 +108,20 @@ def _reader(path: Path) -> Iterator[Callable[[str, int], bytes]]:
         return
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as err:
-        raise ValueError(f"{path}: not a readable bioimage.io package ({err})") from err
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable bioimage.io package ({_one_line(err)})") from err
 
     def read_member(name: str, limit: int) -> bytes:
         member = archive.getinfo(_member_name(path, name))  # KeyError when missing
         if member.is_dir():
             raise KeyError(name)
-        with archive.open(member) as file:
-            return _bounded(path, name, member.file_size, limit, file.read)
+        try:
+            with archive.open(member) as file:
+                return _bounded(path, name, member.file_size, limit, file.read)
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError,
+                RuntimeError) as err:  # fmt: skip
+            # damaged data, a compression or encryption zipfile cannot read
+            raise ValueError(f"{path}: {name}: unreadable entry ({_one_line(err)})") from err
 
     with archive:
         yield read_member
@@ -125,36 +142,98 @@ def load_package(
     with _reader(path) as read:
         try:
             rdf_name, rdf = _description(read, path)
-            meta = (rdf.get("config") or {}).get(METADATA_KEY)
-            weights = (rdf.get("weights") or {}).get("pytorch_state_dict")
+            meta = _part(rdf, "config", path, rdf_name).get(METADATA_KEY)
+            weights = _part(rdf, "weights", path, rdf_name).get("pytorch_state_dict")
             if not isinstance(meta, Mapping) or not isinstance(weights, Mapping):
                 raise ValueError(
                     f"{path}: a bioimage.io model that unet-seg-export did not write (no "
                     f"config.{METADATA_KEY} and pytorch_state_dict weights); run it with "
                     "bioimageio.core, ilastik or deepImageJ"
                 )
+            normalization, tuning = _our_record(meta, path, rdf_name)
+            where = "weights.pytorch_state_dict"
+            architecture = _part(weights, "architecture", path, f"{rdf_name}: {where}")
+            kwargs = dict(_part(architecture, "kwargs", path, f"{rdf_name}: {where}.architecture"))
+            source = _member_name(path, weights.get("source"))  # refused first: never read
             try:
-                data = read(weights["source"], memory_budget())
+                data = read(source, _weights_limit(kwargs, path))
             except KeyError as err:
                 raise ValueError(
-                    f"{path}: {weights['source']}, the weights {rdf_name} names, "
-                    "is not in the package"
+                    f"{path}: {source}, the weights {rdf_name} names, is not in the package"
                 ) from err
             expected = weights.get("sha256")
             if expected and hashlib.sha256(data).hexdigest() != expected:
                 raise ValueError(
-                    f"{path}: {weights['source']} does not match the checksum in {rdf_name} "
+                    f"{path}: {source} does not match the checksum in {rdf_name} "
                     "(a damaged or incomplete download?)"
                 )
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-            kwargs = dict(weights.get("architecture", {}).get("kwargs") or {})
+            state = _state_dict(data, path, source)
             model = unet_with_weights(kwargs, state, str(path), "described")
         except (KeyError, TypeError, RuntimeError, EOFError, yaml.YAMLError, zipfile.BadZipFile,
                 zlib.error) as err:  # fmt: skip
-            raise ValueError(
-                f"{path}: damaged bioimage.io package ({type(err).__name__}: {err})"
-            ) from err
-    return model, dict(meta.get("normalization") or {}), meta.get(TUNED_KEY)
+            raise ValueError(f"{path}: damaged bioimage.io package ({_one_line(err)})") from err
+    return model, normalization, tuning
+
+
+def _one_line(err: BaseException) -> str:
+    """``"<type>: <message>"`` of ``err`` on one line (YAML's messages point at the text)."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+def _part(node: Mapping[str, Any], key: str, path: Path, where: str) -> Mapping[str, Any]:
+    """``node[key]`` as a mapping (``{}`` when absent or empty); ``ValueError`` naming the
+    package and the part when it is something else."""
+    value = node.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{path}: {where}: {key} is a {type(value).__name__}, not a mapping")
+    return value
+
+
+def _our_record(
+    meta: Mapping[str, Any], path: Path, rdf_name: str
+) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """``(percentiles, tuning or None)`` of ``config.unet_seg``; ``ValueError`` naming the
+    package and the part unless they are what predict uses."""
+    where = f"{path}: {rdf_name}: config.{METADATA_KEY}"
+    normalization = _part(meta, "normalization", path, f"{rdf_name}: config.{METADATA_KEY}")
+    try:
+        percentiles(normalization)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}.normalization: {_one_line(err)}") from err
+    tuning = meta.get(TUNED_KEY)
+    if tuning is not None and not isinstance(tuning, Mapping):
+        raise ValueError(f"{where}.{TUNED_KEY} is a {type(tuning).__name__}, not a mapping")
+    return dict(normalization), None if tuning is None else dict(tuning)
+
+
+def _weights_limit(kwargs: Mapping[str, Any], path: Path) -> int:
+    """Bytes the weights of ``UNet(**kwargs)`` may take in the package: what its tensors hold
+    (counted on PyTorch's ``meta`` device: no memory) plus the pickle's slack, at most half the
+    available memory; a bigger entry is refused before it is inflated."""
+    try:
+        with torch.device("meta"):
+            skeleton = UNet(**kwargs)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise ValueError(
+            f"{path}: the described network cannot be built ({_one_line(err)})"
+        ) from err
+    held = sum(t.numel() * t.element_size() for t in skeleton.state_dict().values())
+    return min(memory_budget(), held + held // 8 + WEIGHTS_SLACK_BYTES)
+
+
+def _state_dict(data: bytes, path: Path, source: str) -> Mapping[str, torch.Tensor]:
+    """The state dict in the weights ``data`` (plain values and tensors only); ``ValueError``
+    naming the package and the entry if it is none."""
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, KeyError,
+            AttributeError, IndexError, OverflowError, UnicodeDecodeError) as err:  # fmt: skip
+        raise checkpoint_load_error(f"{path}: {source}", err) from err
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise ValueError(f"{path}: {source}: not a state dict of tensors")
+    return state
 
 
 def package_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -169,10 +248,10 @@ def package_metadata(path: str | os.PathLike) -> dict[str, Any]:
     path = _existing(path)
     with _reader(path) as read:
         try:
-            _, rdf = _description(read, path)
+            rdf_name, rdf = _description(read, path)
         except (EOFError, yaml.YAMLError, zipfile.BadZipFile, zlib.error) as err:
-            raise ValueError(f"{path}: damaged bioimage.io package ({err})") from err
-    meta = (rdf.get("config") or {}).get(METADATA_KEY)
+            raise ValueError(f"{path}: damaged bioimage.io package ({_one_line(err)})") from err
+    meta = _part(rdf, "config", path, rdf_name).get(METADATA_KEY)
     return dict(meta) if isinstance(meta, Mapping) else {}
 
 
@@ -189,10 +268,34 @@ def _description(read, path: Path) -> tuple[str, Mapping[str, Any]]:
     ``path`` if there is none or it is no mapping."""
     for name in RDF_NAMES:
         try:
-            rdf = yaml.safe_load(read(name, DESCRIPTION_MAX_BYTES))
+            text = read(name, DESCRIPTION_MAX_BYTES)
         except KeyError:
             continue
+        try:
+            rdf = yaml.load(text, Loader=_LOADER)  # a safe loader (libyaml when built)
+        except (yaml.YAMLError, RecursionError) as err:
+            raise ValueError(f"{path}: {name} is not readable YAML ({_one_line(err)})") from err
         if not isinstance(rdf, Mapping):
             raise ValueError(f"{path}: {name} is not a YAML mapping")
+        _check_values(rdf, path, name)
         return name, rdf
     raise ValueError(f"{path}: no rdf.yaml inside: not a bioimage.io model package")
+
+
+def _check_values(rdf: Any, path: Path, name: str) -> None:
+    """``ValueError`` naming the package and ``name`` if the parsed description holds more than
+    :data:`DESCRIPTION_MAX_VALUES` values, aliases counted at every use (stops early)."""
+    pending, seen = [rdf], 0
+    while pending:
+        node = pending.pop()
+        seen += 1
+        if seen > DESCRIPTION_MAX_VALUES:
+            raise ValueError(
+                f"{path}: {name} holds more than {DESCRIPTION_MAX_VALUES:,} values (aliases "
+                "counted where used): not a model description"
+            )
+        if isinstance(node, Mapping):
+            pending.extend(node.keys())
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
