@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -52,9 +53,10 @@ def _part(module: str) -> str:
     return module.split(".")[1]
 
 
+@functools.cache  # parsing every module takes ~0.4 s; some 20 tests read the graph
 def package_imports() -> dict[str, set[str]]:
     """``{package: packages of unet_seg it imports}`` from every module's import statements,
-    including those inside functions."""
+    including those inside functions (read once per session: callers must not change it)."""
     graph: dict[str, set[str]] = {}
     for path in ROOT.rglob("*.py"):
         rel = path.relative_to(ROOT)
