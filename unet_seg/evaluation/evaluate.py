@@ -165,6 +165,29 @@ def _check_pair_memory(paths: Sequence[Path | None], components: bool) -> None:
         )
 
 
+def _instance_roles(cfg: Any, pred_ids: Path, truth_ids: Path | None) -> dict[Path, str]:
+    """``{instance file: what it is, with the option that chose it}`` of a pair; the truth's
+    object ids read from its labels (``gt_label_map=objects``) are no instance file."""
+    roles = {pred_ids: f"the prediction's instance file (pred_instance_suffix="
+                       f"{cfg.pred_instance_suffix})"}  # fmt: skip
+    if truth_ids is not None:
+        chosen = f"gt_instance_suffix={cfg.gt_instance_suffix or repr('')}"
+        if cfg.get("gt_instance_dir"):
+            chosen += f", gt_instance_dir={cfg.gt_instance_dir}"
+        roles[truth_ids] = f"the ground truth's instance file ({chosen})"
+    return roles
+
+
+def _as_instance_file_error(err: Exception, roles: Mapping[Path, str]) -> str:
+    """The message of ``err``, said as the instance file's where it is about one (it starts with
+    that file's name): ``"<path>: the prediction's instance file (...): <problem>"``."""
+    text = str(err)
+    for path, role in roles.items():
+        if text.startswith(f"{path}: "):
+            return f"{path}: {role}: {text.removeprefix(f'{path}: ')}"
+    return text
+
+
 def _label_map(cfg: Any, key: str) -> dict[Any, int] | str | None:
     """``cfg[key]`` as a plain ``{stored value: class}`` dict, or ``"objects"`` (object-id
     masks: every id is class 1); None when unset."""
@@ -276,6 +299,7 @@ def evaluate(cfg: Any) -> dict:
     bar = tqdm(sorted(preds.items()), desc="evaluate", unit="file",
                disable=None if cfg.get("progress") is None else not cfg.progress)  # fmt: skip
     for key, pred_path in bar:
+        roles: dict[Path, str] = {}  # the pair's instance files, to name them as such
         try:
             if key not in gts:
                 raise FileNotFoundError(
@@ -284,18 +308,23 @@ def evaluate(cfg: Any) -> dict:
             # Object-id truth (gt_label_map=objects) is its own instance truth.
             truth_ids = gt_inst.get(key, gts[key] if label_maps["gt"] == OBJECTS else None)
             instances = key in pred_inst and truth_ids is not None
+            roles = _instance_roles(cfg, pred_inst.get(key), gt_inst.get(key)) if instances else {}
             _check_pair_memory([pred_path, gts[key], *((pred_inst[key], truth_ids)
                                 if instances else ())], not instances)  # fmt: skip
             pred = _integers(pred_path, num_classes, label_maps["pred"])
             gt = _integers(gts[key], num_classes, label_maps["gt"])
-            row, counts, match = pair_figures(
-                pred, gt, num_classes, foreground,
-                _integers(pred_inst[key]) if instances else None,
-                _integers(truth_ids) if instances else None,
-            )  # fmt: skip
+            ids = [_integers(p) if instances else None for p in (pred_inst.get(key), truth_ids)]
+            for path, found, labels in zip(
+                (pred_inst.get(key), truth_ids), ids, (pred, gt), strict=True
+            ):
+                if found is not None and found.shape != labels.shape:
+                    raise ValueError(f"{path}: shape {found.shape} differs from its labels' "
+                                     f"{labels.shape}")  # fmt: skip
+            row, counts, match = pair_figures(pred, gt, num_classes, foreground, *ids)
         except Exception as err:  # one bad pair must not stop the evaluation; reported by name
             # Reported once: in the summary and by the CLI on stderr.
-            failed.append({"prediction": str(pred_path), "error": f"{type(err).__name__}: {err}"})
+            error = _as_instance_file_error(err, roles)
+            failed.append({"prediction": str(pred_path), "error": f"{type(err).__name__}: {error}"})
             continue
         total += counts
         matches.append(match)
