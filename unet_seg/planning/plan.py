@@ -105,7 +105,8 @@ def make_plan(
     fp: Fingerprint, machine: Machine, budget: Budget, measure: Measure | None = None
 ) -> Plan:
     """The plan for ``fp`` on ``machine`` within ``budget`` (see the module docstring);
-    ``measure(features, patch, batch) -> seconds per step`` replaces the throughput estimate."""
+    ``measure(features, patch, batch, inplane_pooling) -> seconds per step`` replaces the
+    throughput estimate."""
     decisions: list[Decision] = []
     nnunet = "root" in fp.source
     data = (
