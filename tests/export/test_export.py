@@ -19,6 +19,7 @@ from unet_seg.errors import UsageError
 from unet_seg.evaluation.predicted_classes import boundary_label_map
 from unet_seg.export.bioimageio import PackageInfo, export_bioimageio, package_input_size
 from unet_seg.export.run import NAME_ALPHABET, export, export_name, package_name
+from unet_seg.export.same_size import axis_rule
 from unet_seg.export.torchscript import export_torchscript
 from unet_seg.export.unet_architecture import UNet as StandaloneUNet
 from unet_seg.models import UNet, shapes
@@ -164,11 +165,13 @@ def test_bioimageio_package_validates_and_states_the_arithmetic(tmp_path):
     assert isinstance(description, ModelDescr), description.validation_summary.format()
     assert rdf["format_version"].startswith("0.5")
     (inputs,), (outputs,) = rdf["inputs"], rdf["outputs"]
-    minimum, step, margin = shapes.size_rule(3)  # 44, 4, 40
+    rule = axis_rule(3, "valid", True)  # tiles of 50 + 4 n, halo 23: the same-size form
     for axis in inputs["axes"][2:]:
-        assert axis["size"] == {"min": minimum, "step": step}
+        assert axis["size"] == {"min": rule.minimum, "step": rule.step}
     for axis in outputs["axes"][2:]:
-        assert axis["size"]["offset"] == -margin
+        assert axis["size"] == {"tensor_id": "input", "axis_id": axis["id"]}
+        assert axis["halo"] == rule.halo
+    assert inputs["pad"] == {"mode": "reflect"}  # the image border, as unet-seg-predict pads it
     assert outputs["axes"][1]["channel_names"] == ["bg", "cell", "edge"]
     scale_range = next(p for p in inputs["preprocessing"] if p["id"] == "scale_range")
     assert scale_range["kwargs"]["min_percentile"] == NORM["low"]
@@ -180,9 +183,10 @@ def test_bioimageio_package_validates_and_states_the_arithmetic(tmp_path):
         test_in = np.load(archive.open("test_input.npy"))
         test_out = np.load(archive.open("test_output.npy"))
     assert {"README.md", "cover.png", "unet_architecture.py"} <= names
+    assert {inputs["sample_tensor"]["source"], outputs["sample_tensor"]["source"]} <= names
     size = package_input_size(UNet(**TINY_2D))
     assert test_in.shape == (1, 1, *size)
-    assert test_out.shape == (1, 3, *(s - margin for s in size))
+    assert test_out.shape == (1, 3, *size)
     np.testing.assert_allclose(test_out.sum(axis=1), 1.0, atol=1e-5)
 
 

@@ -1,12 +1,14 @@
 """bioimage.io model packages (format 0.5), built and validated with ``bioimageio.spec``.
 
 The package holds the weights three ways (``pytorch_state_dict`` with the one-file architecture
-``unet_architecture.py``, ``torchscript``, ``onnx``), describes the accepted input sizes as
-``min + n * step`` per axis from the network's arithmetic, the output size as the input size minus
-the valid network's margin (the halo it already crops, which the spec asks to state as
-``size.offset``), the checkpoint's percentile normalisation as ``scale_range`` preprocessing and
-softmax over the classes as postprocessing, and ships test tensors, a cover image and a README.
-``save_bioimageio_package`` refuses to write a package that does not validate.
+``unet_architecture.py``, ``torchscript``, ``onnx``), all in the same-size form of
+:mod:`~unet_seg.export.same_size` (the input mirrored by the valid network's halo), so that tools
+tile it: the output has the input's size and declares the ``halo`` a tool crops from every tile,
+the input is padded by ``reflect`` at the image border, as ``unet-seg-predict`` pads. It states
+the accepted input sizes as ``min + n * step`` per axis from the network's arithmetic, the
+checkpoint's percentile normalisation as ``scale_range`` preprocessing and softmax over the
+classes as postprocessing, and ships test tensors, sample tensors (TIFF), a cover image and a
+README. ``save_bioimageio_package`` refuses to write a package that does not validate.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ import numpy as np
 import torch
 
 from unet_seg.export import unet_architecture
-from unet_seg.export.bioimageio_files import write_cover, write_readme
+from unet_seg.export.bioimageio_files import write_cover, write_readme, write_sample
 from unet_seg.export.onnx import OPSET, export_onnx
+from unet_seg.export.same_size import SameSizeNetwork, axis_rules, mirror
 from unet_seg.export.torchscript import export_torchscript
 from unet_seg.export.trace import traceable_copy
 from unet_seg.io.atomic import replace_atomic
-from unet_seg.models import shapes
 from unet_seg.models.exported import network_metadata
 from unet_seg.normalization import DEFAULT_PERCENTILES, normalize_percentile, percentiles
 
@@ -55,10 +57,9 @@ def package_input_size(model) -> tuple[int, ...]:
     """Per axis the smallest accepted size at least :data:`TEST_SIZE` (and the minimum): the
     spatial size of :func:`package_test_input`."""
     sizes = []
-    for pooled in model.pooled_axes:
-        minimum, step, _ = shapes.size_rule(model.depth, model.padding, pooled)
-        wanted = max(minimum, TEST_SIZE[model.spatial_dims])
-        sizes.append(minimum + -(-(wanted - minimum) // step) * step)
+    for rule in axis_rules(model):
+        wanted = max(rule.minimum, TEST_SIZE[model.spatial_dims])
+        sizes.append(rule.minimum + -(-(wanted - rule.minimum) // rule.step) * rule.step)
     return tuple(sizes)
 
 
@@ -97,8 +98,8 @@ def package_test_input(model, image: np.ndarray | None = None, seed: int = 0) ->
 def package_test_output(
     model, normalization: Mapping[str, float], inputs: np.ndarray
 ) -> np.ndarray:
-    """Softmax of ``model`` on ``inputs`` normalised as the package's preprocessing does:
-    ``(1, C, *s)`` -> ``(1, K, *output_shape(s))`` float32."""
+    """Softmax of ``model`` (the package's :class:`SameSizeNetwork`) on ``inputs`` normalised
+    as the package's preprocessing does: ``(1, C, *s)`` -> ``(1, K, *s)`` float32."""
     low, high = percentiles(normalization)
     x = torch.from_numpy(normalize_percentile(inputs[0], low, high))[None]
     with torch.no_grad():
@@ -116,14 +117,16 @@ def _axes(model, info: PackageInfo):
     if len(names) != model.num_classes:
         raise ValueError(f"{len(names)} class names for {model.num_classes} classes")
     out_axes = [bio.BatchAxis(), bio.ChannelAxis(channel_names=[bio.Identifier(n) for n in names])]
-    for axis_id, pooled in zip(spatial_ids, model.pooled_axes, strict=True):
-        minimum, step, margin = shapes.size_rule(model.depth, model.padding, pooled)
-        sizes = bio.ParameterizedSize(min=minimum, step=step)
+    for axis_id, rule in zip(spatial_ids, axis_rules(model), strict=True):
+        sizes = bio.ParameterizedSize(min=rule.minimum, step=rule.step)
         in_axes.append(bio.SpaceInputAxis(id=bio.AxisId(axis_id), size=sizes))
-        reference = bio.SizeReference(
-            tensor_id=bio.TensorId("input"), axis_id=bio.AxisId(axis_id), offset=-margin
+        # The output has the input's size; a tool crops the halo (what saw the mirror) per tile.
+        reference = bio.SizeReference(tensor_id=bio.TensorId("input"), axis_id=bio.AxisId(axis_id))
+        out_axes.append(
+            bio.SpaceOutputAxisWithHalo(id=bio.AxisId(axis_id), size=reference, halo=rule.halo)
+            if rule.halo
+            else bio.SpaceOutputAxis(id=bio.AxisId(axis_id), size=reference)
         )
-        out_axes.append(bio.SpaceOutputAxis(id=bio.AxisId(axis_id), size=reference))
     return in_axes, out_axes, spatial_ids
 
 
@@ -141,20 +144,25 @@ def build_description(
     softmax = bio.SoftmaxDescr(kwargs=bio.SoftmaxKwargs(axis=bio.AxisId("channel")))
     inputs = bio.InputTensorDescr(
         id=bio.TensorId("input"), axes=in_axes, test_tensor=bio.FileDescr(source=files["test_in"]),
+        sample_tensor=bio.FileDescr(source=files["sample_in"]),
         data=bio.IntervalOrRatioDataDescr(type="float32"), preprocessing=[scale_range],
+        pad=bio.ReflectPadding(mode="reflect"),  # as unet-seg-predict mirrors an image (set
+        # explicitly: bioimageio.spec 0.5.12 writes an unset mode as `{}`, read back as constant)
         description=f"raw intensities; normalised by their {low}/{high} percentiles",
     )  # fmt: skip
     outputs = bio.OutputTensorDescr(
         id=bio.TensorId("output"), axes=out_axes,
         test_tensor=bio.FileDescr(source=files["test_out"]),
+        sample_tensor=bio.FileDescr(source=files["sample_out"]),
         data=bio.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
         postprocessing=[softmax], description="class probabilities",
     )  # fmt: skip
     torch_version = bio.Version(torch.__version__.split("+")[0])
+    kwargs = network_kwargs(model)
+    if any(rule.halo for rule in axis_rules(model)):
+        kwargs.update(mirror(model))  # the same-size form, as the other two formats
     arch = bio.ArchitectureFromFileDescr(
-        source=files["architecture"], callable=bio.Identifier("UNet"),
-        kwargs=network_kwargs(model),
-    )  # fmt: skip
+        source=files["architecture"], callable=bio.Identifier("UNet"), kwargs=kwargs)  # fmt: skip
     weights = bio.WeightsDescr(
         pytorch_state_dict=bio.PytorchStateDictWeightsDescr(
             source=files["state_dict"], architecture=arch, pytorch_version=torch_version),
@@ -220,16 +228,20 @@ def export_bioimageio(
             "torchscript": root / "weights_torchscript.pt",
             "onnx": root / "weights.onnx", "architecture": root / "unet_architecture.py",
             "test_in": root / "test_input.npy", "test_out": root / "test_output.npy",
+            "sample_in": root / "sample_input.tif", "sample_out": root / "sample_output.tif",
             "cover": root / "cover.png", "readme": root / "README.md",
         }  # fmt: skip
+        same_size = SameSizeNetwork(model).eval()
         torch.save(model.state_dict(), files["state_dict"])
-        export_torchscript(model, norm, files["torchscript"])
-        export_onnx(model, norm, files["onnx"])
+        export_torchscript(same_size, norm, files["torchscript"])
+        export_onnx(same_size, norm, files["onnx"])
         shutil.copyfile(unet_architecture.__file__, files["architecture"])
         inputs = package_test_input(model, image)
-        outputs = package_test_output(model, norm, inputs)
+        outputs = package_test_output(same_size, norm, inputs)
         np.save(files["test_in"], inputs)
         np.save(files["test_out"], outputs)
+        write_sample(files["sample_in"], inputs[0])
+        write_sample(files["sample_out"], outputs[0])
         write_cover(files["cover"], inputs, outputs)
         write_readme(files["readme"], model, norm, info)
         description = build_description(model, norm, info, files, tuning, target)

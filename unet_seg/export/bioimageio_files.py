@@ -1,4 +1,5 @@
-"""The human-facing files of a bioimage.io package: the cover image and the README."""
+"""The human-facing files of a bioimage.io package: the cover image, the sample tensors and the
+README."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unet_seg.models import shapes
+from unet_seg.export.same_size import axis_rules
 from unet_seg.normalization import percentiles
 
 COVER_PANEL = 256  # pixels per side of each half of the 2:1 cover the model zoo recommends
@@ -50,14 +51,21 @@ def write_cover(path: Path, inputs: np.ndarray, outputs: np.ndarray) -> None:
     iio.imwrite(path, np.concatenate([left, right], axis=1))
 
 
+def write_sample(path: Path, tensor: np.ndarray) -> None:
+    """A sample tensor (``(C, *spatial)`` float32, one sample of a test tensor) as a TIFF, which
+    imageio reads, as the spec asks: an example a person can open."""
+    import tifffile
+
+    tifffile.imwrite(path, np.ascontiguousarray(tensor, dtype=np.float32))
+
+
 def write_readme(path: Path, model, normalization: Mapping[str, float], info) -> None:
     """Markdown documentation: what the model does, the input sizes it takes, how it was
     normalised, and a Validation section (the model zoo asks for one)."""
     axes = "zyx"[-model.spatial_dims :]
     size_lines = []
-    for axis, pooled in zip(axes, model.pooled_axes, strict=True):
-        minimum, step, margin = shapes.size_rule(model.depth, model.padding, pooled)
-        size_lines.append(f"| {axis} | {minimum} + {step} n | input - {margin} | {margin // 2} |")
+    for axis, rule in zip(axes, axis_rules(model), strict=True):
+        size_lines.append(f"| {axis} | {rule.minimum} + {rule.step} n | input | {rule.halo} |")
     low, high = percentiles(normalization)
     classes = ", ".join(info.class_names or [f"class{k}" for k in range(model.num_classes)])
     text = f"""# {info.name}
@@ -80,9 +88,14 @@ class; the segmentation is its argmax over the channel axis.
 | --- | --- | --- | --- |
 {chr(10).join(size_lines)}
 
-A valid-convolution network crops its halo itself: its output covers the centre of the input.
-To segment a large image, use tiles of an accepted input size that overlap by twice the halo
-(the overlap-tile strategy of the U-Net paper), or run `unet-seg-predict checkpoint=<file>.onnx`.
+The network's convolutions are valid (the U-Net paper's): it returns fewer voxels than it sees.
+The package holds it behind a mirror of the missing voxels, so its output has the input's size;
+the `halo` voxels at each side of the output may have seen the mirror. Tools that tile
+(bioimageio.core with a `blocksize_parameter`, deepImageJ, ilastik) read each tile with the halo
+around it, pad the image border by `reflect` and crop the halo: the overlap-tile strategy of the
+U-Net paper. Where the image size is a multiple of the step on every axis, the labels equal
+`unet-seg-predict`'s; elsewhere the last tile, flush with the far edge, sees the pooling grid
+shifted and may differ there. Without tiling, crop the halo from the output yourself.
 
 ## Weights
 

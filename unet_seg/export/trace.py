@@ -20,6 +20,8 @@ def example_size(model, steps: int = 1) -> tuple[int, ...]:
     One step above the minimum keeps every pooled map larger than 1 voxel, so the trace holds no
     size-1 special case.
     """
+    if hasattr(model, "example_size"):  # a wrapper with its own size rule (SameSizeNetwork)
+        return tuple(model.example_size(steps))
     sizes = []
     for pooled in model.pooled_axes:
         minimum, step, _ = shapes.size_rule(model.depth, model.padding, pooled)

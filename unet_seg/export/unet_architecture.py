@@ -5,7 +5,11 @@ own, without unet-seg installed.
 It builds the same module tree as ``unet_seg.models.unet.UNet`` (same parameter names, so a
 state dict loads with ``strict=True``) and computes the same logits; ``tests/export/test_export.py``
 checks both. Keep it in step with ``unet_seg/models/blocks.py`` and ``unet.py``.
-Shapes: ``(N, in_channels, *spatial) -> (N, num_classes, *output_spatial)`` logits.
+Shapes: ``(N, in_channels, *spatial) -> (N, num_classes, *output_spatial)`` logits; with
+``mirror`` and ``trim`` (``[before, after]`` voxels per spatial axis) the input is first mirrored
+(numpy's ``reflect``) and the output trimmed, so ``output_spatial == spatial``: the same-size
+form that tiling tools (bioimageio.core, deepImageJ) run, cropping each tile's halo themselves
+(``unet_seg/export/same_size.py`` says how both are chosen).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import itertools
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _LAYERS = {
@@ -51,7 +56,9 @@ class _Up(nn.Module):
 
 class UNet(nn.Module):
     """``UNet(spatial_dims, in_channels, num_classes, features, padding, norm, inplane_pooling)``
-    as in unet-seg; drop-out is left out (it is the identity at inference and has no weights)."""
+    as in unet-seg; drop-out is left out (it is the identity at inference and has no weights).
+    ``mirror`` / ``trim``: per spatial axis, the voxels mirrored before and after the input /
+    trimmed from the output (no weights)."""
 
     def __init__(
         self,
@@ -62,8 +69,13 @@ class UNet(nn.Module):
         padding: str = "valid",
         norm: str | None = None,
         inplane_pooling: bool = False,
+        mirror: list[list[int]] | None = None,
+        trim: list[list[int]] | None = None,
     ) -> None:
         super().__init__()
+        # F.pad lists the last axis first, each axis as (before, after).
+        self.pad = [int(p) for pair in reversed(mirror or ()) for p in pair]
+        self.trim = (..., *(slice(int(a), -int(b) or None) for a, b in trim or ()))
         pooled = (False, True, True) if inplane_pooling else (True,) * spatial_dims
         scale = tuple(2 if p else 1 for p in pooled)
         features = tuple(int(f) for f in features)
@@ -82,10 +94,12 @@ class UNet(nn.Module):
         self.head = _LAYERS[spatial_dims][0](features[0], num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(self.pad):
+            x = F.pad(x, self.pad, mode="reflect")
         skips = [self.inc(x)]
         for down in self.downs:
             skips.append(down(skips[-1]))
         x = skips.pop()
         for up in self.ups:
             x = up(x, skips.pop())
-        return self.head(x)
+        return self.head(x)[self.trim]

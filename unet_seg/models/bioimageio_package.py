@@ -154,6 +154,9 @@ def load_package(
             where = "weights.pytorch_state_dict"
             architecture = _part(weights, "architecture", path, f"{rdf_name}: {where}")
             kwargs = dict(_part(architecture, "kwargs", path, f"{rdf_name}: {where}.architecture"))
+            # The same-size form's mirror and trim serve tools that tile; we tile the valid net.
+            kwargs.pop("mirror", None)
+            kwargs.pop("trim", None)
             source = _member_name(path, weights.get("source"))  # refused first: never read
             try:
                 data = read(source, _weights_limit(kwargs, path))
