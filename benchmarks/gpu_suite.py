@@ -146,7 +146,7 @@ def stage_inference(s: Suite, dims: int) -> None:
     gflop = useful_gflop(model, shape[1:], count=shape[0]) if dims == 2 else useful_gflop(
         model, shape)  # fmt: skip
     stage = f"inference_{dims}d"
-    choice = RunnerOptions(str(s.device)).resolve(model)
+    choice = RunnerOptions(str(s.device), precision="auto").resolve(model)
     print(json.dumps({"stage": stage, "auto_precision": choice[0].precision,
                       "reason": choice[1]}), flush=True)  # fmt: skip
     reference = None

@@ -86,7 +86,14 @@ def test_runner_options_read_the_config_and_the_deprecated_keys(caplog):
     assert (resolved.precision, resolved.cpu_bf16, reason) == ("bf16", None, "requested")
     assert options.runner(tiny()).precision == "bf16"
     defaults = RunnerOptions.from_config({})
-    assert (defaults.precision, defaults.runtime, defaults.threads) == ("auto", "torch", None)
+    assert (defaults.precision, defaults.runtime, defaults.threads) == (None, "torch", None)
+    # None keeps the earlier defaults, measuring nothing: float32 on the CPU, float16 on a GPU
+    assert RunnerOptions("cpu").resolve(tiny()) == (RunnerOptions("cpu", precision="float32"),
+                                                    "requested")  # fmt: skip
+    cuda = torch.device("cuda")
+    assert RunnerOptions().requested_precision(cuda) == "float16"
+    assert RunnerOptions(amp=False).requested_precision(cuda) == "float32"
+    assert RunnerOptions(precision="auto").requested_precision(cuda) == "auto"
 
 
 def test_contradicting_or_bad_options_are_usage_errors():
@@ -102,6 +109,6 @@ def test_auto_where_bf16_is_slow_runs_float32_without_a_probe(monkeypatch):
     from unet_seg.inference import precision
 
     monkeypatch.setattr(precision, "measure_peaks", lambda d: {"float32": 320.0, "bf16": 167.0})
-    resolved, reason = RunnerOptions("cpu").resolve(tiny())
+    resolved, reason = RunnerOptions("cpu", precision="auto").resolve(tiny())
     assert resolved.precision == "float32"
     assert "0.52x" in reason

@@ -39,7 +39,7 @@ class RunnerSpec:
     tta: bool = False
     amp: bool | None = None
     cpu_bf16: bool | None = None
-    precision: str = "auto"  # predict sends it decided, so workers measure nothing
+    precision: str | None = None  # predict sends it decided, so workers measure nothing
     runtime: str = "torch"
     channels_last: bool | str = "auto"
     threads: int | None = None

@@ -89,16 +89,18 @@ def tta_views(spatial_dims: int, tta: bool = True) -> list[View]:
 class RunnerOptions:
     """How the network runs: ``device``, ``tta``, ``precision``, ``runtime`` and
     ``channels_last`` of ``conf/predict.yaml`` and ``conf/tune.yaml`` (see :class:`ModelRunner`),
-    read from a config in one place. ``amp`` and ``cpu_bf16`` are the deprecated spellings of
-    ``precision`` (``None``: not given): ``amp=false`` is float32 on a GPU, ``cpu_bf16=true``
-    bf16 on the CPU. ``threads``: torch's threads in the process that runs the network (each
-    Dask worker's too); ``None`` leaves torch's default."""
+    read from a config in one place. ``precision=None`` keeps the earlier defaults (float32 on
+    the CPU, float16 autocast on a GPU), which ``auto`` replaces by a measured choice. ``amp``
+    and ``cpu_bf16`` are the deprecated spellings of ``precision`` (``None``: not given):
+    ``amp=false`` is float32 on a GPU, ``cpu_bf16=true`` bf16 on the CPU. ``threads``: torch's
+    threads in the process that runs the network (each Dask worker's too); ``None`` leaves
+    torch's default."""
 
     device: str = "auto"
     tta: bool = False
     amp: bool | None = None
     cpu_bf16: bool | None = None
-    precision: str = "auto"
+    precision: str | None = None
     runtime: str = "torch"
     channels_last: bool | str = "auto"
     threads: int | None = None
@@ -118,16 +120,20 @@ class RunnerOptions:
         return cls(
             str(cfg.get("device", cls.device)), bool(cfg.get("tta", cls.tta)),
             *(bool(legacy[k]) if k in legacy else None for k in ("amp", "cpu_bf16")),
-            str(cfg.get("precision", cls.precision)), str(cfg.get("runtime", cls.runtime)),
+            None if cfg.get("precision") is None else str(cfg.get("precision")),
+            str(cfg.get("runtime", cls.runtime)),
             channels_last if channels_last == "auto" else bool(channels_last),
             None if threads is None else int(threads),
         )  # fmt: skip
 
     def requested_precision(self, device: torch.device) -> str:
         """``precision``, or what the deprecated ``amp`` / ``cpu_bf16`` ask for on ``device``
-        when it is ``auto``; ``UsageError`` where they contradict ``precision``."""
+        when it is ``auto`` or ``None`` (``None`` without them: float16 on a GPU, as ``amp``
+        defaulted to, float32 elsewhere); ``UsageError`` where they contradict ``precision``."""
         key = "cpu_bf16" if device.type == "cpu" else "amp" if device.type == "cuda" else None
         value = getattr(self, key) if key else None
+        if self.precision is None:
+            return _legacy_name(key, key == "amp" if value is None else value) if key else "float32"
         if value is None:
             return self.precision
         legacy = _legacy_name(key, value)
