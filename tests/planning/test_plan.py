@@ -6,10 +6,13 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.planning.conftest import fingerprint, object_grid, write_dataset
 from unet_seg.errors import UsageError
 from unet_seg.models import UNet
+from unet_seg.models.shapes import output_shape
 from unet_seg.planning.cost import network_cost
 from unet_seg.planning.fingerprint import fingerprint_data
 from unet_seg.planning.machine import Budget, Machine, parse_budget
@@ -21,9 +24,11 @@ HALF_HOUR = Budget(seconds=1800)
 
 
 def planned_memory(plan) -> int:
+    """The estimated memory of a training step of the planned network (one input channel)."""
     s = plan.settings()
     pooled = (False, True, True) if s["model.inplane_pooling"] else None
-    cost = network_cost(s["data.patch_size"], s["model.features"], 1, 3, "batch", pooled)
+    classes = 3 if s["data.target"] == "boundary" else s.get("data.num_classes", 2)
+    cost = network_cost(s["data.patch_size"], s["model.features"], 1, classes, "batch", pooled)
     return cost.training_bytes(s["data.batch_size"])
 
 
@@ -84,16 +89,23 @@ def test_data_too_large_for_the_memory_shrinks_the_patch_and_never_overflows():
         make_plan(fp, Machine("cpu", 2**20, 1e15), HALF_HOUR)
 
 
-SHAPES = ([37.0, 53.0], [300.0, 301.0], [2000.0, 90.0], [9.0, 40.0, 41.0], [64.0, 99.0, 131.0],
-          [30.0, 200.0, 200.0])  # fmt: skip
+SHAPES = (
+    [37.0, 53.0],
+    [300.0, 301.0],
+    [2000.0, 90.0],
+    [9.0, 40.0, 41.0],
+    [64.0, 99.0, 131.0],
+    [30.0, 200.0, 200.0],
+)
 
 
 @pytest.mark.parametrize(("shape", "memory_mib"), itertools.product(SHAPES, (200, 2000)))
 def test_the_plan_never_gives_a_patch_the_network_refuses(shape, memory_mib):
     spacing = [2.5, 1.0, 1.0] if len(shape) == 3 and shape[0] < 40 else [1.0] * len(shape)
     extent = [min(s, 33.0) for s in shape]
-    fp = fingerprint(median_shape=shape, spacing=spacing,
-                     objects={**fingerprint().objects, "p90_extent": extent})  # fmt: skip
+    fp = fingerprint(
+        median_shape=shape, spacing=spacing, objects={**fingerprint().objects, "p90_extent": extent}
+    )
     machine = Machine("cpu", memory_mib * 2**20, 5e9)
     try:
         plan = make_plan(fp, machine, HALF_HOUR)
@@ -101,8 +113,13 @@ def test_the_plan_never_gives_a_patch_the_network_refuses(shape, memory_mib):
         assert "too small" in str(err)
         return
     s = plan.settings()
-    model = UNet(s["model.spatial_dims"], 1, 2, s["model.features"],
-                 inplane_pooling=s["model.inplane_pooling"])  # fmt: skip
+    model = UNet(
+        s["model.spatial_dims"],
+        1,
+        2,
+        s["model.features"],
+        inplane_pooling=s["model.inplane_pooling"],
+    )
     assert all(o > 0 for o in model.output_shape(s["data.patch_size"]))
     assert all(o > 0 for o in model.output_shape(plan.decision("inference tile").value))
     assert planned_memory(plan) <= machine.memory_bytes
@@ -151,8 +168,9 @@ def test_absolute_intensities_widen_the_percentiles_and_rare_classes_get_foregro
 
 
 def test_one_stack_validates_on_its_last_slices_and_one_image_is_refused():
-    stack = fingerprint(cases=1, median_shape=[50.0, 64.0, 64.0], shapes=[[50, 64, 64]],
-                        spacing=[1.0, 1.0, 1.0])  # fmt: skip
+    stack = fingerprint(
+        cases=1, median_shape=[50.0, 64.0, 64.0], shapes=[[50, 64, 64]], spacing=[1.0, 1.0, 1.0]
+    )
     assert make_plan(stack, CPU, HALF_HOUR).settings()["data.val_slices"] == [40, 50]
     with pytest.raises(UsageError, match=r"/d/images: a single 2D image cannot be split"):
         make_plan(fingerprint(cases=1), CPU, HALF_HOUR)
@@ -170,9 +188,11 @@ def test_a_budget_must_be_a_time_or_epochs(text):
 )
 def test_class_values_that_are_not_0_to_n_are_mapped_in_order(values, label_map, num_classes):
     labels = {**fingerprint().labels, "kind": "classes", "values": values}
-    s = make_plan(fingerprint(labels=labels, objects={**fingerprint().objects,
-                                                      "touching_fraction": None}),
-                  CPU, HALF_HOUR).settings()  # fmt: skip
+    s = make_plan(
+        fingerprint(labels=labels, objects={**fingerprint().objects, "touching_fraction": None}),
+        CPU,
+        HALF_HOUR,
+    ).settings()
     assert s.get("data.label_map") == label_map and s["data.num_classes"] == num_classes
 
 
@@ -203,3 +223,33 @@ def test_a_depth_that_gets_too_few_steps_in_the_time_budget_is_lowered():
     quick = make_plan(fp, CPU, HALF_HOUR)
     assert quick.decision("depth").value == 4
     assert "5 levels would see the objects whole but get only" in quick.decision("depth").reason
+
+
+@st.composite
+def planning_inputs(draw):
+    """A fingerprint (2D or 3D sizes, spacing, object extent) and a machine's memory."""
+    dims = draw(st.sampled_from([2, 3]))
+    shape = [float(draw(st.integers(5, 3000 if dims == 2 else 400))) for _ in range(dims)]
+    spacing = [draw(st.sampled_from([0.5, 1.0, 1.0, 4.0]))] + [1.0] * (dims - 1)
+    extent = [float(draw(st.integers(1, 200)))] * dims
+    objects = {**fingerprint().objects, "p90_extent": extent}
+    memory = draw(st.integers(50, 20_000)) * 2**20
+    return fingerprint(median_shape=shape, spacing=spacing, objects=objects), memory
+
+
+@settings(max_examples=60, deadline=None)  # ~0.4 s; more with --hypothesis-seed
+@given(planning_inputs(), st.sampled_from(["5min", "30min", "8h", "20epochs"]))
+def test_any_plan_fits_the_network_and_the_memory(inputs, budget):
+    fp, memory = inputs
+    machine = Machine("cpu", memory, 5e9)
+    try:
+        plan = make_plan(fp, machine, parse_budget(budget))
+    except UsageError as err:  # refusing is allowed; overflowing is not
+        assert "too small" in str(err)
+        return
+    s = plan.settings()
+    depth = len(s["model.features"])
+    pooled = (False, True, True) if s["model.inplane_pooling"] else None
+    for window in (s["data.patch_size"], s["data.val_size"]):  # UNet.output_shape's own rule
+        assert all(o > 0 for o in output_shape(window, depth, "valid", pooled))
+    assert planned_memory(plan) <= machine.memory_bytes
