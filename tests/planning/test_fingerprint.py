@@ -104,3 +104,11 @@ def test_object_ids_are_recognised_when_the_first_box_holds_none(tmp_path):
     assert fp.sampling["sampled"] and fp.labels["kind"] == "objects"
     assert fp.labels["kind_reason"] == "case_0.tif holds more than 10 distinct non-zero values: " \
         "object ids"  # fmt: skip
+
+
+def test_2d_and_3d_labels_mixed_are_refused_naming_the_file(tmp_path):
+    images, labels = write_dataset(tmp_path, [np.zeros((20, 30), np.uint8)] * 2, (1.0, 1.0))
+    write_volume(images / "case_1.tif", Volume(np.zeros((4, 20, 30), np.uint16)))
+    write_volume(labels / "case_1.tif", Volume(np.zeros((4, 20, 30), np.uint8)))
+    with pytest.raises(ValueError, match=r"case_1\.tif: 3D labels, but .*case_0\.tif is 2D"):
+        fingerprint_data(str(images), str(labels))

@@ -152,6 +152,11 @@ def fingerprint_pairs(
     kind_reason, sampled, read, total = "", 0, 0, 0
     for index, (image, label) in enumerate(pairs):
         volumes, lab, channels = _open_case(image, label)
+        if shapes and lab.ndim != len(shapes[0]):
+            raise ValueError(
+                f"{label}: {lab.ndim}D labels, but {pairs[0][1]} is {len(shapes[0])}D: plan 2D "
+                "images and 3D volumes apart"
+            )
         if accumulator is not None and channels != accumulator.channels:
             raise ValueError(
                 f"{volumes[0].path}: {channels} channel(s), but the first image has "
