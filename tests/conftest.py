@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.slurm_cluster import slurm  # noqa: F401  (a fixture: the session's single-node SLURM)
 from unet_seg.config import PROJECT_ROOT
 
 SAMPLES_DIR = PROJECT_ROOT / "data_samples"
