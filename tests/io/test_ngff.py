@@ -72,7 +72,9 @@ def test_predicts_label_outputs_read_as_labels_and_probabilities_as_an_image(tmp
     assert specs(out / "raw_labels.ome.zarr")[0] == ["Label", "Multiscales"]
     assert specs(out / "raw_labels.ome.zarr")[1]["properties"][1] == {"class": "class 1"}
     assert specs(out / "raw_instances.ome.zarr")[0] == ["Label", "Multiscales"]
-    assert specs(out / "raw_probs.ome.zarr")[0] == ["Multiscales"]
+    names, metadata = specs(out / "raw_probs.ome.zarr")
+    assert names == ["Multiscales", "OMERO"]  # an image, its channels named after the classes
+    assert metadata["channel_names"] == ["background", "class 1"]
     assert attrs_of(out / "raw_probs.ome.zarr", "0.5")["multiscales"][0]["type"] == "mean"
     # Into the input's labels/ group: the source image besides the colours.
     into = predict(config(input=source, output_dir=tmp_path / "into", checkpoint=ckpt,

@@ -32,7 +32,7 @@ from unet_seg.instances.stitch import StitchOptions
 from unet_seg.io import open_volume
 from unet_seg.io.files import format_suffix
 from unet_seg.io.slabs import SlabWriter
-from unet_seg.io.zarr.ngff import class_label_mark, register_label_image
+from unet_seg.io.zarr.ngff import class_label_mark, class_names, register_label_image
 from unet_seg.io.zarr.output import ZarrOutput
 from unet_seg.io.zarr.store import ZarrVolume
 from unet_seg.prediction.outputs import scratch_path
@@ -204,8 +204,10 @@ class ZarrSinks:
                                                   self.key, class_label_mark(classes))  # fmt: skip
         if "probabilities" in targets:
             dtype = self.probability_dtype(options.probability_dtype)
+            # The channels named as the label store names the classes (NGFF omero).
+            ome = self.ome and {**self.ome, "channel_names": class_names(classes)}
             outputs["probabilities"] = ZarrOutput(
-                targets["probabilities"], (classes, *spatial), dtype, (1, *self.chunks), self.ome,
+                targets["probabilities"], (classes, *spatial), dtype, (1, *self.chunks), ome,
                 False, {**self.key, "dtype": dtype}, self.volume.zarr_format,
             )  # fmt: skip
         if stitch is not None:

@@ -1,6 +1,7 @@
 """OME-NGFF metadata of the stores the project writes: the multiscale pyramid (nearest for label
 images, mean for the rest), the ``multiscales`` metadata written through ``ome-zarr-models``
-(validated against the spec, never by hand) and the ``labels/`` group of an image.
+(validated against the spec, never by hand), channel names (``omero``) on probabilities and the
+``labels/`` group of an image.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from unet_seg import __version__
-from unet_seg.io.zarr.store import NGFF_UNITS, SPACE_UNIT
+from unet_seg.io.zarr.store import NGFF_UNITS
 
 PYRAMID_MAX_LEVELS = 4  # a small pyramid: napari opens any zoom without a big extra cost
 PYRAMID_MIN_PLANE = 256  # no level smaller than this in y and x
@@ -87,6 +88,28 @@ def class_label_mark(classes: int) -> dict:
     return {"colors": colours, "properties": names}
 
 
+def class_names(classes: int) -> list[str]:
+    """The names of ``classes`` classes as the label images' ``image-label`` properties give
+    them (``background``, ``class 1``, ...): the probabilities' channel names."""
+    return [p["class"] for p in class_label_mark(classes)["properties"]]
+
+
+def channel_metadata(names: Sequence[str], top: float) -> dict:
+    """NGFF ``omero`` metadata naming the channels of an image whose values span ``[0, top]``
+    (probabilities: ``1``, or ``255`` stored as uint8), validated by ``ome-zarr-models``;
+    colours as :func:`class_label_mark`'s (the background grey)."""
+    from ome_zarr_models.common.omero import Omero
+
+    channels = []
+    for k, name in enumerate(names):
+        rgb = CLASS_COLOURS[(k - 1) % len(CLASS_COLOURS)] if k else (128, 128, 128)
+        channels.append({
+            "label": str(name), "color": "".join(f"{c:02X}" for c in rgb), "active": True,
+            "window": {"min": 0.0, "max": float(top), "start": 0.0, "end": float(top)},
+        })  # fmt: skip
+    return Omero.model_validate({"channels": channels}).model_dump(exclude_none=True, by_alias=True)
+
+
 def _image_label(version: str, mark: dict) -> dict:
     """``image-label`` metadata validated by ``ome-zarr-models`` for NGFF ``version``."""
     if str(version) == "0.4":
@@ -117,7 +140,9 @@ def write_ome_metadata(
     (validated against the NGFF spec of ``ome["version"]``), with the pyramid's method
     (``nearest``: :func:`build_pyramid`'s for label images). With ``label_mark`` (``{}``, or
     :func:`class_label_mark`'s colours and properties) the store is also marked as a label image
-    (``image-label``), so readers such as napari's open it as labels."""
+    (``image-label``), so readers such as napari's open it as labels. ``ome["channel_names"]``
+    (one per channel of a leading channel axis, e.g. the classes of probabilities) names the
+    channels in ``omero``."""
     zarr = _zarr()
     group = zarr.open_group(str(root), mode="r+")
     if str(ome["version"]) == "0.4":
@@ -138,8 +163,8 @@ def write_ome_metadata(
     axis_models = []
     for a in axes:
         unit = a.get("unit")
+        # as the input has it: an axis without a unit keeps none (never an invented micrometer)
         unit = NGFF_UNITS.get(unit, unit) if a.get("type") == "space" else unit
-        unit = unit or (SPACE_UNIT if a.get("type") == "space" else None)
         axis_models.append(Axis(name=a["name"], type=a.get("type"), unit=unit))
     image = Image.new(
         array_specs=[ArraySpec.from_array(a) for a in arrays], paths=list(levels),
@@ -148,7 +173,16 @@ def write_ome_metadata(
         metadata={"description": PYRAMID_METHODS[nearest][1],
                   "method": "unet_seg.io.zarr.ngff.build_pyramid", "version": __version__},
     )  # fmt: skip
-    group.attrs.update(image.attributes.model_dump(exclude_none=True, by_alias=True))
+    attributes = image.attributes.model_dump(exclude_none=True, by_alias=True)
+    names = ome.get("channel_names")
+    if names and axes[0].get("type") == "channel" and len(names) == arrays[0].shape[0]:
+        top = 255.0 if arrays[0].dtype == np.uint8 else 1.0
+        omero = channel_metadata(names, top)
+        if str(ome["version"]) == "0.4":
+            attributes["omero"] = omero
+        else:
+            attributes["ome"]["omero"] = omero
+    group.attrs.update(attributes)
     if label_mark is not None:
         _set_image_label(group, ome["version"], label_mark)
 
