@@ -84,8 +84,10 @@ class SlabWriter:
             return
         if self.suffix in (".tif", ".tiff"):
             spacing = tuple(self.geometry.spacing)[-self.spatial_dims :]
-            unit = (self.geometry.metadata or {}).get("unit")
-            offset = tiff.create_empty(self.tmp, self.shape, self.dtype, spacing, unit)
+            meta = self.geometry.metadata or {}
+            axes = tiff.output_axes(meta, len(spacing))  # the input's: a time axis stays one
+            offset = tiff.create_empty(self.tmp, self.shape, self.dtype, spacing,
+                                       meta.get("unit"), axes)  # fmt: skip
             self._hold(self.tmp, os.path.getsize(self.tmp), offset)
             return
         header = nifti.header_bytes(nifti.slab_header(self.shape, self.dtype, self.geometry))

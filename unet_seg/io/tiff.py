@@ -190,37 +190,61 @@ class TiffVolume(LazyVolume):
         return np.array(self._handle[index])
 
 
+def output_axes(metadata: dict | None, spatial: int) -> str:
+    """The letters of an output's ``spatial`` trailing axes, as its input (``metadata``) has
+    them: a stack of time points stays ``TYX``, never becomes ``ZYX``; ``ZYX``'s letters where
+    the input's are none that ImageJ knows (tifffile's ``Q``, ``I``)."""
+    axes = str((metadata or {}).get("axes") or "")[-spatial:] if spatial else ""
+    known = len(axes) == spatial and axes.endswith("YX"[-spatial:]) and len(set(axes)) == spatial
+    return axes if known and set(axes) <= set("TZYX") else "ZYX"[3 - spatial :]
+
+
 def write_options(
-    ndim: int, dtype: np.dtype, spacing: tuple[float, ...], unit: str | None
+    ndim: int,
+    dtype: np.dtype,
+    spacing: tuple[float, ...],
+    unit: str | None,
+    axes: str | None = None,
 ) -> dict[str, Any]:
-    """tifffile keyword arguments that store ``spacing`` (the trailing spatial axes, array order)
-    for an array of ``ndim`` axes: ImageJ where it can hold the data, else tifffile's JSON."""
-    unit = unit or "um"
+    """tifffile keyword arguments that store ``spacing`` (the trailing spatial axes, array order;
+    their letters ``axes``, default ``ZYX``'s) for an array of ``ndim`` axes: ImageJ where it
+    can hold the data, else tifffile's JSON. No ``unit``: none is written (none is invented)."""
     spatial = len(spacing)
+    axes = axes or "ZYX"[3 - spatial :]
     resolution = (1.0 / spacing[-1], 1.0 / spacing[-2]) if spatial >= 2 else None
+    unit_meta = {"unit": unit} if unit else {}
     if np.dtype(dtype).type in IMAGEJ_DTYPES and ndim == spatial <= 3:
-        meta: dict[str, Any] = {"axes": "ZYX"[3 - spatial :], "unit": unit}
-        if spatial == 3:
+        meta: dict[str, Any] = {"axes": axes, **unit_meta}
+        if spatial == 3 and "Z" in axes:
             meta["spacing"] = spacing[0]
         return {"imagej": True, "resolution": resolution, "metadata": meta}
-    meta = {"spacing": list(spacing), "unit": unit}
+    meta = {"spacing": list(spacing), **unit_meta}
     if spatial <= 3 and ndim >= spatial:
-        meta["axes"] = "C" * (ndim - spatial) + "ZYX"[3 - spatial :]
+        meta["axes"] = "C" * (ndim - spatial) + axes
     return {"resolution": resolution, "photometric": "minisblack", "metadata": meta}
 
 
 def write_tiff(tmp: Path, volume: Volume) -> None:
     array = volume.array.astype(np.uint8) if volume.array.dtype == bool else volume.array
-    options = write_options(array.ndim, array.dtype, volume.spacing, volume.metadata.get("unit"))
+    axes = output_axes(volume.metadata, len(volume.spacing))
+    options = write_options(
+        array.ndim, array.dtype, volume.spacing, volume.metadata.get("unit"), axes
+    )
     tifffile.imwrite(tmp, array, compression="zlib", **options)
 
 
 def create_empty(
-    tmp: Path, shape: tuple[int, ...], dtype: np.dtype, spacing: tuple[float, ...], unit: str | None
+    tmp: Path,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    spacing: tuple[float, ...],
+    unit: str | None,
+    axes: str | None = None,
 ) -> int:
-    """Create an uncompressed TIFF at ``tmp`` of ``shape`` (``spacing``: its spatial axes) with
-    its image data contiguous and unwritten; returns the byte offset of the data."""
-    options = write_options(len(shape), dtype, spacing, unit)
+    """Create an uncompressed TIFF at ``tmp`` of ``shape`` (``spacing``: its spatial axes, whose
+    letters are ``axes``) with its image data contiguous and unwritten; returns the byte offset
+    of the data."""
+    options = write_options(len(shape), dtype, spacing, unit, axes)
     mapped = tifffile.memmap(tmp, shape=shape, dtype=dtype, **options)
     offset = int(mapped.offset)
     del mapped  # only the layout is wanted: the data are written with pwrite

@@ -24,7 +24,7 @@ import numpy as np
 from unet_seg.io.atomic import MARK, commit_dir, write_error, write_json_atomic
 from unet_seg.io.volume import Volume
 from unet_seg.io.zarr.ngff import build_pyramid, write_ome_metadata
-from unet_seg.io.zarr.store import NGFF_UNITS, SPACE_UNIT, zarr_suffix
+from unet_seg.io.zarr.store import NGFF_UNITS, zarr_suffix
 
 _ABORT_TRIES, _ABORT_SETTLE_S = 20, 0.02
 RECORDS = ".unet_seg_blocks"  # inside the partial store; removed at commit
@@ -235,8 +235,10 @@ def write_zarr_volume(path: Path, volume: Volume) -> None:
     ome = None
     if zarr_suffix(path) == ".ome.zarr":
         spatial = len(volume.spacing)
-        unit = NGFF_UNITS.get((volume.metadata or {}).get("unit") or "um", SPACE_UNIT)
-        axes = [{"name": n, "type": "space", "unit": unit} for n in "zyx"[3 - spatial :]]
+        # The volume's unit where NGFF names it; none where it has none (none is invented).
+        unit = NGFF_UNITS.get((volume.metadata or {}).get("unit") or "")
+        axes = [{"name": n, "type": "space", **({"unit": unit} if unit else {})}
+                for n in "zyx"[3 - spatial :]]  # fmt: skip
         ome = {"version": "0.5", "axes": axes, "scale": volume.spacing, "name": Path(path).name}
     label_image = np.issubdtype(volume.array.dtype, np.integer) or volume.array.dtype == bool
     write_zarr(path, volume.array, ome=ome, label_image=label_image)
