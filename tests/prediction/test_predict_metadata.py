@@ -41,8 +41,11 @@ def test_tiff_outputs_keep_the_input_axes_and_unit(tmp_path, checkpoints, axes, 
     tifffile.imwrite(source, _image((3, 36, 36)), imagej=True, resolution=(2.0, 2.0),
                      metadata=meta)  # fmt: skip
     summary = predict(config(input=source, output_dir=tmp_path / "out", tile_size=32,
-                             checkpoint=checkpoints[dims]))  # fmt: skip
+                             checkpoint=checkpoints[dims],
+                             **{"outputs.probabilities": "true"}))  # fmt: skip
     assert summary["ok"] == 1, summary
+    written, stored = _tiff_metadata(tmp_path / "out" / "in_probs.tif")
+    assert written == "C" + axes and stored.get("unit") == unit  # C: the classes
     written, stored = _tiff_metadata(tmp_path / "out" / "in_labels.tif")
     assert written == axes
     assert stored.get("unit") == unit  # None: no unit written, none invented
