@@ -53,7 +53,7 @@ def test_same_size_network_keeps_the_valid_networks_output_on_grid_tiles(cfg):
     """A tile whose kept centre starts on the grid gives, halo cropped, the valid network's
     output on the image mirrored by half the margin (what unet-seg-predict computes)."""
     torch.manual_seed(0)
-    net = UNet(**cfg).eval()
+    net = UNet(**{**cfg, "features": [2**k for k in range(1, len(cfg["features"]) + 1)]}).eval()
     rules = axis_rules(net)
     centres = [r.minimum - 2 * r.halo for r in rules]  # whole steps
     starts = [-(-r.halo // c) * c for r, c in zip(rules, centres, strict=True)]  # >= the halo
