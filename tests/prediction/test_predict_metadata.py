@@ -19,7 +19,9 @@ from unet_seg.prediction.batch import predict
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
     return {2: save_checkpoint(root / "m2.ckpt", TINY_2D, seed=0),
-            3: save_checkpoint(root / "m3.ckpt", TINY_3D, seed=0)}  # fmt: skip
+            3: save_checkpoint(root / "m3.ckpt", TINY_3D, seed=0),
+            "2 channels": save_checkpoint(root / "c2.ckpt", {**TINY_2D, "in_channels": 2}),
+            }  # fmt: skip
 
 
 def _image(shape) -> np.ndarray:
@@ -52,6 +54,22 @@ def test_tiff_outputs_keep_the_input_axes_and_unit(tmp_path, checkpoints, axes, 
     labels = read_volume(tmp_path / "out" / "in_labels.tif")
     assert labels.metadata["axes"] == axes and labels.metadata["unit"] == unit
     assert labels.spacing[-2:] == (0.5, 0.5)
+
+
+@pytest.mark.parametrize(("model", "read_as"), [(3, "space"), ("2 channels", "channels")])
+def test_time_points_are_never_read_as_space_or_channels(tmp_path, checkpoints, model, read_as):
+    """A TYX stack of 2 time points fails for a 3D model (it would convolve across time) and for
+    a 2-channel model (the time points would be its channels), naming the axes."""
+    source = tmp_path / "in.tif"
+    tifffile.imwrite(source, _image((2, 36, 36)), imagej=True, metadata={"axes": "TYX"})
+    summary = predict(config(input=source, output_dir=tmp_path / "out", tile_size=32,
+                             checkpoint=checkpoints[model]))  # fmt: skip
+    (entry,) = summary["files"]
+    assert entry["status"] == "failed"
+    assert entry["error"].startswith(f"ValueError: {source}: axes TYX: the leading axis holds 2 "
+                                     f"time points, which a ")  # fmt: skip
+    assert f"would read as {read_as}" in entry["error"]
+    assert not list((tmp_path / "out").glob("in_*"))
 
 
 def _ome_axes(store) -> list[dict]:
