@@ -124,7 +124,7 @@ junk = st.recursive(
     | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )  # fmt: skip
-sources = st.sampled_from([
+sources = st.just(WEIGHTS) | st.sampled_from([
     WEIGHTS, f"../{WEIGHTS}", f"a/../../{WEIGHTS}", f"/tmp/{WEIGHTS}", "/dev/zero",
     "/proc/self/mem", "", ".", "..", "missing.pt", f"{WEIGHTS}/", "rdf.yaml", "dir/", "link",
 ]) | junk  # fmt: skip
