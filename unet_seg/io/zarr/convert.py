@@ -17,9 +17,10 @@ from tqdm.auto import tqdm
 from unet_seg.errors import OutputWriteError
 from unet_seg.io.files import find_files, is_directory_format
 from unet_seg.io.lazy import LazyVolume
+from unet_seg.io.tiff import output_axes
 from unet_seg.io.volumes import open_volume, read_volume
 from unet_seg.io.zarr.output import ZarrOutput, default_chunks
-from unet_seg.io.zarr.store import NGFF_UNITS, NGFF_VERSIONS, SPACE_UNIT
+from unet_seg.io.zarr.store import NGFF_VERSIONS, ngff_unit
 
 
 class SliceFolder(LazyVolume):
@@ -76,8 +77,11 @@ def convert_to_ome_zarr(
         raise ValueError(f"chunks must be positive sizes, got {list(chunks)}")
     volume = open_source(source)
     spatial = len(volume.spacing)
-    unit = NGFF_UNITS.get((volume.metadata or {}).get("unit") or "", SPACE_UNIT)
-    axes = [{"name": n, "type": "space", "unit": unit} for n in "zyx"[3 - spatial :]]
+    # The source's axes and unit, none invented: a stack of time points keeps a time axis.
+    unit = ngff_unit((volume.metadata or {}).get("unit"))
+    space = {"type": "space", **({"unit": unit} if unit else {})}
+    axes = [{"name": "t", "type": "time"} if letter == "T" else {"name": letter.lower(), **space}
+            for letter in output_axes(volume.metadata, spatial)]  # fmt: skip
     name = Path(source).name
     ome = {"version": version, "axes": axes, "scale": volume.spacing, "name": name}
     chunks = tuple(chunks) if chunks else default_chunks(volume.shape)

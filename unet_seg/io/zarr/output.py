@@ -24,7 +24,7 @@ import numpy as np
 from unet_seg.io.atomic import MARK, commit_dir, write_error, write_json_atomic
 from unet_seg.io.volume import Volume
 from unet_seg.io.zarr.ngff import build_pyramid, write_ome_metadata
-from unet_seg.io.zarr.store import NGFF_UNITS, zarr_suffix
+from unet_seg.io.zarr.store import ngff_unit, zarr_suffix
 
 _ABORT_TRIES, _ABORT_SETTLE_S = 20, 0.02
 RECORDS = ".unet_seg_blocks"  # inside the partial store; removed at commit
@@ -186,9 +186,10 @@ class ZarrOutput:
 
     def _ome_axes(self) -> list[dict]:
         axes = [dict(a) for a in (self.ome or {}).get("axes", [])]
-        axes = [a for a in axes if a.get("type", "space") == "space"]
-        if len(self.shape) > len(axes):
-            axes.insert(0, {"name": "c", "type": "channel"})
+        axes = [a for a in axes if a.get("type", "space") in ("time", "space")]
+        if len(self.shape) > len(axes):  # after a time axis, as NGFF orders them
+            times = sum(a.get("type") == "time" for a in axes)
+            axes.insert(times, {"name": "c", "type": "channel"})
         return axes
 
     def _axis_names(self) -> list[str]:
@@ -236,7 +237,7 @@ def write_zarr_volume(path: Path, volume: Volume) -> None:
     if zarr_suffix(path) == ".ome.zarr":
         spatial = len(volume.spacing)
         # The volume's unit where NGFF names it; none where it has none (none is invented).
-        unit = NGFF_UNITS.get((volume.metadata or {}).get("unit") or "")
+        unit = ngff_unit((volume.metadata or {}).get("unit"))
         axes = [{"name": n, "type": "space", **({"unit": unit} if unit else {})}
                 for n in "zyx"[3 - spatial :]]  # fmt: skip
         ome = {"version": "0.5", "axes": axes, "scale": volume.spacing, "name": Path(path).name}

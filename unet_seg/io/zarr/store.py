@@ -25,10 +25,23 @@ from unet_seg.io.limits import check_memory, declared_bytes
 from unet_seg.io.volume import Volume
 
 ZARR_SUFFIXES = (".ome.zarr", ".zarr")
-SPACE_UNIT = "micrometer"  # NGFF unit when the source has none (microscopy default)
 # NGFF units <-> the short units TIFF/NIfTI metadata use.
 _UNITS = {"micrometer": "um", "nanometer": "nm", "millimeter": "mm", "meter": "m"}
 NGFF_UNITS = {short: long for long, short in _UNITS.items()}
+# How TIFF metadata spell a micrometre besides "um" (ImageJ writes the escape as text).
+_MICRONS = ("\u00b5m", "\u03bcm", "\\u00B5m", "micron", "microns", "micrometer")
+
+
+def ngff_unit(unit: str | None) -> str | None:
+    """The NGFF name of a file's spatial ``unit`` (``"nm"`` -> ``"nanometer"``); None where the
+    file has none, or one NGFF has no name for (``"pixel"``): a unit is never invented."""
+    if not unit:
+        return None
+    if unit in _MICRONS:
+        return "micrometer"
+    return NGFF_UNITS.get(unit, unit if unit in _UNITS else None)
+
+
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 
 
