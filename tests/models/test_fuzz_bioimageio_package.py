@@ -273,6 +273,17 @@ def _warm_up() -> None:
         load_model_and_tuning(_package(Path(folder), VALID, ("zip", "deflated", False), []))
 
 
+def _named(read, path: Path) -> Any:
+    """``read(path)``, or None where it raised a one-line ``ValueError``/``FileNotFoundError``
+    naming the package (anything else fails the test)."""
+    try:
+        return read(path)
+    except (ValueError, FileNotFoundError) as err:
+        assert str(path) in str(err), f"{type(err).__name__} without the package: {err}"
+        assert "\n" not in str(err).strip(), f"not one line: {err}"
+        return None
+
+
 def check_package(description: tuple, container: tuple, extra: list) -> str:
     """Load the package every way predict does; the outcome, or an AssertionError."""
     _warm_up()
@@ -282,21 +293,18 @@ def check_package(description: tuple, container: tuple, extra: list) -> str:
         signal.alarm(TIME_GUARD_S)
         tracemalloc.start()
         try:
-            loaded = load_model_and_tuning(path)
-            target = training_target(path)
-            outcome = "model"
-        except (ValueError, FileNotFoundError) as err:
-            assert str(path) in str(err), f"{type(err).__name__} without the package: {err}"
-            assert "\n" not in str(err).strip(), f"not one line: {err}"
-            outcome = "named error"
+            # predict asks what the network learnt (the description only), then loads it
+            target = _named(training_target, path)
+            loaded = _named(load_model_and_tuning, path)
         finally:
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             signal.alarm(0)
             signal.signal(signal.SIGALRM, previous)
-    if outcome == "model":
+    assert target is None or isinstance(target, str)
+    outcome = "named error" if loaded is None else "model"
+    if loaded is not None:
         _assert_valid(*loaded)
-        assert target is None or isinstance(target, str)
     assert peak <= PEAK_LIMIT, f"peak {peak:,} bytes for {container[:2]}"
     OUTCOMES[(container[0], outcome)] += 1
     return outcome
