@@ -32,12 +32,18 @@ TINY_2D = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [4
 
 
 @pytest.fixture(scope="module")
-def scheduler():
-    """One 2-worker LocalCluster for the module (processes, one thread each, no dashboard)."""
+def cluster():
+    """One 2-worker LocalCluster for the module (processes, one thread each, no dashboard):
+    starting one, and the workers' first import of torch, costs seconds."""
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
-        yield cluster.scheduler_address
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def scheduler(cluster):
+    return cluster.scheduler_address
 
 
 @pytest.fixture(scope="module")
@@ -198,30 +204,29 @@ def test_rerun_after_kill_computes_only_missing_blocks(tmp_path, scheduler, ckpt
                                   in_process)  # fmt: skip
 
 
-def test_a_worker_killed_mid_file_is_survived(tmp_path, ckpt, data, in_process):
-    """``kill -9`` of the only worker mid-file: its nanny starts a new one, the blocks it held
-    (and the job they share) are computed again there, and the labels equal an undisturbed
-    run. (The job used to be scattered data, which no worker can recompute: every block of the
-    file was cancelled as 'already forgotten'.)"""
+def test_a_worker_killed_mid_file_is_survived(tmp_path, cluster, ckpt, data, in_process):
+    """``kill -9`` of every worker mid-file (so also the one holding the job): their nannies
+    start new ones, the blocks they held (and the job they share) are computed again there,
+    and the labels equal an undisturbed run. (The job used to be scattered data, which no
+    worker can recompute: every block of the file was cancelled as 'already forgotten'.)
+    The module's cluster, so the last test to use it: its workers are new ones afterwards."""
     source = make_input(tmp_path, data)
     records = tmp_path / "out" / ".raw_labels.ome.zarr.unet-seg-partial" / ".unet_seg_blocks"
-    with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
-        (nanny,) = cluster.workers.values()
-        pid = nanny.process.pid  # the worker process its nanny started
-        killed = threading.Event()
+    pids = [nanny.process.pid for nanny in cluster.workers.values()]  # the workers' processes
+    assert len(pids) == 2
+    killed = threading.Event()
 
-        def kill_after_three_blocks() -> None:
-            deadline = time.monotonic() + 120
-            while len(list(records.glob("0*.json"))) < 3 and time.monotonic() < deadline:
-                time.sleep(0.01)
+    def kill_after_three_blocks() -> None:
+        deadline = time.monotonic() + 120
+        while len(list(records.glob("0*.json"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for pid in pids:
             os.kill(pid, signal.SIGKILL)
-            killed.set()
+        killed.set()
 
-        threading.Thread(target=kill_after_three_blocks, daemon=True).start()
-        entry = predict(config(overrides(source, tmp_path / "out", ckpt,
-                                         cluster.scheduler_address)))["files"][0]  # fmt: skip
+    threading.Thread(target=kill_after_three_blocks, daemon=True).start()
+    entry = predict(config(overrides(source, tmp_path / "out", ckpt,
+                                     cluster.scheduler_address)))["files"][0]  # fmt: skip
     assert killed.is_set()
     assert entry["status"] == "ok", entry.get("error")
     assert entry["blocks"]["computed"] == entry["blocks"]["total"]
