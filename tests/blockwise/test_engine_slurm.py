@@ -4,6 +4,8 @@ equal those of the in-process run."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -44,6 +46,11 @@ def test_slurm_cluster_labels_equal_in_process(tmp_path, slurm):
     assert entry["blocks"]["computed"] == entry["blocks"]["total"] > 1
     labels = open_zarr(tmp_path / "out" / "raw_labels.ome.zarr")[...]
     np.testing.assert_array_equal(labels, expected)
+    # Closing the engine cancelled the worker's job: nothing is left in the queue.
+    end = time.monotonic() + 60
+    while slurm.run("squeue", "-h", "-o", "%i %T").strip() and time.monotonic() < end:
+        time.sleep(1)
+    assert slurm.run("squeue", "-h", "-o", "%i %T").strip() == ""
     # The worker really ran as a SLURM job: its job wrote its output log in the log directory.
     outputs = list(logs.glob("*.out")) + list(logs.glob("*.err"))
     assert outputs and any("dask_worker" in p.read_text() or "distributed" in p.read_text()

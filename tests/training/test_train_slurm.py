@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -31,19 +32,21 @@ def _needs_samples(samples_dir: Path) -> None:
         pytest.skip("data_samples/ not generated (python -m unet_seg.data.samples)")
 
 
-def train_command(out: Path, *overrides: str) -> list[str]:
-    # output_dir fixed (not Hydra's timestamped run dir): every rank, and a requeued job, must
-    # write and find the same folder.
-    return [sys.executable, "-m", "unet_seg.cli.train", *QUICK, f"output_dir={out}",
-            f"hydra.run.dir={out}/hydra", f"paths.runs_dir={out.parent / 'runs'}",
+# The documented recipe (docs/guides/training.md): the run directory named after the job, not
+# the time, so every rank, and a requeued job, writes and finds the same folder.
+RUN_DIR = "hydra.run.dir=${paths.runs_dir}/${name}/slurm-${oc.env:SLURM_JOB_ID}"
+
+
+def train_command(runs: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "unet_seg.cli.train", *QUICK, RUN_DIR, f"paths.runs_dir={runs}",
             *overrides]  # fmt: skip
 
 
 def test_ddp_two_srun_tasks_train_and_the_checkpoint_predicts(tmp_path, slurm):
-    out = tmp_path / "out"
+    runs = tmp_path / "runs"
     limits = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2",
               "+trainer.limit_val_batches=1"]  # fmt: skip
-    train = train_command(out, "trainer=ddp", "trainer.devices=2", *limits)
+    train = train_command(runs, "trainer=ddp", "trainer.devices=2", *limits)
     # --ntasks-per-node, not -n: Lightning refuses SLURM_NTASKS > 1 without SLURM_NTASKS_PER_NODE.
     command = ["srun", "-N1", "--ntasks-per-node=2", "--cpus-per-task=1", "--mem=4G",
                f"--chdir={tmp_path}", "--time=00:10:00", "--job-name=ddp-test", *train]  # fmt: skip
@@ -54,6 +57,9 @@ def test_ddp_two_srun_tasks_train_and_the_checkpoint_predicts(tmp_path, slurm):
     # Two SLURM tasks are the two ranks: Lightning read them from SLURM, spawning none itself.
     assert "distributed_backend=gloo" in output
     assert "MEMBER: 1/2" in output and "MEMBER: 2/2" in output, output[-3000:]
+    # One run directory for both ranks, named after the job.
+    (out,) = [p for p in (runs / "sample_2d").iterdir() if p.is_dir()]
+    assert out.name.startswith("slurm-") and out.name[6:].isdigit()
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["global_step"] == 2 and summary["best_checkpoint"]
 
@@ -80,15 +86,16 @@ def _wait_for(path_glob: Path, timeout: float) -> list[Path]:
 
 
 def test_sigusr1_saves_requeues_and_resumes(tmp_path, slurm):
-    out = tmp_path / "out"
+    runs = tmp_path / "runs"
     log = tmp_path / "job.log"
     epochs = 4
-    train = train_command(out, f"trainer.max_epochs={epochs}", "data.samples_per_epoch=16",
+    train = train_command(runs, f"trainer.max_epochs={epochs}", "data.samples_per_epoch=16",
                           "data.val_names=[nuclei_08]")  # fmt: skip
-    script = "#!/bin/bash\n" + f"export PYTHONPATH={PROJECT_ROOT}\n" + "exec " + " ".join(train)
+    script = "#!/bin/bash\n" + f"export PYTHONPATH={PROJECT_ROOT}\n" + "exec " + shlex.join(train)
     job = slurm.sbatch(script, "--ntasks=1", "--cpus-per-task=1", "--mem=4G", "--time=00:15:00",
                        "--requeue", "--open-mode=append", f"--output={log}",
                        f"--chdir={tmp_path}", "--job-name=preempt-test")  # fmt: skip
+    out = runs / "sample_2d" / f"slurm-{job}"
     # After the first epoch's checkpoint, as a scheduler would before the time limit.
     assert _wait_for(out / "checkpoints" / "epoch000*.ckpt", 300), (
         log.read_text() if log.exists() else "" + slurm.logs()
