@@ -91,16 +91,19 @@ def test_sigusr1_saves_requeues_and_resumes(tmp_path, slurm):
     epochs = 4
     train = train_command(runs, f"trainer.max_epochs={epochs}", "data.samples_per_epoch=16",
                           "data.val_names=[nuclei_08]")  # fmt: skip
-    script = "#!/bin/bash\n" + f"export PYTHONPATH={PROJECT_ROOT}\n" + "exec " + shlex.join(train)
-    job = slurm.sbatch(script, "--ntasks=1", "--cpus-per-task=1", "--mem=4G", "--time=00:15:00",
-                       "--requeue", "--open-mode=append", f"--output={log}",
-                       f"--chdir={tmp_path}", "--job-name=preempt-test")  # fmt: skip
+    # As docs/guides/training.md has it: srun in the batch script, one task, --requeue.
+    script = f"#!/bin/bash\nexport PYTHONPATH={PROJECT_ROOT}\nsrun {shlex.join(train)}\n"
+    options = ["--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=1", "--mem=4G",
+               "--time=00:15:00", "--requeue", "--open-mode=append", f"--output={log}",
+               f"--chdir={tmp_path}", "--job-name=preempt-test"]  # fmt: skip
+    job = slurm.sbatch(script, *options)
     out = runs / "sample_2d" / f"slurm-{job}"
-    # After the first epoch's checkpoint, as a scheduler would before the time limit.
+    # After the first epoch's checkpoint, as SLURM would before the time limit (--signal=USR1@s):
+    # to the job's steps, that is the srun'd training.
     assert _wait_for(out / "checkpoints" / "epoch000*.ckpt", 300), (
-        log.read_text() if log.exists() else "" + slurm.logs()
-    )
-    slurm.run("scancel", "--batch", "--signal=USR1", job)
+        log.read_text() if log.exists() else ""
+    ) + slurm.logs()
+    slurm.run("scancel", "--signal=USR1", job)
     hpc = out / "hpc_ckpt_1.ckpt"
     assert _wait_for(hpc, 60), log.read_text()
     state = slurm.wait(job, 600)
