@@ -1,6 +1,7 @@
 """Block-wise prediction with ``cluster=slurm`` on a real single-node SLURM: dask-jobqueue
 submits the worker job with ``sbatch``, the job's Dask worker takes the blocks, and the labels
-equal those of the in-process run."""
+equal those of the in-process run; a job SLURM refuses, or a missing submit command, is a
+usage error at once, not a wait for workers that never come."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tests.prediction.test_predict_zarr import make_input, save_checkpoint
+from unet_seg.blockwise.engine import make_cluster
 from unet_seg.config import config_dir
+from unet_seg.errors import UsageError
 from unet_seg.io.zarr.store import open_zarr
 from unet_seg.prediction.batch import predict
 
 pytest.importorskip("dask_jobqueue")
-pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 TINY_2D = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [4, 8],
            "padding": "valid", "norm": None, "dropout": 0.0}  # fmt: skip
 
@@ -26,6 +28,8 @@ def config(args: list[str]):
         return compose("predict", overrides=args)
 
 
+@pytest.mark.slow
+@pytest.mark.slurm
 def test_slurm_cluster_labels_equal_in_process(tmp_path, slurm):
     ckpt = save_checkpoint(tmp_path / "model2d.ckpt", TINY_2D, seed=4)
     data = np.random.default_rng(2).integers(0, 4000, (4, 64, 48)).astype(np.uint16)
@@ -55,3 +59,21 @@ def test_slurm_cluster_labels_equal_in_process(tmp_path, slurm):
     outputs = list(logs.glob("*.out")) + list(logs.glob("*.err"))
     assert outputs and any("dask_worker" in p.read_text() or "distributed" in p.read_text()
                            for p in outputs), [p.name for p in outputs]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "command"), [("slurm", "sbatch"), ("pbs", "qsub"), ("lsf", "bsub")]
+)
+def test_a_missing_submit_command_is_a_usage_error(tmp_path, monkeypatch, kind, command):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no scheduler's commands at all
+    with pytest.raises(UsageError, match=rf"cluster={kind}: '{command}' not found"):
+        make_cluster(config([f"cluster={kind}"]).cluster)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_job_slurm_refuses_is_a_usage_error_with_its_reason(slurm):
+    # The defaults ask for 8 cores and 32 GB; the node has 2 CPUs.
+    with pytest.raises(UsageError, match=r"sbatch refuses the worker job .*not available"):
+        make_cluster(config(["cluster=slurm", "cluster.jobs=1"]).cluster)
+    assert slurm.run("squeue", "-h").strip() == ""  # nothing was submitted

@@ -19,6 +19,9 @@ never stops the others.
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -73,6 +76,29 @@ def jobqueue_cluster(cfg: Any):
     return getattr(dask_jobqueue, JOBQUEUE_CLASSES[kind])(**_plain(cfg.get("job")))
 
 
+def check_submittable(cluster: Any, kind: str) -> None:
+    """Raise :class:`UsageError` where the scheduler's submit command is missing or, on SLURM,
+    where ``sbatch --test-only`` refuses the job script (more cores or memory than a node has, an
+    unknown partition). dask-jobqueue drops a refused submission silently: the client would
+    wait ``wait_for_workers`` seconds for a worker that never comes."""
+    command = cluster.job_cls.submit_command
+    if shutil.which(command) is None:
+        raise UsageError(f"cluster={kind}: {command!r} not found on this machine's PATH")
+    if kind != "slurm":
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="unet-seg-job-") as script:
+        script.write(cluster.job_script())
+        script.flush()
+        tried = subprocess.run([command, "--test-only", script.name], capture_output=True,
+                               text=True, timeout=60)  # fmt: skip
+    if tried.returncode != 0:
+        reason = tried.stderr.strip().splitlines()[-1] if tried.stderr.strip() else "no reason"
+        raise UsageError(
+            f"cluster=slurm: sbatch refuses the worker job ({reason}); set "
+            "cluster.job.cores, memory, queue or walltime to what SLURM allows"
+        )
+
+
 def make_cluster(cfg: Any):
     """The Dask cluster object of ``cfg`` (``None`` for ``address``): a ``LocalCluster`` or a
     ``dask-jobqueue`` cluster, scaled as configured."""
@@ -99,6 +125,11 @@ def make_cluster(cfg: Any):
         )
     if kind in JOBQUEUE_CLASSES:
         cluster = jobqueue_cluster(cfg)
+        try:
+            check_submittable(cluster, kind)
+        except UsageError:
+            cluster.close()
+            raise
         adaptive = _plain(cfg.get("adaptive"))
         if adaptive:
             cluster.adapt(**adaptive)
