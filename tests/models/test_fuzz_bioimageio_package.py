@@ -373,3 +373,13 @@ def test_a_weights_source_outside_the_package_is_refused_naming_it(source, kind)
         with pytest.raises(ValueError) as caught:
             load_model_and_tuning(path)
     assert str(path) in str(caught.value) and source in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize("kind", ["zip", "folder"])
+def test_the_bound_of_a_big_described_network_is_not_allocated(kind) -> None:
+    """No architecture: the paper's U-Net is described (its weights may take ~140 MB), the file
+    holds a tiny one. Found by the fuzz test: a folder's weights were read with ``read(bound)``,
+    which allocates the bound first."""
+    edit = [("set", ("weights", "pytorch_state_dict", "architecture"), "", None)]
+    container = (kind, "plain" if kind == "folder" else "deflated", False)
+    assert check_package(("edited", edit, WEIGHTS), container, []) == "named error"

@@ -102,7 +102,9 @@ def _reader(path: Path) -> Iterator[Callable[[str, int], bytes]]:
             if not stat.S_ISREG(info.st_mode):
                 raise ValueError(f"{path}: {name}: refused, not a regular file")
             with open(target, "rb") as file:
-                return _bounded(path, name, info.st_size, limit, file.read)
+                # read(n) allocates n bytes first: never more than the file holds
+                size = info.st_size
+                return _bounded(path, name, size, limit, lambda n: file.read(min(n, size + 1)))
 
         yield read
         return
