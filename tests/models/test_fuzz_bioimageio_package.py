@@ -375,11 +375,12 @@ def test_a_weights_source_outside_the_package_is_refused_naming_it(source, kind)
     assert str(path) in str(caught.value) and source in str(caught.value), caught.value
 
 
-@pytest.mark.parametrize("kind", ["zip", "folder"])
-def test_the_bound_of_a_big_described_network_is_not_allocated(kind) -> None:
+@pytest.mark.parametrize("how", ["zip", "weights-lie", "folder"])
+def test_the_bound_of_a_big_described_network_is_not_allocated(how) -> None:
     """No architecture: the paper's U-Net is described (its weights may take ~140 MB), the file
-    holds a tiny one. Found by the fuzz test: a folder's weights were read with ``read(bound)``,
-    which allocates the bound first."""
+    holds a tiny one, or a bomb declaring 200 bytes. Found by the fuzz test: weights were read
+    with ``read(bound)``, which allocates the bound first (a folder's) or inflates up to it (a
+    zip member whose header lies)."""
     edit = [("set", ("weights", "pytorch_state_dict", "architecture"), "", None)]
-    container = (kind, "plain" if kind == "folder" else "deflated", False)
+    container = ("folder", "plain", False) if how == "folder" else ("zip", how, False)
     assert check_package(("edited", edit, WEIGHTS), container, []) == "named error"

@@ -119,7 +119,10 @@ def _reader(path: Path) -> Iterator[Callable[[str, int], bytes]]:
             raise KeyError(name)
         try:
             with archive.open(member) as file:
-                return _bounded(path, name, member.file_size, limit, file.read)
+                # inflated at most as far as declared: a header that lies about the size is
+                # found by the checksum after a few bytes, not after inflating up to the bound
+                size = member.file_size
+                return _bounded(path, name, size, limit, lambda n: file.read(min(n, size + 1)))
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError,
                 RuntimeError) as err:  # fmt: skip
             # damaged data, a compression or encryption zipfile cannot read
