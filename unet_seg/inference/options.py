@@ -18,6 +18,12 @@ DEFAULT_TILE = {2: 512, 3: 96}  # output region per window; bigger tiles waste l
 # (64, 48, 48) window of a 16-feature net ran 1.8x MONAI's throughput at 0.48x its peak RSS,
 # a (64, 80, 80) one 2.1x at 0.65x: oneDNN keeps its speed on small windows, memory does not.
 SAME_3D_WINDOW_BUDGET = 16 * 64 * 48 * 48
+# Wider nets: the window grows with the square root of the first-level features (MONAI's memory
+# grows with the width too, and a fixed part does not), its sides on a multiple of 16 (oneDNN
+# ran (64, 57, 57) at half the speed of (64, 64, 64)). Features (32, 64, 128) on 2 cores
+# (2026-12-07): (64, 64, 64) ran 0.63-0.92 of the float32 matmul peak at 0.47x MONAI's peak RSS,
+# where (64, 34, 34) (budget / features) ran 0.39.
+WINDOW_SIDE_STEP = 16
 
 
 @dataclass(frozen=True)
@@ -99,21 +105,31 @@ def tile_option(value: Any) -> int | tuple[int, ...] | None:
 
 def default_tile(model: Any, shape: Sequence[int]) -> int | tuple[int, ...]:
     """:data:`DEFAULT_TILE`, except for same-padding 3D networks: a window of about
-    :data:`SAME_3D_WINDOW_BUDGET` / first-level features voxels, near a cube, where an axis
-    that is not much longer than the cube's side is taken whole (``shape``: ``(Z, Y, X)``).
+    :data:`SAME_3D_WINDOW_BUDGET` / ``features`` voxels up to 16 first-level features and
+    ``SAME_3D_WINDOW_BUDGET / 16 * sqrt(features / 16)`` for wider nets, near a cube with sides
+    on a multiple of :data:`WINDOW_SIDE_STEP`, where an axis that is not much longer than the
+    cube's side is taken whole (``shape``: ``(Z, Y, X)``).
 
     >>> from unet_seg.models import UNet
     >>> default_tile(UNet(3, 1, 2, (16, 32, 64), padding="same"), (64, 256, 256))
     (64, 48, 48)
+    >>> default_tile(UNet(3, 1, 2, (32, 64, 128), padding="same"), (64, 256, 256))
+    (64, 64, 64)
     """
     spatial_dims = int(model.spatial_dims)
     if spatial_dims != 3 or getattr(model, "padding", "valid") != "same":
         return DEFAULT_TILE[spatial_dims]
     features = getattr(model, "features", None) or (16,)
-    voxels = SAME_3D_WINDOW_BUDGET / max(int(features[0]), 1)
+    width = max(int(features[0]), 1)
+    # Up to 16 features, features x voxels is the budget; wider, the voxels grow as sqrt(width).
+    voxels = SAME_3D_WINDOW_BUDGET / 16 * max(16 / width, (width / 16) ** 0.5)
     sizes = [0, 0, 0]
     for done, axis in enumerate(sorted(range(3), key=lambda a: shape[a])):
         side = voxels ** (1 / (3 - done))
-        sizes[axis] = int(shape[axis]) if shape[axis] <= 1.25 * side else max(int(side), 8)
-        voxels /= sizes[axis]
+        if shape[axis] <= 1.25 * side:  # taken whole
+            sizes[axis] = int(shape[axis])
+            voxels /= sizes[axis]
+        else:  # the rest share what is left, each side rounded to the step at the end
+            sizes[axis] = max(round(side / WINDOW_SIDE_STEP) * WINDOW_SIDE_STEP, 8)
+            voxels /= side
     return tuple(sizes)
