@@ -8,17 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
+from tests.prediction.test_predict import save_checkpoint
 from unet_seg.config import config_dir
 from unet_seg.export.run import export
 from unet_seg.export.same_size import AxisRule, SameSizeNetwork, axis_rule, axis_rules
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.models import UNet, shapes
 from unet_seg.prediction.batch import predict
-from unet_seg.training.module import SegmentationModule
 
 # Four levels in 2D: step 8 and a margin (88) that is no whole number of steps, so the halo
 # and the mirror must keep the pooling grid. Two levels in 3D keep the test short.
@@ -81,20 +80,8 @@ def test_same_size_network_keeps_the_valid_networks_output_on_grid_tiles(cfg):
 def _checkpoint_and_package(root: Path, cfg: dict) -> tuple[Path, Path]:
     """A checkpoint with perturbed weights and running statistics, and its bioimage.io package
     exported by ``unet-seg-export format=bioimageio``."""
-    torch.manual_seed(5)
-    module = SegmentationModule(model=cfg, normalization={"low": 1.0, "high": 99.0})
-    with torch.no_grad():
-        for name, tensor in module.state_dict().items():
-            if name.endswith("running_var"):
-                tensor.copy_(0.5 + torch.rand_like(tensor))
-            elif tensor.is_floating_point():
-                tensor.add_(0.2 * torch.randn_like(tensor))
-    ckpt = root / f"net{cfg['spatial_dims']}d.ckpt"
-    torch.save(
-        {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-         "pytorch-lightning_version": pl.__version__},
-        ckpt,
-    )  # fmt: skip
+    ckpt = save_checkpoint(root / f"net{cfg['spatial_dims']}d.ckpt", cfg, seed=5,
+                           normalization={"low": 1.0, "high": 99.0}, perturb=0.2)  # fmt: skip
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         export_cfg = compose("export", overrides=[f"checkpoint={ckpt}", f"output_dir={root}",
                                                   "format=bioimageio"])  # fmt: skip

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from unet_seg.io import Volume, write_volume
 
@@ -30,15 +29,9 @@ PROBE = "from qtpy.QtWidgets import QApplication, QWidget; a = QApplication([]);
 
 def save_checkpoint(path: Path, model_cfg: dict) -> Path:
     """A checkpoint as Lightning writes it, of a seeded, untrained module."""
-    import pytorch_lightning as pl
+    from tests.prediction.test_predict import save_checkpoint as save_seeded
 
-    from unet_seg.training.module import SegmentationModule
-
-    torch.manual_seed(0)
-    module = SegmentationModule(model=model_cfg, normalization={"low": 1.0, "high": 99.8})
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-                "pytorch-lightning_version": pl.__version__}, path)  # fmt: skip
-    return path
+    return save_seeded(path, model_cfg, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -32,15 +32,28 @@ HIDDEN_OURS = (".hydra", REGISTER_NAME)  # Hydra's config record; the register o
 
 
 def save_checkpoint(
-    path: Path, model_cfg: dict, seed: int | None = None, normalization: dict | None = None
+    path: Path,
+    model_cfg: dict,
+    seed: int | None = None,
+    normalization: dict | None = None,
+    perturb: float = 0.0,
 ) -> Path:
     """A checkpoint as Lightning writes it, for a randomly initialised module (``seed``: a
-    reproducible one); ``normalization``: the stored percentiles (default 1.0 / 99.8)."""
+    reproducible one); ``normalization``: the stored percentiles (default 1.0 / 99.8);
+    ``perturb`` > 0: every float tensor shifted by ``perturb`` x N(0, 1) and batch norm's
+    running variances drawn from [0.5, 1.5), so exports cannot pass on default statistics."""
     if seed is not None:
         torch.manual_seed(seed)
     module = SegmentationModule(
         model=model_cfg, normalization=normalization or {"low": 1.0, "high": 99.8}
     )
+    if perturb:
+        with torch.no_grad():
+            for name, tensor in module.state_dict().items():
+                if name.endswith("running_var"):
+                    tensor.copy_(0.5 + torch.rand_like(tensor))
+                elif tensor.is_floating_point():
+                    tensor.add_(perturb * torch.randn_like(tensor))
     torch.save(
         {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
          "pytorch-lightning_version": pl.__version__},

@@ -12,17 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
 
 from tests.conftest import SAMPLES_DIR
+from tests.prediction.test_predict import save_checkpoint
 from unet_seg.config import config_dir
 from unet_seg.export.run import export
 from unet_seg.io import Volume, read_volume, write_volume
 from unet_seg.prediction.batch import predict
-from unet_seg.training.module import SegmentationModule
 from unet_seg.tuning.write_back import store_tuning
 
 TINY_2D = {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [4, 8, 16],
@@ -35,20 +34,8 @@ def models(tmp_path_factory) -> dict[str, Path]:
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(3)
-    module = SegmentationModule(model=TINY_2D, normalization={"low": 0.5, "high": 99.0})
-    with torch.no_grad():
-        for name, tensor in module.state_dict().items():
-            if name.endswith("running_var"):
-                tensor.copy_(0.5 + torch.rand_like(tensor))
-            elif tensor.is_floating_point():
-                tensor.add_(0.1 * torch.randn_like(tensor))
-    ckpt = root / "tiny.ckpt"
-    torch.save(
-        {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-         "pytorch-lightning_version": pl.__version__},
-        ckpt,
-    )  # fmt: skip
+    ckpt = save_checkpoint(root / "tiny.ckpt", TINY_2D, seed=3,
+                           normalization={"low": 0.5, "high": 99.0}, perturb=0.1)  # fmt: skip
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("export", overrides=[f"checkpoint={ckpt}", f"output_dir={root}"])
     cfg.format = "torchscript"
