@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,10 +38,10 @@ RADIUS_FRACTIONS = (0.25, 0.4, 0.6, 0.8, 1.0)  # of the median true object's rad
 
 
 def median_object_size(truths: Sequence[np.ndarray]) -> float:
-    """Median voxel count of the objects in the label images ``truths`` (1 if there are none)."""
-    sizes = [np.bincount(t.ravel())[1:] for t in truths if t.any()]
+    """Median voxel count of the objects in the label images ``truths`` (1 if there are none).
+    Counted per id present (not indexed by id), so sparse ids near 2**40 cost nothing."""
+    sizes = [np.unique(t[t != 0], return_counts=True)[1] for t in truths if t.any()]
     sizes = np.concatenate(sizes) if sizes else np.zeros(0)
-    sizes = sizes[sizes > 0]
     return float(np.median(sizes)) if sizes.size else 1.0
 
 
@@ -104,9 +104,10 @@ def plateau_centre(tied: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return dict(tied[int(np.argmin(np.round(distance, 9)))])
 
 
-def score(predictions: Sequence[np.ndarray], truths: Sequence[np.ndarray], objective: str) -> float:
+def score(predictions: Iterable[np.ndarray], truths: Sequence[np.ndarray], objective: str) -> float:
     """The objective of predicted against true label images; higher is better for both (the
-    Rand error is negated)."""
+    Rand error is negated). ``predictions`` may be made one at a time (a generator): each is
+    scored and let go before the next, so the search holds one segmentation, not one per case."""
     if objective == "ap":
         return scores(pool(match_all(p, t) for p, t in zip(predictions, truths, strict=True)))["ap"]
     if objective == "rand_error":
@@ -155,8 +156,8 @@ def tune(
             values = []
             for params in grid:
                 full = InstanceOptions(method, **roles, **params)
-                predictions = [segment(p, full, s)
-                               for p, s in zip(probabilities, spacings, strict=True)]  # fmt: skip
+                predictions = (segment(p, full, s)
+                               for p, s in zip(probabilities, spacings, strict=True))  # fmt: skip
                 values.append(score(predictions, truths, objective))
                 bar.update()
             top = max(values)

@@ -19,6 +19,7 @@ import numpy as np
 
 from unet_seg.config import plain
 from unet_seg.data.boundary import objects_of
+from unet_seg.data.labels import OBJECTS
 from unet_seg.data.training_data import TrainingData
 from unet_seg.errors import InputNotFoundError, UsageError
 from unet_seg.inference.options import default_tile, tile_option
@@ -29,6 +30,7 @@ from unet_seg.models.bioimageio_package import is_bioimageio_package
 from unet_seg.models.checkpoint import network_from_checkpoint, read_checkpoint, write_checkpoint
 from unet_seg.models.ensemble import resolve_checkpoints
 from unet_seg.models.exported import is_exported
+from unet_seg.tuning.memory import case_of, check_tune_memory, compact_ids, kept_bytes
 from unet_seg.tuning.search import check_request, tune
 
 log = logging.getLogger(__name__)
@@ -53,10 +55,18 @@ def predict_region(image: np.ndarray, model, runner: ModelRunner, tile) -> np.nd
     return probs[:, 0] if volume is not image else probs
 
 
-def validation_predictions(cfg: Any, model, checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+def validation_predictions(
+    cfg: Any, model, checkpoint: Mapping[str, Any], held: int = 0
+) -> dict[str, Any]:
     """``model``'s probabilities on ``checkpoint``'s validation split, what :func:`tune` searches
-    on: ``probs`` ``(K, *spatial)``, ``truths`` (object ids) and ``spacings`` per image, the
-    class ``roles`` and ``tta``. ``cfg`` as for :func:`tune_checkpoint`."""
+    on: ``probs`` ``(K, *spatial)`` float32, ``truths`` (object ids, int32) and ``spacings`` per
+    image, the class ``roles``, ``tta`` and ``kept`` (the bytes the split holds for the search).
+    ``cfg`` as for :func:`tune_checkpoint`; ``held``: bytes other folds' cases already hold.
+
+    Raises:
+        ValueError: the split would not fit in memory (:func:`check_tune_memory`), before any
+            of its files is read.
+    """
     tile = tile_option(cfg.get("tile_size"))
     stored = checkpoint.get("datamodule_hyper_parameters")
     if not stored:
@@ -70,13 +80,25 @@ def validation_predictions(cfg: Any, model, checkpoint: Mapping[str, Any]) -> di
         data.pop(loader_only, None)
     hparams = checkpoint.get("hyper_parameters", {})
     object_class = int(data.get("object_class", hparams.get("region_class", 1)))
-    regions = TrainingData(**data).validation_regions()
+    training_data = TrainingData(**data)
+    pairs = training_data.split()[1]
+    with_instances = data.get("instances") is not None or data.get("label_map") == OBJECTS
+    cases = [case_of(image, label, with_instances) for image, label in pairs]
+    check_tune_memory(cases, training_data.num_classes, held=held)  # before any file is read
+    regions = training_data.regions(pairs, "val", derive=False)
     running = RunnerOptions.from_config(cfg)
     runner = running.runner(model)
+    found: dict[str, Any] = {"probs": [], "truths": [], "spacings": []}
+    while regions:  # each region's image and labels are let go once it is predicted
+        region = regions.pop(0)
+        found["probs"].append(predict_region(region.image, model, runner, tile))
+        ids = objects_of(region.label, object_class, region.instances)
+        found["truths"].append(compact_ids(ids))
+        found["spacings"].append(region.spacing)
+        del region, ids
     return {
-        "probs": [predict_region(r.image, model, runner, tile) for r in regions],
-        "truths": [objects_of(r.label, object_class, r.instances) for r in regions],
-        "spacings": [r.spacing for r in regions],
+        **found,
+        "kept": sum(kept_bytes(case, training_data.num_classes) for case in cases),
         "roles": class_roles(data.get("target", "classes"), object_class),
         "tta": running.tta,
     }
@@ -147,10 +169,11 @@ def tune_folds(cfg: Any, paths: Sequence[Path]) -> dict[str, Any]:
     checkpoints = [read_checkpoint(path) for path in paths]
     check_folds(paths, checkpoints)  # before any image is predicted
     pooled: dict[str, list] = {"probs": [], "truths": [], "spacings": []}
-    first = None
+    first, held = None, 0
     for path, checkpoint in zip(paths, checkpoints, strict=True):
         model, _ = network_from_checkpoint(checkpoint, path)
-        found = validation_predictions(cfg, model, checkpoint)
+        found = validation_predictions(cfg, model, checkpoint, held)
+        held += found["kept"]
         if first is not None and found["roles"] != first[1]:
             raise UsageError(f"{first[0]} and {path}: other classes for objects, interiors and "
                              "background (data.target or object_class differ)")  # fmt: skip

@@ -70,16 +70,55 @@ def jpeg_base64(gray: np.ndarray, quality: int = 80) -> str:
 
 
 def image_reader(image: Any, shape: tuple[int, ...]):
-    """``z -> (Y, X)`` slices of ``image`` (array-like: a numpy array or a lazy volume) whose
-    spatial shape is ``shape`` ``(Y, X)`` or ``(Z, Y, X)``; a leading channel axis shows channel
-    0. ``ValueError`` if the shapes do not fit."""
+    """``(z, rows) -> (rows, X)``: rows (a slice) of plane ``z`` of ``image`` (array-like: a
+    numpy array or a lazy volume) whose spatial shape is ``shape`` ``(Y, X)`` or ``(Z, Y, X)``;
+    a leading channel axis shows channel 0. ``ValueError`` if the shapes do not fit."""
     channel = tuple(image.shape) != tuple(shape)
     if channel and tuple(image.shape[1:]) != tuple(shape):
         raise ValueError(f"image shape {tuple(image.shape)} does not fit labels of shape {shape}")
     lead = (0,) if channel else ()
     if len(shape) == 2:
-        return lambda z: np.asarray(image[(*lead, Ellipsis)])
-    return lambda z: np.asarray(image[(*lead, int(z))])
+        return lambda z, rows=slice(None): np.asarray(image[(*lead, rows)])
+    return lambda z, rows=slice(None): np.asarray(image[(*lead, int(z), rows)])
+
+
+def strided_plane(read, z: int, plane: tuple[int, int], step: int, chunk: int) -> np.ndarray:
+    """Plane ``z`` (of ``plane`` ``(Y, X)``) through ``read`` (:func:`image_reader`), every
+    ``step``-th row and column, float32; read in blocks of rows of about ``chunk`` voxels, so
+    that a huge plane is never held whole."""
+    height, width = plane
+    rows = max(step, chunk // max(width, 1) // step * step)  # a multiple of step: same grid
+    blocks = [read(z, slice(y, min(y + rows, height)))[::step, ::step]
+              for y in range(0, height, rows)]  # fmt: skip
+    return np.concatenate(blocks).astype(np.float32)
+
+
+# Voxels compared at a time when counting a file's errors: the report's temporaries stay at a
+# few MB whatever the file's size (comparing whole volumes took one byte a voxel per mask).
+COUNT_CHUNK_VOXELS = 1 << 20
+
+
+def _planes(labels: np.ndarray) -> np.ndarray:
+    """``(Y, X)`` or ``(Z, Y, X)`` -> ``(Z, Y, X)`` view (a 2D image is one plane; no copy)."""
+    return labels[None] if labels.ndim == 2 else labels
+
+
+def plane_counts(
+    pred: np.ndarray, truth: np.ndarray, chunk: int = COUNT_CHUNK_VOXELS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per plane of ``(Z, Y, X)`` ``pred`` and ``truth``: the truth's foreground voxels and the
+    voxels where the two differ, ``(Z,)`` int64 each, counted over blocks of rows of at most
+    ``chunk`` voxels (no temporary the size of the volume)."""
+    depth, height, width = truth.shape
+    rows = max(1, chunk // max(width, 1))
+    foreground = np.zeros(depth, np.int64)
+    errors = np.zeros(depth, np.int64)
+    for z in range(depth):
+        for y in range(0, height, rows):
+            p, t = pred[z, y : y + rows], truth[z, y : y + rows]
+            foreground[z] += np.count_nonzero(t)
+            errors[z] += np.count_nonzero(p != t)
+    return foreground, errors
 
 
 def file_thumbnails(
@@ -93,22 +132,22 @@ def file_thumbnails(
 
     ``pred`` and ``truth`` are ``(Y, X)`` or ``(Z, Y, X)`` class indices; ``image`` is the input
     of the same spatial shape (optionally channels first), or None for a black background.
+    Beyond the thumbnails themselves this allocates a block of :data:`COUNT_CHUNK_VOXELS`
+    compared voxels and as many rows of ``image`` at a time.
     """
     if pred.shape != truth.shape or pred.ndim not in (2, 3):
         raise ValueError(f"expected 2D/3D labels of one shape, got {pred.shape} and {truth.shape}")
     read = image_reader(image, truth.shape) if image is not None else None
     plane = truth.shape[-2:]
-    stack_pred, stack_truth = pred.reshape(-1, *plane), truth.reshape(-1, *plane)
+    stack_pred, stack_truth = _planes(pred), _planes(truth)
     step = subsample_step(plane, max_side)
     small_pred, small_truth = stack_pred[:, ::step, ::step], stack_truth[:, ::step, ::step]
-    depth = len(stack_truth)
-    errors = np.count_nonzero((stack_pred != stack_truth).reshape(depth, -1), axis=1)
-    foreground = np.count_nonzero(stack_truth.reshape(depth, -1), axis=1)
+    foreground, errors = plane_counts(stack_pred, stack_truth)
     chosen = representative_slices(foreground, errors, num_slices)
     if read is None:
         images = [np.zeros(small_truth.shape[1:], np.float32) for _ in chosen]
-    else:
-        images = [np.asarray(read(z), np.float32)[::step, ::step] for z in chosen]
+    else:  # strided before the float copy: a thumbnail's pixels, not a plane's
+        images = [strided_plane(read, z, plane, step, COUNT_CHUNK_VOXELS) for z in chosen]
     lo, hi = display_range(np.stack(images))
     thumbs = []
     for z, picture in zip(chosen, images, strict=True):
