@@ -18,7 +18,10 @@ Seams: the foreground probability of each method is compared with the untiled pa
 Roofline: each method's effective GFLOP/s (73.5 GFLOP of useful work per 512x512 slice) as a
 fraction of the float32 matmul peak measured in the same run (``roofline.py``); the last line is
 the JSON of all figures.
-Run: ``python benchmarks/bench_inference_2d.py [--slices N] [--batch B] [--chunk C] [--quick]``.
+With ``--bf16``, ours also runs with ``precision=bf16``: its speed-up over float32 and its
+agreement (labels, probabilities) with ours in float32.
+Run: ``python benchmarks/bench_inference_2d.py [--slices N] [--batch B] [--chunk C] [--bf16]
+[--quick]``.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ def run_untiled(model, image: np.ndarray, batch: int) -> np.ndarray:
                           for i in range(0, len(x), batch)]).numpy()  # fmt: skip
 
 
-def run_ours(model, image: np.ndarray, batch: int) -> np.ndarray:
+def run_ours(model, image: np.ndarray, batch: int, precision: str = "float32") -> np.ndarray:
     from unet_seg.inference.options import DEFAULT_TILE
     from unet_seg.inference.runner import ModelRunner
     from unet_seg.inference.stream import iter_tiled_predictions
@@ -86,15 +89,20 @@ def run_ours(model, image: np.ndarray, batch: int) -> np.ndarray:
 
     plan = plan_tiles(model, image.shape, DEFAULT_TILE[2])
     slabs = iter_tiled_predictions(
-        lambda box: image[(None, *box)], image.shape, plan, ModelRunner(model, "cpu"), batch,
+        lambda box: image[(None, *box)], image.shape, plan,
+        ModelRunner(model, "cpu", precision=precision), batch,
         progress=False,
     )  # fmt: skip
     return np.concatenate([p[1] for _, p in slabs])
 
 
+def run_ours_bf16(model, image: np.ndarray, batch: int) -> np.ndarray:
+    return run_ours(model, image, batch, precision="bf16")
+
+
 METHODS = {"monai": run_monai, "ours": run_ours, "untiled": run_untiled}
 NAMES = {"monai": "MONAI sliding window roi 256, ov 0.25", "ours": "ours (unet_seg stream)",
-         "untiled": "untiled forward pass"}  # fmt: skip
+         "untiled": "untiled forward pass", "ours_bf16": "ours, precision=bf16"}  # fmt: skip
 
 
 def main() -> None:
@@ -103,7 +111,14 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=30, help="slices of the stack to predict")
     parser.add_argument("--chunk", type=int, default=6, help="slices per round-robin round")
     parser.add_argument("--quick", action="store_true", help="2 slices: a smoke run, no figures")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also ours with precision=bf16, and its agreement with float32",
+    )
     args = parser.parse_args()
+    if args.bf16:
+        METHODS["ours_bf16"] = run_ours_bf16
     if args.quick:
         args.slices, args.chunk = 2, 1
     peaks = roofline.measure_peaks("cpu", quick=args.quick)
@@ -142,6 +157,18 @@ def main() -> None:
         )
         for m, t in seconds.items()
     }  # fmt: skip
+    extra = {}
+    if args.bf16:
+        from unet_seg.inference.precision import agreement
+
+        two_class = {m: np.stack([1 - result[m], result[m]], 1) for m in ("ours", "ours_bf16")}
+        same, diff = agreement(two_class["ours"], two_class["ours_bf16"])
+        speedup = seconds["ours"] / seconds["ours_bf16"]
+        print(f"bf16 vs float32 (ours): {speedup:.2f}x throughput (goal >= 1.8x where the bf16 "
+              f"matmul peak is >= 2x float32's); labels equal on {100 * same:.4f}% of the voxels "
+              f"(goal >= 99.9%), max |dp| {diff:.1e} (goal <= 1e-2)")  # fmt: skip
+        extra = {"bf16_vs_float32": round(speedup, 3), "bf16_label_agreement": same,
+                 "bf16_max_prob_diff": diff}  # fmt: skip
     print(roofline.roofline_table(peaks, methods))
     print("goal: ours >= 0.75 of the float32 peak")
     roofline.print_record(
@@ -155,6 +182,7 @@ def main() -> None:
         quick=args.quick,
         ours_vs_monai=round(seconds["monai"] / seconds["ours"], 3),
         ours_vs_untiled=round(seconds["ours"] / seconds["untiled"], 3),
+        **extra,
     )
 
 
