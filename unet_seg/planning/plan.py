@@ -199,7 +199,13 @@ def make_plan(
             "device",
             accelerator,
             f"planned for {machine.describe()}; trainer.accelerator stays auto, so the "
-            "file also runs elsewhere (a GPU plan on a CPU stops at max_time)",
+            "file also runs elsewhere, with a warning to re-plan (a GPU plan on a CPU stops at "
+            "max_time)",
+            # Read by training (unet_seg.training.planned_device) to warn on another device.
+            {
+                "planned_for.device": machine.device,
+                "planned_for.memory_gib": round(machine.memory_bytes / 2**30, 2),
+            },
         )
     )
     if fp.sampling.get("sampled"):

@@ -40,6 +40,7 @@ from unet_seg.training.folds import (
     write_split,
 )
 from unet_seg.training.module import SegmentationModule
+from unet_seg.training.planned_device import warn_if_planned_elsewhere
 from unet_seg.training.publish import debug_reason, publish_if_better
 from unet_seg.viz.curves import write_curves
 
@@ -260,6 +261,8 @@ def train(cfg: DictConfig) -> TrainingRun:
         callbacks=training_callbacks(cfg.get("callbacks"), trainer_cfg),
         logger=loggers or False,
     )
+    if trainer.is_global_zero:
+        warn_if_planned_elsewhere(plain(cfg.get("planned_for")), trainer.strategy.root_device)
     fit_interruptible(trainer, module, datamodule, cfg.get("ckpt_path"))
     if trainer.is_global_zero:
         # Before validating the best checkpoint, whose figures would log as one more epoch.
