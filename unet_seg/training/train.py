@@ -41,6 +41,7 @@ from unet_seg.training.folds import (
 )
 from unet_seg.training.module import SegmentationModule
 from unet_seg.training.planned_device import warn_if_planned_elsewhere
+from unet_seg.training.precision import AUTO, resolve_training_precision
 from unet_seg.training.publish import debug_reason, publish_if_better
 from unet_seg.viz.curves import write_curves
 
@@ -143,13 +144,21 @@ def check_trainer_numbers(trainer_cfg: DictConfig) -> None:
 
 
 def trainer_config(cfg: DictConfig) -> DictConfig:
-    """``cfg.trainer``, with synchronised batch norm turned off where there is no CUDA: it needs
-    CUDA, and ``trainer=ddp`` on CPU processes (gloo) would fail with it."""
+    """``cfg.trainer``, with synchronised batch norm turned off where there is no CUDA (it needs
+    CUDA, and ``trainer=ddp`` on CPU processes (gloo) would fail with it) and ``precision=auto``
+    resolved (:mod:`unet_seg.training.precision`)."""
     trainer_cfg = cfg.trainer.copy()
     check_trainer_numbers(trainer_cfg)
     if trainer_cfg.get("sync_batchnorm") and not torch.cuda.is_available():
         log.warning("no CUDA device: training without synchronised batch norm")
         trainer_cfg.sync_batchnorm = False
+    if trainer_cfg.get("precision") == AUTO:
+        devices = trainer_cfg.get("devices")
+        nodes = int(trainer_cfg.get("num_nodes") or 1)
+        processes = (devices if isinstance(devices, int) else 1) * nodes
+        trainer_cfg.precision = resolve_training_precision(
+            AUTO, trainer_cfg.get("accelerator"), processes
+        )
     return trainer_cfg
 
 
