@@ -40,7 +40,11 @@ class LazyVolume:
         path: the file.
         shape, dtype: of the array as :func:`unet_seg.io.read_volume` would return it.
         spacing, affine, metadata: as in :class:`unet_seg.io.Volume`.
+        reads_whole: the first read loads the whole array and keeps it (PNG, a compressed TIFF
+            that is not a stack of pages): what a reader of regions must count as held.
     """
+
+    reads_whole = False
 
     def __init__(
         self,
@@ -108,6 +112,8 @@ class LazyVolume:
 
 class InMemoryVolume(LazyVolume):
     """A volume held in memory behind the lazy interface (small formats such as PNG)."""
+
+    reads_whole = True
 
     def __init__(self, volume: Volume) -> None:
         array = volume.array

@@ -168,6 +168,7 @@ class TiffVolume(LazyVolume):
             )
         super().__init__(path, shape, dtype, spacing, affine_from_spacing(spacing), meta)
         self._mode = "memmap" if contiguous else "pages" if paged else "eager"
+        self.reads_whole = self._mode == "eager"
 
     def _read(self, index: tuple) -> np.ndarray:
         if self._mode == "memmap":
