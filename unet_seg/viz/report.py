@@ -22,6 +22,7 @@ import numpy as np
 from unet_seg.io.atomic import write_text_atomic
 from unet_seg.viz.figures import figure_png, new_figure
 from unet_seg.viz.overlays import ERROR_COLOURS, class_rgba
+from unet_seg.viz.slice_thumbnails import LabelReader, chosen_thumbnails
 from unet_seg.viz.thumbnails import SliceThumbnail, file_thumbnails
 
 _HIST_COLUMNS = 4
@@ -255,6 +256,23 @@ class ReportBuilder:
         """Thumbnails of one file: ``pred``/``truth`` ``(Y, X)`` or ``(Z, Y, X)``, ``image`` of
         the same spatial shape (channels first allowed; a lazy volume reads only the slices)."""
         self.thumbnails[key] = file_thumbnails(pred, truth, image, self.num_slices, self.max_side)
+
+    def add_slices(
+        self,
+        key: str,
+        shape: Sequence[int],
+        foreground: Sequence[int],
+        errors: Sequence[int],
+        read_labels: LabelReader,
+        image: Any = None,
+    ) -> None:
+        """Thumbnails of one file too big to hold: labels of spatial ``shape``, the truth's
+        ``foreground`` and the wrong voxels per slice, ``read_labels(z, step)`` the strided
+        class maps of a slice (:func:`~unet_seg.viz.slice_thumbnails.chosen_thumbnails`);
+        only the slices shown are read."""
+        self.thumbnails[key] = chosen_thumbnails(
+            shape, foreground, errors, read_labels, image, self.num_slices, self.max_side
+        )
 
     def write(
         self,
