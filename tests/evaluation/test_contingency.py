@@ -1,27 +1,20 @@
 """The contingency table gives skimage's Rand error and VI and the object overlaps exactly, slab by
-slab, for ids of any size; and evaluate allocates no more than its memory guard counts."""
+slab, for ids of any size (what evaluate allocates: tests/evaluation/test_slabwise.py)."""
 
 from __future__ import annotations
 
 import math
-import tracemalloc
 
 import numpy as np
 import pytest
-import tifffile
 from scipy import ndimage as ndi
 from skimage import metrics as skm
 
-from tests.evaluation.test_evaluate import config
-from unet_seg.evaluation import contingency as contingency_module
-from unet_seg.evaluation import evaluate as evaluate_module
-from unet_seg.evaluation import metrics as metrics_module
 from unet_seg.evaluation.contingency import (
     adapted_rand_error,
     contingency,
     variation_of_information,
 )
-from unet_seg.evaluation.evaluate import evaluate, pair_bytes
 from unet_seg.evaluation.instances import overlaps
 
 
@@ -83,38 +76,3 @@ def test_sparse_huge_ids_score_as_their_compact_numbering():
     for figure in (adapted_rand_error, variation_of_information):
         assert figure(contingency(huge, gt)) == figure(contingency(pred, gt))
     assert overlaps(huge, gt).intersection.tolist() == overlaps(pred, gt).intersection.tolist()
-
-
-@pytest.mark.parametrize("instances", [False, True])
-def test_evaluate_allocates_less_than_its_guard_counts(tmp_path, monkeypatch, instances):
-    slab = 1 << 12  # small slabs, so the images, not one slab, are what is measured
-    for module in (contingency_module, metrics_module, evaluate_module):
-        monkeypatch.setattr(module, "SLAB_VOXELS", slab)
-    rng = np.random.default_rng(0)
-    shape = (400, 500)
-    (tmp_path / "p").mkdir()
-    (tmp_path / "g").mkdir()
-    truth, found = blobs(rng, shape), blobs(rng, shape, 0.45)
-    tifffile.imwrite(tmp_path / "p" / "a_labels.tif", (found > 0).astype(np.uint8))
-    tifffile.imwrite(tmp_path / "g" / "a.tif", (truth > 0).astype(np.uint8))
-    paths = [tmp_path / "p" / "a_labels.tif", tmp_path / "g" / "a.tif"]
-    extra = {}
-    if instances:
-        tifffile.imwrite(tmp_path / "p" / "a_instances.tif", found.astype(np.uint32))
-        tifffile.imwrite(tmp_path / "g" / "a_objects.tif", truth.astype(np.uint32))
-        paths += [tmp_path / "p" / "a_instances.tif", tmp_path / "g" / "a_objects.tif"]
-        extra = {"pred_instance_suffix": "_instances", "gt_instance_suffix": "_objects"}
-    cfg = config(pred_dir=tmp_path / "p", gt_dir=tmp_path / "g", gt_suffix="''", report=False,
-                 progress=False, output_dir=tmp_path / "out", **extra)  # fmt: skip
-    tracemalloc.start()
-    try:
-        summary = evaluate(cfg)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert summary["evaluated"] == 1 and summary["files"][0]["segments"] == (
-        "instances" if instances else "components"
-    )
-    voxels = shape[0] * shape[1]
-    assert peak <= pair_bytes(paths, not instances) - slab * 48 + slab * 64
-    assert peak / voxels < 20  # it was about 70 (components) and 85 (instances) bytes a voxel

@@ -11,12 +11,16 @@ non-negative integers (sparse, near 2**63): nothing is allocated by the largest 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 SLAB_VOXELS = 1 << 22  # voxels per slab: about 100 MB of temporaries at most
 SLAB_BYTES_PER_VOXEL = 48  # what one slab's unique/inverse/keys take, per voxel (measured)
+# A row (true id, predicted id, count: int64 each) and what summing equal rows takes per row
+# (:func:`combine`: the sorts, inverses and keys of :func:`_merge`).
+TABLE_BYTES_PER_ROW = 128
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,18 @@ def contingency(pred: np.ndarray, gt: np.ndarray, slab_voxels: int | None = None
     if len(parts) == 1:
         return Contingency(*parts[0][:2], parts[0][2].astype(np.int64))
     return _merge(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+
+
+def combine(tables: Sequence[Contingency]) -> Contingency:
+    """One table from the tables of several parts of a pair (its slabs): the counts of equal
+    (true, predicted) pairs summed, sorted as :func:`contingency` sorts them. Parts of the same
+    id dtype (a uint64 part beside an int64 one would become float64)."""
+    tables = [t for t in tables if len(t.count)]
+    if not tables:
+        empty = np.zeros(0, np.int64)
+        return Contingency(empty, empty, empty)
+    fields = ("true_id", "pred_id", "count")
+    return _merge(*(np.concatenate([getattr(t, f) for t in tables]) for f in fields))
 
 
 def adapted_rand_error(table: Contingency) -> float:

@@ -17,7 +17,8 @@ import csv
 import io
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -27,30 +28,24 @@ from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
 from unet_seg.config import whole
-from unet_seg.data.labels import OBJECTS, map_labels
+from unet_seg.data.labels import OBJECTS
 from unet_seg.errors import InputNotFoundError, UsageError
-from unet_seg.evaluation.contingency import (
-    SLAB_BYTES_PER_VOXEL,
-    SLAB_VOXELS,
-    adapted_rand_error,
-    contingency,
-    variation_of_information,
-)
-from unet_seg.evaluation.error_kinds import ErrorKinds, kinds_of
-from unet_seg.evaluation.instances import (
-    AP_THRESHOLDS,
-    MatchCounts,
-    matches_of,
-    overlaps_of,
-    pool,
-    scores,
-)
+from unet_seg.evaluation.contingency import contingency
+from unet_seg.evaluation.error_kinds import ErrorKinds
+from unet_seg.evaluation.instances import AP_THRESHOLDS, MatchCounts, pool, scores
 from unet_seg.evaluation.metrics import confusion_counts, dice_iou, pixel_error
 from unet_seg.evaluation.predicted_classes import boundary_label_map
-from unet_seg.io import open_volume, read_volume
+from unet_seg.evaluation.slabwise import (
+    LabelReading,
+    PairFiles,
+    PairResult,
+    evaluate_files,
+    figures,
+    slice_labels,
+)
+from unet_seg.io import open_volume
 from unet_seg.io.atomic import write_json_atomic, write_text_atomic
 from unet_seg.io.files import files_by_key, is_image, stem
-from unet_seg.io.limits import memory_budget
 from unet_seg.viz.report import ReportBuilder
 
 log = logging.getLogger(__name__)
@@ -89,80 +84,6 @@ def _numbers(cfg: Any) -> tuple[int, int, int]:
                          f"got {foreground}")  # fmt: skip
     slices = whole("report_slices", cfg.get("report_slices", 3), 1)
     return num_classes, foreground, slices
-
-
-def class_dtype(num_classes: int) -> np.dtype:
-    """The narrowest unsigned dtype holding the classes ``0..num_classes - 1``."""
-    return np.min_scalar_type(max(int(num_classes) - 1, 0))
-
-
-def _integers(
-    path: Path, num_classes: int | None = None, label_map: Mapping[Any, int] | None = None
-) -> np.ndarray:
-    """The labels of ``path``: with ``num_classes``, class indices in the narrowest dtype
-    (:func:`class_dtype`), stored values mapped to classes by ``label_map`` (e.g. ``{255: 1}``
-    for 0/255 masks; :func:`~unet_seg.data.labels.map_labels`) slab by slab; without, object
-    ids as stored (floats only when every value is integral). No int64 copy of the whole image.
-
-    Raises:
-        ValueError: naming the file and the offending values (not integers, not in
-            ``label_map``, or outside ``0..num_classes - 1`` when ``num_classes`` is given).
-    """
-    stored = read_volume(path, finite=False).array
-    if num_classes is None:
-        return _object_ids(stored, path)
-    out = np.empty(stored.shape, class_dtype(num_classes))
-    flat_in, flat_out = stored.reshape(-1), out.reshape(-1)
-    for start in range(0, flat_in.size, SLAB_VOXELS):
-        labels = map_labels(flat_in[start : start + SLAB_VOXELS], label_map, path)
-        outside = np.unique(labels[(labels < 0) | (labels >= num_classes)])
-        if outside.size:
-            raise ValueError(
-                f"{path}: label values {outside[:10].tolist()} are outside the classes "
-                f"0..{num_classes - 1} (num_classes={num_classes}); map stored values to classes "
-                "with gt_label_map / pred_label_map, e.g. {0: 0, 255: 1} for 0/255 masks, "
-                "{0: 0, 1: 1, 2: 1} for the labels of a data.target=boundary model"
-            )
-        flat_out[start : start + SLAB_VOXELS] = labels
-    return out
-
-
-def _object_ids(stored: np.ndarray, path: Path) -> np.ndarray:
-    """Object ids as stored (integral floats as int64); ``ValueError`` naming ``path`` for
-    fractions, NaN or negative ids."""
-    if stored.dtype == bool:
-        return stored.view(np.uint8)
-    if np.issubdtype(stored.dtype, np.floating):
-        return map_labels(stored, None, path)  # checks the values are whole numbers
-    if not np.issubdtype(stored.dtype, np.integer):
-        raise ValueError(f"{path}: object ids must be integers, got dtype {stored.dtype}")
-    if np.issubdtype(stored.dtype, np.signedinteger) and stored.size and stored.min() < 0:
-        raise ValueError(f"{path}: object ids must be >= 0, found {int(stored.min())}")
-    return stored
-
-
-def pair_bytes(paths: Sequence[Path | None], components: bool) -> int:
-    """What evaluating one pair allocates at most, from the files' headers: each file as
-    stored, a class map per label file, the connected components (int32 and a mask) of both
-    when there are no instance files, and one slab's temporaries (:mod:`contingency`)."""
-    volumes = [open_volume(p) for p in paths if p is not None]
-    shapes = [(volume.shape, volume.dtype) for volume in volumes]
-    voxels = math.prod(shapes[0][0])
-    stored = sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in shapes)
-    classes = 2 * voxels * 2  # two class maps, at most uint16
-    segments = 2 * voxels * 5 if components else 0
-    return stored + classes + segments + SLAB_VOXELS * SLAB_BYTES_PER_VOXEL
-
-
-def _check_pair_memory(paths: Sequence[Path | None], components: bool) -> None:
-    """``ValueError`` naming the prediction if the pair needs more than the read budget."""
-    needed, budget = pair_bytes(paths, components), memory_budget()
-    if needed > budget:
-        raise ValueError(
-            f"{paths[0]}: evaluating it against its truth needs about {needed:,} bytes of "
-            f"memory, more than the {budget:,} allowed (half of the memory available); "
-            "evaluate it on a machine with more memory, or crop it"
-        )
 
 
 def _instance_roles(cfg: Any, pred_ids: Path, truth_ids: Path | None) -> dict[Path, str]:
@@ -227,27 +148,19 @@ def pair_figures(
     pred_instances: np.ndarray | None = None,
     gt_instances: np.ndarray | None = None,
 ) -> tuple[dict[str, float], np.ndarray, dict[float, MatchCounts]]:
-    """:func:`evaluate_pair` and the object matching counts per IoU threshold, for pooling."""
+    """:func:`evaluate_pair` and the object matching counts per IoU threshold, for pooling: the
+    whole images at once (``unet-seg-evaluate`` reads files slab by slab,
+    :mod:`~unet_seg.evaluation.slabwise`, to the same figures)."""
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
     counts = confusion_counts(pred, gt, num_classes)
-    dice, iou = dice_iou(counts)
-    row: dict[str, float] = {}
-    for k in range(num_classes):
-        row[f"dice_{k}"], row[f"iou_{k}"] = float(dice[k]), float(iou[k])
-    row["pixel_error"] = pixel_error(pred, gt)
     if pred_instances is None or gt_instances is None:
         pred_instances = ndi.label(pred == foreground_class, output=np.int32)[0]
         gt_instances = ndi.label(gt == foreground_class, output=np.int32)[0]
     # Ids of files may be any values, sparse and huge: the contingency table never allocates
     # by the largest id, and is counted slab by slab.
-    segments = contingency(pred_instances, gt_instances)
-    row["rand_error"] = adapted_rand_error(segments)
-    row["vi"] = variation_of_information(segments)
-    table = overlaps_of(segments)
-    matches = matches_of(table)
-    row.update(scores(matches))
-    row.update(kinds_of(table).row())
+    row, matches = figures(counts, 0, 0, contingency(pred_instances, gt_instances))
+    row["pixel_error"] = pixel_error(pred, gt)
     return row, counts, matches
 
 
@@ -257,12 +170,28 @@ def _nanmean(values: list[float]) -> float:
 
 
 def _add_pictures(
-    report: ReportBuilder, key: str, pred: np.ndarray, gt: np.ndarray, image: Path | None
+    report: ReportBuilder,
+    key: str,
+    files: PairFiles,
+    reading: LabelReading,
+    result: PairResult,
+    image: Path | None,
 ) -> None:
-    """The report's thumbnails of one pair, over its image when it has one that fits."""
+    """The report's thumbnails of one pair, over its image when it has one that fits; only the
+    slices shown are read (strided), from the per-plane counts of the evaluation."""
+    shape = result.shape
+    foreground, errors = result.foreground, result.wrong
+    if len(shape) == 2:  # one picture: the plane's rows were counted one by one
+        foreground, errors = [int(foreground.sum())], [int(errors.sum())]
+
+    def read(z: int | None, step: int) -> tuple[np.ndarray, np.ndarray]:
+        return slice_labels(files, reading, z, step)
+
     for source in (image, None) if image is not None else (None,):
         try:
-            report.add(key, pred, gt, open_volume(source) if source is not None else None)
+            with ExitStack() as stack:
+                lazy = stack.enter_context(open_volume(source)) if source is not None else None
+                report.add_slices(key, shape, foreground, errors, read, lazy)
             return
         except Exception as err:  # pictures are extra: they never fail the evaluation
             log.warning("%s: report %s: %s", key, "without image" if source else "no pictures", err)
@@ -292,6 +221,7 @@ def evaluate(cfg: Any) -> dict:
         label_maps["pred"] = found
         log.info("%s: labels of a data.target=boundary model (0 background, 1 interior, "
                  "2 boundary), scored as objects: pred_label_map=%s", pred_dir, found)  # fmt: skip
+    reading = LabelReading(num_classes, foreground, label_maps["pred"], label_maps["gt"])
     report = ReportBuilder(report_slices) if cfg.get("report") else None
     image_dir = Path(cfg.get("image_dir") or gt_dir)
     images = _keyed(image_dir, cfg.get("image_suffix") or "") if report is not None else {}
@@ -309,18 +239,10 @@ def evaluate(cfg: Any) -> dict:
             truth_ids = gt_inst.get(key, gts[key] if label_maps["gt"] == OBJECTS else None)
             instances = key in pred_inst and truth_ids is not None
             roles = _instance_roles(cfg, pred_inst.get(key), gt_inst.get(key)) if instances else {}
-            _check_pair_memory([pred_path, gts[key], *((pred_inst[key], truth_ids)
-                                if instances else ())], not instances)  # fmt: skip
-            pred = _integers(pred_path, num_classes, label_maps["pred"])
-            gt = _integers(gts[key], num_classes, label_maps["gt"])
-            ids = [_integers(p) if instances else None for p in (pred_inst.get(key), truth_ids)]
-            for path, found, labels in zip(
-                (pred_inst.get(key), truth_ids), ids, (pred, gt), strict=True
-            ):
-                if found is not None and found.shape != labels.shape:
-                    raise ValueError(f"{path}: shape {found.shape} differs from its labels' "
-                                     f"{labels.shape}")  # fmt: skip
-            row, counts, match = pair_figures(pred, gt, num_classes, foreground, *ids)
+            files = PairFiles(pred_path, gts[key], *((pred_inst[key], truth_ids)
+                              if instances else ()))  # fmt: skip
+            result = evaluate_files(files, reading)
+            row, counts, match = result.row, result.counts, result.matches
         except Exception as err:  # one bad pair must not stop the evaluation; reported by name
             # Reported once: in the summary and by the CLI on stderr.
             error = _as_instance_file_error(err, roles)
@@ -331,7 +253,7 @@ def evaluate(cfg: Any) -> dict:
         rows.append({"file": key, "segments": "instances" if instances else "components", **row})
         if report is not None:
             image = images.get(key)  # with gt_suffix '' the truth itself has the key: no image
-            _add_pictures(report, key, pred, gt, image if image != gts[key] else None)
+            _add_pictures(report, key, files, reading, result, image if image != gts[key] else None)
     for key in sorted(set(gts) - set(preds)):  # truth that nothing predicted: not silently dropped
         missing = f"no prediction {key}{cfg.pred_suffix}.* in {pred_dir}"
         failed.append({"ground_truth": str(gts[key]), "error": missing})
