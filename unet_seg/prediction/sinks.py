@@ -160,7 +160,9 @@ def _ome_of(volume: ZarrVolume) -> dict | None:
     if ome is None:
         return None
     axes = [a for a in ome["axes"] if a.get("type", "space") == "space"]
-    return {"version": ome["version"], "axes": axes, "scale": volume.spacing, "name": ome["name"]}
+    # An input's time axis of length 1 is kept in front, with its unit and step (NGFF t, c, z...)
+    return {"version": ome["version"], "axes": axes, "scale": volume.spacing, "name": ome["name"],
+            "time": list(ome.get("time") or ())}  # fmt: skip
 
 
 class ZarrSinks:

@@ -154,12 +154,14 @@ def write_ome_metadata(
         from ome_zarr_models.v05.axes import Axis
         from pydantic_zarr.v3 import ArraySpec
     spatial = [float(s) for s in ome["scale"]]
+    # The step of each length-1 time axis in front (``ome["time"]``) as the input had it.
+    times = [float(t.get("scale", 1.0)) for t in ome.get("time") or ()]
     arrays = [group[level] for level in levels]
     scales = []
     for array in arrays:
         factors = [a / b for a, b in zip(arrays[0].shape[-2:], array.shape[-2:], strict=True)]
         level_scale = [*spatial[:-2], spatial[-2] * factors[0], spatial[-1] * factors[1]]
-        scales.append([1.0] * (len(axes) - len(spatial)) + level_scale)
+        scales.append(times + [1.0] * (len(axes) - len(spatial) - len(times)) + level_scale)
     axis_models = []
     for a in axes:
         unit = a.get("unit")
@@ -175,7 +177,8 @@ def write_ome_metadata(
     )  # fmt: skip
     attributes = image.attributes.model_dump(exclude_none=True, by_alias=True)
     names = ome.get("channel_names")
-    if names and axes[0].get("type") == "channel" and len(names) == arrays[0].shape[0]:
+    channel = [k for k, a in enumerate(axes) if a.get("type") == "channel"]
+    if names and channel and len(names) == arrays[0].shape[channel[0]]:
         top = 255.0 if arrays[0].dtype == np.uint8 else 1.0
         omero = channel_metadata(names, top)
         if str(ome["version"]) == "0.4":

@@ -51,6 +51,10 @@ class ZarrOutput:
         ome: ``None`` for a plain array; else ``{"version": "0.4" | "0.5", "axes": [...],
             "scale": spatial spacing, "name": ...}`` where ``axes`` are the spatial NGFF axes
             (dicts with name, type, unit); a leading channel axis is added when ``shape`` has one.
+            ``ome["time"]``: time axes of length 1 the store has in front of ``shape`` (NGFF
+            axes with their ``scale``, as :class:`~unet_seg.io.zarr.store.ZarrVolume` reads an
+            input's), so that outputs keep an input's ``t``; ``shape``, ``chunks`` and the boxes
+            written stay without them.
         label_image: pyramid by nearest neighbour, else by mean.
         fingerprint: what must match for a rerun to reuse recorded blocks.
         label_mark: for an OME-Zarr label image, its NGFF ``image-label`` fields (``{}``, or the
@@ -77,6 +81,7 @@ class ZarrOutput:
         self.partial = partial_store(self.path)
         self.shape, self.dtype = tuple(int(s) for s in shape), np.dtype(dtype)
         self.chunks = tuple(min(int(c), s) for c, s in zip(chunks, self.shape, strict=True))
+        self.times = len((ome or {}).get("time") or ())  # length-1 time axes stored in front
         self.ome, self.label_image = ome, label_image
         self.zarr_format = 2 if ome and str(ome["version"]) == "0.4" else int(zarr_format)
         self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
@@ -107,7 +112,9 @@ class ZarrOutput:
             shutil.rmtree(self.partial)
         zarr = _zarr()
         names = {"dimension_names": self._axis_names()} if self.zarr_format == 3 else {}
-        spec = dict(shape=self.shape, dtype=self.dtype, chunks=self.chunks, fill_value=0, **names)
+        lead = (1,) * self.times
+        spec = dict(shape=lead + self.shape, dtype=self.dtype, chunks=lead + self.chunks,
+                    fill_value=0, **names)  # fmt: skip
         if self.ome is None:  # a plain array at the store's root
             zarr.create_array(str(self.partial), zarr_format=self.zarr_format, **spec)
         else:
@@ -125,7 +132,7 @@ class ZarrOutput:
 
     def write(self, box: Sequence[slice], data: np.ndarray) -> None:
         """Write ``data`` into the spatial ``box`` (all channels)."""
-        lead = (slice(None),) * (len(self.shape) - len(box))
+        lead = (0,) * self.times + (slice(None),) * (len(self.shape) - len(box))
         try:
             self._array()[(*lead, *box)] = data.astype(self.dtype, copy=False)
         except OSError as err:  # a full disk: named, so the caller can tell it from a bug
@@ -133,7 +140,7 @@ class ZarrOutput:
 
     def read(self, box: Sequence[slice]) -> np.ndarray:
         """The data of the spatial ``box`` (all channels) written so far."""
-        lead = (slice(None),) * (len(self.shape) - len(box))
+        lead = (0,) * self.times + (slice(None),) * (len(self.shape) - len(box))
         return np.asarray(self._array()[(*lead, *box)])
 
     def records_of(self) -> dict[int, dict]:
@@ -185,9 +192,11 @@ class ZarrOutput:
         return {k: v for k, v in self.__dict__.items() if k != "_open_array"}
 
     def _ome_axes(self) -> list[dict]:
-        axes = [dict(a) for a in (self.ome or {}).get("axes", [])]
+        ome = self.ome or {}
+        times = [{k: v for k, v in a.items() if k != "scale"} for a in ome.get("time") or ()]
+        axes = times + [dict(a) for a in ome.get("axes", [])]
         axes = [a for a in axes if a.get("type", "space") in ("time", "space")]
-        if len(self.shape) > len(axes):  # after a time axis, as NGFF orders them
+        if self.times + len(self.shape) > len(axes):  # after a time axis, as NGFF orders them
             times = sum(a.get("type") == "time" for a in axes)
             axes.insert(times, {"name": "c", "type": "channel"})
         return axes

@@ -4,7 +4,8 @@ A ``.zarr`` / ``.ome.zarr`` directory is either an array or an OME-Zarr image gr
 read at one resolution level (``level=0``: full resolution); their ``axes`` and the level's
 ``scale`` transform give the spacing and unit. Arrays are seen in the project's order: a
 channel axis (NGFF ``c``) first, then ``(z, y, x)``; a time axis must have length 1 and is
-dropped. :class:`ZarrVolume` reads only the chunks an index touches, so any volume size works.
+read past (``metadata["ome"]["time"]`` keeps it, with its step, for the outputs).
+:class:`ZarrVolume` reads only the chunks an index touches, so any volume size works.
 
 Writing whole volumes (:func:`write_zarr`) goes through a temporary directory renamed when
 complete; block-wise outputs are in :mod:`unet_seg.io.zarr.output`.
@@ -195,7 +196,11 @@ class ZarrVolume(LazyVolume):
             "zarr_format": self.zarr_format,
         }
         if ome:
-            self.metadata["ome"] = {**ome, "axes": [axes[i] for i in keep], "scale": self.spacing}
+            # A time axis of length 1 is read past, not lost: outputs write it back (with its
+            # unit and step) as the input has it.
+            time = [{**axes[i], "scale": float(scale[i])} for i in range(len(lead))]
+            self.metadata["ome"] = {**ome, "axes": [axes[i] for i in keep], "scale": self.spacing,
+                                    "time": time}  # fmt: skip
         return array
 
     def _checked_axes(self, axes: Any) -> list[dict]:
