@@ -1,0 +1,160 @@
+"""Exact cubic B-spline sampling of a 3D volume through 2D bilinear lookups (CPU speed path).
+
+On CPU ``grid_sample``'s 3D kernel is scalar (~55 ns a trilinear lookup) and its 2D kernel is
+vectorised (~4 ns a bilinear lookup). A tricubic B-spline at a point is four integer z taps
+(B-spline weights) of a bicubic B-spline in the (y, x) plane, and each bicubic is four bilinear
+lookups (the "fast cubic texture filtering" identity). So the voxels are sorted by ``floor(z)``,
+and for each value ``k`` one 2D ``grid_sample`` call reads the four slices ``k - 1 .. k + 2`` of
+the mirror-padded coefficients (as its batch) at the voxels' four in-plane points: 16 bilinear
+lookups per voxel instead of 8 trilinear ones. Each slice is its own small image, so a float32
+grid keeps a 3D lookup's precision (one tall 2D image of all slices would not: at 8,000 rows a
+float32 coordinate's step is 1e-3 voxel).
+
+Mirror borders (scipy's ``"mirror"``, elasticdeform's): a spline of mirror-symmetric coefficients
+is itself mirror-symmetric, so coordinates are folded into the volume first and the taps past the
+edges read a 1-low, 2-high mirror padding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unet_seg.data.patches import reflect_index
+
+__all__ = ["fold_mirror", "mirror_pad", "sample_cubic_3d", "sample_nearest"]
+
+
+def fold_mirror(coords: torch.Tensor, size: int) -> torch.Tensor:
+    """Voxel coordinates (any shape) folded into ``[0, size - 1]`` by mirroring about the first
+    and the last voxel centre, repeatedly for points far outside (period ``2 (size - 1)``)."""
+    if size < 2:
+        return torch.zeros_like(coords)
+    last = float(size - 1)
+    return torch.remainder(coords, 2 * last).sub_(last).abs_().neg_().add_(last)
+
+
+def mirror_pad(x: torch.Tensor, low: int = 1, high: int = 2) -> torch.Tensor:
+    """``x`` ``(..., Z, Y, X)`` padded by ``low``/``high`` voxels per spatial axis, mirrored."""
+    for axis in (-3, -2, -1):
+        size = x.shape[axis]
+        index = reflect_index(np.arange(-low, size + high), size)
+        x = x.index_select(axis, torch.as_tensor(index, device=x.device))
+    return x
+
+
+def _group_weights(zyx: torch.Tensor, padded_yx: torch.Tensor):
+    """Weights and in-plane points of folded coordinates ``zyx`` ``(3, L)`` (voxels).
+
+    Returns ``wz`` ``(4, 1, L)``, the B-spline weights of the z taps ``floor - 1 .. floor + 2``;
+    ``grid`` ``(1, 4, L, 2)``, the four fast-cubic bilinear points of each voxel in a slice padded
+    to ``padded_yx`` ``(2, 1)`` voxels, as grid_sample positions (x, y) in the order (x0 y0),
+    (x1 y0), (x0 y1), (x1 y1); ``plane`` ``(4, L)``, their weights ``gy_a gx_b``.
+    """
+    floor = torch.floor(zyx)
+    t = zyx - floor
+    u = torch.rsub(t, 1)
+    t2 = t * t
+    w3 = t2 * t
+    w1 = w3 * 0.5  # (3 t^3 - 6 t^2 + 4) / 6
+    w1.sub_(t2).add_(2 / 3)
+    w0 = u.mul_(u).mul_(torch.rsub(t, 1)).div_(6)  # (1 - t)^3 / 6
+    w3.div_(6)
+    length = zyx.shape[1]
+    wz = torch.stack([w0[0], w1[0], w0[0] + w1[0] + w3[0], w3[0]])
+    wz[2].neg_().add_(1)
+    # per in-plane axis: g0 at h0 (taps floor - 1, floor) and g1 at h1 (taps floor + 1, floor + 2),
+    # in padded voxels (+1) and then grid_sample's [-1, 1]
+    g0 = w0[1:].add_(w1[1:])
+    g1 = torch.rsub(g0, 1)
+    scale = 2.0 / (padded_yx - 1)
+    h = zyx.new_empty(2, 2, length)  # (pair, axis y/x, L)
+    torch.div(w1[1:], g0, out=h[0]).add_(floor[1:]).mul_(scale).sub_(1.0)
+    torch.div(w3[1:], g1, out=h[1]).add_(floor[1:]).add_(2.0).mul_(scale).sub_(1.0)
+    grid = zyx.new_empty(2, 2, length, 2)  # (y pair, x pair, L, (x, y))
+    grid[..., 0] = h[None, :, 1]
+    grid[..., 1] = h[:, None, 0]
+    plane = g0.new_empty(2, 2, length)
+    torch.mul(torch.stack([g0[0], g1[0]])[:, None], torch.stack([g0[1], g1[1]])[None], out=plane)
+    return wz.unsqueeze(1), grid.view(1, 4, length, 2), plane.view(4, length)
+
+
+def sample_cubic_3d(coef: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Cubic B-spline with coefficients ``coef`` ``(N, C, Z, Y, X)`` at ``coords``
+    ``(N, 3, *out)`` (voxels, (z, y, x)); mirror borders. Returns ``(N, C, *out)``.
+
+    The coefficients are those of ``scipy.ndimage.spline_filter`` (``mode="mirror"``) of the
+    volume; the result equals ``scipy.ndimage.map_coordinates(..., order=3, mode="mirror",
+    prefilter=False)`` up to float32 rounding. Everything after the sort is done one ``floor(z)``
+    group at a time, so temporaries stay in cache instead of being fresh pages of memory.
+    """
+    if coef.ndim != 5 or coords.ndim < 3 or coords.shape[:2] != (coef.shape[0], 3):
+        raise ValueError(
+            f"need coef (N, C, Z, Y, X) and coords (N, 3, *out), "
+            f"got {tuple(coef.shape)} and {tuple(coords.shape)}"
+        )
+    n, channels, *size = coef.shape
+    out_shape = coords.shape[2:]
+    voxels = out_shape.numel()
+    flat = coords.reshape(n, 3, voxels).transpose(0, 1).reshape(3, n * voxels)
+    folded = torch.empty_like(flat)
+    for axis in range(3):
+        folded[axis] = fold_mirror(flat[axis], size[axis])
+    padded = [s + 3 for s in size]
+    key = torch.floor(folded[0]).to(torch.int32).view(n, voxels)
+    key += torch.arange(n, dtype=torch.int32, device=key.device)[:, None] * padded[0]
+    dtype = torch.int16 if n * padded[0] < 2**15 else torch.int32
+    key, order = torch.sort(key.reshape(-1).to(dtype), stable=True)
+    counts = torch.bincount(key.to(torch.int64), minlength=n * padded[0]).tolist()
+    zyx = folded.index_select(1, order)  # (3, N*V), voxels sorted by floor(z)
+    padded_yx = torch.tensor(padded[1:], dtype=zyx.dtype, device=zyx.device)[:, None]
+
+    # (N * Zp * C, Yp, Xp): the four slices k .. k + 3 of all channels are one contiguous
+    # 2D image of 4 C channels, and grid_sample shares each point's weights across channels
+    slices = mirror_pad(coef).transpose(1, 2).reshape(-1, *padded[1:])
+    sorted_out = coef.new_empty(channels, n * voxels)
+    start = 0
+    for k, count in enumerate(counts):
+        if count == 0:
+            continue
+        end = start + count
+        wz, grid, plane = _group_weights(zyx[:, start:end], padded_yx)
+        taps = F.grid_sample(
+            slices[k * channels : (k + 4) * channels].unsqueeze(0),
+            grid,
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
+        )[0].unflatten(0, (4, channels))  # (4, C, 4, L): z tap, channel, in-plane point, voxel
+        in_plane = taps.mul_(plane).sum(dim=2)  # (4, C, L)
+        torch.sum(in_plane.mul_(wz), dim=0, out=sorted_out[:, start:end])
+        start = end
+    out = torch.empty_like(sorted_out)
+    out[:, order] = sorted_out
+    return out.reshape(channels, n, *out_shape).transpose(0, 1)
+
+
+def sample_nearest(x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Nearest voxel of ``x`` ``(N, C, *spatial)`` at ``coords`` ``(N, D, *out)`` (voxels),
+    mirror borders, ties to even as ``grid_sample``'s ``"nearest"``. Returns ``(N, C, *out)``.
+
+    One gather: on CPU several times faster than ``grid_sample`` in 3D, whose kernel is scalar.
+    """
+    n, channels, *size = x.shape
+    if coords.ndim < 3 or coords.shape[:2] != (n, len(size)):
+        raise ValueError(
+            f"need x (N, C, *spatial) and coords (N, {len(size)}, *out), "
+            f"got {tuple(x.shape)} and {tuple(coords.shape)}"
+        )
+    out_shape = coords.shape[2:]
+    flat = coords.reshape(n, len(size), -1)
+    index = torch.zeros(flat.shape[::2], dtype=torch.int64, device=x.device)  # (N, V)
+    for axis, length in enumerate(size):
+        nearest = torch.round(fold_mirror(flat[:, axis], length))
+        index.mul_(length).add_(nearest.to(torch.int64))
+    index += torch.arange(n, device=x.device)[:, None] * math.prod(size)
+    values = x.transpose(0, 1).reshape(channels, -1).index_select(1, index.view(-1))
+    return values.view(channels, n, *out_shape).transpose(0, 1)
