@@ -82,6 +82,20 @@ def _group_weights(zyx: torch.Tensor, padded_yx: torch.Tensor):
     return wz.unsqueeze(1), grid.view(1, 4, length, 2), plane.view(4, length)
 
 
+def _chunks(bounds: list[int], voxels: int = 32768):
+    """``(start, end, groups)``: runs of consecutive non-empty groups (group ``k`` spans
+    ``bounds[k]:bounds[k + 1]``) of about ``voxels`` voxels, so the weights are computed in few
+    calls (small groups cost more in dispatch than in arithmetic) on arrays that stay in cache."""
+    groups: list[int] = []
+    start = 0
+    for k in range(len(bounds) - 1):
+        if bounds[k + 1] > bounds[k]:
+            groups.append(k)
+        if groups and (bounds[k + 1] - start >= voxels or k == len(bounds) - 2):
+            yield start, bounds[k + 1], groups
+            groups, start = [], bounds[k + 1]
+
+
 def sample_cubic_3d(coef: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """Cubic B-spline with coefficients ``coef`` ``(N, C, Z, Y, X)`` at ``coords``
     ``(N, 3, *out)`` (voxels, (z, y, x)); mirror borders. Returns ``(N, C, *out)``.
@@ -116,22 +130,22 @@ def sample_cubic_3d(coef: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     # 2D image of 4 C channels, and grid_sample shares each point's weights across channels
     slices = mirror_pad(coef).transpose(1, 2).reshape(-1, *padded[1:])
     sorted_out = coef.new_empty(channels, n * voxels)
-    start = 0
-    for k, count in enumerate(counts):
-        if count == 0:
-            continue
-        end = start + count
-        wz, grid, plane = _group_weights(zyx[:, start:end], padded_yx)
-        taps = F.grid_sample(
-            slices[k * channels : (k + 4) * channels].unsqueeze(0),
-            grid,
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=True,
-        )[0].unflatten(0, (4, channels))  # (4, C, 4, L): z tap, channel, in-plane point, voxel
-        in_plane = taps.mul_(plane).sum(dim=2)  # (4, C, L)
-        torch.sum(in_plane.mul_(wz), dim=0, out=sorted_out[:, start:end])
-        start = end
+    bounds = np.cumsum([0, *counts]).tolist()
+    for chunk_start, chunk_end, groups in _chunks(bounds):
+        wz, grid, plane = _group_weights(zyx[:, chunk_start:chunk_end], padded_yx)
+        for k in groups:
+            part = slice(bounds[k] - chunk_start, bounds[k + 1] - chunk_start)
+            taps = F.grid_sample(
+                slices[k * channels : (k + 4) * channels].unsqueeze(0),
+                grid[:, :, part],
+                mode="bilinear",
+                padding_mode="zeros",
+                align_corners=True,
+            )[0].unflatten(0, (4, channels))  # (4, C, 4, L): z tap, channel, in-plane point, voxel
+            in_plane = taps.mul_(plane[:, part]).sum(dim=2)  # (4, C, L)
+            torch.sum(
+                in_plane.mul_(wz[:, :, part]), dim=0, out=sorted_out[:, bounds[k] : bounds[k + 1]]
+            )
     out = torch.empty_like(sorted_out)
     out[:, order] = sorted_out
     return out.reshape(channels, n, *out_shape).transpose(0, 1)
