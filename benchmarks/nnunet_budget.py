@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 INSTALL = ".venv/bin/python -m pip install -c .ci/constraints.txt -e '.[peers]'"
 ITERATIONS = 10  # training steps per epoch: one epoch overshoots the budget by at most one step
@@ -61,27 +62,27 @@ def poly_lr(initial_lr: float, fraction: float, exponent: float = 0.9) -> float:
     return initial_lr * (1.0 - min(max(fraction, 0.0), 1.0)) ** exponent
 
 
+class BudgetPolyLR(torch.optim.lr_scheduler.LRScheduler):
+    """Poly schedule over the fraction of the budget ``clock()`` says is used; the epoch
+    number nnU-Net passes to ``step`` is ignored."""
+
+    def __init__(self, optimizer, initial_lr: float, clock: Callable[[], float]) -> None:
+        self.initial_lr, self.clock = initial_lr, clock
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        return [poly_lr(self.initial_lr, self.clock()) for _ in self.optimizer.param_groups]
+
+    def step(self, epoch: int | None = None) -> None:
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
 def budget_trainer(seconds: float):
     """``nnUNetTrainer`` subclass (see the module docstring) that trains ``seconds``."""
     scratch()
-    import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-    class BudgetPolyLR(torch.optim.lr_scheduler.LRScheduler):
-        """Poly schedule over the fraction of the budget ``clock()`` says is used; the epoch
-        number nnU-Net passes to ``step`` is ignored."""
-
-        def __init__(self, optimizer, initial_lr: float, clock: Callable[[], float]) -> None:
-            self.initial_lr, self.clock = initial_lr, clock
-            super().__init__(optimizer)
-
-        def get_lr(self) -> list[float]:
-            return [poly_lr(self.initial_lr, self.clock()) for _ in self.optimizer.param_groups]
-
-        def step(self, epoch: int | None = None) -> None:
-            for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
-                group["lr"] = lr
-            self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     class nnUNetTrainerBudget(nnUNetTrainer):
         budget_seconds = float(seconds)
@@ -165,7 +166,6 @@ def prepare(
 
 def train(preprocessed: Path, configuration: str, seconds: float):
     """Train fold 0 of the prepared dataset for ``seconds``; returns the trainer."""
-    import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
     trainer_class = budget_trainer(seconds)
@@ -180,7 +180,6 @@ def train(preprocessed: Path, configuration: str, seconds: float):
 def predict(trainer, images: Sequence[np.ndarray], spacing: Sequence[float], workdir: Path):
     """nnU-Net's default inference of the trained ``trainer`` on raw ``(*spatial)`` images, read
     back through its own reader from files like the training data's; returns class maps."""
-    import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from unet_seg.io import Volume, write_volume
