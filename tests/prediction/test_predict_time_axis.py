@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 import zarr
@@ -90,3 +91,77 @@ def test_a_time_axis_of_length_1_stays_in_front_of_the_outputs(
                    checkpoint=checkpoint))  # fmt: skip
     expected = zarr.open_array(str(tmp_path / "out2" / "plain_labels.ome.zarr" / "0"), mode="r")
     np.testing.assert_array_equal(stored[0], expected[...])
+
+
+def nifti_input(path, data_xyzt: np.ndarray, time_unit: str, step: float):
+    """A 4D NIfTI of ``(x, y, z, n)`` data, voxels 0.5 x 0.5 x 2 mm, 4th axis ``step`` apart in
+    ``time_unit`` ("unknown" for none)."""
+    img = nib.Nifti1Image(data_xyzt, np.diag([0.5, 0.5, 2.0, 1.0]))
+    img.header.set_xyzt_units("mm", time_unit)
+    img.header.set_zooms((0.5, 0.5, 2.0, step))
+    nib.save(img, path)
+    return path
+
+
+def _xyz() -> np.ndarray:
+    return np.ascontiguousarray(_image().T)  # (x, y, z) = (36, 36, 8)
+
+
+def test_a_nifti_time_axis_of_length_1_stays_with_its_step_and_unit(tmp_path, checkpoint):
+    source = nifti_input(tmp_path / "in.nii.gz", _xyz()[..., None], "sec", 2.5)
+    outputs = {"outputs.probabilities": "true"}
+    summary = predict(config(input=source, output_dir=tmp_path / "out", tile_size=32,
+                             checkpoint=checkpoint, **outputs))  # fmt: skip
+    assert summary["ok"] == 1, summary
+    labels = nib.load(tmp_path / "out" / "in_labels.nii.gz")
+    assert labels.shape == (36, 36, 8, 1)
+    assert labels.header.get_zooms() == (0.5, 0.5, 2.0, 2.5)
+    assert labels.header.get_xyzt_units() == ("mm", "sec")
+    probs = nib.load(tmp_path / "out" / "in_probs.nii.gz")
+    assert probs.shape == (36, 36, 8, 1, 2)  # the classes after the time axis
+    assert probs.header.get_zooms()[:4] == (0.5, 0.5, 2.0, 2.5)
+    assert probs.header.get_intent()[0] == "vector"
+    # the same volume as a 3D file gives the same labels
+    plain = tmp_path / "plain.nii.gz"
+    nib.save(nib.Nifti1Image(_xyz(), np.diag([0.5, 0.5, 2.0, 1.0])), plain)
+    predict(config(input=plain, output_dir=tmp_path / "out2", tile_size=32,
+                   checkpoint=checkpoint))  # fmt: skip
+    expected = np.asarray(nib.load(tmp_path / "out2" / "plain_labels.nii.gz").dataobj)
+    np.testing.assert_array_equal(np.asarray(labels.dataobj)[..., 0], expected)
+    np.testing.assert_array_equal(np.asarray(probs.dataobj)[..., 0, :].argmax(-1), expected)
+
+
+def test_nifti_time_points_are_refused_naming_the_axes(tmp_path, checkpoint):
+    data = np.stack([_xyz()] * 3, axis=-1)
+    source = nifti_input(tmp_path / "fmri.nii.gz", data, "sec", 2.0)
+    summary = predict(config(input=source, output_dir=tmp_path / "out", tile_size=32,
+                             checkpoint=checkpoint))  # fmt: skip
+    (entry,) = summary["files"]
+    assert entry["status"] == "failed"
+    assert entry["error"] == (
+        f"ValueError: {source}: axes TZYX: the leading axis holds 3 time points, which a 3D "
+        "model with 1 input channel(s) would read as channels; save one file per time point"
+    )
+    assert not list((tmp_path / "out").glob("fmri_*"))
+
+
+@pytest.mark.parametrize(
+    ("unit", "step"),
+    [("sec", 1.0), *[pytest.param(u, s, marks=pytest.mark.slow)  # ~2 s each
+                     for u, s in (("unknown", 0.0), ("hz", 3.0))]],
+)  # fmt: skip
+def test_modalities_in_the_4th_nifti_axis_stay_channels(tmp_path, unit, step):
+    """The Decathlon / nnU-Net layout: modalities in the 4th axis, which ITK marks "s" with a
+    step of 1; no time unit, or a step of 1, keeps them channels, as before."""
+    model = save_checkpoint(tmp_path / "c2.ckpt", {**TINY_3D, "in_channels": 2}, seed=0)
+    source = nifti_input(tmp_path / "case.nii.gz", np.stack([_xyz(), _xyz()[::-1]], -1), unit,
+                         step)  # fmt: skip
+    outputs = {"outputs.probabilities": "true"}
+    summary = predict(config(input=source, output_dir=tmp_path / "out", tile_size=32,
+                             checkpoint=model, **outputs))  # fmt: skip
+    assert summary["ok"] == 1, summary
+    labels = nib.load(tmp_path / "out" / "case_labels.nii.gz")
+    assert labels.shape == (36, 36, 8) and labels.header.get_zooms() == (0.5, 0.5, 2.0)
+    probs = nib.load(tmp_path / "out" / "case_probs.nii.gz")
+    assert probs.shape == (36, 36, 8, 2)
+    assert probs.header.get_zooms() == (0.5, 0.5, 2.0, step)  # the input's, not invented

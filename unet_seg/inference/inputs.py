@@ -90,13 +90,16 @@ def input_layout(
     spatial = len(shape) - int(channels)
     allowed = (2, 3) if model.spatial_dims == 2 else (3,)
     time = (axes or "")[:1] == "T" and len(axes) == len(shape)
-    if time and (model.spatial_dims == 3 or channels or slice_axis != 0):
+    volumes = len(shape) > 3  # time points of volumes (TZYX): no model takes them as they are
+    if time and (model.spatial_dims == 3 or channels or slice_axis != 0 or volumes):
         # Time points are never read as channels or as space: only planes taken one by one.
+        advice = "" if volumes else ("a 2D one-channel model predicts them plane by plane "
+                                     "(slice_axis=0), else ")  # fmt: skip
         raise ValueError(
             f"{path}: axes {axes}: the leading axis holds {shape[0]} time points, which a "
             f"{model.spatial_dims}D model with {model.in_channels} input channel(s) would read "
-            f"as {'channels' if channels else 'space'}; a 2D one-channel model predicts them "
-            "plane by plane (slice_axis=0), else save one file per time point"
+            f"as {'channels' if channels or volumes else 'space'}; {advice}save one file per "
+            "time point"
         )
     if spatial not in allowed or (channels and shape[0] != model.in_channels):
         lead = f"({model.in_channels}, ...)" if channels else "no channel axis"
