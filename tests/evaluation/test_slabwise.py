@@ -204,3 +204,19 @@ def test_a_file_read_whole_is_counted_whole(tmp_path):
     assert [v.reads_whole for v in volumes] == [False, True]
     planes, counted = slabwise.plan_planes(files, volumes, 3, 1 << 40)
     assert counted == truth.nbytes + slabwise.slab_bytes(volumes, 3, planes * truth.shape[1])
+
+
+def test_leading_axes_of_length_one_are_not_what_slabs_cut(tmp_path, monkeypatch):
+    """A zarr of labels ``(1, Y, X)`` is cut into rows (whole chunks of 8), not held whole as
+    one plane, and pairs with a ``(Y, X)`` TIFF."""
+    import zarr
+
+    pred, truth = pair_2d(np.random.default_rng(5))
+    zarr.create_array(str(tmp_path / "p.zarr"), data=pred[None], chunks=(1, 8, 37))
+    write_volume(tmp_path / "g.tif", Volume(truth))
+    files = PairFiles(tmp_path / "p.zarr", tmp_path / "g.tif")
+    assert open_pair(files)[0].shape == (1, *truth.shape)
+    monkeypatch.setattr(slabwise, "SLAB_TARGET_VOXELS", 4 * truth.shape[1])
+    result = evaluate_files(files, LabelReading(3))
+    assert result.shape == truth.shape and result.planes == 8
+    assert_same(result.row, pair_figures(pred, truth, 3)[0])

@@ -1,8 +1,9 @@
 """One prediction against its truth, read slab by slab: a pair never has to fit in memory whole.
 
-Slabs are planes along axis 0 (rows of a 2D image, z-planes of a volume), read lazily through
+Slabs are planes along the first axis (rows of a 2D image, z-planes of a volume; leading axes of
+length one, as an OME-Zarr's ``(1, Y, X)``, are skipped: :func:`slab_axis`), read lazily through
 :func:`~unet_seg.io.open_volume` (TIFF memmap or pages, NIfTI proxies, zarr chunks: a slab is a
-whole number of each store's chunks along axis 0). Each slab of the prediction, the truth and,
+whole number of each store's chunks along that axis). Each slab of the prediction, the truth and,
 where both exist, their object ids becomes class maps (uint8/uint16) and adds to:
 
 - the confusion counts ``(K, 3)`` and the wrong voxels (pixel error);
@@ -29,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from unet_seg.data.labels import map_labels
 from unet_seg.evaluation import contingency as table_module
 from unet_seg.evaluation.components import SLOT_BYTES, SlabComponents
 from unet_seg.evaluation.contingency import (
@@ -44,6 +44,7 @@ from unet_seg.evaluation.contingency import (
 from unet_seg.evaluation.error_kinds import kinds_of
 from unet_seg.evaluation.instances import MatchCounts, matches_of, overlaps_of, scores
 from unet_seg.evaluation.metrics import confusion_counts, dice_iou
+from unet_seg.evaluation.stored_labels import class_dtype, classes_of, object_ids
 from unet_seg.io import LazyVolume, open_volume
 from unet_seg.io.limits import memory_budget
 
@@ -83,7 +84,8 @@ class LabelReading:
 @dataclass(frozen=True)
 class PairResult:
     """Figures of one pair: ``row``, the ``(K, 3)`` confusion ``counts``, the object
-    ``matches`` per IoU threshold, the files' ``shape``, per plane along axis 0 the ``wrong``
+    ``matches`` per IoU threshold, the files' ``shape`` (leading axes of length one dropped:
+    :func:`slab_axis`), per plane along its first axis the ``wrong``
     and the truth's ``foreground`` voxels ``(depth,)``, the ``planes`` a slab held and the most
     bytes the guard ``counted`` at any time."""
 
@@ -95,53 +97,6 @@ class PairResult:
     foreground: np.ndarray
     planes: int
     counted: int
-
-
-def class_dtype(num_classes: int) -> np.dtype:
-    """The narrowest unsigned dtype holding the classes ``0..num_classes - 1``."""
-    return np.min_scalar_type(max(int(num_classes) - 1, 0))
-
-
-def classes_of(
-    stored: np.ndarray, num_classes: int, label_map: Mapping[Any, int] | str | None, path: Path
-) -> np.ndarray:
-    """Stored labels (any shape: a slab) as classes in :func:`class_dtype`, mapped by
-    ``label_map`` (:func:`~unet_seg.data.labels.map_labels`) a chunk at a time, so no int64
-    copy of the whole slab.
-
-    Raises:
-        ValueError: naming ``path`` and the values not integers, not in ``label_map``, or
-            outside ``0..num_classes - 1``.
-    """
-    out = np.empty(stored.shape, class_dtype(num_classes))
-    flat_in, flat_out = stored.reshape(-1), out.reshape(-1)
-    chunk = table_module.SLAB_VOXELS
-    for start in range(0, flat_in.size, chunk):
-        labels = map_labels(flat_in[start : start + chunk], label_map, path)
-        outside = np.unique(labels[(labels < 0) | (labels >= num_classes)])
-        if outside.size:
-            raise ValueError(
-                f"{path}: label values {outside[:10].tolist()} are outside the classes "
-                f"0..{num_classes - 1} (num_classes={num_classes}); map stored values to classes "
-                "with gt_label_map / pred_label_map, e.g. {0: 0, 255: 1} for 0/255 masks, "
-                "{0: 0, 1: 1, 2: 1} for the labels of a data.target=boundary model"
-            )
-        flat_out[start : start + chunk] = labels
-    return out
-
-
-def object_ids(stored: np.ndarray, path: Path) -> np.ndarray:
-    """Object ids as stored (integral floats as int64); ``ValueError`` naming ``path`` for
-    fractions, NaN or negative ids."""
-    if stored.dtype == bool:
-        return stored.view(np.uint8)
-    if np.issubdtype(stored.dtype, np.floating):
-        return map_labels(stored, None, path)  # checks the values are whole numbers
-    if not np.issubdtype(stored.dtype, np.integer):
-        raise ValueError(f"{path}: object ids must be integers, got dtype {stored.dtype}")
-    if np.issubdtype(stored.dtype, np.signedinteger) and stored.size and stored.min() < 0:
-        raise ValueError(f"{path}: object ids must be >= 0, found {int(stored.min())}")
-    return stored
 
 
 def figures(
@@ -163,21 +118,34 @@ def figures(
     return row, matches
 
 
+def trimmed(shape: Sequence[int]) -> tuple[int, ...]:
+    """``shape`` from :func:`slab_axis` on: without leading axes of length one."""
+    return tuple(shape[slab_axis(shape) :])
+
+
 def open_pair(files: PairFiles) -> list[LazyVolume]:
-    """The pair's files opened lazily (prediction, truth, then their ids), shapes checked.
+    """The pair's files opened lazily (prediction, truth, then their ids), shapes checked
+    without leading axes of length one (an OME-Zarr's ``(1, Y, X)`` pairs with a ``(Y, X)``
+    TIFF).
 
     Raises:
         ValueError: a file cannot be opened, or its shape differs (naming the file).
     """
     volumes = [open_volume(path) for path in files.paths()]
     pred, gt = volumes[0], volumes[1]
-    if pred.shape != gt.shape:
+    if trimmed(pred.shape) != trimmed(gt.shape):
         raise ValueError(f"{files.pred}: prediction shape {pred.shape} differs from ground truth "
                          f"{gt.shape} ({files.gt})")  # fmt: skip
     for path, ids in zip(files.paths()[2:], volumes[2:], strict=True):
-        if ids.shape != pred.shape:
+        if trimmed(ids.shape) != trimmed(pred.shape):
             raise ValueError(f"{path}: shape {ids.shape} differs from its labels' {pred.shape}")
     return volumes
+
+
+def _slab(volume: LazyVolume, start: int, stop: int) -> np.ndarray:
+    """Planes ``start:stop`` of ``volume`` along its :func:`slab_axis` (leading axes of length
+    one dropped)."""
+    return volume[(*(0,) * slab_axis(volume.shape), slice(start, stop))]
 
 
 def slab_bytes(volumes: Sequence[LazyVolume], num_classes: int, voxels: int) -> int:
@@ -195,14 +163,21 @@ def slab_bytes(volumes: Sequence[LazyVolume], num_classes: int, voxels: int) -> 
     return voxels * (stored + classes + segments + 2) + chunk
 
 
+def slab_axis(shape: Sequence[int]) -> int:
+    """The axis slabs cut: the first longer than 1, so that labels stored with leading axes of
+    length one (an OME-Zarr's ``(1, Y, X)``) are cut along ``Y``; the last when none is."""
+    return next((i for i, n in enumerate(shape) if n > 1), max(len(shape) - 1, 0))
+
+
 def _aligned(volumes: Sequence[LazyVolume]) -> int:
-    """Planes a slab holds a multiple of: the stores' chunks along axis 0 (1 for files)."""
+    """Planes a slab holds a multiple of: the stores' chunks along their :func:`slab_axis`
+    (1 for files)."""
     align = 1
     for volume in volumes:
         chunks = (volume.metadata or {}).get("chunks")
         if chunks and len(chunks) == volume.ndim:
-            align = math.lcm(align, int(chunks[0]))
-    return max(1, min(align, volumes[0].shape[0] if volumes[0].ndim else 1))
+            align = math.lcm(align, int(chunks[slab_axis(volume.shape)]))
+    return max(1, min(align, trimmed(volumes[0].shape)[0]))
 
 
 def plan_planes(
@@ -215,8 +190,8 @@ def plan_planes(
     Raises:
         ValueError: naming the prediction, when not even one slab fits in ``budget``.
     """
-    shape = volumes[0].shape
-    depth, plane = (shape[0], math.prod(shape[1:])) if shape else (1, 1)
+    shape = trimmed(volumes[0].shape)
+    depth, plane = shape[0], math.prod(shape[1:])
     whole = sum(v.dtype.itemsize * depth * plane for v in volumes if v.reads_whole)
     align = _aligned(volumes)
     planes = min(max(depth, 1), max(align, SLAB_TARGET_VOXELS // max(plane, 1) // align * align))
@@ -300,21 +275,22 @@ def evaluate_files(files: PairFiles, labels: LabelReading, budget: int | None = 
         for volume in volumes:
             stack.callback(volume.close)
         planes, base = plan_planes(files, volumes, k, budget)
-        depth = volumes[0].shape[0] if volumes[0].ndim else 1
+        shape = trimmed(volumes[0].shape)
+        depth = shape[0]
         counts = np.zeros((k, 3), np.int64)
         wrong, foreground = np.zeros(depth, np.int64), np.zeros(depth, np.int64)
         segments, counted = _Segments(files.instances), base
         for z in range(0, depth, planes):
-            box = slice(z, z + planes)
-            pred = classes_of(volumes[0][box], k, labels.pred_map, files.pred)
-            gt = classes_of(volumes[1][box], k, labels.gt_map, files.gt)
+            stop = z + planes
+            pred = classes_of(_slab(volumes[0], z, stop), k, labels.pred_map, files.pred)
+            gt = classes_of(_slab(volumes[1], z, stop), k, labels.gt_map, files.gt)
             n = len(pred)
             counts += confusion_counts(pred, gt, k)
             wrong[z : z + n] = np.count_nonzero((pred != gt).reshape(n, -1), axis=1)
             foreground[z : z + n] = np.count_nonzero((gt != 0).reshape(n, -1), axis=1)
             if files.instances:
-                segments.add(object_ids(volumes[2][box], files.pred_ids),
-                             object_ids(volumes[3][box], files.gt_ids))  # fmt: skip
+                segments.add(object_ids(_slab(volumes[2], z, stop), files.pred_ids),
+                             object_ids(_slab(volumes[3], z, stop), files.gt_ids))  # fmt: skip
             else:
                 segments.add(pred == labels.foreground, gt == labels.foreground)
             del pred, gt
@@ -327,9 +303,9 @@ def evaluate_files(files: PairFiles, labels: LabelReading, budget: int | None = 
                     f"{depth} planes; evaluate it on a machine with more memory, or crop it"
                 )
         table = segments.table()
-    voxels = math.prod(volumes[0].shape)
+    voxels = math.prod(shape)
     row, matches = figures(counts, int(wrong.sum()), voxels, table)
-    return PairResult(row, counts, matches, volumes[0].shape, wrong, foreground, planes, counted)
+    return PairResult(row, counts, matches, shape, wrong, foreground, planes, counted)
 
 
 def slice_labels(
@@ -337,9 +313,11 @@ def slice_labels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class maps ``(Y', X')`` of prediction and truth in slice ``z`` of a volume (None: the
     2D image itself), every ``step``-th voxel along both axes: only what a picture shows."""
-    index = (*(() if z is None else (int(z),)), slice(None, None, step), slice(None, None, step))
+    index = (*(() if z is None else (int(z),)), *(slice(None, None, step),) * 2)
     with open_volume(files.pred) as pred, open_volume(files.gt) as gt:
         return (
-            classes_of(pred[index], labels.num_classes, labels.pred_map, files.pred),
-            classes_of(gt[index], labels.num_classes, labels.gt_map, files.gt),
-        )
+            classes_of(pred[(*(0,) * slab_axis(pred.shape), *index)], labels.num_classes,
+                       labels.pred_map, files.pred),
+            classes_of(gt[(*(0,) * slab_axis(gt.shape), *index)], labels.num_classes,
+                       labels.gt_map, files.gt),
+        )  # fmt: skip
