@@ -29,7 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-INSTALL = ".venv/bin/python -m pip install -c .ci/constraints.txt -e '.[peers]'"
+INSTALL = (
+    ".venv/bin/python -m pip install -c .ci/constraints.txt -e '.[peers]' && "
+    ".venv/bin/python -m pip uninstall -y torchvision"  # its PyPI wheel fails with the CPU torch
+)
 ITERATIONS = 10  # training steps per epoch: one epoch overshoots the budget by at most one step
 VAL_ITERATIONS = 2  # validation batches per epoch (nnU-Net's pseudo Dice, its EMA picks "best")
 
