@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
+import zarr
 
 from tests.io.test_ngff_schemas import check
 from unet_seg.io.zarr.convert import convert_to_ome_zarr
@@ -39,3 +40,23 @@ def test_ngff_unit_names_only_what_the_file_says():
     assert [ngff_unit(u) for u in (None, "", "um", "µm", "nm", "mm", "pixel", "inch")] == [
         None, None, "micrometer", "micrometer", "nanometer", "millimeter", None, None,
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("points", [1, 3])
+def test_convert_keeps_a_nifti_time_axis_with_its_unit_and_step(tmp_path, points):
+    import nibabel as nib
+
+    data = np.arange(24 * 20 * 3 * points, dtype=np.int16).reshape(24, 20, 3, points)
+    img = nib.Nifti1Image(data, np.diag([0.5, 0.5, 2.0, 1.0]))
+    img.header.set_xyzt_units("mm", "msec")
+    img.header.set_zooms((0.5, 0.5, 2.0, 40.0))
+    nib.save(img, tmp_path / "in.nii.gz")
+    store = convert_to_ome_zarr(tmp_path / "in.nii.gz", tmp_path / "in.ome.zarr")
+    multiscale = check(store, "0.5", "image")["multiscales"][0]
+    space = [{"name": n, "type": "space", "unit": "millimeter"} for n in "zyx"]
+    assert multiscale["axes"] == [{"name": "t", "type": "time", "unit": "millisecond"}, *space]
+    transform = multiscale["datasets"][0]["coordinateTransformations"][0]
+    assert transform["scale"] == [40.0, 2.0, 0.5, 0.5]
+    stored = zarr.open_array(str(store / "0"), mode="r")
+    assert stored.shape == (points, 3, 20, 24)
+    np.testing.assert_array_equal(stored[...], data.T)

@@ -74,12 +74,15 @@ def _single_time(img: nib.Nifti1Image) -> bool:
 def _metadata(img: nib.Nifti1Image) -> dict[str, Any]:
     """The header (kept for writing), the spatial unit and, for a 4D file, what its 4th axis
     holds: ``axes="CZYX"`` (channels, which predict's ``channel`` picks), ``"TZYX"`` (time
-    points), or a time axis of length 1 read past (``nifti_time``: its step and unit)."""
+    points), or a time axis of length 1 read past (``nifti_time``); ``time_axis``: the step and
+    unit of a time axis."""
     meta = {"nifti_header": img.header.copy(), "unit": img.header.get_xyzt_units()[0]}
     kind = fourth_axis(img.header)
-    if _single_time(img):
+    if kind == "time":  # its step and unit, for outputs of other formats (convert)
         step, unit = float(img.header["pixdim"][4]), img.header.get_xyzt_units()[1]
-        meta["nifti_time"] = {"step": step, "unit": unit}
+        meta["time_axis"] = {"step": step, "unit": unit}
+    if _single_time(img):
+        meta["nifti_time"] = meta["time_axis"]  # read past: NIfTI outputs put it back
         meta["axes"] = "ZYX"
     elif kind is not None:
         meta["axes"] = "TZYX" if kind == "time" else "CZYX"

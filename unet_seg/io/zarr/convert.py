@@ -84,6 +84,7 @@ def convert_to_ome_zarr(
             for letter in output_axes(volume.metadata, spatial)]  # fmt: skip
     name = Path(source).name
     ome = {"version": version, "axes": axes, "scale": volume.spacing, "name": name}
+    ome.update(_time_axis(volume.metadata or {}, volume.ndim - spatial, axes))
     chunks = tuple(chunks) if chunks else default_chunks(volume.shape)
     if len(chunks) != volume.ndim:
         raise ValueError(f"chunks {chunks} do not fit an array of shape {volume.shape}")
@@ -98,6 +99,28 @@ def convert_to_ome_zarr(
         raise OutputWriteError(
             err.errno, f"{err}; the converted part is kept in {out.partial}, rerun to resume"
         ) from err
+
+
+# NIfTI's time units (nibabel's names) -> NGFF's
+_TIME_UNITS = {"sec": "second", "msec": "millisecond", "usec": "microsecond"}
+
+
+def _time_axis(metadata: dict, lead: int, axes: list[dict]) -> dict:
+    """A source's time axis (``metadata["time_axis"]``: a NIfTI's 4th axis that is time) as an
+    NGFF ``t`` with its unit and step: in front of ``axes`` where the array has it (``lead``
+    axes before the space axes), else as a length-1 axis the store adds (``{"time": [t]}``,
+    see :class:`~unet_seg.io.zarr.output.ZarrOutput`). ``{}`` without one."""
+    time = metadata.get("time_axis")
+    if time is None:
+        return {}
+    unit = _TIME_UNITS.get(time.get("unit"))
+    axis = {"name": "t", "type": "time", **({"unit": unit} if unit else {}),
+            "scale": float(time["step"])}  # fmt: skip
+    if metadata.get("nifti_time") is not None:
+        return {"time": [axis]}
+    if lead == 1:
+        axes.insert(0, axis)
+    return {}
 
 
 def _convert_rows(

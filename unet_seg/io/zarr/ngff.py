@@ -154,14 +154,15 @@ def write_ome_metadata(
         from ome_zarr_models.v05.axes import Axis
         from pydantic_zarr.v3 import ArraySpec
     spatial = [float(s) for s in ome["scale"]]
-    # The step of each length-1 time axis in front (``ome["time"]``) as the input had it.
-    times = [float(t.get("scale", 1.0)) for t in ome.get("time") or ()]
+    # The axes before the space axes (time, channel): the step an axis carries as "scale" (a
+    # time axis, as the input had it), else 1.
+    lead = [float(a.get("scale", 1.0)) for a in axes[: len(axes) - len(spatial)]]
     arrays = [group[level] for level in levels]
     scales = []
     for array in arrays:
         factors = [a / b for a, b in zip(arrays[0].shape[-2:], array.shape[-2:], strict=True)]
         level_scale = [*spatial[:-2], spatial[-2] * factors[0], spatial[-1] * factors[1]]
-        scales.append(times + [1.0] * (len(axes) - len(spatial) - len(times)) + level_scale)
+        scales.append(lead + level_scale)
     axis_models = []
     for a in axes:
         unit = a.get("unit")

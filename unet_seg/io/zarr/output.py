@@ -50,11 +50,11 @@ class ZarrOutput:
         shape, dtype, chunks: the full-resolution array.
         ome: ``None`` for a plain array; else ``{"version": "0.4" | "0.5", "axes": [...],
             "scale": spatial spacing, "name": ...}`` where ``axes`` are the spatial NGFF axes
-            (dicts with name, type, unit); a leading channel axis is added when ``shape`` has one.
-            ``ome["time"]``: time axes of length 1 the store has in front of ``shape`` (NGFF
-            axes with their ``scale``, as :class:`~unet_seg.io.zarr.store.ZarrVolume` reads an
-            input's), so that outputs keep an input's ``t``; ``shape``, ``chunks`` and the boxes
-            written stay without them.
+            (dicts with name, type, unit; a time axis may carry its step as ``scale``); a leading
+            channel axis is added when ``shape`` has one. ``ome["time"]``: time axes of length 1
+            the store has in front of ``shape`` (NGFF axes with their ``scale``, as
+            :class:`~unet_seg.io.zarr.store.ZarrVolume` reads an input's), so that outputs keep
+            an input's ``t``; ``shape``, ``chunks`` and the boxes written stay without them.
         label_image: pyramid by nearest neighbour, else by mean.
         fingerprint: what must match for a rerun to reuse recorded blocks.
         label_mark: for an OME-Zarr label image, its NGFF ``image-label`` fields (``{}``, or the
@@ -193,8 +193,7 @@ class ZarrOutput:
 
     def _ome_axes(self) -> list[dict]:
         ome = self.ome or {}
-        times = [{k: v for k, v in a.items() if k != "scale"} for a in ome.get("time") or ()]
-        axes = times + [dict(a) for a in ome.get("axes", [])]
+        axes = [dict(a) for a in [*(ome.get("time") or ()), *ome.get("axes", [])]]
         axes = [a for a in axes if a.get("type", "space") in ("time", "space")]
         if self.times + len(self.shape) > len(axes):  # after a time axis, as NGFF orders them
             times = sum(a.get("type") == "time" for a in axes)
