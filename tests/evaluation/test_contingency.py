@@ -76,3 +76,18 @@ def test_sparse_huge_ids_score_as_their_compact_numbering():
     for figure in (adapted_rand_error, variation_of_information):
         assert figure(contingency(huge, gt)) == figure(contingency(pred, gt))
     assert overlaps(huge, gt).intersection.tolist() == overlaps(pred, gt).intersection.tolist()
+
+
+@pytest.mark.parametrize("dtype", [bool, np.uint8, np.int32, np.uint64])
+def test_small_ids_counted_by_bincount_give_the_rows_of_the_sorts(dtype):
+    rng = np.random.default_rng(1)
+    gt, pred = blobs(rng, (31, 33)), blobs(rng, (31, 33), 0.45)
+    gt, pred = (gt > 0, pred > 0) if dtype is bool else (gt.astype(dtype), pred.astype(dtype))
+    fast = contingency(pred, gt)
+    shift = 1 << 40  # the same segments with ids too large for a table: sorted instead
+    slow = contingency(np.where(pred > 0, pred.astype(np.int64) + shift, 0),
+                       np.where(gt > 0, gt.astype(np.int64) + shift, 0))  # fmt: skip
+    np.testing.assert_array_equal(fast.count, slow.count)
+    np.testing.assert_array_equal(np.where(slow.true_id > 0, slow.true_id - shift, 0), fast.true_id)
+    np.testing.assert_array_equal(np.where(slow.pred_id > 0, slow.pred_id - shift, 0), fast.pred_id)
+    assert fast.true_id.dtype == np.dtype(dtype)

@@ -56,6 +56,28 @@ def _merge(true_id: np.ndarray, pred_id: np.ndarray, count: np.ndarray) -> Conti
     return Contingency(true_id[where], pred_id[where], np.rint(counts).astype(np.int64))
 
 
+def _pairs(p: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(true ids, predicted ids, counts)`` of one slab's flat labels, sorted by true then
+    predicted id. Small ids (every pair fits a table of about the slab's size: a slab's own
+    components, compact instance ids) are counted by ``bincount``, ten times faster than the
+    sorts that any other ids need; both give the same rows."""
+    span_g, span_p = (int(g.max()) + 1, int(p.max()) + 1) if g.size else (0, 0)
+    if g.size and g.min() >= 0 and p.min() >= 0 and span_g * span_p <= max(2 * g.size, 1 << 16):
+        keys = g.astype(np.int64)
+        keys *= span_p
+        keys += p.astype(np.int64)
+        counts = np.bincount(keys, minlength=span_g * span_p)
+        del keys
+        found = np.flatnonzero(counts)
+        t, q = np.divmod(found, span_p)
+        return t.astype(g.dtype), q.astype(p.dtype), counts[found]
+    g_values, g_index = np.unique(g, return_inverse=True)
+    p_values, p_index = np.unique(p, return_inverse=True)
+    keys, counts = np.unique(g_index.astype(np.int64) * len(p_values) + p_index, return_counts=True)
+    t, q = np.divmod(keys, len(p_values))
+    return g_values[t], p_values[q], counts
+
+
 def contingency(pred: np.ndarray, gt: np.ndarray, slab_voxels: int | None = None) -> Contingency:
     """The table of two integer label images ``(*spatial)`` of the same shape, counted
     ``slab_voxels`` (default :data:`SLAB_VOXELS`) at a time.
@@ -70,14 +92,7 @@ def contingency(pred: np.ndarray, gt: np.ndarray, slab_voxels: int | None = None
     slab_voxels = slab_voxels or SLAB_VOXELS
     parts = []
     for start in range(0, pred.size, slab_voxels):
-        p, g = pred[start : start + slab_voxels], gt[start : start + slab_voxels]
-        g_values, g_index = np.unique(g, return_inverse=True)
-        p_values, p_index = np.unique(p, return_inverse=True)
-        keys, counts = np.unique(
-            g_index.astype(np.int64) * len(p_values) + p_index, return_counts=True
-        )
-        t, q = np.divmod(keys, len(p_values))
-        parts.append((g_values[t], p_values[q], counts))
+        parts.append(_pairs(pred[start : start + slab_voxels], gt[start : start + slab_voxels]))
     if not parts:
         empty = np.zeros(0, np.int64)
         return Contingency(empty, empty, empty)
