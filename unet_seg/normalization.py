@@ -1,16 +1,27 @@
 """Intensity normalisation, one definition for training and prediction.
 
-Each image is scaled so that its ``low`` and ``high`` percentiles map to 0 and 1, without
-clipping (bright outliers stay distinguishable). Training computes the percentiles of each whole
-image in memory; prediction estimates them from a strided subsample of a volume that may be larger
-than memory (:func:`percentile_range`). The percentiles a model was trained with are stored in its
-checkpoint, so prediction normalises the same way.
+Two modes, chosen by the ``normalization`` mapping a model is trained with and stored in its
+checkpoint (and in exported files), so prediction normalises the same way:
+
+- percentiles ``{low, high}`` (the default, for microscopy counts): each image is scaled so that
+  its ``low`` and ``high`` percentiles map to 0 and 1, without clipping (bright outliers stay
+  distinguishable). Training computes the percentiles of each whole image in memory; prediction
+  estimates them from a strided subsample of a volume that may be larger than memory
+  (:func:`percentile_range`).
+- a fixed window ``{window: [a, b], mean: m, std: s}`` (for absolute intensities, nnU-Net's CT
+  scheme): every image is clipped to ``[a, b]`` (the training set's foreground 0.5 / 99.5
+  percentiles) and z-scored by the training set's foreground ``m`` and ``s``, the same numbers for
+  every image, so nothing is read from an image to normalise it. All channels share the window.
+
+Both are ``clip`` (or none) followed by the affine map :func:`scale_to_unit` with ``lo, hi``:
+``hi - lo`` is the scale (``s`` for the window, ``lo = m``), so every reader applies one
+definition (:func:`intensity_range`, :func:`clip_values`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -30,6 +41,73 @@ def percentiles(normalization: Mapping[str, Any] | None = None) -> tuple[float, 
             f"normalisation percentiles need 0 <= low < high <= 100, got {low}, {high}"
         )
     return low, high
+
+
+def fixed_window(
+    normalization: Mapping[str, Any] | None,
+) -> tuple[float, float, float, float] | None:
+    """``(clip low, clip high, mean, std)`` of a fixed-window normalisation, None for
+    percentiles (no ``window`` key); ``ValueError`` unless ``low < high``, ``std > 0`` and all
+    are finite numbers."""
+    if not normalization or normalization.get("window") is None:
+        return None
+    try:
+        low, high = (float(v) for v in normalization["window"])
+        mean, std = float(normalization["mean"]), float(normalization["std"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"a fixed normalisation window needs window: [low, high], mean and std, got "
+            f"{dict(normalization)}"
+        ) from err
+    if not (math.isfinite(low + high + mean + std) and low < high and std > 0):
+        raise ValueError(
+            f"a fixed normalisation window needs finite low < high and std > 0, got "
+            f"window [{low}, {high}], mean {mean}, std {std}"
+        )
+    return low, high, mean, std
+
+
+def check_normalization(normalization: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The normalisation a model is stored with, in its plain form: ``{low, high}`` (defaults
+    filled in) or ``{window, mean, std}``; ``ValueError`` for either's nonsense."""
+    window = fixed_window(normalization)
+    if window is not None:
+        return {"window": [window[0], window[1]], "mean": window[2], "std": window[3]}
+    return dict(zip(("low", "high"), percentiles(normalization), strict=True))
+
+
+def intensity_range(
+    normalization: Mapping[str, Any] | None, sample: Callable[[float, float], tuple[float, float]]
+) -> tuple[float, float, tuple[float, float] | None]:
+    """``(lo, hi, clip)`` that normalise one image: a fixed window's ``(mean, mean + std,
+    (a, b))``, or ``sample(low, high)`` (the image's percentiles, read only in this mode) and no
+    clip."""
+    window = fixed_window(normalization)
+    if window is not None:
+        low, high, mean, std = window
+        return mean, mean + std, (low, high)
+    lo, hi = sample(*percentiles(normalization))
+    return float(lo), float(hi), None
+
+
+def clip_values(values: np.ndarray, clip: tuple[float, float] | None) -> np.ndarray:
+    """``values`` clipped to ``clip`` (as float32), or unchanged without one."""
+    if clip is None:
+        return values
+    return np.clip(np.asarray(values, dtype=np.float32), np.float32(clip[0]), np.float32(clip[1]))
+
+
+def normalize(array: np.ndarray, normalization: Mapping[str, Any] | None) -> np.ndarray:
+    """``array`` (any shape, e.g. ``(C, *spatial)``) normalised as ``normalization`` says
+    (module docstring): float32, same shape; ``ValueError`` for NaN/Inf or an empty array."""
+    window = fixed_window(normalization)
+    if window is None:
+        return normalize_percentile(array, *percentiles(normalization))
+    values = np.asarray(array, dtype=np.float32)
+    if values.size == 0 or not np.isfinite(values).all():
+        raise ValueError("normalize: the array is empty or contains NaN or Inf")
+    lo, hi, clip = intensity_range(normalization, lambda low, high: (0.0, 0.0))
+    return scale_to_unit(clip_values(values, clip), lo, hi)
 
 
 def scale_to_unit(values: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -129,6 +129,7 @@ class BlockJob:
     mask: ForegroundMask | None = None
     instances: StitchOptions | None = None  # what stitch.local_outputs names, to outputs
     progress: bool | None = False  # a bar over each block's windows: in-process runs only
+    clip: tuple[float, float] | None = None  # a fixed normalisation window, before lo/hi
 
 
 def file_box(layout: Layout, box: tuple[slice, ...]) -> tuple[slice, ...]:
@@ -184,7 +185,7 @@ def run_block(job: BlockJob, index: int) -> dict:
             probs[0] = 1.0
     else:
         status = "computed"
-        loaded = region_reader(job.volume, job.layout, job.lo, job.hi)(block.read_box)
+        loaded = region_reader(job.volume, job.layout, job.lo, job.hi, job.clip)(block.read_box)
         read = region_view(loaded, block.read)
         runner = runner_for(job.runner)
         z_start = block.write[0][0]

@@ -4,8 +4,8 @@ Hydra chooses config groups when it composes, before any task runs, so it cannot
 experiment that does not exist yet. The train command therefore looks at its command line before
 Hydra does: with ``experiment=auto`` it composes ``conf/plan.yaml`` with the planner's overrides
 (``data.images``, ``data.labels``, ``data.root``, ``data.label_map``, ``budget``, ``machine.*``,
-``out_dir``, ``name``), runs the planner as ``unet-seg-plan`` does (the same function, the same
-files, the same printed decisions), and hands Hydra a new command line::
+``intensity``, ``out_dir``, ``name``), runs the planner as ``unet-seg-plan`` does (the same
+function, the same files, the same printed decisions), and hands Hydra a new command line::
 
     --config-dir <out_dir> <Hydra's flags> experiment=<name> <every other override>
 
@@ -23,7 +23,8 @@ from unet_seg.errors import UsageError
 
 AUTO = "experiment=auto"
 # Overrides of conf/plan.yaml; every other override goes to training.
-PLAN_KEYS = ("data.images", "data.labels", "data.root", "data.label_map", "budget", "out_dir")
+PLAN_KEYS = ("data.images", "data.labels", "data.root", "data.label_map", "budget", "out_dir",
+             "intensity")  # fmt: skip
 PLAN_PREFIXES = ("machine.",)
 # The planner and the training run share these (the plan is named as the run).
 SHARED_KEYS = ("name",)

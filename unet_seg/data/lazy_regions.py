@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from unet_seg.data.regions import region_places
 from unet_seg.data.weightmap import RELATIVE_TOLERANCE, unet_weight_map
 from unet_seg.io import LazyVolume, check_finite, open_volume
 from unet_seg.io.volume import check_label_values
-from unet_seg.normalization import percentiles, scale_to_unit
+from unet_seg.normalization import clip_values, intensity_range, scale_to_unit
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,9 @@ class LazyRegion:
         place: the region within the file: an index of the first axis (a z-range, ``slice(None)``
             or one slice of a stack for a 2D model).
         name, spacing: as :class:`~unet_seg.data.regions.Region`'s.
-        low, high: the image values that map to 0 and 1 (the file's percentiles).
+        low, high: the image values that map to 0 and 1 (the file's percentiles, or a fixed
+            window's mean and mean + std).
+        clip: the fixed window the raw values are clipped to first, or None.
     """
 
     image: ChannelImage
@@ -91,6 +94,7 @@ class LazyRegion:
     label_map: Mapping[Any, int] | None
     rule: TargetRule
     index: LabelIndex | None = field(default=None, repr=False)
+    clip: tuple[float, float] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -109,7 +113,7 @@ class LazyRegion:
         """Normalised image ``(C, *box size)`` float32."""
         raw = self.image[self._in_file(box)]
         check_finite(raw, self.image.path)
-        return scale_to_unit(raw, self.low, self.high)
+        return scale_to_unit(clip_values(raw, self.clip), self.low, self.high)
 
     def read_target(self, box: Box) -> np.ndarray:
         """The training target ``(*box size)`` int64 of ``box`` (read with the context the
@@ -203,7 +207,6 @@ def open_regions(
     """:func:`~unet_seg.data.regions.build_regions` without loading: the same regions, with
     the same names, opened lazily; only the headers and a percentile subsample are read."""
     regions: list[LazyRegion] = []
-    low, high = percentiles(normalization)
     for k, (image_path, label_path) in enumerate(pairs):
         label = open_volume(label_path)
         if label.ndim not in ((2, 3) if spatial_dims == 2 else (3,)):
@@ -222,7 +225,7 @@ def open_regions(
                 )
         spacing = tuple(image.volumes[0].spacing)[-label.ndim :]
         spacing = (1.0,) * (label.ndim - len(spacing)) + spacing
-        lo, hi = image_range(image, low, high)
+        lo, hi, clip = intensity_range(normalization, partial(image_range, image))
         for volume in image.volumes:  # the subsample touched pages all over a memory map
             volume.close()
         name = pair_name(image_path, label_path)
@@ -240,6 +243,7 @@ def open_regions(
                     num_classes,
                     label_map,
                     rule,
+                    clip=clip,
                 )
             )
     return regions

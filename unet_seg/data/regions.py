@@ -18,7 +18,7 @@ from unet_seg.data.labels import check_whole_numbers, map_labels
 from unet_seg.data.pairs import ImageFiles, pair_name
 from unet_seg.data.patches import CoordinateSampler, extract_patch, foreground_coordinates
 from unet_seg.io import Volume, check_pair, read_volume
-from unet_seg.normalization import normalize_percentile, percentiles
+from unet_seg.normalization import normalize
 
 FOREGROUND_LIMIT = 20_000  # coordinates kept per region for oversampling; bounds memory
 
@@ -104,7 +104,7 @@ def read_pair(
     if image.ndim == label.ndim:
         image = image[None]
     check_pair(image, label, num_classes, label_path, ignore_index, spatial_dims=label.ndim)
-    image = normalize_percentile(image, *percentiles(normalization))
+    image = normalize(image, normalization)
     spacing = image_volume.spacing[-label.ndim :]
     spacing = (1.0,) * (label.ndim - len(spacing)) + tuple(spacing)
     return image, label, spacing

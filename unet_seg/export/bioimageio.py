@@ -32,7 +32,7 @@ from unet_seg.export.torchscript import export_torchscript
 from unet_seg.export.trace import traceable_copy
 from unet_seg.io.atomic import replace_atomic
 from unet_seg.models.exported import network_metadata
-from unet_seg.normalization import DEFAULT_PERCENTILES, normalize_percentile, percentiles
+from unet_seg.normalization import check_normalization, fixed_window, normalize
 
 AXIS_IDS = ("z", "y", "x")
 UNET_CITATION = ("Ronneberger, Fischer, Brox. U-Net: Convolutional Networks for Biomedical Image "
@@ -100,8 +100,7 @@ def package_test_output(
 ) -> np.ndarray:
     """Softmax of ``model`` (the package's :class:`SameSizeNetwork`) on ``inputs`` normalised
     as the package's preprocessing does: ``(1, C, *s)`` -> ``(1, K, *s)`` float32."""
-    low, high = percentiles(normalization)
-    x = torch.from_numpy(normalize_percentile(inputs[0], low, high))[None]
+    x = torch.from_numpy(normalize(inputs[0], normalization))[None]
     with torch.no_grad():
         return model(x).softmax(dim=1).numpy().astype(np.float32)
 
@@ -130,6 +129,27 @@ def _axes(model, info: PackageInfo):
     return in_axes, out_axes, spatial_ids
 
 
+def _preprocessing(normalization, spatial_ids) -> tuple[list[Any], str]:
+    """The package's preprocessing steps for ``normalization``, and how they read in words:
+    percentiles as ``scale_range`` over all axes (one scale, as trained), or a fixed window as
+    ``clip`` then ``fixed_zero_mean_unit_variance``."""
+    from bioimageio.spec.model import v0_5 as bio
+
+    window = fixed_window(normalization)
+    if window is not None:
+        low, high, mean, std = window
+        clip = bio.ClipDescr(kwargs=bio.ClipKwargs(min=low, max=high))
+        zscore = bio.FixedZeroMeanUnitVarianceDescr(
+            kwargs=bio.FixedZeroMeanUnitVarianceKwargs(mean=mean, std=std)
+        )
+        return [clip, zscore], f"by clipping to [{low:g}, {high:g}], minus {mean:g}, over {std:g}"
+    low, high = check_normalization(normalization).values()
+    joint = [bio.AxisId("channel"), *(bio.AxisId(a) for a in spatial_ids)]
+    scale_range = bio.ScaleRangeDescr(kwargs=bio.ScaleRangeKwargs(
+        axes=joint, min_percentile=low, max_percentile=high))  # fmt: skip
+    return [scale_range], f"by their {low}/{high} percentiles"
+
+
 def build_description(
     model, normalization, info: PackageInfo, files: Mapping[str, Path], tuning=None, target=None
 ):
@@ -137,18 +157,15 @@ def build_description(
     from bioimageio.spec.model import v0_5 as bio
 
     in_axes, out_axes, spatial_ids = _axes(model, info)
-    low, high = percentiles(normalization)
-    joint = [bio.AxisId("channel"), *(bio.AxisId(a) for a in spatial_ids)]  # one scale, as trained
-    scale_range = bio.ScaleRangeDescr(kwargs=bio.ScaleRangeKwargs(
-        axes=joint, min_percentile=low, max_percentile=high))  # fmt: skip
+    preprocessing, described = _preprocessing(normalization, spatial_ids)
     softmax = bio.SoftmaxDescr(kwargs=bio.SoftmaxKwargs(axis=bio.AxisId("channel")))
     inputs = bio.InputTensorDescr(
         id=bio.TensorId("input"), axes=in_axes, test_tensor=bio.FileDescr(source=files["test_in"]),
         sample_tensor=bio.FileDescr(source=files["sample_in"]),
-        data=bio.IntervalOrRatioDataDescr(type="float32"), preprocessing=[scale_range],
+        data=bio.IntervalOrRatioDataDescr(type="float32"), preprocessing=preprocessing,
         pad=bio.ReflectPadding(mode="reflect"),  # as unet-seg-predict mirrors an image (set
         # explicitly: bioimageio.spec 0.5.12 writes an unset mode as `{}`, read back as constant)
-        description=f"raw intensities; normalised by their {low}/{high} percentiles",
+        description=f"raw intensities; normalised {described}",
     )  # fmt: skip
     outputs = bio.OutputTensorDescr(
         id=bio.TensorId("output"), axes=out_axes,
@@ -220,7 +237,7 @@ def export_bioimageio(
     from bioimageio.spec import save_bioimageio_package
 
     model = traceable_copy(model)
-    norm = {**DEFAULT_PERCENTILES, **dict(normalization or {})}
+    norm = check_normalization(normalization)
     with tempfile.TemporaryDirectory(prefix="unet-seg-bioimageio-") as staging:
         root = Path(staging)
         files = {

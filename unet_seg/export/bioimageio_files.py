@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from unet_seg.export.same_size import axis_rules
-from unet_seg.normalization import percentiles
+from unet_seg.normalization import fixed_window, percentiles
 
 COVER_PANEL = 256  # pixels per side of each half of the 2:1 cover the model zoo recommends
 
@@ -66,7 +66,16 @@ def write_readme(path: Path, model, normalization: Mapping[str, float], info) ->
     size_lines = []
     for axis, rule in zip(axes, axis_rules(model), strict=True):
         size_lines.append(f"| {axis} | {rule.minimum} + {rule.step} n | input | {rule.halo} |")
-    low, high = percentiles(normalization)
+    window = fixed_window(normalization)
+    if window is None:
+        low, high = percentiles(normalization)
+        how = (f"maps the {low} and {high} percentiles of each image (all channels jointly) to 0 "
+               "and 1, without clipping")  # fmt: skip
+    else:
+        how = (
+            f"clips the intensities to [{window[0]:g}, {window[1]:g}] (a fixed window: "
+            f"absolute units), subtracts {window[2]:g} and divides by {window[3]:g}"
+        )
     classes = ", ".join(info.class_names or [f"class{k}" for k in range(model.num_classes)])
     text = f"""# {info.name}
 
@@ -79,8 +88,7 @@ unet-seg with `unet-seg-export format=bioimageio`.
 
 ## Input and output
 
-Input `(batch, channel, {", ".join(axes)})`, float32 raw intensities. Preprocessing maps the
-{low} and {high} percentiles of each image (all channels jointly) to 0 and 1, without clipping:
+Input `(batch, channel, {", ".join(axes)})`, float32 raw intensities. Preprocessing {how}:
 the normalisation the network was trained with. The output holds the softmax probability of each
 class; the segmentation is its argmax over the channel axis.
 

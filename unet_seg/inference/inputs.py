@@ -14,7 +14,7 @@ from unet_seg.io.channel_files import ChannelFiles, InputFiles
 from unet_seg.io.colour import COLOUR_KINDS, to_luminance
 from unet_seg.io.limits import check_voxels
 from unet_seg.models.protocol import SegmentationNetwork
-from unet_seg.normalization import scale_to_unit
+from unet_seg.normalization import clip_values, scale_to_unit
 
 
 @dataclass(frozen=True)
@@ -150,11 +150,16 @@ def _one_channel(
 
 
 def region_reader(
-    volume: LazyVolume | np.ndarray, layout: Layout, lo: float, hi: float
+    volume: LazyVolume | np.ndarray,
+    layout: Layout,
+    lo: float,
+    hi: float,
+    clip: tuple[float, float] | None = None,
 ) -> Callable[[tuple[slice, slice, slice]], np.ndarray]:
     """``(z, y, x) slices -> (C, *box)`` float32 input normalised so that ``lo``/``hi`` map to
-    0/1 (as in training, no clipping). The box is in the tiling's ``(Z, Y, X)`` order (the slice
-    axis first, see :class:`Layout`); only the box is read from ``volume``.
+    0/1 (as in training: clipped to ``clip`` first where a fixed window gives one, else not).
+    The box is in the tiling's ``(Z, Y, X)`` order (the slice axis first, see :class:`Layout`);
+    only the box is read from ``volume``.
 
     Every read is checked for NaN/Inf (a ``ValueError`` naming the file and the region): the
     percentiles come from a sample, which may miss them, and they would spread through the
@@ -179,7 +184,7 @@ def region_reader(
             )
             where += f" along axis {layout.slice_axis}" if where else ""
             raise ValueError(f"{path}: {bad} NaN/Inf values in the image data{where}")
-        return scale_to_unit(rows, lo, hi)
+        return scale_to_unit(clip_values(rows, clip), lo, hi)
 
     return read
 

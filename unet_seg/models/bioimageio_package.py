@@ -39,7 +39,7 @@ from unet_seg.errors import checkpoint_load_error
 from unet_seg.io.limits import memory_budget
 from unet_seg.models.exported import METADATA_KEY, TUNED_KEY
 from unet_seg.models.unet import UNet, unet_with_weights
-from unet_seg.normalization import percentiles
+from unet_seg.normalization import check_normalization
 
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")  # the description's name in a package
 # An rdf.yaml is a few kB. YAML is parsed at well under 1 MB/s (16 MiB of short lists took
@@ -205,7 +205,7 @@ def _our_record(
     where = f"{path}: {rdf_name}: config.{METADATA_KEY}"
     normalization = _part(meta, "normalization", path, f"{rdf_name}: config.{METADATA_KEY}")
     try:
-        percentiles(normalization)
+        check_normalization(normalization)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}.normalization: {_one_line(err)}") from err
     tuning = meta.get(TUNED_KEY)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from unet_seg.models import shapes
-from unet_seg.normalization import percentiles
+from unet_seg.normalization import check_normalization
 
 METADATA_KEY = "unet_seg"  # ONNX metadata_props key; TorchScript extra file "unet_seg.json"
 TORCHSCRIPT_EXTRA = f"{METADATA_KEY}.json"
@@ -52,7 +52,7 @@ def network_metadata(
         "depth": int(model.depth),
         "padding": str(model.padding),
         "pooled_axes": [bool(p) for p in model.pooled_axes],
-        "normalization": dict(zip(("low", "high"), percentiles(norm), strict=True)),
+        "normalization": check_normalization(norm),
     }
     if tuning:
         record[TUNED_KEY] = json.loads(json.dumps(dict(tuning)))  # plain, as JSON keeps it

@@ -174,6 +174,7 @@ def fingerprint_pairs(
                 stored if label_map in (None, OBJECTS) else map_labels(stored, label_map, label)
             )
             accumulator.add(_read_image(volumes, box, channels), mapped)
+        accumulator.end_case()
         shapes.append(list(lab.shape))
         spacing = volumes[0].spacing[-lab.ndim :] if volumes[0].spacing else lab.spacing
         spacings.append([float(s) for s in spacing])

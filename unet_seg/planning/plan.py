@@ -15,6 +15,7 @@ from typing import Any
 
 from unet_seg.errors import UsageError
 from unet_seg.planning.fingerprint import Fingerprint
+from unet_seg.planning.intensity import normalization
 from unet_seg.planning.machine import Budget, Machine
 from unet_seg.planning.network import (
     DEPTHS,
@@ -30,7 +31,6 @@ from unet_seg.planning.rules import (
     classes,
     inference_tile,
     loss,
-    normalization,
     schedule,
     target,
     validation,
@@ -102,11 +102,16 @@ def _fit_depth(
 
 
 def make_plan(
-    fp: Fingerprint, machine: Machine, budget: Budget, measure: Measure | None = None
+    fp: Fingerprint,
+    machine: Machine,
+    budget: Budget,
+    measure: Measure | None = None,
+    intensity: str = "auto",
 ) -> Plan:
     """The plan for ``fp`` on ``machine`` within ``budget`` (see the module docstring);
     ``measure(features, patch, batch, inplane_pooling) -> seconds per step`` replaces the
-    throughput estimate."""
+    throughput estimate; ``intensity`` (``auto``, ``absolute``, ``relative``) chooses the
+    normalisation (:mod:`unet_seg.planning.intensity`)."""
     decisions: list[Decision] = []
     nnunet = "root" in fp.source
     data = (
@@ -168,7 +173,7 @@ def make_plan(
             "patch", list(net.patch), net.reasons["patch"], {"data.patch_size": list(net.patch)}
         ),
         Decision("batch", net.batch, net.reasons["batch"], {"data.batch_size": net.batch}),
-        normalization(fp),
+        normalization(fp, intensity),
         target_decision,
         loss(fp),
         schedule(net.steps, net.batch, budget, norm),

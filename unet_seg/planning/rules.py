@@ -1,10 +1,7 @@
 """The planning rules besides the network's (:mod:`unet_seg.planning.network`), each a small
 function from fingerprint facts to a :class:`Decision`:
 
-- normalisation: per-image percentiles 1 / 99.8 (the project's default) for microscopy; where the
-  intensities look absolute (negative values below :data:`ABSOLUTE_BELOW`, CT-like, or a float
-  image), nnU-Net's fixed window would fit better, but the pipeline normalises per image only, so
-  the plan widens the percentiles to 0.5 / 99.5 and records the window it would use;
+- normalisation: in :mod:`unet_seg.planning.intensity`;
 - classes: object ids are class 1; class values not ``0 .. n-1`` are mapped in order;
 - target: ``boundary`` where at least :data:`TOUCHING` of the objects touch another, else
   ``classes``; loss Dice + CE; foreground-centred patches where a class is rarer than
@@ -33,7 +30,6 @@ from unet_seg.planning.machine import Budget, Machine
 from unet_seg.planning.network import shrink_once
 from unet_seg.planning.statistics import OBJECTS
 
-ABSOLUTE_BELOW = -100.0  # CT units start at -1024; microscopy counts are never negative
 TOUCHING = 0.05  # share of objects touching another from which a boundary class pays off
 RARE = 0.05  # a class below this share of voxels is missed by most random patches
 EPOCHS = 50  # epochs a time budget is cut into: the cosine schedule's steps, validation points
@@ -50,26 +46,6 @@ class Decision:
     value: Any
     reason: str
     settings: dict[str, Any] = field(default_factory=dict)
-
-
-def normalization(fp: Fingerprint) -> Decision:
-    lowest = min(c["min"] for c in fp.intensity)
-    if lowest < ABSOLUTE_BELOW or fp.dtype.startswith("float"):
-        window = [[c["percentiles"]["0.5"], c["percentiles"]["99.5"]] for c in fp.intensity]
-        why = f"intensities down to {lowest:g}" if lowest < ABSOLUTE_BELOW else f"{fp.dtype} images"
-        return Decision(
-            "normalization",
-            "percentiles 0.5-99.5",
-            f"{why} look absolute; the fixed window {window} is not supported yet, so "
-            "per-image percentiles, widened",
-            {"normalization.low": 0.5, "normalization.high": 99.5},
-        )
-    return Decision(
-        "normalization",
-        "percentiles 1-99.8",
-        f"{fp.dtype} counts from {lowest:g}: microscopy, scaled per image",
-        {"normalization.low": 1.0, "normalization.high": 99.8},
-    )
 
 
 def classes(fp: Fingerprint) -> Decision:

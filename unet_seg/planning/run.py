@@ -11,6 +11,7 @@ from typing import Any
 from unet_seg.errors import UsageError
 from unet_seg.planning.experiment_file import write_experiment
 from unet_seg.planning.fingerprint import Fingerprint, fingerprint_data
+from unet_seg.planning.intensity import CHOICES as INTENSITY_CHOICES
 from unet_seg.planning.machine import detect_machine, parse_budget
 from unet_seg.planning.plan import Plan, make_plan
 
@@ -45,6 +46,9 @@ def plan_and_write(cfg: Mapping[str, Any], name: str) -> Planned:
     data, machine_cfg = cfg["data"], cfg.get("machine") or {}
     check_data(data)
     budget = parse_budget(cfg.get("budget", "30min"))
+    intensity = str(cfg.get("intensity", "auto"))
+    if intensity not in INTENSITY_CHOICES:  # before the data are read
+        raise UsageError(f"intensity={intensity!r}: choose {', '.join(INTENSITY_CHOICES)}")
     machine = detect_machine(
         machine_cfg.get("device", "auto"),
         machine_cfg.get("memory_gib"),
@@ -62,7 +66,7 @@ def plan_and_write(cfg: Mapping[str, Any], name: str) -> Planned:
         from unet_seg.planning.measure import step_timer
 
         measure = step_timer(fingerprint.channels, 3, machine.device)
-    plan = make_plan(fingerprint, machine, budget, measure)
+    plan = make_plan(fingerprint, machine, budget, measure, intensity)
     out_dir = Path(cfg["out_dir"])
     fingerprint_path = fingerprint.write(out_dir / f"{name}.fingerprint.json")
     experiment = write_experiment(plan, out_dir, name, fingerprint_path)

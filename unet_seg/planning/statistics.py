@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 PERCENTILES = (0.5, 1.0, 5.0, 50.0, 95.0, 99.0, 99.5, 99.8)
+CASE_PERCENTILES = (0.5, 99.5)  # per case: the range a fixed window would clip to
 VALUES_PER_REGION = 20_000  # intensity samples kept per region and channel: percentiles to ~1 %
 CLASSES = "classes"  # labels hold class values
 OBJECTS = "objects"  # labels hold object ids (0 background), the data module's label_map
@@ -64,6 +65,9 @@ class Accumulator:
         self.high = np.full(channels, -np.inf)
         self.values: list[list[np.ndarray]] = [[] for _ in range(channels)]
         self.foreground: list[list[np.ndarray]] = [[] for _ in range(channels)]
+        # Per case and channel: the 0.5 / 99.5 percentiles of its samples (do cases agree?).
+        self.case_ranges: list[list[list[float]]] = [[] for _ in range(channels)]
+        self._case_start = [0] * channels
         self.classes: Counter[int] = Counter()
         self.sizes: list[int] = []
         self.extents: list[tuple[int, ...]] = []
@@ -99,6 +103,15 @@ class Accumulator:
             self.classes.update({int(v): int(n) for v, n in zip(values, counts, strict=True)})
         for ids in objects_of(label, self.kind, self.ignore):
             self._add_objects(ids)
+
+    def end_case(self) -> None:
+        """Close a case: the regions added since the last call were one image's."""
+        for c in range(self.channels):
+            values = self.values[c][self._case_start[c] :]
+            self._case_start[c] = len(self.values[c])
+            if values:
+                found = np.percentile(np.concatenate(values), CASE_PERCENTILES)
+                self.case_ranges[c].append([float(v) for v in found])
 
     def _add_objects(self, ids: np.ndarray) -> None:
         present = np.unique(ids)
@@ -138,6 +151,10 @@ class Accumulator:
             "max": float(self.high[c]),
             "percentiles": _percentiles(values),
             "foreground_percentiles": _percentiles(fg) if fg.size else None,
+            # nnU-Net's z-score of a fixed window: the foreground's, from the same samples
+            "foreground_mean": float(fg.mean()) if fg.size else None,
+            "foreground_std": float(fg.std()) if fg.size else None,
+            "case_percentiles": self.case_ranges[c],
         }
 
     def _labels(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from unet_seg.io.output_lock import output_locks
 from unet_seg.io.sweep import sweep_stale_temporaries
 from unet_seg.models.ensemble import CheckpointSpec, checkpoint_spec, load_ensemble
 from unet_seg.models.protocol import SegmentationNetwork
-from unet_seg.normalization import DEFAULT_PERCENTILES, percentiles
+from unet_seg.normalization import DEFAULT_PERCENTILES, check_normalization
 from unet_seg.prediction.driver import predict_file
 from unet_seg.prediction.outputs import VOLUME_KINDS, is_complete, is_output, plan_outputs
 from unet_seg.prediction.ownership import OutputRegister
@@ -64,7 +64,7 @@ def _normalization(cfg: Any, stored: dict) -> dict:
     given = cfg.get("normalization")
     norm = dict(given) if given else stored
     try:
-        percentiles(norm)
+        check_normalization(norm)
     except (TypeError, ValueError) as err:
         if given:
             raise UsageError(f"normalization={norm}: {err}") from err

@@ -52,7 +52,7 @@ from unet_seg.io.channel_files import InputFiles, describe, first_file, is_store
 from unet_seg.io.limits import check_voxels
 from unet_seg.io.zarr.store import ZarrVolume
 from unet_seg.models.protocol import SegmentationNetwork
-from unet_seg.normalization import percentile_range, percentiles
+from unet_seg.normalization import intensity_range, percentile_range
 from unet_seg.prediction.preview import foreground_counts, write_preview
 from unet_seg.prediction.provenance import checkpoint_id
 from unet_seg.prediction.sinks import FileSinks, ZarrSinks
@@ -112,8 +112,8 @@ def predict_file(
     ``{total, computed, skipped, failed}``, block shape, instances, seconds, voxels/s).
 
     ``path``: a file, or the channel files of one case (:mod:`unet_seg.io.channel_files`).
-    ``norm``: the ``{low, high}`` percentiles to normalise with (those of training). ``block``:
-    block size, foreground mask (and for zarr inputs, which need it, the runner and the
+    ``norm``: the normalisation of training (``{low, high}`` percentiles or a fixed window).
+    ``block``: block size, foreground mask (and for zarr inputs, which need it, the runner and the
     resolution level). Zarr and OME-Zarr inputs run on ``engine`` (in-process by default),
     files in this process.
 
@@ -124,7 +124,10 @@ def predict_file(
     store = is_store(path)
     volume, source, layout = _open_source(path, model, options, block, store)
     name = describe(path)  # what messages call the input
-    lo, hi = percentile_range(model_input(source, layout), *percentiles(norm))
+    lo, hi, clip = intensity_range(
+        norm, lambda low, high: percentile_range(model_input(source, layout), low, high)
+    )
+    value_range = [lo, hi] if clip is None else [lo, hi, *clip]  # a resumed run's must match
     shape = layout.volume_shape(source.shape)
     spatial = tuple(layout.spatial_shape(source.shape))
     classes = int(model.num_classes)
@@ -135,7 +138,7 @@ def predict_file(
         spec = block.runner
         key = {
             "input": str(path.resolve()), "level": volume.level, "shape": list(volume.shape),
-            "block_shape": list(blocks.block_shape), "tiles": repr(tiles), "range": [lo, hi],
+            "block_shape": list(blocks.block_shape), "tiles": repr(tiles), "range": value_range,
             "checkpoint": checkpoint_id(spec.checkpoint), "tta": spec.tta,
             "blend": options.blend, "precision": spec.precision, "runtime": spec.runtime,
         }  # fmt: skip
@@ -157,7 +160,7 @@ def predict_file(
             job = BlockJob(source, layout, lo, hi, blocks, outputs, spec, classes,
                            sinks.probability_dtype(options.probability_dtype),
                            options.batch_size, options.blend, mask,
-                           stitch, progress=options.progress)  # fmt: skip
+                           stitch, progress=options.progress, clip=clip)  # fmt: skip
             counts = run_blocks(first_file(path), job, engine, done, options.progress)
             if stitch is not None:
                 image = source if "objects" in targets else None
