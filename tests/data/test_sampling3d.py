@@ -10,7 +10,13 @@ import torch.nn.functional as F
 
 from unet_seg.data.elastic import _prefilter, _sample_cubic
 from unet_seg.data.patches import reflect_index
-from unet_seg.data.sampling3d import fold_mirror, mirror_pad, sample_cubic_3d, sample_nearest
+from unet_seg.data.sampling3d import (
+    fold_mirror,
+    mirror_pad,
+    sample_cubic_3d,
+    sample_linear_3d,
+    sample_nearest,
+)
 
 
 def random_coords(rng: np.random.Generator, n: int, size, out) -> torch.Tensor:
@@ -60,6 +66,28 @@ def test_cubic_equals_the_grid_sample_path(rng: np.random.Generator) -> None:
     )
 
 
+@pytest.mark.parametrize("size", [(6, 9, 7), (2, 4, 3)])
+def test_linear_equals_scipy_and_grid_sample(rng: np.random.Generator, size) -> None:
+    volume = torch.as_tensor(rng.normal(size=(2, 2, *size)), dtype=torch.float32)
+    coords = random_coords(rng, 2, size, (4, 5, 6))
+    out = sample_linear_3d(volume, coords)
+    assert out.shape == (2, 2, 4, 5, 6)
+    for n in range(2):
+        ref = scipy.ndimage.map_coordinates(
+            volume[n, 1].double().numpy(), coords[n].double().numpy(), order=1, mode="mirror"
+        )
+        np.testing.assert_allclose(out[n, 1].numpy(), ref, atol=2e-5)
+    torch.testing.assert_close(out, grid_sample_3d(volume, coords, "bilinear"), atol=2e-5, rtol=0)
+
+
+def grid_sample_3d(volume: torch.Tensor, coords: torch.Tensor, mode: str) -> torch.Tensor:
+    """The reference: grid_sample at voxel ``coords`` ``(N, 3, *out)``, mirror borders."""
+    size = volume.shape[2:]
+    scale = torch.tensor([2.0 / (s - 1) for s in size]).view(1, 3, 1, 1, 1)
+    grid = torch.movedim(coords * scale - 1, 1, -1).flip(-1)  # grid_sample's (x, y, z) in [-1, 1]
+    return F.grid_sample(volume, grid, mode=mode, padding_mode="reflection", align_corners=True)
+
+
 def test_nearest_equals_scipy_and_grid_sample(rng: np.random.Generator) -> None:
     size = (5, 8, 6)
     volume = torch.as_tensor(rng.integers(0, 50, size=(2, 2, *size)), dtype=torch.float32)
@@ -70,12 +98,7 @@ def test_nearest_equals_scipy_and_grid_sample(rng: np.random.Generator) -> None:
             volume[n, 0].numpy(), coords[n].double().numpy(), order=0, mode="mirror"
         )
         np.testing.assert_array_equal(out[n, 0].numpy(), ref)
-    scale = torch.tensor([2.0 / (s - 1) for s in size]).view(1, 3, 1, 1, 1)
-    grid = torch.movedim(coords * scale - 1, 1, -1).flip(-1)  # grid_sample's (x, y, z) in [-1, 1]
-    expected = F.grid_sample(
-        volume, grid, mode="nearest", padding_mode="reflection", align_corners=True
-    )
-    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+    torch.testing.assert_close(out, grid_sample_3d(volume, coords, "nearest"), atol=0, rtol=0)
 
 
 def test_nearest_works_in_2d(rng: np.random.Generator) -> None:

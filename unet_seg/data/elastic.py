@@ -10,8 +10,9 @@ Two backends give the same deformation for the same control-point displacements:
   batched).
   Order 3 is an exact cubic B-spline (prefilter + 2**D linear lookups, the "fast cubic texture
   filtering" identity), order 1 is linear, order 0 nearest; borders are mirrored as in scipy.
-  In 3D on CPU, where grid_sample's 3D kernel is scalar, orders 3 and 0 go through
-  ``unet_seg.data.sampling3d`` instead (2D lookups on z-sorted voxels; one gather), same values.
+  In 3D on CPU, where grid_sample's 3D kernel is scalar, all orders go through
+  ``unet_seg.data.sampling3d`` instead (2D lookups on z-sorted voxels; a gather for order 0),
+  same values.
   The only known difference: exact half-way ties in order 0 round half-to-even in torch and
   half-up in elasticdeform (measure zero for random displacements).
 
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from unet_seg.data.patches import reflect_index
-from unet_seg.data.sampling3d import sample_cubic_3d, sample_nearest
+from unet_seg.data.sampling3d import sample_cubic_3d, sample_linear_3d, sample_nearest
 
 SUPPORTED_ORDERS = (0, 1, 3)
 # align_corners=True puts -1/1 on the first/last voxel centre, so "reflection" is scipy's mirror.
@@ -182,7 +183,8 @@ def warp(
     ``(N, D, *points)`` (voxels; sample ``n`` gets its own), with an optional output affine.
 
     Mirror boundaries; ``order`` 0 (nearest), 1 (linear) or 3 (cubic B-spline, exact). Tensors
-    with the same order share one grid_sample call; orders 0 and 1 share one grid.
+    with the same order are sampled together; orders 0 and 1 share one grid (3D on CPU: all
+    orders share the voxel coordinates).
     """
     if len(tensors) != len(orders):
         raise ValueError(f"got {len(orders)} interpolation orders for {len(tensors)} tensors")
@@ -190,7 +192,7 @@ def warp(
     if bad:
         raise ValueError(f"torch backend supports orders {SUPPORTED_ORDERS}, got {bad}")
     shape = tensors[0].shape[2:]
-    # 3D grid_sample is scalar on CPU: there cubic and nearest read voxel coordinates instead
+    # 3D grid_sample is scalar on CPU: there every order reads voxel coordinates instead
     gather_3d = len(shape) == 3 and tensors[0].device.type == "cpu"
     outputs: list[torch.Tensor | None] = [None] * len(tensors)
     grid = coords = None
@@ -198,14 +200,14 @@ def warp(
         members = [i for i, o in enumerate(orders) if o == order]
         parts = [tensors[i] for i in members]
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        if order == 3 or (order == 0 and gather_3d):
+        if order == 3 or gather_3d:
             coords = deformation_coords(displacement, shape, affine) if coords is None else coords
         if order == 3 and gather_3d:
             out = sample_cubic_3d(_prefilter(x), coords)
         elif order == 3:
             out = _sample_cubic(_prefilter(x), coords, shape)
-        elif order == 0 and gather_3d:
-            out = sample_nearest(x, coords)
+        elif gather_3d:
+            out = sample_nearest(x, coords) if order == 0 else sample_linear_3d(x, coords)
         else:
             grid = sampling_grid(displacement, shape, affine) if grid is None else grid
             mode = "nearest" if order == 0 else "bilinear"

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from unet_seg.data.patches import reflect_index
 
-__all__ = ["fold_mirror", "mirror_pad", "sample_cubic_3d", "sample_nearest"]
+__all__ = ["fold_mirror", "mirror_pad", "sample_cubic_3d", "sample_linear_3d", "sample_nearest"]
 
 
 def fold_mirror(coords: torch.Tensor, size: int) -> torch.Tensor:
@@ -96,41 +96,59 @@ def _chunks(bounds: list[int], voxels: int = 32768):
             groups, start = [], bounds[k + 1]
 
 
+def _check(x: torch.Tensor, coords: torch.Tensor) -> None:
+    if x.ndim != 5 or coords.ndim < 3 or coords.shape[:2] != (x.shape[0], 3):
+        raise ValueError(
+            f"need a volume (N, C, Z, Y, X) and coords (N, 3, *out), "
+            f"got {tuple(x.shape)} and {tuple(coords.shape)}"
+        )
+
+
+def _sort_by_slice(coords: torch.Tensor, size, slices: int):
+    """Fold ``coords`` ``(N, 3, *out)`` into a volume of ``size`` (z, y, x) and sort the voxels
+    by ``floor(z)`` (sample ``n`` after sample ``n - 1``, ``slices`` keys per sample).
+
+    Returns the sorted folded coordinates ``(3, N * V)``, the order (sorted position -> voxel)
+    and ``bounds``: group ``k = n * slices + floor(z)`` spans ``bounds[k]:bounds[k + 1]``.
+    """
+    n, voxels = coords.shape[0], coords.shape[2:].numel()
+    flat = coords.reshape(n, 3, voxels).transpose(0, 1).reshape(3, n * voxels)
+    folded = torch.empty_like(flat)
+    for axis in range(3):
+        folded[axis] = fold_mirror(flat[axis], size[axis])
+    key = torch.floor(folded[0]).to(torch.int32).view(n, voxels)
+    key += torch.arange(n, dtype=torch.int32, device=key.device)[:, None] * slices
+    dtype = torch.int16 if n * slices < 2**15 else torch.int32  # radix sort, fewer passes
+    key, order = torch.sort(key.reshape(-1).to(dtype), stable=True)
+    counts = torch.bincount(key.to(torch.int64), minlength=n * slices).tolist()
+    return folded.index_select(1, order), order, np.cumsum([0, *counts]).tolist()
+
+
+def _unsort(sorted_out: torch.Tensor, order: torch.Tensor, n: int, out_shape) -> torch.Tensor:
+    """``(C, N * V)`` in sorted order back to ``(N, C, *out)``."""
+    out = torch.empty_like(sorted_out)
+    out[:, order] = sorted_out
+    return out.reshape(sorted_out.shape[0], n, *out_shape).transpose(0, 1)
+
+
 def sample_cubic_3d(coef: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """Cubic B-spline with coefficients ``coef`` ``(N, C, Z, Y, X)`` at ``coords``
     ``(N, 3, *out)`` (voxels, (z, y, x)); mirror borders. Returns ``(N, C, *out)``.
 
     The coefficients are those of ``scipy.ndimage.spline_filter`` (``mode="mirror"``) of the
     volume; the result equals ``scipy.ndimage.map_coordinates(..., order=3, mode="mirror",
-    prefilter=False)`` up to float32 rounding. Everything after the sort is done one ``floor(z)``
-    group at a time, so temporaries stay in cache instead of being fresh pages of memory.
+    prefilter=False)`` up to float32 rounding. Everything after the sort is done a run of
+    ``floor(z)`` groups at a time, so temporaries stay in cache instead of being fresh pages.
     """
-    if coef.ndim != 5 or coords.ndim < 3 or coords.shape[:2] != (coef.shape[0], 3):
-        raise ValueError(
-            f"need coef (N, C, Z, Y, X) and coords (N, 3, *out), "
-            f"got {tuple(coef.shape)} and {tuple(coords.shape)}"
-        )
+    _check(coef, coords)
     n, channels, *size = coef.shape
-    out_shape = coords.shape[2:]
-    voxels = out_shape.numel()
-    flat = coords.reshape(n, 3, voxels).transpose(0, 1).reshape(3, n * voxels)
-    folded = torch.empty_like(flat)
-    for axis in range(3):
-        folded[axis] = fold_mirror(flat[axis], size[axis])
     padded = [s + 3 for s in size]
-    key = torch.floor(folded[0]).to(torch.int32).view(n, voxels)
-    key += torch.arange(n, dtype=torch.int32, device=key.device)[:, None] * padded[0]
-    dtype = torch.int16 if n * padded[0] < 2**15 else torch.int32
-    key, order = torch.sort(key.reshape(-1).to(dtype), stable=True)
-    counts = torch.bincount(key.to(torch.int64), minlength=n * padded[0]).tolist()
-    zyx = folded.index_select(1, order)  # (3, N*V), voxels sorted by floor(z)
+    zyx, order, bounds = _sort_by_slice(coords, size, padded[0])
     padded_yx = torch.tensor(padded[1:], dtype=zyx.dtype, device=zyx.device)[:, None]
-
     # (N * Zp * C, Yp, Xp): the four slices k .. k + 3 of all channels are one contiguous
     # 2D image of 4 C channels, and grid_sample shares each point's weights across channels
     slices = mirror_pad(coef).transpose(1, 2).reshape(-1, *padded[1:])
-    sorted_out = coef.new_empty(channels, n * voxels)
-    bounds = np.cumsum([0, *counts]).tolist()
+    sorted_out = coef.new_empty(channels, zyx.shape[1])
     for chunk_start, chunk_end, groups in _chunks(bounds):
         wz, grid, plane = _group_weights(zyx[:, chunk_start:chunk_end], padded_yx)
         for k in groups:
@@ -139,16 +157,47 @@ def sample_cubic_3d(coef: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
                 slices[k * channels : (k + 4) * channels].unsqueeze(0),
                 grid[:, :, part],
                 mode="bilinear",
-                padding_mode="zeros",
+                padding_mode="border",  # points lie inside; border only clamps rounding
                 align_corners=True,
             )[0].unflatten(0, (4, channels))  # (4, C, 4, L): z tap, channel, in-plane point, voxel
             in_plane = taps.mul_(plane[:, part]).sum(dim=2)  # (4, C, L)
             torch.sum(
                 in_plane.mul_(wz[:, :, part]), dim=0, out=sorted_out[:, bounds[k] : bounds[k + 1]]
             )
-    out = torch.empty_like(sorted_out)
-    out[:, order] = sorted_out
-    return out.reshape(channels, n, *out_shape).transpose(0, 1)
+    return _unsort(sorted_out, order, n, coords.shape[2:])
+
+
+def sample_linear_3d(x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Trilinear interpolation of ``x`` ``(N, C, Z, Y, X)`` at ``coords`` ``(N, 3, *out)``
+    (voxels), mirror borders, as ``grid_sample(..., "bilinear", "reflection",
+    align_corners=True)``. Returns ``(N, C, *out)``.
+
+    Per ``floor(z)`` group one 2D bilinear ``grid_sample`` reads the slices ``k`` and ``k + 1``
+    (as 2 C channels), blended by the fraction of z.
+    """
+    _check(x, coords)
+    n, channels, *size = x.shape
+    zyx, order, bounds = _sort_by_slice(coords, size, size[0] + 1)
+    z_index = reflect_index(np.arange(size[0] + 1), size[0])  # one mirrored slice past the end
+    slices = x.index_select(2, torch.as_tensor(z_index, device=x.device))
+    slices = slices.transpose(1, 2).reshape(-1, *size[1:])  # (N * (Z + 1) * C, Y, X)
+    scale = torch.tensor([2.0 / (s - 1) for s in size[:0:-1]], dtype=zyx.dtype)
+    sorted_out = x.new_empty(channels, zyx.shape[1])
+    for chunk_start, chunk_end, groups in _chunks(bounds):
+        part_zyx = zyx[:, chunk_start:chunk_end]
+        grid = part_zyx[1:].flip(0).T.mul(scale.to(zyx.device)).sub_(1.0)  # (L, (x, y))
+        frac = part_zyx[0] - torch.floor(part_zyx[0])
+        for k in groups:
+            part = slice(bounds[k] - chunk_start, bounds[k + 1] - chunk_start)
+            taps = F.grid_sample(
+                slices[k * channels : (k + 2) * channels].unsqueeze(0),
+                grid[None, None, part],
+                mode="bilinear",
+                padding_mode="border",  # points lie inside; border only clamps rounding
+                align_corners=True,
+            )[0, :, 0].unflatten(0, (2, channels))  # (2, C, L): slice k, k + 1
+            torch.lerp(taps[0], taps[1], frac[part], out=sorted_out[:, bounds[k] : bounds[k + 1]])
+    return _unsort(sorted_out, order, n, coords.shape[2:])
 
 
 def sample_nearest(x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
