@@ -93,6 +93,8 @@ def run_ours(data, budget: str, seed: int, workdir: Path) -> dict:
     made = train(cfg)
     seconds = time.perf_counter() - start
     summary = json.loads((workdir / "run" / "metrics.json").read_text())
+    if made.best is None:  # scoring the last weights instead would change the method
+        raise SystemExit(f"ours: no validation within {budget}, so no checkpoint; a longer budget")
     model = SegmentationModule.load_from_checkpoint(made.best, map_location="cpu").model.eval()
     norm = cfg.normalization
     preds = class_maps(model, normalized(data, norm.low, norm.high), data.num_classes)
