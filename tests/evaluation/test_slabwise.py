@@ -220,3 +220,20 @@ def test_leading_axes_of_length_one_are_not_what_slabs_cut(tmp_path, monkeypatch
     result = evaluate_files(files, LabelReading(3))
     assert result.shape == truth.shape and result.planes == 8
     assert_same(result.row, pair_figures(pred, truth, 3)[0])
+
+
+def test_a_gzipped_file_is_read_in_the_fewest_slabs_that_fit(tmp_path, monkeypatch):
+    """Every read of a .nii.gz decompresses from the start: one slab when memory allows."""
+    pred, truth = pair_3d(np.random.default_rng(3))
+    write_volume(tmp_path / "p.nii.gz", Volume(pred))
+    write_volume(tmp_path / "g.tif", Volume(truth))
+    files = PairFiles(tmp_path / "p.nii.gz", tmp_path / "g.tif")
+    monkeypatch.setattr(slabwise, "SLAB_TARGET_VOXELS", 1)
+    whole = evaluate_files(files, LabelReading(2))
+    assert whole.planes == len(truth)
+    volumes = open_pair(files)
+    table = whole.counted - slabwise.plan_planes(files, volumes, 2, 1 << 40)[1]
+    budget = 2 * table + slabwise.slab_bytes(volumes, 2, 3 * truth[0].size)
+    small = evaluate_files(files, LabelReading(2), budget=budget)
+    assert small.planes < len(truth)
+    assert_same(small.row, pair_figures(pred, truth, 2)[0])

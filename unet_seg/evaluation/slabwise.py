@@ -183,9 +183,10 @@ def _aligned(volumes: Sequence[LazyVolume]) -> int:
 def plan_planes(
     files: PairFiles, volumes: Sequence[LazyVolume], num_classes: int, budget: int
 ) -> tuple[int, int]:
-    """``(planes, bytes)``: the planes a slab holds (:data:`SLAB_TARGET_VOXELS`, fewer when
-    ``budget`` needs) and what evaluating so counts before its table: the files a format
-    reads whole (:attr:`~unet_seg.io.LazyVolume.reads_whole`) and one slab.
+    """``(planes, bytes)``: the planes a slab holds (:data:`SLAB_TARGET_VOXELS`, or all of them
+    for a gzipped file; fewer when ``budget`` needs) and what evaluating so counts before its
+    table: the files a format reads whole (:attr:`~unet_seg.io.LazyVolume.reads_whole`) and one
+    slab.
 
     Raises:
         ValueError: naming the prediction, when not even one slab fits in ``budget``.
@@ -194,7 +195,12 @@ def plan_planes(
     depth, plane = shape[0], math.prod(shape[1:])
     whole = sum(v.dtype.itemsize * depth * plane for v in volumes if v.reads_whole)
     align = _aligned(volumes)
-    planes = min(max(depth, 1), max(align, SLAB_TARGET_VOXELS // max(plane, 1) // align * align))
+    target = SLAB_TARGET_VOXELS // max(plane, 1)
+    if any(v.path.name.lower().endswith(".gz") for v in volumes):
+        # A gzip stream has no index: each slab decompresses it from the start, so the
+        # fewest slabs that fit are the fastest.
+        target = depth
+    planes = min(max(depth, 1), max(align, target // align * align))
 
     def cost(n: int) -> int:
         return whole + slab_bytes(volumes, num_classes, n * plane)
