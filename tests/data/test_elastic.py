@@ -16,7 +16,7 @@ from unet_seg.data.elastic import (
     sampling_grid,
     warp,
 )
-from unet_seg.data.transforms import elastic_deform
+from unet_seg.data.transforms import elastic_deform, rotation_scaling_affine
 
 BACKENDS = ("elasticdeform", "torch")
 
@@ -50,7 +50,8 @@ def test_torch_backend_matches_elasticdeform(rng: np.random.Generator, shape, or
     # exact same interpolation up to float32 rounding, borders included
     np.testing.assert_allclose(out[0], ref[0], atol=1e-4)
     assert out[0].dtype == np.float32 and out[1].dtype == np.int64
-    assert np.mean(out[1] == ref[1]) >= 0.99
+    # order 0: equal but where a float32 coordinate rounds the other way at a half-voxel tie
+    assert np.mean(out[1] == ref[1]) >= 0.999
 
 
 def test_torch_backend_matches_elasticdeform_with_affine(rng: np.random.Generator) -> None:
@@ -61,6 +62,16 @@ def test_torch_backend_matches_elasticdeform_with_affine(rng: np.random.Generato
     affine[:, :2] *= 1.1
     ref = elasticdeform.deform_grid(image, displacement, order=3, mode="mirror", affine=affine)
     out = deform_grid_torch([image], displacement, orders=(3,), affine=affine)[0]
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("order", [3, 1])
+def test_3d_with_affine_matches_elasticdeform(rng: np.random.Generator, order: int) -> None:
+    image = smooth_field(rng, (10, 18, 16))
+    displacement = rng.normal(0.0, 4.0, size=(3, 3, 3, 3))
+    affine = rotation_scaling_affine(image.shape, 12.0, 1.1, (1, 2))
+    ref = elasticdeform.deform_grid(image, displacement, order=order, mode="mirror", affine=affine)
+    out = deform_grid_torch([image], displacement, orders=(order,), affine=affine)[0]
     np.testing.assert_allclose(out, ref, atol=1e-4)
 
 
@@ -139,11 +150,13 @@ def test_backends_agree_for_the_same_seed() -> None:
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(24, 28), (9, 12, 14)])
 @pytest.mark.parametrize("order", [3, 1, 0])
-def test_batched_warp_equals_single_samples(rng: np.random.Generator, order: int) -> None:
-    shape = (24, 28)
+def test_batched_warp_equals_single_samples(rng: np.random.Generator, order: int, shape) -> None:
+    dims = len(shape)
     images = torch.as_tensor(rng.integers(0, 3, size=(2, 1, *shape)), dtype=torch.float32)
-    displacement = torch.as_tensor(rng.normal(0, 6, size=(2, 2, 3, 3)), dtype=torch.float32)
+    displacement = torch.as_tensor(rng.normal(0, 6, size=(2, dims, *[3] * dims)))
+    displacement = displacement.to(torch.float32)
     batched = warp([images], displacement, orders=(order,))[0]
     for n in range(2):
         single = warp([images[n : n + 1]], displacement[n : n + 1], orders=(order,))[0]
