@@ -16,6 +16,7 @@ from unet_seg.data.sampling3d import (
     sample_cubic_3d,
     sample_linear_3d,
     sample_nearest,
+    sort_voxels,
 )
 
 
@@ -107,6 +108,19 @@ def test_nearest_works_in_2d(rng: np.random.Generator) -> None:
     out = sample_nearest(image, coords)
     # y -1.2 -> 1.2 -> 1, x 3.1 -> 3; y 6.9 -> 3.1 -> 3, x 13 -> -1 -> 1
     torch.testing.assert_close(out[0, 0, 0], image[0, 0, [1, 3], [3, 1]])
+
+
+def test_one_sort_serves_both_samplers(rng: np.random.Generator) -> None:
+    size = (5, 7, 6)
+    volume = torch.as_tensor(rng.normal(size=(2, 1, *size)), dtype=torch.float32)
+    coords = random_coords(rng, 2, size, (3, 4, 5))
+    voxels = sort_voxels(coords, size)
+    assert voxels.n == 2 and voxels.out_shape == (3, 4, 5)
+    assert np.all(np.diff(torch.floor(voxels.zyx[0]).numpy()[: voxels.bounds[size[0] + 3]]) >= 0)
+    torch.testing.assert_close(sample_linear_3d(volume, voxels), sample_linear_3d(volume, coords))
+    torch.testing.assert_close(sample_cubic_3d(volume, voxels), sample_cubic_3d(volume, coords))
+    with pytest.raises(ValueError, match="sorted for"):
+        sample_linear_3d(volume[:, :, :4], voxels)
 
 
 def test_bad_shapes_raise_value_error() -> None:

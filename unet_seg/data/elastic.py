@@ -37,7 +37,12 @@ import torch
 import torch.nn.functional as F
 
 from unet_seg.data.patches import reflect_index
-from unet_seg.data.sampling3d import sample_cubic_3d, sample_linear_3d, sample_nearest
+from unet_seg.data.sampling3d import (
+    sample_cubic_3d,
+    sample_linear_3d,
+    sample_nearest,
+    sort_voxels,
+)
 
 SUPPORTED_ORDERS = (0, 1, 3)
 # align_corners=True puts -1/1 on the first/last voxel centre, so "reflection" is scipy's mirror.
@@ -195,19 +200,21 @@ def warp(
     # 3D grid_sample is scalar on CPU: there every order reads voxel coordinates instead
     gather_3d = len(shape) == 3 and tensors[0].device.type == "cpu"
     outputs: list[torch.Tensor | None] = [None] * len(tensors)
-    grid = coords = None
+    grid = coords = voxels = None
     for order in sorted(set(orders)):
         members = [i for i, o in enumerate(orders) if o == order]
         parts = [tensors[i] for i in members]
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         if order == 3 or gather_3d:
             coords = deformation_coords(displacement, shape, affine) if coords is None else coords
+        if gather_3d and order > 0 and voxels is None:
+            voxels = sort_voxels(coords, shape)  # one fold and sort for orders 1 and 3
         if order == 3 and gather_3d:
-            out = sample_cubic_3d(_prefilter(x), coords)
+            out = sample_cubic_3d(_prefilter(x), voxels)
         elif order == 3:
             out = _sample_cubic(_prefilter(x), coords, shape)
         elif gather_3d:
-            out = sample_nearest(x, coords) if order == 0 else sample_linear_3d(x, coords)
+            out = sample_nearest(x, coords) if order == 0 else sample_linear_3d(x, voxels)
         else:
             grid = sampling_grid(displacement, shape, affine) if grid is None else grid
             mode = "nearest" if order == 0 else "bilinear"

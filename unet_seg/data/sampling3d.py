@@ -18,6 +18,7 @@ edges read a 1-low, 2-high mirror padding.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,7 +26,15 @@ import torch.nn.functional as F
 
 from unet_seg.data.patches import reflect_index
 
-__all__ = ["fold_mirror", "mirror_pad", "sample_cubic_3d", "sample_linear_3d", "sample_nearest"]
+__all__ = [
+    "SortedVoxels",
+    "fold_mirror",
+    "mirror_pad",
+    "sample_cubic_3d",
+    "sample_linear_3d",
+    "sample_nearest",
+    "sort_voxels",
+]
 
 
 def fold_mirror(coords: torch.Tensor, size: int) -> torch.Tensor:
@@ -96,54 +105,86 @@ def _chunks(bounds: list[int], voxels: int = 32768):
             groups, start = [], bounds[k + 1]
 
 
-def _check(x: torch.Tensor, coords: torch.Tensor) -> None:
-    if x.ndim != 5 or coords.ndim < 3 or coords.shape[:2] != (x.shape[0], 3):
-        raise ValueError(
-            f"need a volume (N, C, Z, Y, X) and coords (N, 3, *out), "
-            f"got {tuple(x.shape)} and {tuple(coords.shape)}"
-        )
+@dataclass(frozen=True)
+class SortedVoxels:
+    """Output voxels' sampling points folded into the volume and sorted by ``floor(z)``, made
+    once by ``sort_voxels`` and shared by every order that samples the same volume shape.
 
-
-def _sort_by_slice(coords: torch.Tensor, size, slices: int):
-    """Fold ``coords`` ``(N, 3, *out)`` into a volume of ``size`` (z, y, x) and sort the voxels
-    by ``floor(z)`` (sample ``n`` after sample ``n - 1``, ``slices`` keys per sample).
-
-    Returns the sorted folded coordinates ``(3, N * V)``, the order (sorted position -> voxel)
-    and ``bounds``: group ``k = n * slices + floor(z)`` spans ``bounds[k]:bounds[k + 1]``.
+    ``zyx`` ``(3, N * V)``: folded coordinates in sorted order; ``order`` ``(N * V,)``: the voxel
+    (``n * V + v``) at each sorted position; ``bounds``: group ``k = n * (Z + 3) + floor(z)`` spans
+    ``bounds[k]:bounds[k + 1]``; ``size``: the volume's (Z, Y, X); ``out_shape``: ``*out``.
     """
+
+    zyx: torch.Tensor
+    order: torch.Tensor
+    bounds: list[int]
+    size: tuple[int, int, int]
+    out_shape: tuple[int, ...]
+
+    @property
+    def n(self) -> int:
+        return self.order.numel() // max(1, math.prod(self.out_shape))
+
+
+def sort_voxels(coords: torch.Tensor, size) -> SortedVoxels:
+    """Fold ``coords`` ``(N, 3, *out)`` (voxels) into a volume of ``size`` (Z, Y, X) and sort
+    the voxels by ``floor(z)``, sample ``n`` after sample ``n - 1``."""
+    if coords.ndim < 3 or coords.shape[1] != 3 or len(size) != 3:
+        raise ValueError(
+            f"need coords (N, 3, *out) and a (Z, Y, X) size, got {tuple(coords.shape)}, {size}"
+        )
     n, voxels = coords.shape[0], coords.shape[2:].numel()
+    slices = int(size[0]) + 3  # the cubic sampler's padded z: one key range per sample
     flat = coords.reshape(n, 3, voxels).transpose(0, 1).reshape(3, n * voxels)
     folded = torch.empty_like(flat)
     for axis in range(3):
-        folded[axis] = fold_mirror(flat[axis], size[axis])
+        folded[axis] = fold_mirror(flat[axis], int(size[axis]))
     key = torch.floor(folded[0]).to(torch.int32).view(n, voxels)
     key += torch.arange(n, dtype=torch.int32, device=key.device)[:, None] * slices
     dtype = torch.int16 if n * slices < 2**15 else torch.int32  # radix sort, fewer passes
     key, order = torch.sort(key.reshape(-1).to(dtype), stable=True)
     counts = torch.bincount(key.to(torch.int64), minlength=n * slices).tolist()
-    return folded.index_select(1, order), order, np.cumsum([0, *counts]).tolist()
+    bounds = np.cumsum([0, *counts]).tolist()
+    shape = tuple(int(s) for s in size)
+    return SortedVoxels(
+        folded.index_select(1, order), order, bounds, shape, tuple(coords.shape[2:])
+    )
 
 
-def _unsort(sorted_out: torch.Tensor, order: torch.Tensor, n: int, out_shape) -> torch.Tensor:
+def _sorted(x: torch.Tensor, points: torch.Tensor | SortedVoxels) -> SortedVoxels:
+    if x.ndim != 5:
+        raise ValueError(f"need a volume (N, C, Z, Y, X), got {tuple(x.shape)}")
+    if not isinstance(points, SortedVoxels):
+        if points.ndim < 3 or points.shape[:2] != (x.shape[0], 3):
+            raise ValueError(
+                f"need coords (N, 3, *out) for a volume {tuple(x.shape)}, got {tuple(points.shape)}"
+            )
+        points = sort_voxels(points, x.shape[2:])
+    if points.size != tuple(x.shape[2:]) or points.n != x.shape[0]:
+        raise ValueError(f"voxels sorted for {points.size}, volume is {tuple(x.shape)}")
+    return points
+
+
+def _unsort(sorted_out: torch.Tensor, voxels: SortedVoxels) -> torch.Tensor:
     """``(C, N * V)`` in sorted order back to ``(N, C, *out)``."""
     out = torch.empty_like(sorted_out)
-    out[:, order] = sorted_out
-    return out.reshape(sorted_out.shape[0], n, *out_shape).transpose(0, 1)
+    out[:, voxels.order] = sorted_out
+    return out.reshape(sorted_out.shape[0], voxels.n, *voxels.out_shape).transpose(0, 1)
 
 
-def sample_cubic_3d(coef: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+def sample_cubic_3d(coef: torch.Tensor, coords: torch.Tensor | SortedVoxels) -> torch.Tensor:
     """Cubic B-spline with coefficients ``coef`` ``(N, C, Z, Y, X)`` at ``coords``
-    ``(N, 3, *out)`` (voxels, (z, y, x)); mirror borders. Returns ``(N, C, *out)``.
+    ``(N, 3, *out)`` (voxels, (z, y, x)) or their ``sort_voxels``; mirror borders. Returns
+    ``(N, C, *out)``.
 
     The coefficients are those of ``scipy.ndimage.spline_filter`` (``mode="mirror"``) of the
     volume; the result equals ``scipy.ndimage.map_coordinates(..., order=3, mode="mirror",
     prefilter=False)`` up to float32 rounding. Everything after the sort is done a run of
     ``floor(z)`` groups at a time, so temporaries stay in cache instead of being fresh pages.
     """
-    _check(coef, coords)
-    n, channels, *size = coef.shape
-    padded = [s + 3 for s in size]
-    zyx, order, bounds = _sort_by_slice(coords, size, padded[0])
+    voxels = _sorted(coef, coords)
+    zyx, bounds = voxels.zyx, voxels.bounds
+    channels, padded = coef.shape[1], [s + 3 for s in coef.shape[2:]]
     padded_yx = torch.tensor(padded[1:], dtype=zyx.dtype, device=zyx.device)[:, None]
     # (N * Zp * C, Yp, Xp): the four slices k .. k + 3 of all channels are one contiguous
     # 2D image of 4 C channels, and grid_sample shares each point's weights across channels
@@ -164,23 +205,24 @@ def sample_cubic_3d(coef: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
             torch.sum(
                 in_plane.mul_(wz[:, :, part]), dim=0, out=sorted_out[:, bounds[k] : bounds[k + 1]]
             )
-    return _unsort(sorted_out, order, n, coords.shape[2:])
+    return _unsort(sorted_out, voxels)
 
 
-def sample_linear_3d(x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+def sample_linear_3d(x: torch.Tensor, coords: torch.Tensor | SortedVoxels) -> torch.Tensor:
     """Trilinear interpolation of ``x`` ``(N, C, Z, Y, X)`` at ``coords`` ``(N, 3, *out)``
-    (voxels), mirror borders, as ``grid_sample(..., "bilinear", "reflection",
-    align_corners=True)``. Returns ``(N, C, *out)``.
+    (voxels) or their ``sort_voxels``, mirror borders, as ``grid_sample(..., "bilinear",
+    "reflection", align_corners=True)``. Returns ``(N, C, *out)``.
 
     Per ``floor(z)`` group one 2D bilinear ``grid_sample`` reads the slices ``k`` and ``k + 1``
     (as 2 C channels), blended by the fraction of z.
     """
-    _check(x, coords)
-    n, channels, *size = x.shape
-    zyx, order, bounds = _sort_by_slice(coords, size, size[0] + 1)
-    z_index = reflect_index(np.arange(size[0] + 1), size[0])  # one mirrored slice past the end
+    voxels = _sorted(x, coords)
+    zyx, bounds = voxels.zyx, voxels.bounds
+    channels, size = x.shape[1], x.shape[2:]
+    # z padded as for the cubic sampler (1 low, 2 high, mirrored): group k reads slices k+1, k+2
+    z_index = reflect_index(np.arange(-1, size[0] + 2), size[0])
     slices = x.index_select(2, torch.as_tensor(z_index, device=x.device))
-    slices = slices.transpose(1, 2).reshape(-1, *size[1:])  # (N * (Z + 1) * C, Y, X)
+    slices = slices.transpose(1, 2).reshape(-1, *size[1:])  # (N * (Z + 3) * C, Y, X)
     scale = torch.tensor([2.0 / (s - 1) for s in size[:0:-1]], dtype=zyx.dtype)
     sorted_out = x.new_empty(channels, zyx.shape[1])
     for chunk_start, chunk_end, groups in _chunks(bounds):
@@ -190,14 +232,14 @@ def sample_linear_3d(x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         for k in groups:
             part = slice(bounds[k] - chunk_start, bounds[k + 1] - chunk_start)
             taps = F.grid_sample(
-                slices[k * channels : (k + 2) * channels].unsqueeze(0),
+                slices[(k + 1) * channels : (k + 3) * channels].unsqueeze(0),
                 grid[None, None, part],
                 mode="bilinear",
                 padding_mode="border",  # points lie inside; border only clamps rounding
                 align_corners=True,
             )[0, :, 0].unflatten(0, (2, channels))  # (2, C, L): slice k, k + 1
             torch.lerp(taps[0], taps[1], frac[part], out=sorted_out[:, bounds[k] : bounds[k + 1]])
-    return _unsort(sorted_out, order, n, coords.shape[2:])
+    return _unsort(sorted_out, voxels)
 
 
 def sample_nearest(x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
