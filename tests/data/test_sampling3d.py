@@ -13,6 +13,7 @@ from unet_seg.data.patches import reflect_index
 from unet_seg.data.sampling3d import (
     fold_mirror,
     mirror_pad,
+    one_thread,
     sample_cubic_3d,
     sample_linear_3d,
     sample_nearest,
@@ -121,6 +122,19 @@ def test_one_sort_serves_both_samplers(rng: np.random.Generator) -> None:
     torch.testing.assert_close(sample_cubic_3d(volume, voxels), sample_cubic_3d(volume, coords))
     with pytest.raises(ValueError, match="sorted for"):
         sample_linear_3d(volume[:, :, :4], voxels)
+
+
+def test_one_thread_inside_and_the_count_restored_after() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        sample_nearest(torch.zeros(1, 1, 3, 3, 3), torch.zeros(1, 3, 2, 2, 2))  # decorated
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_bad_shapes_raise_value_error() -> None:

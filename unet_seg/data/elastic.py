@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from contextlib import nullcontext
 from functools import lru_cache
 
 import numpy as np
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 
 from unet_seg.data.patches import reflect_index
 from unet_seg.data.sampling3d import (
+    one_thread,
     sample_cubic_3d,
     sample_linear_3d,
     sample_nearest,
@@ -199,6 +201,12 @@ def warp(
     shape = tensors[0].shape[2:]
     # 3D grid_sample is scalar on CPU: there every order reads voxel coordinates instead
     gather_3d = len(shape) == 3 and tensors[0].device.type == "cpu"
+    with one_thread() if gather_3d else nullcontext():
+        return _warp_orders(tensors, displacement, orders, affine, gather_3d)
+
+
+def _warp_orders(tensors, displacement, orders, affine, gather_3d: bool) -> list[torch.Tensor]:
+    shape = tensors[0].shape[2:]
     outputs: list[torch.Tensor | None] = [None] * len(tensors)
     grid = coords = voxels = None
     for order in sorted(set(orders)):
@@ -305,6 +313,12 @@ def deform_grid_torch(
         deformed arrays, same shapes and dtypes as the inputs.
     """
     spatial_ndim, axes = check_arrays(arrays, orders, axes)
+    # 3D on CPU: one torch thread throughout, conversions included (see sampling3d.one_thread)
+    with one_thread() if len(axes) == 3 and torch.device(device).type == "cpu" else nullcontext():
+        return _deform_grid_torch(arrays, displacement, orders, axes, affine, device, spatial_ndim)
+
+
+def _deform_grid_torch(arrays, displacement, orders, axes, affine, device, spatial_ndim):
     shape = arrays[0].shape[arrays[0].ndim - spatial_ndim :]
     deformed_shape = [shape[a] for a in axes]
     disp = torch.as_tensor(np.asarray(displacement), dtype=torch.float32, device=device)
@@ -318,9 +332,8 @@ def deform_grid_torch(
         tensors.append(x.reshape(1, -1, *deformed_shape))
         layouts.append((moved.shape, moved_axes))
     outputs = []
-    for array, out, (moved_shape, moved_axes) in zip(
-        arrays, warp(tensors, disp.unsqueeze(0), orders, affine), layouts, strict=True
-    ):
+    warped = warp(tensors, disp.unsqueeze(0), orders, affine)
+    for array, out, (moved_shape, moved_axes) in zip(arrays, warped, layouts, strict=True):
         out = out.reshape(moved_shape).cpu().numpy()
         if not np.issubdtype(array.dtype, np.floating):
             out = np.rint(out)
