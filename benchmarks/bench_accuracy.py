@@ -28,6 +28,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -147,6 +148,7 @@ def run_nnunet(data, seconds: float, seed: int, workdir: Path, gpu_memory_gb: fl
         raise SystemExit(
             f"nnunet: nnunetv2 is not installed; install it with {nnunet_budget.INSTALL}"
         )
+    os.environ.setdefault("nnUNet_raw", str(workdir / "nnunet" / "raw"))  # removed with workdir
     images, labels, train, val = accuracy_data.as_cases(data, workdir / "cases")
     dataset_id = 901 + accuracy_data.DATASETS.index(data.name)
     configuration, preprocessed = nnunet_budget.prepare(
@@ -222,6 +224,10 @@ def run_part(args: argparse.Namespace) -> Path:
     write_text_atomic(out, json.dumps(part, indent=2) + "\n")
     print(json.dumps(part["figures"]))
     print(f"wrote {out}")
+    if args.keep:
+        print(f"kept the run's files in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     return out
 
 
@@ -237,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         help="nnunet: re-plan with its own GPU-memory target (an extra line)",
     )  # fmt: skip
     parser.add_argument("--merge", action="store_true", help="print the table of the parts")
+    parser.add_argument("--keep", action="store_true", help="keep the run's temporary files")
     args = parser.parse_args(argv)
     if args.merge:
         merge_accuracy.main([str(args.out_dir)])
