@@ -144,10 +144,6 @@ def run_monai(data, seconds: float, seed: int, workdir: Path) -> dict:
 def run_nnunet(data, seconds: float, seed: int, workdir: Path, gpu_memory_gb: float | None):
     import torch
 
-    if not nnunet_budget.available():
-        raise SystemExit(
-            f"nnunet: nnunetv2 is not installed; install it with {nnunet_budget.INSTALL}"
-        )
     os.environ.setdefault("nnUNet_raw", str(workdir / "nnunet" / "raw"))  # removed with workdir
     images, labels, train, val = accuracy_data.as_cases(data, workdir / "cases")
     dataset_id = 901 + accuracy_data.DATASETS.index(data.name)
@@ -197,16 +193,24 @@ def run_part(args: argparse.Namespace) -> Path:
     budget = parse_budget(args.budget)
     if budget.seconds is None:
         raise SystemExit(f"--budget {args.budget}: give a time (15min, 30min), not epochs")
+    if args.method == "nnunet" and not nnunet_budget.available():
+        raise SystemExit(f"nnunet: nnunetv2 is not installed; install it: {nnunet_budget.INSTALL}")
     workdir = Path(tempfile.mkdtemp(prefix=f"bench_accuracy_{args.dataset}_{args.method}_"))
-    data = accuracy_data.load(args.dataset, workdir)
-    before = provenance()
-    start = time.perf_counter()
-    if args.method == "ours":
-        result = run_ours(data, args.budget, args.seed, workdir)
-    elif args.method == "monai":
-        result = run_monai(data, budget.seconds, args.seed, workdir)
-    else:
-        result = run_nnunet(data, budget.seconds, args.seed, workdir, args.nnunet_gpu_memory)
+    try:
+        data = accuracy_data.load(args.dataset, workdir)
+        before = provenance()
+        start = time.perf_counter()
+        if args.method == "ours":
+            result = run_ours(data, args.budget, args.seed, workdir)
+        elif args.method == "monai":
+            result = run_monai(data, budget.seconds, args.seed, workdir)
+        else:
+            result = run_nnunet(data, budget.seconds, args.seed, workdir, args.nnunet_gpu_memory)
+    finally:
+        if args.keep:
+            print(f"kept the run's files in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     method = (
         args.method if args.nnunet_gpu_memory is None else f"nnunet_{args.nnunet_gpu_memory:g}gb"
     )
@@ -224,10 +228,6 @@ def run_part(args: argparse.Namespace) -> Path:
     write_text_atomic(out, json.dumps(part, indent=2) + "\n")
     print(json.dumps(part["figures"]))
     print(f"wrote {out}")
-    if args.keep:
-        print(f"kept the run's files in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
     return out
 
 
