@@ -18,6 +18,17 @@ SAMPLES_DIR = PROJECT_ROOT / "data_samples"
 ISBI_DIR = PROJECT_ROOT.parent / "shared" / "datasets" / "isbi2012"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n N``), each worker gets its share of the cores: N workers with
+    torch's default of one thread per core would oversubscribe them N times over. Subprocesses
+    the tests start inherit the share through ``OMP_NUM_THREADS``."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

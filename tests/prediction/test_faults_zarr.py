@@ -114,7 +114,10 @@ def test_full_tmpfs(tmp_path, ckpt, small_tmpfs):  # noqa: F811  (the fixture)
                              **{"outputs.probabilities": "true"}))  # fmt: skip
     status = outcome(summary)
     assert status["big"]["status"] == "failed"
-    assert "big_probs.ome.zarr: cannot write the output: no space left" in status["big"]["error"]
+    # Which of big's two stores meets the full disk first depends on the order its blocks are
+    # written in (threads), not on what is tested: that the file fails, named, and nothing stays.
+    assert re.search(r"big_(probs|labels)\.ome\.zarr: cannot write the output: no space left",
+                     status["big"]["error"])  # fmt: skip
     assert status["small"]["status"] == "ok"
     assert (small_tmpfs / "predict_summary.json").is_file() and hidden(small_tmpfs) == []
 
