@@ -18,6 +18,7 @@ from unet_seg.errors import UsageError
 from unet_seg.inference.precision import AUTOCAST_DTYPES, check_precision, resolve_precision
 from unet_seg.inference.runtimes import check_runtime, example_input, prepare
 from unet_seg.models.blocks import onednn_convolutions
+from unet_seg.models.float32_input import float32_input_convolution
 from unet_seg.models.fold import fold_batch_norm, has_batch_norm
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,8 @@ class ModelRunner:
             (:mod:`~unet_seg.inference.runtimes`).
 
     Batch norm layers are folded into their convolutions (:mod:`unet_seg.models.fold`, on a
-    copy: the caller's model keeps them).
+    copy: the caller's model keeps them). In a lower precision the input convolution stays in
+    float32 (:mod:`unet_seg.models.float32_input`).
     """
 
     def __init__(
@@ -244,6 +246,8 @@ class ModelRunner:
         self.autocast_dtype = AUTOCAST_DTYPES[precision]
         if has_batch_norm(model):
             model = fold_batch_norm(model)
+        if self.autocast_dtype is not None and runtime != "onnxruntime":
+            model = float32_input_convolution(model)  # the image is not rounded to 8 bits
         self.model = model.to(self.device).eval()
         self.spatial_dims = int(model.spatial_dims)
         self.views = tta_views(self.spatial_dims, tta)
