@@ -11,7 +11,12 @@ from omegaconf import DictConfig
 
 from unet_seg.config import CONFIG_DIR, config_dir
 from unet_seg.normalization import DEFAULT_PERCENTILES
-from unet_seg.training.train import build_datamodule, build_module, instantiate_group
+from unet_seg.training.train import (
+    build_datamodule,
+    build_module,
+    instantiate_group,
+    trainer_config,
+)
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 # Experiments on one's own data need its paths; the samples stand in, and name the run.
@@ -52,7 +57,7 @@ def test_experiment_instantiates(tmp_path: Path, experiment: str) -> None:
     optimizers = module.configure_optimizers()
     assert optimizers is not None
     trainer = instantiate(
-        cfg.trainer,
+        trainer_config(cfg),  # resolves precision=auto, as train() does
         callbacks=instantiate_group(cfg.callbacks),
         logger=instantiate_group(cfg.logger),
     )
