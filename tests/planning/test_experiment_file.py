@@ -53,7 +53,9 @@ def test_the_written_file_composes_with_hydra(tmp_path):
     assert list(cfg.data.patch_size) == settings["data.patch_size"]
     assert list(cfg.model.features) == settings["model.features"]
     assert cfg.data.target == "boundary" and cfg.data.label_map == "objects"
-    assert cfg.trainer.max_time == "00:00:15:00" and cfg.scheduler.T_max == cfg.trainer.max_epochs
+    assert cfg.trainer.max_time == "00:00:15:00" and cfg.trainer.max_epochs == -1
+    assert cfg.scheduler._target_.endswith("TimeCosineLR") and cfg.scheduler.seconds == 900
+    assert cfg.callbacks.early_stopping is None and cfg.callbacks.on_interrupt is not None
     assert cfg.data._target_ == "unet_seg.data.datamodule.SegmentationDataModule"
 
 

@@ -46,7 +46,10 @@ def test_touching_objects_give_a_boundary_target_and_the_expected_plan(tmp_path)
     assert f"100% of {3 * label.max()} objects touch" in plan.decision("target").reason
     assert (s["normalization.low"], s["normalization.high"]) == (1.0, 99.8)
     assert s["data.val_fraction"] == 0.2 and s["trainer.max_time"] == "00:00:30:00"
-    assert s["trainer.check_val_every_n_epoch"] == s["trainer.max_epochs"] // 10
+    # a time budget: only max_time ends the run, the rate anneals over its seconds
+    assert s["trainer.max_epochs"] == -1 and s["scheduler.seconds"] == 1800
+    assert s["callbacks.early_stopping"] is None
+    assert s["trainer.check_val_every_n_epoch"] == 5 and plan.groups["scheduler"] == "cosine_time"
     # one validation window per 64 x 96 image: the output covers it
     assert s["data.val_size"] == plan.decision("inference tile").value
     out = UNet(2, 1, 3, s["model.features"]).output_shape(s["data.val_size"])

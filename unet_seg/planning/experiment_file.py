@@ -75,7 +75,9 @@ def experiment_yaml(
         "loss": plan.decision("loss").reason,
         "augment": plan.decision("augment").reason,
         "optimizer": "Adam, as every recipe",
-        "scheduler": "anneals over the epochs",
+        "scheduler": "anneals over the epochs"
+        if plan.budget.epochs is not None
+        else "anneals over the budget's seconds",
     }
     for group, option in plan.groups.items():
         lines.append(f"  - override /{group}: {option}  # {reasons.get(group, '')}".rstrip())

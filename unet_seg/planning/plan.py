@@ -187,7 +187,7 @@ def make_plan(
         "loss": "dice_ce",
         "augment": augment,
         "optimizer": "adam",
-        "scheduler": "cosine",
+        "scheduler": "cosine" if budget.epochs is not None else "cosine_time",
     }
     decisions.append(
         Decision(

@@ -6,8 +6,11 @@ function from fingerprint facts to a :class:`Decision`:
 - target: ``boundary`` where at least :data:`TOUCHING` of the objects touch another, else
   ``classes``; loss Dice + CE; foreground-centred patches where a class is rarer than
   :data:`RARE`;
-- schedule: Adam, cosine annealing over :data:`EPOCHS` epochs sized to the budget (or the given
-  epochs), ``trainer.max_time`` the budget;
+- schedule: Adam; for a time budget, cosine annealing over the budget's seconds
+  (:class:`~unet_seg.training.time_schedule.TimeCosineLR`) and ``trainer.max_time`` the budget,
+  so the run trains until the budget is spent however fast the machine is, in epochs of
+  1/:data:`EPOCHS` of the steps the throughput estimate says fit (validation points); for an
+  epoch budget, cosine annealing over those epochs;
 - validation: the last 20 % of the files, or of the slices of a single stack; a single 2D image
   cannot be split and is refused;
 - schedule: validation :data:`VALIDATIONS` times per run, not every epoch;
@@ -132,23 +135,33 @@ def schedule(net_steps: int | None, batch: int, budget: Budget, norm: str) -> De
         epochs, samples = budget.epochs, max(MIN_SAMPLES, 16 * batch)
         why = f"{epochs} epochs as given; cosine annealing over them"
         max_time = None
+        settings = {"trainer.max_epochs": epochs}
+        value = f"adam lr {lr}, cosine, {epochs} epochs"
     else:
-        epochs = EPOCHS
+        epochs = EPOCHS  # at the estimated speed: the validation points
         samples = max(MIN_SAMPLES, batch * math.ceil((net_steps or 0) / EPOCHS))
         seconds = int(budget.seconds)
         days, rest = divmod(seconds, 86400)
         max_time = f"{days:02d}:{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
         why = (
-            f"~{net_steps} steps fit {budget.describe()}: {EPOCHS} epochs of {samples} samples, "
-            f"cosine annealing over them, stopped at {max_time}"
+            f"~{net_steps} steps estimated to fit {budget.describe()}: epochs of {samples} "
+            f"samples; cosine annealing over the {seconds} s themselves and stopped at "
+            f"{max_time} (no early stopping), so a faster or slower machine still trains for the "
+            "whole budget"
         )
+        # max_epochs -1 and no early stopping: only max_time ends the run (validation comes
+        # every few epochs, whose length the estimate sets, so a patience counted in
+        # validations would stop a fast machine's run before its rate has annealed)
+        settings = {"trainer.max_epochs": -1, "scheduler.seconds": seconds,
+                    "callbacks.early_stopping": None}  # fmt: skip
+        value = f"adam lr {lr}, cosine over {seconds} s"
     return Decision(
         "schedule",
-        f"adam lr {lr}, cosine, {epochs} epochs",
+        value,
         f"{why}; lr {lr}" + (" (batch norm tolerates a high rate)" if norm == "batch" else ""),
         {
             "optimizer.lr": lr,
-            "trainer.max_epochs": epochs,
+            **settings,
             "trainer.check_val_every_n_epoch": max(1, epochs // VALIDATIONS),
             "trainer.max_time": max_time,
             "data.samples_per_epoch": samples,
