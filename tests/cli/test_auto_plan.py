@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.cli.test_plan import run_console
 from tests.planning.conftest import object_grid, write_dataset
 from unet_seg.cli import train as train_cli
 from unet_seg.cli.auto_plan import plan_overrides, split_arguments
@@ -17,15 +17,7 @@ from unet_seg.errors import UsageError
 
 
 def run_train(args: list[str], monkeypatch, capsys) -> tuple[int, str, list[str]]:
-    """Exit code, stdout and the stderr lines of ``unet-seg-train args`` run in this process."""
-    monkeypatch.setattr(sys, "argv", ["unet-seg-train", *args])
-    try:
-        train_cli.main()
-        code = 0
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err.splitlines()
+    return run_console(train_cli, "unet-seg-train", args, monkeypatch, capsys)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -15,16 +16,23 @@ from unet_seg.cli.exit_codes import EXIT_FAILED, EXIT_USAGE
 from unet_seg.io import Volume, write_volume
 
 
-def run_plan(args: list[str], monkeypatch, capsys) -> tuple[int, str, list[str]]:
-    """Exit code, stdout and the stderr lines of ``unet-seg-plan args`` run in this process."""
-    monkeypatch.setattr(sys, "argv", ["unet-seg-plan", *args])
+def run_console(
+    cli: ModuleType, script: str, args: list[str], monkeypatch, capsys
+) -> tuple[int, str, list[str]]:
+    """Exit code, stdout and the stderr lines of the console script ``script args`` (whose
+    entry point is ``cli.main``) run in this process; 0 where it returns."""
+    monkeypatch.setattr(sys, "argv", [script, *args])
     try:
-        plan_cli.main()
+        cli.main()
         code = 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
     out = capsys.readouterr()
     return code, out.out, out.err.splitlines()
+
+
+def run_plan(args: list[str], monkeypatch, capsys) -> tuple[int, str, list[str]]:
+    return run_console(plan_cli, "unet-seg-plan", args, monkeypatch, capsys)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from unet_seg.inference.precision import (
     choose_precision,
     resolve_precision,
 )
+from unet_seg.models import roofline
 
 CPU = torch.device("cpu")
 
@@ -128,7 +129,7 @@ def test_measured_peaks_alternate_and_are_measured_once(monkeypatch):
         calls.append(args[0])
         return 100.0
 
-    monkeypatch.setattr(prec, "matmul_gflops", counting)
+    monkeypatch.setattr(roofline, "matmul_gflops", counting)  # the probe models.roofline runs
     first = prec.measure_peaks(CPU)
     assert prec.measure_peaks(CPU) == first == {"float32": 100.0, "bf16": 100.0}
     assert calls == [torch.float32, torch.bfloat16] * 3  # rounds alternate: load hits both alike

@@ -1,8 +1,10 @@
 """trainer.precision=auto: the choice from measured peaks, and the trainer config it resolves."""
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
+from unet_seg.models import roofline
 from unet_seg.training import precision as training_precision
 from unet_seg.training.precision import choose_training_precision, resolve_training_precision
 from unet_seg.training.train import trainer_config
@@ -53,3 +55,15 @@ def test_trainer_config_resolves_auto(monkeypatch):
     slow = {"float32": 320.0, "bf16": 167.0}
     monkeypatch.setattr(training_precision, "measure_cpu_peaks", lambda: slow)
     assert trainer_config(cfg).precision == "32-true"
+
+
+def test_the_cpu_probe_is_the_shared_alternating_one(monkeypatch):
+    calls = []
+
+    def counting(dtype, *args, **kwargs):
+        calls.append(dtype)
+        return 100.0 if dtype == torch.float32 else 220.0
+
+    monkeypatch.setattr(roofline, "matmul_gflops", counting)
+    assert training_precision.measure_cpu_peaks() == {"float32": 100.0, "bf16": 220.0}
+    assert calls == [torch.float32, torch.bfloat16] * 3

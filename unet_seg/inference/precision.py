@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from unet_seg.errors import UsageError
-from unet_seg.models.roofline import bf16_supported, matmul_gflops
+from unet_seg.models.roofline import alternating_peaks, bf16_supported
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,7 @@ def _measured_peaks(device_name: str, threads: int) -> tuple[tuple[str, float | 
             peaks[name] = None
         else:
             dtypes[name] = AUTOCAST_DTYPES[name]
-    # Rounds that alternate the precisions, best of each: a shared machine's load, which
-    # comes and goes, hits them alike.
-    for round_ in range(3):
-        for name, dtype in dtypes.items():
-            gflops = matmul_gflops(dtype, device, 1024, 1, warmup=int(round_ == 0), budget_s=1.0)
-            peaks[name] = max(peaks.get(name) or 0.0, gflops)
+    peaks.update(alternating_peaks(dtypes, device))
     del threads  # part of the cache key only: the peak depends on it
     return tuple(peaks.items())
 

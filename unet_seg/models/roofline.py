@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -60,6 +60,20 @@ def matmul_gflops(
             if budget_s is not None and spent > budget_s:
                 break
     return 2.0 * size**3 / best / 1e9
+
+
+def alternating_peaks(
+    dtypes: Mapping[str, torch.dtype], device: str | torch.device = "cpu", rounds: int = 3
+) -> dict[str, float]:
+    """Short matmul probe (1024 x 1024) GFLOP/s for each of ``dtypes`` (by name) on ``device``:
+    rounds that alternate the dtypes, best of each, so that a shared machine's load, which comes
+    and goes, hits them alike. About a second per dtype at most."""
+    peaks: dict[str, float] = {}
+    for round_ in range(rounds):
+        for name, dtype in dtypes.items():
+            gflops = matmul_gflops(dtype, device, 1024, 1, warmup=int(round_ == 0), budget_s=1.0)
+            peaks[name] = max(peaks.get(name, 0.0), gflops)
+    return peaks
 
 
 def bf16_supported(device: str | torch.device = "cpu") -> bool:

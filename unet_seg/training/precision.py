@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from unet_seg.models.roofline import matmul_gflops
+from unet_seg.models.roofline import alternating_peaks
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,9 @@ def choose_training_precision(
 
 
 def measure_cpu_peaks() -> dict[str, float | None]:
-    """Matmul GFLOP/s in float32 and bfloat16 on the CPU's current threads, best of rounds
-    that alternate the two (a shared machine's load hits both alike); about 2 seconds."""
-    peaks: dict[str, float] = {}
-    for round_ in range(3):
-        for name, dtype in (("float32", torch.float32), ("bf16", torch.bfloat16)):
-            gflops = matmul_gflops(dtype, "cpu", 1024, 1, warmup=int(round_ == 0), budget_s=1.0)
-            peaks[name] = max(peaks.get(name, 0.0), gflops)
-    return dict(peaks)
+    """Matmul GFLOP/s in float32 and bfloat16 on the CPU's current threads (the same probe as
+    inference's ``precision=auto``); about 0.1 s on a CPU that runs bfloat16 natively."""
+    return dict(alternating_peaks({"float32": torch.float32, "bf16": torch.bfloat16}, "cpu"))
 
 
 def _training_device_type(accelerator: object) -> str:
