@@ -43,7 +43,7 @@ def test_eta_min_is_the_floor():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.001)
 
 
-@pytest.mark.parametrize("seconds", [0, -5, float("nan"), float("inf")])
+@pytest.mark.parametrize("seconds", [0, -5, float("nan"), float("inf"), None])
 def test_a_budget_that_is_no_time_is_refused(seconds):
     with pytest.raises(ValueError, match=r"scheduler\.seconds must be a time > 0"):
         _scheduler(FakeClock(), seconds=seconds)

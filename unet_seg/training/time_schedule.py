@@ -33,13 +33,17 @@ class TimeCosineLR(torch.optim.lr_scheduler.LRScheduler):
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
-        seconds: float,
+        seconds: float | None = None,
         eta_min: float = 0.0,
         clock: Clock | None = None,
     ) -> None:
+        # None: scheduler=cosine_time without scheduler.seconds (its ??? in the config)
+        if seconds is None or not math.isfinite(float(seconds)) or float(seconds) <= 0:
+            raise ValueError(
+                f"scheduler.seconds must be a time > 0 (the budget in seconds, as "
+                f"trainer.max_time), got {seconds}"
+            )
         seconds = float(seconds)
-        if not math.isfinite(seconds) or seconds <= 0:
-            raise ValueError(f"scheduler.seconds must be a time > 0, got {seconds}")
         self.seconds, self.eta_min = seconds, float(eta_min)
         self._clock: Clock = clock or time.monotonic
         self._start = self._clock()
